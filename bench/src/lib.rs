@@ -1,0 +1,1 @@
+//! Sluice's benchmark harness (see bench/README.md).

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Enforces the architecture's two hard rules mechanically, so review does not have to:
+#  1. sluice-common is pure: nothing OS-facing in its normal dependency tree, no unsafe.
+#  2. sluice-recv contains no code that sends datagrams (the one-way property, in software too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+tree=$(cargo tree -p sluice-common -e normal --prefix none --locked)
+for banned in tokio socket2 libc quinn-udp rustix mio nix getrandom; do
+  if grep -E "^${banned} v" <<<"$tree" >/dev/null; then
+    echo "purity: sluice-common depends on ${banned} (OS-facing); move that code to sender/ or receiver/" >&2
+    fail=1
+  fi
+done
+grep -q '#!\[forbid(unsafe_code)\]' common/src/lib.rs || { echo "purity: common/src/lib.rs lacks #![forbid(unsafe_code)]" >&2; fail=1; }
+# std::fs, clocks, network and OS randomness are banned inside common's source.
+if grep -rnE 'std::fs|std::net|SystemTime::now|Instant::now|thread_rng|OsRng|getrandom' common/src; then
+  echo "purity: OS-facing call in common/src (above); pass it in from the caller instead" >&2
+  fail=1
+fi
+# The receiver never transmits: no send-type socket calls anywhere in its source.
+if grep -rnE '\b(send_to|sendto|sendmsg|sendmmsg|send_mmsg|\.send\(|connect\(|UdpSocketState::send|quinn_udp::Transmit)' receiver/src; then
+  echo "one-way: sending code found in receiver/src (above); the receiver must never transmit" >&2
+  fail=1
+fi
+[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code)"
+exit $fail

@@ -1,0 +1,17 @@
+//! `sluice-send`: the low side. See `sluice-send --help` and docs/operations.md.
+//!
+//! `main` only parses flags, sets up logging and maps the outcome to the exit-code contract in
+//! `sluice_common::exit`; each subcommand lives in `commands/`.
+
+mod cli;
+mod commands;
+mod logging;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.log_format, cli.verbose);
+    let code = commands::dispatch(cli.command);
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
