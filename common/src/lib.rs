@@ -17,9 +17,11 @@
 //!   that move one opaque object of any size across a lossy, reordering one-way channel.
 //! - [`bundle`]: the signed bundle format (docs/bundle.md), keys, path policy, trust store and
 //!   policy, and the streaming verifier whose `Verified` value is the only ticket into quarantine.
+//! - [`spool`]: spool volumes, the same frames written as fixed-size records onto removable media.
 //! - [`exit`]: the exit-code contract both binaries share.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod exit;
+pub mod spool;
 pub mod transport;

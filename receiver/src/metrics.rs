@@ -103,11 +103,15 @@ fn answer(mut stream: TcpStream, page: &MetricsPage) -> io::Result<()> {
         }
     }
     let first_line = request[..len].split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let (status, body) = if first_line.starts_with(b"GET /metrics ") || first_line.starts_with(b"GET / ") {
-        ("200 OK", page.get())
-    } else {
-        ("404 Not Found", "only GET /metrics is served here\n".to_string())
-    };
+    let (status, body) =
+        if first_line.starts_with(b"GET /metrics ") || first_line.starts_with(b"GET / ") {
+            ("200 OK", page.get())
+        } else {
+            (
+                "404 Not Found",
+                "only GET /metrics is served here\n".to_string(),
+            )
+        };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -73,10 +73,11 @@ impl DiodeSocket {
         batch.filled = 0;
         let mut slices: Vec<IoSliceMut<'_>> =
             batch.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        match self
-            .state
-            .recv(UdpSockRef::from(&self.socket), &mut slices, &mut batch.metas)
-        {
+        match self.state.recv(
+            UdpSockRef::from(&self.socket),
+            &mut slices,
+            &mut batch.metas,
+        ) {
             Ok(n) => {
                 batch.filled = n;
                 return Ok(n);

@@ -132,8 +132,18 @@ pub struct Verified {
 impl Verified {
     /// Crate-private: the verifier is the only caller.
     #[allow(dead_code)]
-    pub(crate) fn new(header: Header, id: BundleId, signer_name: String, bundle_bytes: u64) -> Self {
-        Verified { header, id, signer_name, bundle_bytes }
+    pub(crate) fn new(
+        header: Header,
+        id: BundleId,
+        signer_name: String,
+        bundle_bytes: u64,
+    ) -> Self {
+        Verified {
+            header,
+            id,
+            signer_name,
+            bundle_bytes,
+        }
     }
     pub fn header(&self) -> &Header {
         &self.header
@@ -232,9 +242,9 @@ impl RejectReason {
     pub fn exit_code(self) -> i32 {
         use crate::exit;
         match self {
-            RejectReason::UnknownSigner | RejectReason::WeakKey | RejectReason::SignerNotAllowed => {
-                exit::UNTRUSTED
-            }
+            RejectReason::UnknownSigner
+            | RejectReason::WeakKey
+            | RejectReason::SignerNotAllowed => exit::UNTRUSTED,
             RejectReason::Expired | RejectReason::TooLarge | RejectReason::Rollback => exit::POLICY,
             RejectReason::InsufficientSymbols => exit::INCOMPLETE,
             RejectReason::StorageError => exit::STORAGE,

@@ -1,0 +1,283 @@
+//! Spool volumes: the same frames that cross a diode as UDP datagrams, written into files on
+//! removable media (docs/media.md is the spec).
+//!
+//! A volume is a small tagged header followed by fixed-size frame records. Fixed-size records
+//! mean a damaged sector or a torn copy costs exactly the frames it touches: every other record
+//! is still found at `HEADER_LEN + i × frame_len`, and each frame carries its own integrity tag,
+//! so the receiver feeds records into the same pipeline as datagrams and lets the tag decide.
+//!
+//! ```text
+//! offset size field
+//!  0      8   magic  "SLUICEVL"
+//!  8      1   version (1)
+//!  9      1   reserved, must be 0
+//! 10      2   volume index (0-based, < volume count)
+//! 12      2   volume count (1..=MAX_VOLUMES)
+//! 14      2   reserved, must be 0
+//! 16     16   object id
+//! 32      8   object length in bytes
+//! 40      4   frame length in bytes (every record is exactly this long)
+//! 44      8   frame count in this volume
+//! 52     16   tag: keyed BLAKE3 (link key) of bytes 0..52 under the spool context, truncated
+//! 68          records: frame count × frame length bytes
+//! ```
+
+/// Bytes before the first record.
+pub const HEADER_LEN: usize = 68;
+/// Fewer volumes than this keeps the "which losses survive" arithmetic meaningful and bounds the
+/// per-bundle bookkeeping of an import (one entry per volume).
+pub const MAX_VOLUMES: u16 = 256;
+/// Largest record: a UDP datagram never exceeds 65 507 bytes, and records are datagrams.
+pub const MAX_FRAME_LEN: u32 = 65_507;
+
+const MAGIC: &[u8; 8] = b"SLUICEVL";
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 16;
+/// Separates volume-header tags from frame tags made with the same link key.
+const TAG_CONTEXT: &str = "sluice 2026 spool volume header v1";
+
+/// A volume's header, as written or as verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeHeader {
+    pub volume_index: u16,
+    pub volume_count: u16,
+    pub object_id: [u8; 16],
+    pub object_len: u64,
+    pub frame_len: u32,
+    pub frame_count: u64,
+}
+
+/// Why a volume header was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeError {
+    #[error("file is shorter than a volume header ({HEADER_LEN} bytes)")]
+    TooShort,
+    #[error("not a Sluice spool volume (bad magic)")]
+    BadMagic,
+    #[error("spool volume version {0} is not supported by this build")]
+    UnknownVersion(u8),
+    #[error("volume header failed its integrity check (damaged, or written with another link key)")]
+    BadTag,
+    #[error("volume header field out of range: {0}")]
+    OutOfRange(&'static str),
+}
+
+impl VolumeHeader {
+    /// Encodes the header with its tag.
+    pub fn encode(&self, link_key: &[u8; 32]) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..8].copy_from_slice(MAGIC);
+        out[8] = VERSION;
+        out[10..12].copy_from_slice(&self.volume_index.to_be_bytes());
+        out[12..14].copy_from_slice(&self.volume_count.to_be_bytes());
+        out[16..32].copy_from_slice(&self.object_id);
+        out[32..40].copy_from_slice(&self.object_len.to_be_bytes());
+        out[40..44].copy_from_slice(&self.frame_len.to_be_bytes());
+        out[44..52].copy_from_slice(&self.frame_count.to_be_bytes());
+        let tag = header_tag(link_key, &out[..HEADER_LEN - TAG_LEN]);
+        out[HEADER_LEN - TAG_LEN..].copy_from_slice(&tag);
+        out
+    }
+
+    /// Decodes and authenticates the first [`HEADER_LEN`] bytes of a volume. Trailing bytes (the
+    /// records) are the caller's to read, at offsets given by [`record_offset`](Self::record_offset).
+    pub fn decode(bytes: &[u8], link_key: &[u8; 32]) -> Result<Self, VolumeError> {
+        let header = bytes.get(..HEADER_LEN).ok_or(VolumeError::TooShort)?;
+        let field = |range: std::ops::Range<usize>| &header[range];
+        if field(0..8) != MAGIC {
+            return Err(VolumeError::BadMagic);
+        }
+        if header[8] != VERSION {
+            return Err(VolumeError::UnknownVersion(header[8]));
+        }
+        let expected = header_tag(link_key, field(0..HEADER_LEN - TAG_LEN));
+        if !constant_time_eq(&expected, field(HEADER_LEN - TAG_LEN..HEADER_LEN)) {
+            return Err(VolumeError::BadTag);
+        }
+        if header[9] != 0 || field(14..16) != [0, 0] {
+            return Err(VolumeError::OutOfRange("reserved bytes are not zero"));
+        }
+        let u16_at = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+        let u32_at = |at: usize| {
+            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let mut object_id = [0u8; 16];
+        object_id.copy_from_slice(field(16..32));
+        let parsed = VolumeHeader {
+            volume_index: u16_at(10),
+            volume_count: u16_at(12),
+            object_id,
+            object_len: u64_at(32),
+            frame_len: u32_at(40),
+            frame_count: u64_at(44),
+        };
+        if parsed.volume_count == 0 || parsed.volume_count > MAX_VOLUMES {
+            return Err(VolumeError::OutOfRange("volume count"));
+        }
+        if parsed.volume_index >= parsed.volume_count {
+            return Err(VolumeError::OutOfRange("volume index"));
+        }
+        if parsed.frame_len == 0 || parsed.frame_len > MAX_FRAME_LEN {
+            return Err(VolumeError::OutOfRange("frame length"));
+        }
+        if parsed.expected_file_len().is_none() {
+            return Err(VolumeError::OutOfRange("frame count"));
+        }
+        Ok(parsed)
+    }
+
+    /// The length a complete volume file has; `None` if it would overflow.
+    pub fn expected_file_len(&self) -> Option<u64> {
+        self.frame_count
+            .checked_mul(u64::from(self.frame_len))?
+            .checked_add(HEADER_LEN as u64)
+    }
+
+    /// Where record `index` starts in the file.
+    pub fn record_offset(&self, index: u64) -> Option<u64> {
+        index
+            .checked_mul(u64::from(self.frame_len))?
+            .checked_add(HEADER_LEN as u64)
+    }
+
+    /// How many whole records a file of `file_len` bytes holds (fewer than `frame_count` when the
+    /// copy was truncated).
+    pub fn whole_records_in(&self, file_len: u64) -> u64 {
+        let body = file_len.saturating_sub(HEADER_LEN as u64);
+        (body / u64::from(self.frame_len.max(1))).min(self.frame_count)
+    }
+}
+
+/// Which volume frame number `frame_index` (in send order) goes to. Round-robin over the send
+/// order, which the sender already interleaves across blocks, so every block's symbols are spread
+/// evenly over all volumes and losing one volume costs each block about 1/N of its symbols.
+pub fn volume_for_frame(frame_index: u64, volume_count: u16) -> u16 {
+    (frame_index % u64::from(volume_count.max(1))) as u16
+}
+
+/// The largest number of whole volumes that may be lost while every block stays decodable, given
+/// the repair overhead in percent: with V volumes, losing L leaves (V−L)/V of each block's
+/// K·(1+overhead) symbols, which must be at least K (plus a small safety margin of 1 %).
+pub fn survivable_volume_losses(volume_count: u16, overhead_percent: u32) -> u16 {
+    let v = u64::from(volume_count.max(1));
+    let sent = 100 + u64::from(overhead_percent); // per 100 source symbols
+    (0..v)
+        .rev()
+        .find(|&lost| (v - lost) * sent >= v * 101)
+        .unwrap_or(0) as u16
+}
+
+fn header_tag(link_key: &[u8; 32], bytes: &[u8]) -> [u8; TAG_LEN] {
+    let key = blake3::derive_key(TAG_CONTEXT, link_key);
+    let hash = blake3::keyed_hash(&key, bytes);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&hash.as_bytes()[..TAG_LEN]);
+    tag
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn sample() -> VolumeHeader {
+        VolumeHeader {
+            volume_index: 2,
+            volume_count: 4,
+            object_id: [9; 16],
+            object_len: 1 << 30,
+            frame_len: 1472,
+            frame_count: 12345,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_every_flipped_bit() {
+        let bytes = sample().encode(&KEY);
+        assert_eq!(VolumeHeader::decode(&bytes, &KEY), Ok(sample()));
+        for bit in 0..HEADER_LEN * 8 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(VolumeHeader::decode(&damaged, &KEY).is_err(), "bit {bit}");
+        }
+        assert_eq!(
+            VolumeHeader::decode(&bytes, &[8; 32]),
+            Err(VolumeError::BadTag)
+        );
+    }
+
+    #[test]
+    fn truncated_headers_are_refused() {
+        let bytes = sample().encode(&KEY);
+        for len in 0..HEADER_LEN {
+            assert_eq!(
+                VolumeHeader::decode(&bytes[..len], &KEY),
+                Err(VolumeError::TooShort)
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_but_authentic_fields_are_bounded() {
+        for bad in [
+            VolumeHeader {
+                volume_count: 0,
+                volume_index: 0,
+                ..sample()
+            },
+            VolumeHeader {
+                volume_index: 4,
+                ..sample()
+            },
+            VolumeHeader {
+                frame_len: 0,
+                ..sample()
+            },
+            VolumeHeader {
+                frame_len: 70_000,
+                ..sample()
+            },
+            VolumeHeader {
+                frame_count: u64::MAX,
+                ..sample()
+            },
+        ] {
+            assert!(matches!(
+                VolumeHeader::decode(&bad.encode(&KEY), &KEY),
+                Err(VolumeError::OutOfRange(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn counts_whole_records_of_a_truncated_copy() {
+        let h = sample();
+        let full = h.expected_file_len().unwrap();
+        assert_eq!(h.whole_records_in(full), h.frame_count);
+        assert_eq!(h.whole_records_in(full + 100), h.frame_count);
+        assert_eq!(h.whole_records_in(full - 1), h.frame_count - 1);
+        assert_eq!(h.whole_records_in(10), 0);
+        assert_eq!(h.record_offset(1), Some(HEADER_LEN as u64 + 1472));
+    }
+
+    #[test]
+    fn survivable_losses_follow_the_overhead() {
+        assert_eq!(survivable_volume_losses(1, 100), 0);
+        assert_eq!(survivable_volume_losses(4, 10), 0);
+        assert_eq!(survivable_volume_losses(4, 34), 0); // 3/4 × 134 = 100.5 < 101
+        assert_eq!(survivable_volume_losses(4, 35), 1);
+        assert_eq!(survivable_volume_losses(4, 103), 2);
+        assert_eq!(survivable_volume_losses(3, 52), 1);
+        assert_eq!(volume_for_frame(9, 4), 1);
+    }
+}
