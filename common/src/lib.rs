@@ -23,5 +23,6 @@
 
 pub mod bundle;
 pub mod exit;
+pub mod profile;
 pub mod spool;
 pub mod transport;
