@@ -72,7 +72,10 @@ pub fn ensure_dir_at(dir: impl AsFd, name: &str, mode: u32) -> io::Result<OwnedF
         Err(e) => return Err(e.into()),
     }
     let fd = open_dir_at(dir, name)?;
-    rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    // Only write when needed, so an existing store on a read-only mount can still be inspected.
+    if rfs::fstat(&fd)?.st_mode & 0o7777 != mode {
+        rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    }
     Ok(fd)
 }
 

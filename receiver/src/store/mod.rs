@@ -26,7 +26,7 @@
 //! it can always be rebuilt upward from the audit log (and from quarantine), never the reverse.
 
 // The listener and media importer (built in parallel) are the callers of most of this API.
-#![cfg_attr(not(test), allow(dead_code))]
+#![allow(dead_code)]
 
 mod audit;
 mod extract;
@@ -56,6 +56,11 @@ pub use records::{Source, TransportFigures};
 
 /// Largest `.progress` blob accepted from the transport layer.
 pub const MAX_PROGRESS_BYTES: u64 = 16 << 20;
+
+/// A transport object id (16 bytes; `BundleId::object_id` for bundles).
+pub type ObjectId = [u8; 16];
+/// Staged objects with their saved progress blobs.
+pub type ProgressList = Vec<(ObjectId, Vec<u8>)>;
 
 /// Store settings.
 #[derive(Clone, Debug)]
@@ -787,7 +792,7 @@ impl Store {
     }
 
     /// Every staged object that has a progress blob (for resuming after a restart).
-    pub fn load_all_progress(&self) -> Result<Vec<([u8; 16], Vec<u8>)>, StoreError> {
+    pub fn load_all_progress(&self) -> Result<ProgressList, StoreError> {
         let mut out = Vec::new();
         for (name, _) in fsutil::list_dir(&self.objects).map_err(ioe("list staging/objects"))? {
             let Some(id) = name.strip_suffix(".progress").and_then(parse_object_id) else {
