@@ -128,6 +128,9 @@ pub struct AuditLog {
     /// Set after an fsync failure: the log's durability is unknown, so nothing more is appended
     /// until a restart reconciles it (A42: never retry-then-trust).
     poisoned: Option<String>,
+    /// Test hook: the next fsync reports EIO (after the write went through).
+    #[cfg(test)]
+    pub fail_next_sync: bool,
 }
 
 impl AuditLog {
@@ -172,9 +175,21 @@ impl AuditLog {
                 next_seq: report.last_seq + 1,
                 prev: report.last_hash.clone(),
                 poisoned: None,
+                #[cfg(test)]
+                fail_next_sync: false,
             },
             report,
         ))
+    }
+
+    /// True after an fsync failure: a record may or may not have reached the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Why the log is poisoned, if it is.
+    pub fn poisoned_reason(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Fills in `seq`, `prev` and the time, appends the line and fsyncs it. On a write error the
@@ -205,7 +220,15 @@ impl AuditLog {
             }
             return Err(e);
         }
-        if let Err(e) = self.file.sync_all() {
+        #[cfg(test)]
+        let synced = if std::mem::take(&mut self.fail_next_sync) {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            self.file.sync_all()
+        };
+        #[cfg(not(test))]
+        let synced = self.file.sync_all();
+        if let Err(e) = synced {
             self.poisoned = Some(e.to_string());
             return Err(e);
         }

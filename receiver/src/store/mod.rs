@@ -272,6 +272,30 @@ impl CommitInfo {
     }
 }
 
+/// The points of the commit protocol, in order (used by fault-injection tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Every file and directory of the extraction fsynced.
+    DirsSynced,
+    /// receipt.json written and fsynced, extraction dir fsynced.
+    ReceiptWritten,
+    /// Renamed into quarantine (not yet fsynced).
+    Renamed,
+    /// quarantine/ and staging/extract/ fsynced.
+    QuarantineSynced,
+    /// Audit record appended and fsynced (mark not yet updated).
+    Audited,
+}
+
+/// A fault injected at a [`Step`] (tests only): `Crash` stops there leaving everything as a
+/// killed process would; `Eio` makes the operation right after the step fail with EIO.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Crash(Step),
+    Eio(Step),
+}
+
 struct OpenObject {
     file: File,
     len: u64,
@@ -298,6 +322,10 @@ pub struct Store {
     reserved: HashMap<[u8; 16], u64>,
     config: StoreConfig,
     reconcile: ReconcileReport,
+    #[cfg(test)]
+    fault: Option<Fault>,
+    #[cfg(test)]
+    crashed: bool,
 }
 
 fn part_name(id: &[u8; 16]) -> String {
@@ -397,6 +425,10 @@ impl Store {
             reserved: HashMap::new(),
             config,
             reconcile: ReconcileReport::default(),
+            #[cfg(test)]
+            fault: None,
+            #[cfg(test)]
+            crashed: false,
         };
         store.reconcile()?;
         Ok(store)
@@ -886,6 +918,14 @@ impl Store {
     ) -> Result<Decision, StoreError> {
         let idhex = info.id.to_hex();
         let object_id = info.id.object_id();
+        if let Some(why) = self.audit.poisoned_reason() {
+            return Err(StoreError::Io {
+                what: format!(
+                    "store degraded: audit log fsync failed earlier ({why}); restart sluice-recv to reconcile before committing {idhex}"
+                ),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
         if let Some((msg, err)) = ext.storage_error() {
             return Err(StoreError::Io {
                 what: format!("extract bundle {idhex}: {msg}"),
@@ -952,6 +992,7 @@ impl Store {
             "fsync directories of {}",
             ext.path().display()
         )))?;
+        self.checkpoint(Step::DirsSynced, Some(&mut ext))?;
         let receipt = self.receipt(info, transport.clone());
         let mut receipt_bytes = serde_json::to_vec_pretty(&receipt)
             .map_err(|e| ioe("encode receipt")(io::Error::other(e)))?;
@@ -964,6 +1005,7 @@ impl Store {
             fsutil::fsync(ext.root_fd())
         })()
         .map_err(ioe(format!("write {}/receipt.json", ext.path().display())))?;
+        self.checkpoint(Step::ReceiptWritten, Some(&mut ext))?;
         // The atomic step: nothing is visible in quarantine before this, everything after.
         fsutil::rename_noreplace(&self.extract, &ext.name, &self.quarantine, &idhex).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -979,9 +1021,11 @@ impl Store {
         let staged_name = ext.name.clone();
         ext.finished = true;
         drop(ext);
-        let durable = fsutil::fsync(&self.quarantine)
-            .map_err(ioe("fsync quarantine/"))
+        let durable = self
+            .checkpoint(Step::Renamed, None)
+            .and_then(|()| fsutil::fsync(&self.quarantine).map_err(ioe("fsync quarantine/")))
             .and_then(|()| fsutil::fsync(&self.extract).map_err(ioe("fsync staging/extract/")))
+            .and_then(|()| self.checkpoint(Step::QuarantineSynced, None))
             .and_then(|()| {
                 self.audit
                     .append(AuditRecord {
@@ -1000,6 +1044,17 @@ impl Store {
                     .map_err(ioe("append audit.jsonl"))
             });
         if let Err(e) = durable {
+            if self.simulated_crash() {
+                return Err(e);
+            }
+            if self.audit.is_poisoned() {
+                // The record may or may not be in the log (write done, fsync failed). Do not
+                // report it accepted (A42) and do not withdraw it either: a restart reconciles
+                // it (re-verifying every file) whichever way the log turned out.
+                tracing::error!(bundle = %idhex, error = %e,
+                    "audit fsync failed; bundle NOT reported accepted; store degraded until restart");
+                return Err(e);
+            }
             // Not accepted (A42: no retry-then-trust). Take it back out of quarantine.
             tracing::error!(bundle = %idhex, error = %e, "commit failed after rename; withdrawing the entry");
             match fsutil::rename_noreplace(&self.quarantine, &idhex, &self.extract, &staged_name) {
@@ -1019,13 +1074,57 @@ impl Store {
             .or_insert(info.sequence);
         *e = (*e).max(info.sequence);
         let new_mark = mark.map_or(info.sequence, |m| m.max(info.sequence));
-        if let Err(err) = self.write_mark(&info.channel, new_mark, &idhex) {
+        let marked = self
+            .checkpoint(Step::Audited, None)
+            .and_then(|()| self.write_mark(&info.channel, new_mark, &idhex));
+        if self.simulated_crash() {
+            return Err(StoreError::Misuse {
+                what: "simulated crash".into(),
+            });
+        }
+        if let Err(err) = marked {
             // Accepted already (the audit record is the decision); the in-memory history keeps
             // rollback protection and reconciliation rewrites the mark on the next open.
             tracing::error!(channel = %info.channel, error = %err, "high-water mark update failed; it will be rebuilt from audit.jsonl");
         }
         self.cleanup_object(object_id);
         Ok(Decision::Accepted { path: qpath })
+    }
+
+    /// Fault-injection point (a no-op outside tests).
+    #[cfg(not(test))]
+    fn checkpoint(&mut self, _step: Step, _ext: Option<&mut Extraction>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    fn simulated_crash(&self) -> bool {
+        false
+    }
+
+    #[cfg(test)]
+    fn checkpoint(&mut self, step: Step, ext: Option<&mut Extraction>) -> Result<(), StoreError> {
+        match self.fault {
+            Some(Fault::Crash(s)) if s == step => {
+                self.crashed = true;
+                if let Some(ext) = ext {
+                    ext.finished = true; // a killed process cleans nothing up
+                }
+                Err(StoreError::Misuse {
+                    what: format!("simulated crash after {step:?}"),
+                })
+            }
+            Some(Fault::Eio(s)) if s == step => Err(StoreError::Io {
+                what: format!("injected fault after {step:?}"),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(test)]
+    fn simulated_crash(&self) -> bool {
+        self.crashed
     }
 
     fn cleanup_object(&mut self, object_id: [u8; 16]) {

@@ -997,3 +997,132 @@ fn read_only_store_gives_a_clear_error() {
         .arg(&mnt)
         .status();
 }
+
+const STEPS: [Step; 5] = [
+    Step::DirsSynced,
+    Step::ReceiptWritten,
+    Step::Renamed,
+    Step::QuarantineSynced,
+    Step::Audited,
+];
+
+/// Kill the process at every step of the commit protocol; a restart must always land in one of
+/// the two consistent states (fully accepted or not there at all), never in between (T66, T71).
+#[test]
+fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
+    for step in STEPS {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("s");
+        let mut store = Store::open(&dir, cfg()).expect("open");
+        commit(&mut store, 90, "c", 1, true).expect("first");
+        store
+            .create_object(BundleId([91; 32]).object_id(), 100)
+            .expect("obj");
+        store
+            .save_progress(BundleId([91; 32]).object_id(), b"p")
+            .expect("p");
+        store.fault = Some(Fault::Crash(step));
+        let err = commit(&mut store, 91, "c", 2, true).expect_err("crash");
+        assert!(
+            err.to_string().contains("simulated crash"),
+            "{step:?}: {err}"
+        );
+        drop(store);
+        let mut store = Store::open(&dir, cfg()).expect("reopen");
+        let after_rename = !matches!(step, Step::DirsSynced | Step::ReceiptWritten);
+        let q = dir.join("quarantine").join(hexid(91));
+        assert_eq!(q.exists(), after_rename, "{step:?}");
+        assert!(names(&dir.join("staging/extract")).is_empty(), "{step:?}");
+        assert_eq!(
+            store.is_accepted(&BundleId([91; 32])),
+            after_rename,
+            "{step:?}"
+        );
+        let accepted_records = audit_lines(&dir)
+            .iter()
+            .filter(|l| l["decision"] == "accepted" && l["bundle_id"] == hexid(91))
+            .count();
+        assert_eq!(accepted_records, usize::from(after_rename), "{step:?}");
+        assert_eq!(
+            store.high_water_mark("c").expect("mark"),
+            Some(if after_rename { 2 } else { 1 }),
+            "{step:?}"
+        );
+        verify_ok(&dir);
+        // The resend then behaves: a duplicate if it made it, accepted if it did not.
+        let d = commit(&mut store, 91, "c", 2, true).expect("resend");
+        if after_rename {
+            assert!(matches!(d, Decision::Duplicate { .. }), "{step:?}: {d:?}");
+        } else {
+            assert!(matches!(d, Decision::Accepted { .. }), "{step:?}: {d:?}");
+        }
+        verify_ok(&dir);
+    }
+}
+
+/// An I/O error at every step: before the audit record the bundle is NOT accepted, nothing is in
+/// quarantine, staging is clean, and the store keeps working; a failed mark update after the
+/// audit record leaves the bundle accepted and the mark is rebuilt on restart (T63, T68).
+#[test]
+fn eio_at_every_commit_step_is_never_trusted() {
+    for step in STEPS {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("s");
+        let mut store = Store::open(&dir, cfg()).expect("open");
+        store.fault = Some(Fault::Eio(step));
+        let r = commit(&mut store, 92, "c", 5, true);
+        store.fault = None;
+        assert!(names(&dir.join("staging/extract")).is_empty(), "{step:?}");
+        if step == Step::Audited {
+            assert!(
+                matches!(r, Ok(Decision::Accepted { .. })),
+                "{step:?}: {r:?}"
+            );
+            let mark = dir
+                .join("state/channels")
+                .join(records::channel_file_name("c"));
+            assert!(!mark.exists(), "mark write was failed by the fault");
+            drop(store);
+            let store = Store::open(&dir, cfg()).expect("reopen");
+            assert_eq!(
+                store.reconcile_report().raised_marks,
+                vec![("c".to_owned(), None, 5)]
+            );
+            verify_ok(&dir);
+            continue;
+        }
+        let err = r.expect_err("must fail");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{step:?}: {err}");
+        assert!(err.to_string().contains("not retried"), "{err}");
+        assert!(names(&dir.join("quarantine")).is_empty(), "{step:?}");
+        assert!(!store.is_accepted(&BundleId([92; 32])), "{step:?}");
+        assert!(audit_lines(&dir).is_empty(), "{step:?}");
+        verify_ok(&dir);
+        assert!(matches!(
+            commit(&mut store, 92, "c", 5, true).expect("retry"),
+            Decision::Accepted { .. }
+        ));
+        verify_ok(&dir);
+    }
+}
+
+/// fsync of the audit log fails after the record was written: not reported accepted, the store
+/// refuses further decisions (degraded, no retry-then-trust), and a restart reconciles.
+#[test]
+fn audit_fsync_failure_degrades_until_restart() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("s");
+    let mut store = Store::open(&dir, cfg()).expect("open");
+    store.audit.fail_next_sync = true;
+    let err = commit(&mut store, 93, "c", 1, true).expect_err("fsync failed");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let err = commit(&mut store, 94, "c", 2, true).expect_err("degraded");
+    assert!(err.to_string().contains("restart"), "{err}");
+    assert!(names(&dir.join("staging/extract")).is_empty());
+    drop(store);
+    let store = Store::open(&dir, cfg()).expect("reopen");
+    assert!(store.is_accepted(&BundleId([93; 32])));
+    assert!(!store.is_accepted(&BundleId([94; 32])));
+    assert_eq!(store.high_water_mark("c").expect("m"), Some(1));
+    verify_ok(&dir);
+}
