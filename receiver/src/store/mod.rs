@@ -877,6 +877,38 @@ impl Store {
             )
     }
 
+    /// Records a replay of an already-accepted bundle (T56): a `duplicate` audit record, no
+    /// second copy, and the bundle's staged object removed. `commit` calls this itself; a caller
+    /// that checked [`Store::is_accepted`] before verifying calls it directly to skip the work.
+    /// `known` is (channel, sequence, signer name) when the header was decoded.
+    pub fn record_duplicate(
+        &mut self,
+        bundle_id: &BundleId,
+        known: Option<(&str, u64, &str)>,
+        transport: TransportFigures,
+    ) -> Result<Decision, StoreError> {
+        let idhex = bundle_id.to_hex();
+        let object_id = bundle_id.object_id();
+        self.audit
+            .append(AuditRecord {
+                decision: "duplicate".into(),
+                bundle_id: Some(idhex.clone()),
+                object_id: Some(hex::encode(object_id)),
+                channel: known.map(|k| k.0.to_owned()),
+                sequence: known.map(|k| k.1),
+                signer: known.map(|k| k.2.to_owned()),
+                path: Some(format!("quarantine/{idhex}")),
+                detail: Some("already accepted; no second copy".into()),
+                transport: Some(transport),
+                ..AuditRecord::default()
+            })
+            .map_err(ioe("append audit.jsonl"))?;
+        self.cleanup_object(object_id);
+        Ok(Decision::Duplicate {
+            existing: self.dir.join("quarantine").join(idhex),
+        })
+    }
+
     /// A fresh private extraction directory for the verifier's [`FileSink`] calls.
     ///
     /// [`FileSink`]: sluice_common::bundle::FileSink
@@ -940,22 +972,15 @@ impl Store {
         let qpath = self.dir.join("quarantine").join(&idhex);
         if self.is_accepted(&info.id) {
             ext.discard();
-            self.audit
-                .append(AuditRecord {
-                    decision: "duplicate".into(),
-                    bundle_id: Some(idhex.clone()),
-                    object_id: Some(hex::encode(object_id)),
-                    channel: Some(info.channel.clone()),
-                    sequence: Some(info.sequence),
-                    signer: Some(info.signer_name.clone()),
-                    path: Some(format!("quarantine/{idhex}")),
-                    detail: Some("already accepted; no second copy".into()),
-                    transport: Some(transport),
-                    ..AuditRecord::default()
-                })
-                .map_err(ioe("append audit.jsonl"))?;
-            self.cleanup_object(object_id);
-            return Ok(Decision::Duplicate { existing: qpath });
+            return self.record_duplicate(
+                &info.id,
+                Some((
+                    info.channel.as_str(),
+                    info.sequence,
+                    info.signer_name.as_str(),
+                )),
+                transport,
+            );
         }
         let mark = self.high_water_mark(&info.channel)?;
         if require_increasing_sequence {

@@ -1126,3 +1126,65 @@ fn audit_fsync_failure_degrades_until_restart() {
     assert_eq!(store.high_water_mark("c").expect("m"), Some(1));
     verify_ok(&dir);
 }
+
+#[test]
+fn record_duplicate_without_extracting() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("s");
+    let mut store = Store::open(&dir, cfg()).expect("open");
+    commit(&mut store, 95, "c", 1, true).expect("commit");
+    let id = BundleId([95; 32]);
+    store.create_object(id.object_id(), 10).expect("obj");
+    assert!(store.is_accepted(&id));
+    let d = store.record_duplicate(&id, None, tf()).expect("dup");
+    assert_eq!(
+        d,
+        Decision::Duplicate {
+            existing: dir.join("quarantine").join(hexid(95))
+        }
+    );
+    assert!(names(&dir.join("staging/objects")).is_empty());
+    assert_eq!(audit_lines(&dir)[1]["decision"], "duplicate");
+    verify_ok(&dir);
+}
+
+/// Inode exhaustion (T64): like a full disk, a clean per-bundle failure and recovery.
+#[test]
+fn inode_exhaustion_fails_cleanly_and_recovers() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir");
+    let Some(_guard) = mount_tmpfs(&mnt, "8m,nr_inodes=40") else {
+        return;
+    };
+    let dir = mnt.join("store");
+    let mut store = Store::open(&dir, cfg()).expect("open");
+    let many = Spec {
+        dirs: vec![],
+        files: (0..60)
+            .map(|i| {
+                (
+                    &*Box::leak(format!("f{i}").into_boxed_str()),
+                    vec![1u8],
+                    false,
+                )
+            })
+            .collect(),
+    };
+    let mut ext = store.stage_extract().expect("stage");
+    assert!(feed(&mut ext, &many).is_err());
+    let err = store
+        .commit_core(ext, &info(96, "c", 1, &many), true, tf())
+        .expect_err("no inodes");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(names(&dir.join("staging/extract")).is_empty());
+    assert!(names(&dir.join("quarantine")).is_empty());
+    let small = big_spec(10);
+    let mut ext = store.stage_extract().expect("stage");
+    feed(&mut ext, &small).expect("fits");
+    let d = store
+        .commit_core(ext, &info(97, "c", 1, &small), true, tf())
+        .expect("commit");
+    assert!(matches!(d, Decision::Accepted { .. }));
+    verify_ok(&dir);
+}
