@@ -95,6 +95,9 @@ pub fn run(args: Args) -> i32 {
             }
         }
     }
+    for e in &report.errors {
+        println!("unreadable:  {e}");
+    }
     match (&report.listener, &report.listener_error) {
         (Some(v), _) => println!("listener:    {v}"),
         (None, Some(e)) => println!("listener:    unreadable: {e}"),

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use sluice_common::bundle::{Entry, FileSink};
+use sluice_common::bundle::{Entry, EntryKind, FileSink};
 
 use super::fsutil;
 
@@ -44,6 +44,9 @@ pub struct Extraction {
     storage_error: Option<(io::ErrorKind, Option<i32>, String)>,
     /// Set once the directory has moved into quarantine or been deleted.
     pub(super) finished: bool,
+    /// (path, kind, size) of every entry completed, in order: checked against the verified
+    /// manifest at commit, so an extraction can only be committed under its own `Verified`.
+    completed: Vec<(String, EntryKind, u64)>,
 }
 
 impl Extraction {
@@ -69,6 +72,7 @@ impl Extraction {
             files_written: 0,
             storage_error: None,
             finished: false,
+            completed: Vec::new(),
         })
     }
 
@@ -97,6 +101,16 @@ impl Extraction {
             };
             (msg.clone(), err)
         })
+    }
+
+    /// True if exactly these entries (path, kind, size, in order) were completed.
+    pub(super) fn matches(&self, entries: &[Entry]) -> bool {
+        self.completed.len() == entries.len()
+            && self
+                .completed
+                .iter()
+                .zip(entries)
+                .all(|((p, k, n), e)| *p == e.path && *k == e.kind && *n == e.size)
     }
 
     pub(super) fn has_open_file(&self) -> bool {
@@ -167,7 +181,9 @@ impl Extraction {
         };
         let last = comps.last().copied().unwrap_or("");
         // A directory may already exist as the implicit parent of an earlier file entry.
-        fsutil::ensure_dir_at(base, last, fsutil::DIR_MODE).map(drop)
+        fsutil::ensure_dir_at(base, last, fsutil::DIR_MODE)?;
+        self.completed.push((entry.path.clone(), EntryKind::Dir, 0));
+        Ok(())
     }
 
     fn do_begin_file(&mut self, entry: &Entry) -> io::Result<()> {
@@ -229,6 +245,8 @@ impl Extraction {
         // fsync now (bounded open fds for bundles with many files); an error is final (A42).
         cur.file.sync_all()?;
         self.files_written += 1;
+        self.completed
+            .push((entry.path.clone(), EntryKind::File, entry.size));
         Ok(())
     }
 }

@@ -300,6 +300,8 @@ pub struct StatusReport {
     /// overdue channels, link state). Merged verbatim; `None` when absent.
     pub listener: Option<serde_json::Value>,
     pub listener_error: Option<String>,
+    /// Parts of the store that could not be read (permissions), reported instead of failing.
+    pub errors: Vec<String>,
 }
 
 fn count(root: impl AsFd, sub: &[&str]) -> io::Result<Vec<String>> {
@@ -330,10 +332,21 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         .iter()
         .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
         .count();
-    let extractions = count(&root, &["staging", "extract"])?.len();
+    // Parts of the store a monitoring user may not be allowed to read (staging is 0700,
+    // audit.jsonl 0640) are reported as errors instead of failing the whole command.
+    let mut errors = Vec::new();
+    let extractions = count(&root, &["staging", "extract"])
+        .map(|v| v.len())
+        .unwrap_or_else(|e| {
+            errors.push(format!("staging/extract: {e}"));
+            0
+        });
     let mut staging_objects = Vec::new();
     let mut staging_bytes = 0;
-    let obj_names = count(&root, &["staging", "objects"])?;
+    let obj_names = count(&root, &["staging", "objects"]).unwrap_or_else(|e| {
+        errors.push(format!("staging/objects: {e}"));
+        Vec::new()
+    });
     if !obj_names.is_empty() {
         let st = fsutil::open_dir_at(&root, "staging")?;
         let objs = fsutil::open_dir_at(&st, "objects")?;
@@ -359,7 +372,10 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
     let audit_bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
+        Err(e) => {
+            errors.push(format!("audit.jsonl: {e}"));
+            Vec::new()
+        }
     };
     let chain = audit::check_chain(&audit_bytes);
     let last_audit_record = chain
@@ -418,5 +434,6 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         channels,
         listener,
         listener_error,
+        errors,
     })
 }

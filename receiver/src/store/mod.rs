@@ -970,6 +970,14 @@ impl Store {
             });
         }
         let qpath = self.dir.join("quarantine").join(&idhex);
+        if !ext.matches(&info.entries) {
+            return Err(StoreError::Misuse {
+                what: format!(
+                    "extraction {} does not hold exactly the verified manifest of {idhex}; not committing",
+                    ext.path().display()
+                ),
+            });
+        }
         if self.is_accepted(&info.id) {
             ext.discard();
             return self.record_duplicate(

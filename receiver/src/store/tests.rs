@@ -1188,3 +1188,37 @@ fn inode_exhaustion_fails_cleanly_and_recovers() {
     assert!(matches!(d, Decision::Accepted { .. }));
     verify_ok(&dir);
 }
+
+#[test]
+fn extraction_must_match_the_verified_manifest() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("s");
+    let mut store = Store::open(&dir, cfg()).expect("open");
+    let spec = sample();
+    let mut other = info(98, "c", 1, &big_spec(5));
+    let mut ext = store.stage_extract().expect("stage");
+    feed(&mut ext, &spec).expect("feed");
+    let err = store
+        .commit_core(ext, &other, true, tf())
+        .expect_err("mismatch");
+    assert!(matches!(err, StoreError::Misuse { .. }), "{err}");
+    // Same paths but one size differs: refused too. Half-fed extraction: refused.
+    other = info(98, "c", 1, &spec);
+    if let Some(e) = other.entries.iter_mut().find(|e| e.path == "zero") {
+        e.size = 1;
+    }
+    let mut ext = store.stage_extract().expect("stage");
+    feed(&mut ext, &spec).expect("feed");
+    assert!(store.commit_core(ext, &other, true, tf()).is_err());
+    let mut ext = store.stage_extract().expect("stage");
+    let first = entries(&spec).remove(0);
+    ext.create_dir(&first).expect("dir");
+    assert!(
+        store
+            .commit_core(ext, &info(98, "c", 1, &spec), true, tf())
+            .is_err()
+    );
+    assert!(names(&dir.join("quarantine")).is_empty());
+    assert!(names(&dir.join("staging/extract")).is_empty());
+    assert!(audit_lines(&dir).is_empty());
+}
