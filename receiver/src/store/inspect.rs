@@ -429,7 +429,8 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         staging_bytes,
         staging_extractions: extractions,
         audit_records: chain.records,
-        audit_chain_ok: chain.problems.is_empty(),
+        // A partial last line is what a reader sees while the listener is mid-append.
+        audit_chain_ok: chain.problems.len() == usize::from(chain.partial_tail),
         last_audit_record,
         channels,
         listener,

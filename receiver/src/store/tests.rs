@@ -208,6 +208,18 @@ fn commit_writes_exact_files_modes_receipt_and_audit() {
     assert_eq!(store.high_water_mark("nightly").expect("mark"), Some(1));
     assert!(names(&dir.join("staging/extract")).is_empty());
     verify_ok(&dir);
+    store.create_object([5; 16], 1000).expect("obj");
+    store.save_progress([5; 16], b"pp").expect("p");
+    let st = inspect::status(&dir).expect("status");
+    assert_eq!(st.quarantine_entries, 1);
+    assert_eq!(st.rejected_records, 0);
+    assert_eq!(st.staging_bytes, 1000);
+    assert_eq!(st.staging_objects[0].progress_bytes, Some(2));
+    assert_eq!(st.audit_records, 1);
+    assert!(st.audit_chain_ok);
+    assert_eq!(st.channels[0].channel, "nightly");
+    assert_eq!(st.channels[0].sequence, Some(1));
+    assert!(st.errors.is_empty());
     // Files received from the sender never carry its owner: they belong to the receiver.
     let md = fs::metadata(q.join("files/readme.txt")).expect("stat");
     assert_eq!(md.uid(), rustix::process::getuid().as_raw());
