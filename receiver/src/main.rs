@@ -9,6 +9,7 @@ mod commands;
 mod logging;
 mod metrics;
 mod net;
+mod store;
 
 use clap::Parser;
 

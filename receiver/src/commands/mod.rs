@@ -1,6 +1,8 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
+pub mod audit;
 pub mod listen;
+pub mod status;
 pub mod verify;
 
 use crate::cli::Command;
@@ -9,5 +11,7 @@ pub fn dispatch(command: Command) -> i32 {
     match command {
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

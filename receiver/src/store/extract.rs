@@ -1,0 +1,277 @@
+//! [`Extraction`]: the [`FileSink`] the verifier streams a bundle's files into.
+//!
+//! It writes below `staging/extract/<random>/files/` (staging is mode 0700, so nothing there is
+//! visible to other users) using only directory-fd-relative, no-follow, create-new operations.
+//! Each file is fsynced when it ends; `Store::commit` then fsyncs the directories, writes the
+//! receipt and renames the whole `<random>` directory into quarantine. Dropping an `Extraction`
+//! that was not committed deletes it.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use sluice_common::bundle::{Entry, EntryKind, FileSink};
+
+use super::fsutil;
+
+/// Mode of a quarantined file.
+pub fn file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
+}
+
+struct Current {
+    file: File,
+    path: String,
+    expected: u64,
+    written: u64,
+}
+
+pub struct Extraction {
+    /// `staging/extract/`.
+    pub(super) extract_dir: OwnedFd,
+    /// The random directory name under `staging/extract/`.
+    pub(super) name: String,
+    /// `staging/extract/<name>/`.
+    pub(super) root: OwnedFd,
+    /// `staging/extract/<name>/files/`.
+    files: OwnedFd,
+    path: PathBuf,
+    current: Option<Current>,
+    bytes_written: u64,
+    files_written: u64,
+    /// The first I/O error a sink call hit (a storage fault, not a verification verdict).
+    storage_error: Option<(io::ErrorKind, Option<i32>, String)>,
+    /// Set once the directory has moved into quarantine or been deleted.
+    pub(super) finished: bool,
+    /// (path, kind, size) of every entry completed, in order: checked against the verified
+    /// manifest at commit, so an extraction can only be committed under its own `Verified`.
+    completed: Vec<(String, EntryKind, u64)>,
+}
+
+impl Extraction {
+    pub(super) fn new(extract_dir: OwnedFd, store_dir: &Path) -> io::Result<Extraction> {
+        let name = format!("x-{}", fsutil::random_hex(16)?);
+        let root = fsutil::create_dir_excl(&extract_dir, &name, fsutil::DIR_MODE)?;
+        let files = match fsutil::create_dir_excl(&root, "files", fsutil::DIR_MODE) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fsutil::remove_tree_at(&extract_dir, &name);
+                return Err(e);
+            }
+        };
+        let path = store_dir.join("staging").join("extract").join(&name);
+        Ok(Extraction {
+            extract_dir,
+            name,
+            root,
+            files,
+            path,
+            current: None,
+            bytes_written: 0,
+            files_written: 0,
+            storage_error: None,
+            finished: false,
+            completed: Vec::new(),
+        })
+    }
+
+    /// Where the extraction lives (for logs and tests).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// File bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// The first storage error a sink call hit, if any: lets the caller tell "disk full" from a
+    /// verification failure when the verifier returns an error.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.storage_error.as_ref().map(|(_, _, m)| m.as_str())
+    }
+
+    /// The first storage error as (message, error carrying the original errno when known).
+    pub(super) fn storage_error(&self) -> Option<(String, io::Error)> {
+        self.storage_error.as_ref().map(|(kind, raw, msg)| {
+            let err = match raw {
+                Some(code) => io::Error::from_raw_os_error(*code),
+                None => io::Error::new(*kind, msg.clone()),
+            };
+            (msg.clone(), err)
+        })
+    }
+
+    /// True if exactly these entries (path, kind, size, in order) were completed.
+    pub(super) fn matches(&self, entries: &[Entry]) -> bool {
+        self.completed.len() == entries.len()
+            && self
+                .completed
+                .iter()
+                .zip(entries)
+                .all(|((p, k, n), e)| *p == e.path && *k == e.kind && *n == e.size)
+    }
+
+    pub(super) fn has_open_file(&self) -> bool {
+        self.current.is_some()
+    }
+
+    pub(super) fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    pub(super) fn files_fd(&self) -> BorrowedFd<'_> {
+        self.files.as_fd()
+    }
+
+    /// Deletes the extraction now (also done on drop).
+    pub fn discard(mut self) {
+        self.remove();
+    }
+
+    fn remove(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.current = None;
+        if let Err(e) = fsutil::remove_tree_at(&self.extract_dir, &self.name) {
+            tracing::error!(path = %self.path.display(), error = %e, "could not remove staging extraction");
+        }
+        let _ = fsutil::fsync(&self.extract_dir);
+        self.finished = true;
+    }
+
+    fn track<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r {
+            if self.storage_error.is_none() {
+                self.storage_error = Some((e.kind(), e.raw_os_error(), e.to_string()));
+            }
+            // Nothing received after a failure is trustworthy; close any half-written file.
+            self.current = None;
+        }
+        r
+    }
+
+    /// Opens (creating as needed, mode 0755) the parent directories of `comps[..n-1]`.
+    fn parent(&self, comps: &[&str]) -> io::Result<Option<OwnedFd>> {
+        let mut cur: Option<OwnedFd> = None;
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            let next = {
+                let base = match &cur {
+                    Some(fd) => fd.as_fd(),
+                    None => self.files.as_fd(),
+                };
+                fsutil::ensure_dir_at(base, c, fsutil::DIR_MODE)?
+            };
+            cur = Some(next);
+        }
+        Ok(cur)
+    }
+
+    fn do_create_dir(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.current.is_some() {
+            return Err(io::Error::other("create_dir while a file is open"));
+        }
+        let comps = fsutil::components(&entry.path)?;
+        let parent = self.parent(&comps)?;
+        let base = match &parent {
+            Some(fd) => fd.as_fd(),
+            None => self.files.as_fd(),
+        };
+        let last = comps.last().copied().unwrap_or("");
+        // A directory may already exist as the implicit parent of an earlier file entry.
+        fsutil::ensure_dir_at(base, last, fsutil::DIR_MODE)?;
+        self.completed.push((entry.path.clone(), EntryKind::Dir, 0));
+        Ok(())
+    }
+
+    fn do_begin_file(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.current.is_some() {
+            return Err(io::Error::other("begin_file while another file is open"));
+        }
+        let comps = fsutil::components(&entry.path)?;
+        let parent = self.parent(&comps)?;
+        let base = match &parent {
+            Some(fd) => fd.as_fd(),
+            None => self.files.as_fd(),
+        };
+        let last = comps.last().copied().unwrap_or("");
+        let file = fsutil::create_file_excl(base, last, file_mode(entry.executable))?;
+        self.current = Some(Current {
+            file,
+            path: entry.path.clone(),
+            expected: entry.size,
+            written: 0,
+        });
+        Ok(())
+    }
+
+    fn do_write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let cur = self
+            .current
+            .as_mut()
+            .ok_or_else(|| io::Error::other("write without begin_file"))?;
+        let new_len = cur.written.saturating_add(bytes.len() as u64);
+        if new_len > cur.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: more bytes than the manifest size {}",
+                    cur.path, cur.expected
+                ),
+            ));
+        }
+        cur.file.write_all(bytes)?;
+        cur.written = new_len;
+        self.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn do_end_file(&mut self, entry: &Entry) -> io::Result<()> {
+        let cur = self
+            .current
+            .take()
+            .ok_or_else(|| io::Error::other("end_file without begin_file"))?;
+        if cur.path != entry.path || cur.written != cur.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: wrote {} of {} bytes before end_file",
+                    cur.path, cur.written, cur.expected
+                ),
+            ));
+        }
+        // fsync now (bounded open fds for bundles with many files); an error is final (A42).
+        cur.file.sync_all()?;
+        self.files_written += 1;
+        self.completed
+            .push((entry.path.clone(), EntryKind::File, entry.size));
+        Ok(())
+    }
+}
+
+impl FileSink for Extraction {
+    fn create_dir(&mut self, entry: &Entry) -> io::Result<()> {
+        let r = self.do_create_dir(entry);
+        self.track(r)
+    }
+    fn begin_file(&mut self, entry: &Entry) -> io::Result<()> {
+        let r = self.do_begin_file(entry);
+        self.track(r)
+    }
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let r = self.do_write(bytes);
+        self.track(r)
+    }
+    fn end_file(&mut self, entry: &Entry) -> io::Result<()> {
+        let r = self.do_end_file(entry);
+        self.track(r)
+    }
+}
+
+impl Drop for Extraction {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

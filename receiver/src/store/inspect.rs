@@ -1,0 +1,440 @@
+//! Read-only checks over a store directory: re-verify a quarantine entry against its receipt,
+//! recompute the audit chain, and summarise the store for `status`. Nothing here writes, and
+//! nothing here takes the store lock, so it works while a listener is running.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::FileType;
+use serde::Serialize;
+
+use super::audit::{self, ChainReport};
+use super::extract::file_mode;
+use super::fsutil;
+use super::records::{ChannelMark, Receipt};
+
+/// Largest receipt.json we read.
+pub const MAX_RECEIPT_BYTES: u64 = 64 << 20;
+
+enum Found {
+    File { size: u64, hash: String, mode: u32 },
+    Dir { mode: u32 },
+}
+
+fn hash_file(dir: impl AsFd, name: &str) -> io::Result<(u64, String)> {
+    let mut f = fsutil::open_file_read(dir, name)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, h.finalize().to_hex().to_string()))
+}
+
+fn walk(
+    dir: impl AsFd,
+    prefix: &str,
+    found: &mut BTreeMap<String, Found>,
+    problems: &mut Vec<String>,
+) -> io::Result<()> {
+    let dir = dir.as_fd();
+    for (name, lossy) in fsutil::list_dir(dir)? {
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if lossy {
+            problems.push(format!("{rel}: name is not UTF-8 (not from a bundle)"));
+            continue;
+        }
+        let st = fsutil::stat_at(dir, &name)?;
+        let mode = st.st_mode & 0o7777;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {
+                let (size, hash) = hash_file(dir, &name)?;
+                found.insert(rel, Found::File { size, hash, mode });
+            }
+            FileType::Directory => {
+                found.insert(rel.clone(), Found::Dir { mode });
+                let sub = fsutil::open_dir_at(dir, &name)?;
+                walk(&sub, &rel, found, problems)?;
+            }
+            FileType::Symlink => problems.push(format!("{rel}: is a symlink")),
+            other => problems.push(format!("{rel}: unexpected file type {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Re-checks `quarantine/<name>`: its receipt parses and names this bundle, every file listed is
+/// there with its size, blake3 and exact mode, and there is nothing else (no extra files, no
+/// symlinks, no special files). Returns the receipt and the blake3 hex of receipt.json's bytes,
+/// or every problem found.
+pub fn check_entry(quarantine: impl AsFd, name: &str) -> Result<(Receipt, String), Vec<String>> {
+    let mut problems = Vec::new();
+    let q = quarantine.as_fd();
+    let entry = match fsutil::open_dir_at(q, name) {
+        Ok(fd) => fd,
+        Err(e) => return Err(vec![format!("cannot open: {e}")]),
+    };
+    let raw = match fsutil::read_file_at(&entry, "receipt.json", MAX_RECEIPT_BYTES) {
+        Ok(b) => b,
+        Err(e) => return Err(vec![format!("receipt.json unreadable: {e}")]),
+    };
+    let receipt_hash = blake3::hash(&raw).to_hex().to_string();
+    let receipt: Receipt = match serde_json::from_slice(&raw) {
+        Ok(r) => r,
+        Err(e) => return Err(vec![format!("receipt.json is not a valid receipt: {e}")]),
+    };
+    if receipt.bundle_id != name {
+        problems.push(format!(
+            "receipt names bundle {} but the directory is {name}",
+            receipt.bundle_id
+        ));
+    }
+    match fsutil::list_dir(&entry) {
+        Ok(names) => {
+            for (n, _) in names {
+                if n != "files" && n != "receipt.json" {
+                    problems.push(format!(
+                        "unexpected entry {n:?} next to files/ and receipt.json"
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("cannot list: {e}")),
+    }
+    let mut found = BTreeMap::new();
+    match fsutil::open_dir_at(&entry, "files") {
+        Ok(files) => {
+            if let Err(e) = walk(&files, "", &mut found, &mut problems) {
+                problems.push(format!("files/: cannot read: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("files/: {e}")),
+    }
+    let mut expected_dirs = BTreeMap::new();
+    for e in &receipt.entries {
+        // Every ancestor of an entry is an implicit directory.
+        let mut acc = String::new();
+        let comps: Vec<&str> = e.path.split('/').collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            expected_dirs.insert(acc.clone(), ());
+        }
+        match (e.kind.as_str(), found.remove(&e.path)) {
+            ("dir", Some(Found::Dir { mode })) => {
+                if mode != fsutil::DIR_MODE {
+                    problems.push(format!("{}: directory mode {mode:o}, expected 755", e.path));
+                }
+            }
+            ("file", Some(Found::File { size, hash, mode })) => {
+                if size != e.size {
+                    problems.push(format!("{}: size {size}, receipt says {}", e.path, e.size));
+                }
+                if hash != e.blake3 {
+                    problems.push(format!(
+                        "{}: blake3 {hash}, receipt says {}",
+                        e.path, e.blake3
+                    ));
+                }
+                let want = file_mode(e.executable);
+                if mode != want {
+                    problems.push(format!("{}: mode {mode:o}, expected {want:o}", e.path));
+                }
+            }
+            (_, None) => problems.push(format!("{}: missing", e.path)),
+            (kind, Some(_)) => {
+                problems.push(format!("{}: wrong type (receipt says {kind})", e.path))
+            }
+        }
+    }
+    for (path, f) in found {
+        match f {
+            Found::Dir { mode } if expected_dirs.contains_key(&path) => {
+                if mode != fsutil::DIR_MODE {
+                    problems.push(format!("{path}: directory mode {mode:o}, expected 755"));
+                }
+            }
+            _ => problems.push(format!("{path}: extra file not in the receipt")),
+        }
+    }
+    if problems.is_empty() {
+        Ok((receipt, receipt_hash))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Whether `name` looks like a bundle id (64 lowercase hex).
+pub fn is_bundle_dir_name(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn open_root(dir: &Path) -> io::Result<OwnedFd> {
+    // The operator-configured path itself may be a symlink (e.g. /var/lib/sluice -> /data);
+    // everything below it is reached without following links.
+    rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub audit_records: usize,
+    pub entries_checked: usize,
+    pub problems: Vec<String>,
+}
+
+/// `audit verify`: the chain is intact, every quarantine entry matches its receipt, and every
+/// entry has an `accepted` audit record whose `receipt_blake3` matches its receipt.json.
+pub fn verify_store(dir: &Path) -> io::Result<VerifyReport> {
+    let root = open_root(dir)?;
+    let bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("audit.jsonl: {e}"))),
+    };
+    let chain: ChainReport = audit::check_chain(&bytes);
+    let mut problems: Vec<String> = chain
+        .problems
+        .iter()
+        .map(|p| format!("audit.jsonl: {p}"))
+        .collect();
+    let mut entries_checked = 0;
+    match fsutil::open_dir_at(&root, "quarantine") {
+        Ok(q) => {
+            for (name, _) in fsutil::list_dir(&q)? {
+                entries_checked += 1;
+                if !is_bundle_dir_name(&name) {
+                    problems.push(format!("quarantine/{name}: not a bundle id"));
+                    continue;
+                }
+                match fsutil::type_at(&q, &name)? {
+                    Some(FileType::Directory) => {}
+                    Some(t) => {
+                        problems.push(format!("quarantine/{name}: is a {t:?}, not a directory"));
+                        continue;
+                    }
+                    None => continue,
+                }
+                match check_entry(&q, &name) {
+                    Ok((_, rh)) => match chain.accepted.get(&name) {
+                        None => problems
+                            .push(format!("quarantine/{name}: no accepted record in audit.jsonl")),
+                        Some(a) if a.receipt_blake3.as_deref() != Some(rh.as_str()) => {
+                            problems.push(format!(
+                                "quarantine/{name}: receipt.json does not match the hash in its audit record (receipt changed)"
+                            ))
+                        }
+                        Some(_) => {}
+                    },
+                    Err(ps) => {
+                        for p in ps {
+                            problems.push(format!("quarantine/{name}: {p}"));
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => problems.push(format!("quarantine/: {e}")),
+    }
+    Ok(VerifyReport {
+        audit_records: chain.records,
+        entries_checked,
+        problems,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct StagingObject {
+    pub object_id: String,
+    pub bytes: u64,
+    pub progress_bytes: Option<u64>,
+    /// Hook for the transport layer: percent complete once its progress format can be decoded
+    /// here. `None` until then (sizes only).
+    pub percent_complete: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChannelStatus {
+    pub channel: String,
+    pub file: String,
+    pub sequence: Option<u64>,
+    pub bundle_id: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub store: String,
+    pub quarantine_entries: usize,
+    pub rejected_records: usize,
+    pub staging_objects: Vec<StagingObject>,
+    pub staging_bytes: u64,
+    pub staging_extractions: usize,
+    pub audit_records: usize,
+    pub audit_chain_ok: bool,
+    pub last_audit_record: Option<serde_json::Value>,
+    pub channels: Vec<ChannelStatus>,
+    /// EXTENSION POINT: the contents of `state/status.json` if a listener wrote one (heartbeat,
+    /// overdue channels, link state). Merged verbatim; `None` when absent.
+    pub listener: Option<serde_json::Value>,
+    pub listener_error: Option<String>,
+    /// Parts of the store that could not be read (permissions), reported instead of failing.
+    pub errors: Vec<String>,
+}
+
+fn count(root: impl AsFd, sub: &[&str]) -> io::Result<Vec<String>> {
+    let mut fd = None::<OwnedFd>;
+    for s in sub {
+        let next = match &fd {
+            Some(f) => fsutil::open_dir_at(f, s),
+            None => fsutil::open_dir_at(root.as_fd(), s),
+        };
+        match next {
+            Ok(n) => fd = Some(n),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+    match fd {
+        Some(f) => Ok(fsutil::list_dir(&f)?.into_iter().map(|(n, _)| n).collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `status`: counts and marks, read-only.
+pub fn status(dir: &Path) -> io::Result<StatusReport> {
+    let root = open_root(dir)?;
+    let quarantine = count(&root, &["quarantine"])?;
+    let rejected = count(&root, &["rejected"])?;
+    let rejected_records = rejected
+        .iter()
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .count();
+    // Parts of the store a monitoring user may not be allowed to read (staging is 0700,
+    // audit.jsonl 0640) are reported as errors instead of failing the whole command.
+    let mut errors = Vec::new();
+    let extractions = count(&root, &["staging", "extract"])
+        .map(|v| v.len())
+        .unwrap_or_else(|e| {
+            errors.push(format!("staging/extract: {e}"));
+            0
+        });
+    let mut staging_objects = Vec::new();
+    let mut staging_bytes = 0;
+    let obj_names = count(&root, &["staging", "objects"]).unwrap_or_else(|e| {
+        errors.push(format!("staging/objects: {e}"));
+        Vec::new()
+    });
+    if !obj_names.is_empty() {
+        let st = fsutil::open_dir_at(&root, "staging")?;
+        let objs = fsutil::open_dir_at(&st, "objects")?;
+        for n in &obj_names {
+            if let Some(id) = n.strip_suffix(".part") {
+                let bytes = fsutil::stat_at(&objs, n)
+                    .map(|s| s.st_size as u64)
+                    .unwrap_or(0);
+                let progress = format!("{id}.progress");
+                let progress_bytes = fsutil::stat_at(&objs, &progress)
+                    .ok()
+                    .map(|s| s.st_size as u64);
+                staging_bytes += bytes;
+                staging_objects.push(StagingObject {
+                    object_id: id.to_owned(),
+                    bytes,
+                    progress_bytes,
+                    percent_complete: None,
+                });
+            }
+        }
+    }
+    let audit_bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            errors.push(format!("audit.jsonl: {e}"));
+            Vec::new()
+        }
+    };
+    let chain = audit::check_chain(&audit_bytes);
+    let last_audit_record = chain
+        .last_line
+        .as_deref()
+        .and_then(|l| serde_json::from_str(l).ok());
+    let mut channels = Vec::new();
+    for n in count(&root, &["state", "channels"])? {
+        if n.starts_with('.') || !n.ends_with(".json") {
+            continue;
+        }
+        let st = fsutil::open_dir_at(&root, "state")?;
+        let ch = fsutil::open_dir_at(&st, "channels")?;
+        let parsed = fsutil::read_file_at(&ch, &n, 1 << 16)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<ChannelMark>(&b).map_err(|e| e.to_string()));
+        channels.push(match parsed {
+            Ok(m) => ChannelStatus {
+                channel: m.channel,
+                file: n,
+                sequence: Some(m.sequence),
+                bundle_id: Some(m.bundle_id),
+                error: None,
+            },
+            Err(e) => ChannelStatus {
+                channel: String::from("?"),
+                file: n,
+                sequence: None,
+                bundle_id: None,
+                error: Some(format!(
+                    "CORRUPT (accepting on this channel is refused): {e}"
+                )),
+            },
+        });
+    }
+    let (listener, listener_error) = match fsutil::open_dir_at(&root, "state")
+        .and_then(|st| fsutil::read_file_at(&st, "status.json", 16 << 20))
+    {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(format!("state/status.json: {e}"))),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
+        Err(e) => (None, Some(format!("state/status.json: {e}"))),
+    };
+    Ok(StatusReport {
+        store: dir.display().to_string(),
+        quarantine_entries: quarantine.len(),
+        rejected_records,
+        staging_objects,
+        staging_bytes,
+        staging_extractions: extractions,
+        audit_records: chain.records,
+        // A partial last line is what a reader sees while the listener is mid-append.
+        audit_chain_ok: chain.problems.len() == usize::from(chain.partial_tail),
+        last_audit_record,
+        channels,
+        listener,
+        listener_error,
+        errors,
+    })
+}
