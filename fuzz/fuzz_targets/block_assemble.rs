@@ -1,0 +1,3 @@
+#![no_main]
+include!("../entries.rs");
+libfuzzer_sys::fuzz_target!(|data: &[u8]| block_assemble(data));
