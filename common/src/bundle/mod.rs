@@ -16,6 +16,20 @@
 
 use std::fmt;
 
+pub mod build;
+pub mod format;
+pub mod keys;
+pub mod path;
+pub mod trust;
+pub mod verify;
+
+pub use build::{BuildError, Built, BundleSpec, FileSource, MemSource, Phase, SourceEntry, build};
+pub use format::{FORMAT_VERSION, MAX_HEADER_BYTES};
+pub use keys::{KeyError, PublicKey, SecretKey, parse_public_key, parse_secret_key};
+pub use path::{Limits, PathError, PathRule, check_manifest, check_path};
+pub use trust::{ChannelRule, TrustError, TrustStore, TrustedKey, check_sequence, parse_duration};
+pub use verify::{DiscardSink, MemSink, VerifyError, VerifyOptions, inspect, verify};
+
 /// A bundle's identity: blake3 of the domain-separated signed header bytes. Because the header
 /// binds every file hash, two bundles with the same id have the same content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,8 +146,18 @@ pub struct Verified {
 impl Verified {
     /// Crate-private: the verifier is the only caller.
     #[allow(dead_code)]
-    pub(crate) fn new(header: Header, id: BundleId, signer_name: String, bundle_bytes: u64) -> Self {
-        Verified { header, id, signer_name, bundle_bytes }
+    pub(crate) fn new(
+        header: Header,
+        id: BundleId,
+        signer_name: String,
+        bundle_bytes: u64,
+    ) -> Self {
+        Verified {
+            header,
+            id,
+            signer_name,
+            bundle_bytes,
+        }
     }
     pub fn header(&self) -> &Header {
         &self.header
@@ -232,9 +256,9 @@ impl RejectReason {
     pub fn exit_code(self) -> i32 {
         use crate::exit;
         match self {
-            RejectReason::UnknownSigner | RejectReason::WeakKey | RejectReason::SignerNotAllowed => {
-                exit::UNTRUSTED
-            }
+            RejectReason::UnknownSigner
+            | RejectReason::WeakKey
+            | RejectReason::SignerNotAllowed => exit::UNTRUSTED,
             RejectReason::Expired | RejectReason::TooLarge | RejectReason::Rollback => exit::POLICY,
             RejectReason::InsufficientSymbols => exit::INCOMPLETE,
             RejectReason::StorageError => exit::STORAGE,
