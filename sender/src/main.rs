@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod progress;
 
 use clap::Parser;
 
