@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sluice_common::bundle::{self, DiscardSink, TrustStore, VerifyOptions};
 use sluice_common::exit;
 
-/// Verify one bundle file against a trust directory; exit 0 only if every byte checks out.
+/// Verify one bundle file against a trust directory; exit 0 only if every byte checks out
 ///
 /// The trust directory holds one `NAME.pub` per trusted signer (sluice or `ssh-ed25519` format;
 /// the signer is called NAME) and an optional `policy.toml` with per-channel rules (see
@@ -27,7 +27,7 @@ use sluice_common::exit;
 ///   sluice-recv verify --trust /etc/sluice/trust u.sluice
 ///   sluice-recv verify --trust /etc/sluice/trust --json u.sluice | jq .reason
 #[derive(Debug, clap::Args)]
-#[command(long_about)]
+#[command(long_about, verbatim_doc_comment)]
 pub struct Args {
     /// Trust directory: *.pub files plus optional policy.toml.
     #[arg(long, value_name = "DIR")]

@@ -19,7 +19,7 @@ pub enum BundleCommand {
     Inspect(InspectArgs),
 }
 
-/// Sign files and directories into one bundle file.
+/// Sign files and directories into one bundle file
 ///
 /// Each PATH contributes its own name at the top of the bundle: a file `report.pdf` becomes
 /// `report.pdf`, and a directory `approved/` becomes `approved/` with everything below it
@@ -35,10 +35,11 @@ pub enum BundleCommand {
 /// Examples:
 ///
 ///   sluice-send bundle create --key alice.key --channel updates --out u.sluice approved/
-///   sluice-send bundle create --key ~/.ssh/id_ed25519 --channel av-sigs --seq 42 \
-///       --expires 7d --note "weekly signatures" --out av.sluice sigs/*.cvd
+///   sluice-send bundle create --key ~/.ssh/id_ed25519 --channel av-sigs --seq 42 --expires 7d
+///       --note "weekly signatures" --out av.sluice sigs/*.cvd        (one command line)
+///   SOURCE_DATE_EPOCH=1700000000 sluice-send bundle create --key k.key --channel c --out r.sluice d/
 #[derive(Debug, clap::Args)]
-#[command(long_about)]
+#[command(long_about, verbatim_doc_comment)]
 pub struct CreateArgs {
     /// Signing key: a sluice .key file or an unencrypted OpenSSH ed25519 private key.
     #[arg(long, value_name = "KEY")]
@@ -67,7 +68,7 @@ pub struct CreateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Show what a bundle claims: header, signer key id, entries and sizes.
+/// Show what a bundle claims: header, signer key id, entries and sizes
 ///
 /// The signature is NOT checked against any trust store: inspect tells you what a bundle says,
 /// not whether to believe it. Use `sluice-recv verify --trust DIR FILE` for that.
@@ -76,7 +77,7 @@ pub struct CreateArgs {
 ///
 ///   sluice-send bundle inspect u.sluice --json | jq .entries
 #[derive(Debug, clap::Args)]
-#[command(long_about)]
+#[command(long_about, verbatim_doc_comment)]
 pub struct InspectArgs {
     /// Bundle file.
     pub file: PathBuf,

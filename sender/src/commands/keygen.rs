@@ -9,7 +9,7 @@ use sluice_common::bundle::keys::check_key_name;
 use sluice_common::exit;
 use zeroize::Zeroizing;
 
-/// Make an ed25519 signing key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+/// Make an ed25519 signing key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub
 ///
 /// Run this on the offline signing host. Copy only PREFIX.pub to the high side's trust store
 /// (e.g. /etc/sluice/trust/NAME.pub); the trust store names the signer after the file stem.
@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 ///   sluice-send keygen --out /secure/alice            # alice.key + alice.pub, name "alice"
 ///   sluice-send keygen --out k/officer --name ops-2026 --json
 #[derive(Debug, clap::Args)]
-#[command(long_about)]
+#[command(long_about, verbatim_doc_comment)]
 pub struct Args {
     /// Path prefix for the two files: PREFIX.key and PREFIX.pub.
     #[arg(long, value_name = "PREFIX")]
