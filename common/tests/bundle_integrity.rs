@@ -319,3 +319,69 @@ proptest! {
         }
     }
 }
+
+fn header_strategy() -> impl Strategy<Value = Header> {
+    let entry = (
+        any::<bool>(),
+        "[a-z]{1,8}",
+        any::<u64>(),
+        any::<[u8; 32]>(),
+        any::<bool>(),
+    )
+        .prop_map(|(dir, path, size, blake3, executable)| Entry {
+            kind: if dir { EntryKind::Dir } else { EntryKind::File },
+            path,
+            size,
+            blake3,
+            executable,
+        });
+    (
+        any::<u16>(),
+        "[a-z0-9]{0,10}",
+        any::<u64>(),
+        any::<u64>(),
+        any::<Option<u64>>(),
+        proptest::option::of(".{0,20}"),
+        any::<[u8; 8]>(),
+        prop::collection::vec(entry, 0..6),
+    )
+        .prop_map(
+            |(format_version, channel, sequence, created, expires, note, signer, entries)| Header {
+                format_version,
+                channel,
+                sequence,
+                created,
+                expires,
+                note,
+                signer: KeyId(signer),
+                entries,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The header codec is a bijection on what it accepts: decode(encode(h)) == h, and any bytes
+    /// that decode are the encoding of what they decode to (no second encoding per meaning).
+    #[test]
+    fn header_codec_is_canonical(h in header_strategy(), noise in prop::collection::vec(any::<u8>(), 0..64), at in any::<usize>()) {
+        let bytes = format::encode_header(&h);
+        let decoded = format::decode_header(&bytes);
+        prop_assert_eq!(decoded, Ok(h));
+        let mut m = bytes.clone();
+        let i = at % (m.len() + 1);
+        m.splice(i..i, noise);
+        if let Ok(d) = format::decode_header(&m) {
+            prop_assert_eq!(format::encode_header(&d), m);
+        }
+    }
+
+    /// Arbitrary bytes after a valid prefix never panic the verifier and never verify.
+    #[test]
+    fn garbage_never_verifies(len in 0u32..200, tail in prop::collection::vec(any::<u8>(), 0..300)) {
+        let mut b = format::encode_prefix(1, alice().key_id(), len).to_vec();
+        b.extend_from_slice(&tail);
+        prop_assert!(verify(b.as_slice(), &trust(), &opts(), &mut DiscardSink).is_err());
+    }
+}
