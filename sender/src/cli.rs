@@ -32,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Make an ed25519 signing key pair for an officer: PREFIX.key (mode 0600) and PREFIX.pub.
+    // Help text (short and long) comes from `keygen::Args`' doc comment.
     Keygen(commands::keygen::Args),
     /// Create or inspect signed bundles.
     #[command(subcommand)]

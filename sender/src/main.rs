@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod logging;
 mod net;
+mod progress;
 
 use clap::Parser;
 

@@ -16,6 +16,20 @@
 
 use std::fmt;
 
+pub mod build;
+pub mod format;
+pub mod keys;
+pub mod path;
+pub mod trust;
+pub mod verify;
+
+pub use build::{BuildError, Built, BundleSpec, FileSource, MemSource, Phase, SourceEntry, build};
+pub use format::{FORMAT_VERSION, MAX_HEADER_BYTES};
+pub use keys::{KeyError, PublicKey, SecretKey, parse_public_key, parse_secret_key};
+pub use path::{Limits, PathError, PathRule, check_manifest, check_path};
+pub use trust::{ChannelRule, TrustError, TrustStore, TrustedKey, check_sequence, parse_duration};
+pub use verify::{DiscardSink, MemSink, VerifyError, VerifyOptions, inspect, verify};
+
 /// A bundle's identity: blake3 of the domain-separated signed header bytes. Because the header
 /// binds every file hash, two bundles with the same id have the same content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

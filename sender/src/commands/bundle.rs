@@ -1,12 +1,570 @@
-//! Not built yet.
+//! `sluice-send bundle create|inspect`: sign approved files into one `.sluice` file, or show
+//! what a bundle claims without trusting it.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_common::bundle::{
+    self, BuildError, BundleSpec, EntryKind, FileSource, Phase, SecretKey, SourceEntry, path,
+};
+use sluice_common::exit;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
-    /// Not built yet.
-    Create,
+    Create(CreateArgs),
+    Inspect(InspectArgs),
 }
 
-pub fn run(_cmd: BundleCommand) -> i32 {
-    eprintln!("error: not implemented yet");
-    sluice_common::exit::FAILURE
+/// Sign files and directories into one bundle file
+///
+/// Each PATH contributes its own name at the top of the bundle: a file `report.pdf` becomes
+/// `report.pdf`, and a directory `approved/` becomes `approved/` with everything below it
+/// (like `tar -C PARENT NAME` or `cp -r`). To put a directory's contents at the top, pass them
+/// individually (`approved/*`). Only regular files and directories are accepted; a symlink,
+/// device, FIFO or socket anywhere is an error naming it. Names must pass the path policy
+/// (docs/bundle.md §Paths). Only the executable bit travels.
+///
+/// The same files, key, channel, sequence and time give byte-identical bundles. The creation time
+/// is now, or SOURCE_DATE_EPOCH when set. FILE is never overwritten: the bundle is written to a
+/// temporary file beside it, synced, then linked into place.
+///
+/// Examples:
+///
+///   sluice-send bundle create --key alice.key --channel updates --out u.sluice approved/
+///   sluice-send bundle create --key ~/.ssh/id_ed25519 --channel av-sigs --seq 42 --expires 7d
+///       --note "weekly signatures" --out av.sluice sigs/*.cvd        (one command line)
+///   SOURCE_DATE_EPOCH=1700000000 sluice-send bundle create --key k.key --channel c --out r.sluice d/
+#[derive(Debug, clap::Args)]
+#[command(long_about, verbatim_doc_comment)]
+pub struct CreateArgs {
+    /// Signing key: a sluice .key file or an unencrypted OpenSSH ed25519 private key.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// Channel name (a-z 0-9 . _ -); the high side's policy says who may publish on it.
+    #[arg(long)]
+    pub channel: String,
+    /// Sequence number; must increase per channel when the receiver requires it. Default: the
+    /// creation time in unix seconds, so a nightly job's bundles always increase.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Refuse the bundle on the high side after this long, e.g. 36h, 7d, 1d12h.
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+    /// A short signed note (shown by inspect and recorded by the receiver).
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Bundle file to create (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Files and directories to include.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Show what a bundle claims: header, signer key id, entries and sizes
+///
+/// The signature is NOT checked against any trust store: inspect tells you what a bundle says,
+/// not whether to believe it. Use `sluice-recv verify --trust DIR FILE` for that.
+///
+/// Example:
+///
+///   sluice-send bundle inspect u.sluice --json | jq .entries
+#[derive(Debug, clap::Args)]
+#[command(long_about, verbatim_doc_comment)]
+pub struct InspectArgs {
+    /// Bundle file.
+    pub file: PathBuf,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BundleCommand) -> i32 {
+    match cmd {
+        BundleCommand::Create(a) => create(a),
+        BundleCommand::Inspect(a) => inspect(a),
+    }
+}
+
+/// An error for the user: message, one line of remediation, exit code.
+struct Fail(String, String, i32);
+
+fn fail(code: i32, msg: impl Into<String>, help: impl Into<String>) -> Fail {
+    Fail(msg.into(), help.into(), code)
+}
+
+fn report(f: Fail) -> i32 {
+    eprintln!("error: {}\nhelp: {}", f.0, f.1);
+    f.2
+}
+
+/// Read a small file (a key), refusing anything over `max` bytes.
+fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, Fail> {
+    let f = File::open(p).map_err(|e| {
+        fail(
+            exit::INPUT,
+            format!("cannot read {}: {e}", p.display()),
+            "check the path and permissions",
+        )
+    })?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf).map_err(|e| {
+        fail(
+            exit::INPUT,
+            format!("cannot read {}: {e}", p.display()),
+            "check the path and permissions",
+        )
+    })?;
+    if buf.len() as u64 > max {
+        return Err(fail(
+            exit::INPUT,
+            format!("{} is too large to be a key", p.display()),
+            "pass the key file itself",
+        ));
+    }
+    Ok(buf)
+}
+
+fn load_key(p: &Path) -> Result<SecretKey, Fail> {
+    let bytes = zeroize::Zeroizing::new(read_small(p, bundle::keys::MAX_KEY_FILE_BYTES as u64)?);
+    if let Ok(m) = std::fs::metadata(p) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %p.display(), "secret key is readable by group or others; chmod 600 it");
+        }
+    }
+    bundle::parse_secret_key(&bytes).map_err(|e| {
+        fail(
+            exit::USAGE,
+            format!("{}: {e}", p.display()),
+            "pass a key made by `sluice-send keygen` or an unencrypted OpenSSH ed25519 key",
+        )
+    })
+}
+
+/// Walk the inputs: bundle path → filesystem path, refusing anything but files and directories.
+fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathBuf>), Fail> {
+    let mut entries = Vec::new();
+    let mut map = HashMap::new();
+    let mut stack: Vec<(PathBuf, String)> = Vec::new();
+    for p in paths {
+        let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            fail(
+                exit::USAGE,
+                format!("{} has no usable name to put in the bundle", p.display()),
+                "name the directory itself (e.g. `../approved` rather than `.`), or pass its contents",
+            )
+        })?;
+        stack.push((p.clone(), name.to_string()));
+    }
+    while let Some((fs_path, bpath)) = stack.pop() {
+        if let Err(e) = path::check_path(&bpath) {
+            return Err(fail(
+                exit::INPUT,
+                format!("{}: {e}", fs_path.display()),
+                "rename the file to a portable name, or leave it out",
+            ));
+        }
+        let meta = std::fs::symlink_metadata(&fs_path).map_err(|e| {
+            fail(
+                exit::INPUT,
+                format!("cannot read {}: {e}", fs_path.display()),
+                "check the path and permissions",
+            )
+        })?;
+        let ft = meta.file_type();
+        if ft.is_file() {
+            entries.push(SourceEntry {
+                kind: EntryKind::File,
+                path: bpath.clone(),
+                size: meta.len(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+            });
+        } else if ft.is_dir() {
+            entries.push(SourceEntry {
+                kind: EntryKind::Dir,
+                path: bpath.clone(),
+                size: 0,
+                executable: false,
+            });
+            let rd = std::fs::read_dir(&fs_path).map_err(|e| {
+                fail(
+                    exit::INPUT,
+                    format!("cannot list {}: {e}", fs_path.display()),
+                    "check permissions",
+                )
+            })?;
+            for child in rd {
+                let child = child.map_err(|e| {
+                    fail(
+                        exit::INPUT,
+                        format!("cannot list {}: {e}", fs_path.display()),
+                        "check permissions",
+                    )
+                })?;
+                let cpath = child.path();
+                let cname = child.file_name().into_string().map_err(|_| {
+                    fail(
+                        exit::INPUT,
+                        format!("{} is not valid UTF-8", cpath.display()),
+                        "rename it to a UTF-8 name, or leave it out",
+                    )
+                })?;
+                stack.push((cpath, format!("{bpath}/{cname}")));
+            }
+        } else {
+            let kind = if ft.is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file or directory (device, FIFO or socket)"
+            };
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "{} is {kind}; bundles hold only regular files and directories",
+                    fs_path.display()
+                ),
+                "copy the real file into place (e.g. `cp -L`), or leave it out",
+            ));
+        }
+        map.insert(bpath, fs_path);
+    }
+    Ok((entries, map))
+}
+
+struct FsSource {
+    map: HashMap<String, PathBuf>,
+}
+
+impl FileSource for FsSource {
+    fn open(&mut self, p: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        let fs_path = self
+            .map
+            .get(p)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not an input"))?;
+        // No-follow and non-blocking: a file swapped for a symlink or FIFO since the walk fails.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(fs_path)?;
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no longer a regular file",
+            ));
+        }
+        Ok(Box::new(f))
+    }
+}
+
+fn now_or_epoch() -> Result<u64, Fail> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s.trim().parse::<u64>().map_err(|_| {
+            fail(
+                exit::USAGE,
+                format!("SOURCE_DATE_EPOCH={s:?} is not unix seconds"),
+                "set it to an integer like 1700000000 or unset it",
+            )
+        }),
+        Err(_) => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)),
+    }
+}
+
+fn create(a: CreateArgs) -> i32 {
+    match create_inner(a) {
+        Ok(()) => exit::OK,
+        Err(f) => report(f),
+    }
+}
+
+fn create_inner(a: CreateArgs) -> Result<(), Fail> {
+    if a.out.symlink_metadata().is_ok() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "{} already exists; bundle create never overwrites",
+                a.out.display()
+            ),
+            "choose another --out name, or move the old bundle away first",
+        ));
+    }
+    let created = now_or_epoch()?;
+    let expires = match &a.expires {
+        None => None,
+        Some(d) => {
+            let secs = bundle::parse_duration(d)
+                .map_err(|e| fail(exit::USAGE, format!("--expires: {e}"), "e.g. --expires 7d"))?;
+            Some(created.checked_add(secs).ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    "--expires is too far in the future",
+                    "use a shorter duration",
+                )
+            })?)
+        }
+    };
+    let spec = BundleSpec {
+        channel: a.channel.clone(),
+        sequence: a.seq.unwrap_or(created),
+        created,
+        expires,
+        note: a.note.clone(),
+    };
+    let key = load_key(&a.key)?;
+    let (entries, map) = collect(&a.paths)?;
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+
+    let dir = match a.out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fname = a
+        .out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    let mut rnd = [0u8; 8];
+    let _ = getrandom::fill(&mut rnd);
+    let tmp = dir.join(format!(
+        ".{fname}.tmp-{}-{}",
+        std::process::id(),
+        hex::encode(rnd)
+    ));
+    let result = write_bundle(&spec, entries, &key, map, &tmp, &a.out, &dir, total);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let built = result?;
+    if a.json {
+        let v = serde_json::json!({
+            "bundle_id": built.id.to_hex(),
+            "out": a.out.display().to_string(),
+            "bytes": built.bytes,
+            "channel": built.header.channel,
+            "sequence": built.header.sequence,
+            "created": built.header.created,
+            "expires": built.header.expires,
+            "signer_key_id": built.header.signer.to_hex(),
+            "entries": built.header.entries.len(),
+            "file_bytes": built.header.total_file_bytes(),
+        });
+        println!("{v}");
+    } else {
+        println!("{}", built.id);
+        eprintln!(
+            "wrote {} ({} bytes, {} entries, channel {}, sequence {}, signer {})",
+            a.out.display(),
+            built.bytes,
+            built.header.entries.len(),
+            built.header.channel,
+            built.header.sequence,
+            built.header.signer
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_bundle(
+    spec: &BundleSpec,
+    entries: Vec<SourceEntry>,
+    key: &SecretKey,
+    map: HashMap<String, PathBuf>,
+    tmp: &Path,
+    out: &Path,
+    dir: &Path,
+    total: u64,
+) -> Result<bundle::Built, Fail> {
+    let storage = |what: &str, e: std::io::Error| {
+        fail(
+            exit::STORAGE,
+            format!("{what}: {e}"),
+            "check free space and permissions in the output directory",
+        )
+    };
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)
+        .map_err(|e| storage(&format!("cannot create {}", tmp.display()), e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let bar = crate::progress::bytes(total.saturating_mul(2), "bundle");
+    let mut src = FsSource { map };
+    let built = bundle::build(
+        spec,
+        entries,
+        key,
+        &mut src,
+        &mut w,
+        &mut |_phase: Phase, n| bar.inc(n),
+    )
+    .map_err(|e| match e {
+        BuildError::Write(e) => storage(&format!("writing {}", tmp.display()), e),
+        BuildError::Io { .. } | BuildError::Changed { .. } => fail(
+            exit::INPUT,
+            e.to_string(),
+            "make sure the inputs are readable and not being modified",
+        ),
+        other => fail(
+            exit::USAGE,
+            other.to_string(),
+            "fix the input named above and run again",
+        ),
+    })?;
+    bar.finish_and_clear();
+    let f = w
+        .into_inner()
+        .map_err(|e| storage("flushing the bundle", e.into_error()))?;
+    f.sync_all().map_err(|e| storage("syncing the bundle", e))?;
+    drop(f);
+    std::fs::hard_link(tmp, out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            fail(
+                exit::USAGE,
+                format!("{} appeared while bundling; not overwritten", out.display()),
+                "choose another --out name",
+            )
+        } else {
+            storage(&format!("cannot create {}", out.display()), e)
+        }
+    })?;
+    let _ = std::fs::remove_file(tmp);
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(built)
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn inspect(a: InspectArgs) -> i32 {
+    let f = match File::open(&a.file) {
+        Ok(f) => f,
+        Err(e) => {
+            return report(fail(
+                exit::INPUT,
+                format!("cannot read {}: {e}", a.file.display()),
+                "check the path and permissions",
+            ));
+        }
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (env, h) = match bundle::inspect(std::io::BufReader::new(f)) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "error: {} is not a readable bundle: {e}\nhelp: {}",
+                a.file.display(),
+                e.remediation()
+            );
+            return e.reason.exit_code();
+        }
+    };
+    let expected = env.len().saturating_add(h.total_file_bytes());
+    let policy = path::check_manifest(&h.entries, &path::Limits::default()).err();
+    if a.json {
+        let entries: Vec<_> = h
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "kind": if e.kind == EntryKind::Dir { "dir" } else { "file" },
+                    "path": e.path, "size": e.size, "blake3": hex::encode(e.blake3),
+                    "executable": e.executable,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "bundle_id": env.id.to_hex(),
+            "format_version": h.format_version,
+            "channel": h.channel, "sequence": h.sequence, "created": h.created,
+            "expires": h.expires, "note": h.note,
+            "signer_key_id": h.signer.to_hex(),
+            "signature_checked": false,
+            "file_bytes": h.total_file_bytes(),
+            "bundle_bytes_expected": expected, "bundle_bytes_actual": len,
+            "path_policy_violation": policy.as_ref().map(|e| e.to_string()),
+            "entries": entries,
+        });
+        println!("{v}");
+    } else {
+        println!("bundle id      {}", env.id);
+        println!("format         {}", h.format_version);
+        println!("channel        {}", h.channel);
+        println!("sequence       {}", h.sequence);
+        println!("created        {} ({})", utc(h.created), h.created);
+        match h.expires {
+            Some(e) => println!("expires        {} ({e})", utc(e)),
+            None => println!("expires        never"),
+        }
+        if let Some(n) = &h.note {
+            println!("note           {}", n.escape_debug());
+        }
+        println!("signer key id  {}", h.signer);
+        let files = h
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count();
+        println!(
+            "entries        {} ({files} files, {} dirs), {} file bytes",
+            h.entries.len(),
+            h.entries.len() - files,
+            h.total_file_bytes()
+        );
+        for e in &h.entries {
+            match e.kind {
+                EntryKind::Dir => println!("  dir  {:>14}    {}/", "", path::escape(&e.path)),
+                EntryKind::File => println!(
+                    "  file {:>14} {} {}  {}",
+                    e.size,
+                    if e.executable { "x" } else { "-" },
+                    &hex::encode(e.blake3)[..16],
+                    path::escape(&e.path)
+                ),
+            }
+        }
+        if let Some(p) = &policy {
+            println!("WARNING: path policy violated, every receiver will refuse this bundle: {p}");
+        }
+        if len != expected {
+            println!(
+                "WARNING: the file is {len} bytes but the header describes {expected} (truncated or extra bytes)"
+            );
+        }
+        println!(
+            "signature NOT checked against any trust store; run `sluice-recv verify --trust DIR {}` on the high side",
+            a.file.display()
+        );
+    }
+    exit::OK
 }

@@ -1,0 +1,159 @@
+//! The byte layout of a `.sluice` file (docs/bundle.md §Layout) and the one canonical header
+//! encoding.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     MAGIC  = 89 53 4C 55 49 43 45 0A  ("\x89SLUICE\n")
+//! 8       2     format version, u16 little-endian (= 1)
+//! 10      8     signer key id (also inside the header; the two must match)
+//! 18      4     header length H, u32 little-endian, 1 ..= MAX_HEADER_BYTES
+//! 22      H     header: postcard encoding of WireHeader (canonical: re-encoding must match)
+//! 22+H    64    ed25519 signature over DIGEST
+//! 86+H    …     file contents, in manifest order, exactly `size` bytes each; then EOF
+//!
+//! DIGEST = BundleId = blake3(DOMAIN || bytes 0 .. 22+H)      DOMAIN = "sluice bundle v1\0"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::{BundleId, Entry, EntryKind, Header, KeyId};
+
+/// File magic. The high first byte and the trailing newline catch 7-bit and text-mode transfers.
+pub const MAGIC: [u8; 8] = *b"\x89SLUICE\n";
+/// The only format version this code writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Signature domain: binds the signed bytes to "a Sluice bundle, format 1" (DSSE-style).
+pub const DOMAIN: &[u8] = b"sluice bundle v1\0";
+/// Size of the fixed prefix before the header.
+pub const PREFIX_LEN: usize = 22;
+/// Size of the ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+/// Largest header accepted, checked before anything is allocated for it. Worst case the decoded
+/// manifest of a 16 MiB header (≥ 36 bytes per entry on the wire, ≤ ~120 bytes decoded) takes
+/// about 60 MiB; the manifest limits then cap entries at [`super::path::MAX_ENTRIES`].
+pub const MAX_HEADER_BYTES: u32 = 16 * 1024 * 1024;
+/// Longest note in bytes.
+pub const MAX_NOTE_BYTES: usize = 4096;
+
+#[derive(Serialize, Deserialize)]
+enum WireKind {
+    File,
+    Dir,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireEntry {
+    kind: WireKind,
+    path: String,
+    size: u64,
+    blake3: [u8; 32],
+    executable: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireHeader {
+    format_version: u16,
+    channel: String,
+    sequence: u64,
+    created: u64,
+    expires: Option<u64>,
+    note: Option<String>,
+    signer: [u8; 8],
+    entries: Vec<WireEntry>,
+}
+
+/// Encode a header (no policy checks): the one canonical encoding.
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    let wire = WireHeader {
+        format_version: h.format_version,
+        channel: h.channel.clone(),
+        sequence: h.sequence,
+        created: h.created,
+        expires: h.expires,
+        note: h.note.clone(),
+        signer: h.signer.0,
+        entries: h
+            .entries
+            .iter()
+            .map(|e| WireEntry {
+                kind: match e.kind {
+                    EntryKind::File => WireKind::File,
+                    EntryKind::Dir => WireKind::Dir,
+                },
+                path: e.path.clone(),
+                size: e.size,
+                blake3: e.blake3,
+                executable: e.executable,
+            })
+            .collect(),
+    };
+    // Serialising plain structs into a Vec cannot fail.
+    postcard::to_stdvec(&wire).unwrap_or_default()
+}
+
+/// How a header failed to decode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not a valid postcard encoding of the header, or bytes left over.
+    Malformed(String),
+    /// Decodes, but re-encoding gives different bytes (e.g. an overlong varint).
+    NonCanonical,
+}
+
+/// Decode header bytes and insist they are the canonical encoding of what they decode to.
+pub fn decode_header(bytes: &[u8]) -> Result<Header, DecodeError> {
+    let (wire, rest): (WireHeader, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} bytes after the header",
+            rest.len()
+        )));
+    }
+    let h = Header {
+        format_version: wire.format_version,
+        channel: wire.channel,
+        sequence: wire.sequence,
+        created: wire.created,
+        expires: wire.expires,
+        note: wire.note,
+        signer: KeyId(wire.signer),
+        entries: wire
+            .entries
+            .into_iter()
+            .map(|e| Entry {
+                kind: match e.kind {
+                    WireKind::File => EntryKind::File,
+                    WireKind::Dir => EntryKind::Dir,
+                },
+                path: e.path,
+                size: e.size,
+                blake3: e.blake3,
+                executable: e.executable,
+            })
+            .collect(),
+    };
+    if encode_header(&h) != bytes {
+        return Err(DecodeError::NonCanonical);
+    }
+    Ok(h)
+}
+
+/// The fixed 22-byte prefix.
+pub fn encode_prefix(version: u16, key_id: KeyId, header_len: u32) -> [u8; PREFIX_LEN] {
+    let mut p = [0u8; PREFIX_LEN];
+    p[..8].copy_from_slice(&MAGIC);
+    p[8..10].copy_from_slice(&version.to_le_bytes());
+    p[10..18].copy_from_slice(&key_id.0);
+    p[18..22].copy_from_slice(&header_len.to_le_bytes());
+    p
+}
+
+/// The signed digest, which is also the bundle id: blake3(DOMAIN || prefix || header).
+pub fn digest(prefix: &[u8; PREFIX_LEN], header: &[u8]) -> BundleId {
+    let mut h = blake3::Hasher::new();
+    h.update(DOMAIN);
+    h.update(prefix);
+    h.update(header);
+    BundleId(*h.finalize().as_bytes())
+}
