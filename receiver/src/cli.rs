@@ -32,7 +32,6 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Verify one bundle file against a trust store; exit 0 only if every byte checks out.
     Verify(commands::verify::Args),
     /// Listen for frames from the diode and commit verified bundles to the store.
     Listen(commands::listen::Args),
