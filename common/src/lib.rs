@@ -23,6 +23,7 @@
 
 pub mod bundle;
 pub mod exit;
+pub mod linkkey;
 pub mod profile;
 pub mod spool;
 pub mod transport;

@@ -5,11 +5,13 @@
 //! `sluice_common::exit`; each subcommand lives in `commands/`.
 
 mod cli;
+mod ingest;
 mod commands;
 mod logging;
 mod metrics;
 mod net;
 mod store;
+mod trust_dir;
 
 use clap::Parser;
 

@@ -8,6 +8,9 @@ mod commands;
 mod logging;
 mod net;
 mod progress;
+// The trust-directory loader is the receiver's file, compiled here too: one loader, two binaries.
+#[path = "../../receiver/src/trust_dir.rs"]
+mod trust_dir;
 
 use clap::Parser;
 

@@ -1,9 +1,408 @@
-//! Not built yet.
+//! `sluice-recv listen`: receive frames from the diode, reassemble, verify, commit.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_common::exit;
+use sluice_common::transport::params::Limits;
+use sluice_common::transport::recv::ReceiverConfig;
+use sluice_common::transport::wire::LinkKey;
+
+use crate::ingest::{self, Outcome, OutcomeKind, Pipeline};
+use crate::metrics::{Exposition, MetricsPage};
+use crate::net::{DiodeSocket, buffer_advice};
+use crate::store::Source;
+
+/// Listen on the diode's receiving interface and commit verified bundles to the store.
+///
+/// Frames are reassembled into staging (memory stays within --memory whatever the bundle size),
+/// every complete bundle is verified against the trust directory, and only then moved into
+/// DIR/quarantine/<bundle-id>/ with a receipt and an audit record. Anything else goes to
+/// DIR/rejected/ with its reason. Partial transfers persist in staging: after a restart, the
+/// next pass completes only what is missing. This command never transmits.
+///
+/// Examples:
+///
+///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
+///   sluice-recv listen --bind 0.0.0.0:7000 --store ./store --trust ./trust --metrics 127.0.0.1:9187
+///
+/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written) and exits 0.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Address and UDP port to receive on (the diode-facing interface).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: SocketAddr,
+    /// Store directory (quarantine/, rejected/, staging/, audit.jsonl); created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// Trust directory: *.pub signer keys and an optional policy.toml.
+    #[arg(long, value_name = "DIR")]
+    pub trust: PathBuf,
+    /// Shared link key (32 raw bytes or 64 hex digits). Without it the documented public default
+    /// key is used, which catches corruption but not forged frames.
+    #[arg(long, value_name = "FILE")]
+    pub link_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on this management address (never the diode interface).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// UDP receive buffer to request, in bytes (forced when privileged).
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub rcvbuf: usize,
+    /// Largest datagram accepted, in bytes (the link MTU minus 28).
+    #[arg(long, default_value_t = 8972, value_name = "BYTES")]
+    pub max_datagram: usize,
+    /// Memory budget for buffered symbols and in-flight decodes, in MiB.
+    #[arg(long, default_value_t = 48, value_name = "MIB")]
+    pub memory: u64,
+    /// Staging quota: declared bytes of partial objects kept on disk, in GiB.
+    #[arg(long, default_value_t = 128, value_name = "GIB")]
+    pub staging_quota: u64,
+    /// Largest object (bundle) accepted, in GiB.
+    #[arg(long, default_value_t = 64, value_name = "GIB")]
+    pub max_object: u64,
+    /// Concurrent transfers tracked at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Give up on a transfer after this many seconds without a valid frame (progress is kept).
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// RaptorQ decode threads.
+    #[arg(long, default_value_t = 1)]
+    pub decode_threads: usize,
+    /// Exit after this many bundles were decided (accepted, duplicate or rejected): for one-shot
+    /// jobs and tests. Exit code 0 when all were accepted or duplicates.
+    #[arg(long, value_name = "N")]
+    pub max_bundles: Option<u64>,
+    /// Print one JSON line per outcome on stdout, for automation.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> i32 {
-    eprintln!("error: not implemented yet");
-    sluice_common::exit::FAILURE
+/// Reads a link-key file, or the public default.
+pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, String> {
+    match path {
+        None => Ok(LinkKey::public_default()),
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                format!("cannot read link key {}: {e}", path.display())
+            })?;
+            sluice_common::linkkey::parse_link_key(&bytes)
+                .map_err(|e| format!("link key {}: {e}", path.display()))
+        }
+    }
+}
+
+pub fn run(args: Args) -> i32 {
+    let link_key = match load_link_key(args.link_key.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if link_key.is_public_default() {
+        tracing::warn!(
+            "no --link-key: using the public default key, which detects corruption but not forged \
+             frames; share a secret key with the sender (`sluice-send link-keygen`)"
+        );
+    }
+    let trust = match crate::trust_dir::load_trust_dir(&args.trust) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    let store = match ingest::open_store(&args.store, args.staging_quota << 30) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open the store {}: {e}", args.store.display());
+            return e.exit_code();
+        }
+    };
+    let socket = match DiodeSocket::bind(args.bind, args.rcvbuf) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot bind {}: {e}. Check the address is on this host and the port is free.",
+                args.bind
+            );
+            return exit::NETWORK;
+        }
+    };
+    if let Some(advice) = buffer_advice(args.rcvbuf, socket.granted_buffer) {
+        tracing::warn!("{advice}");
+    }
+
+    let mut limits = Limits::default();
+    limits.max_object_bytes = args.max_object << 30;
+    let mut config = ReceiverConfig::new(link_key);
+    config.limits = limits;
+    config.max_sessions = args.max_sessions;
+    config.max_buffered_bytes = args.memory << 20;
+    config.max_staging_bytes = args.staging_quota << 30;
+    config.idle_timeout = Duration::from_secs(args.idle_timeout);
+
+    let started = Instant::now();
+    let mut pipeline = match Pipeline::start(
+        store,
+        trust,
+        config,
+        Source::Udp,
+        args.decode_threads,
+        started,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot resume staged transfers: {e}");
+            return e.exit_code();
+        }
+    };
+
+    let page = MetricsPage::default();
+    if let Some(addr) = args.metrics {
+        match crate::metrics::serve(addr, page.clone()) {
+            Ok(bound) => tracing::info!(%bound, "serving metrics"),
+            Err(e) => {
+                eprintln!("error: cannot serve metrics on {addr}: {e}");
+                return exit::NETWORK;
+            }
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("error: cannot install a signal handler: {e}");
+            return exit::FAILURE;
+        }
+    }
+    tracing::info!(bind = %socket.local_addr(), store = %args.store.display(),
+        rcvbuf = socket.granted_buffer, "listening");
+
+    let mut totals = Totals::default();
+    let mut batch = socket.new_batch(args.max_datagram, 8);
+    let mut last_report = Instant::now();
+    let status_path = args.store.join("state").join("status.json");
+    let mut exit_code = exit::OK;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = pipeline
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        match socket.recv(&mut batch, wait) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "receive failed; retrying");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let now = Instant::now();
+        for datagram in batch.datagrams() {
+            pipeline.handle_datagram(now, datagram);
+        }
+        pipeline.drive(now);
+        for outcome in pipeline.take_outcomes() {
+            exit_code = totals.record(&outcome, args.json).max(exit_code);
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let drops = socket.kernel_drops();
+            page.set(render_metrics(&pipeline, &totals, drops));
+            write_status(&status_path, &pipeline, &totals, drops, &args);
+        }
+        if args
+            .max_bundles
+            .is_some_and(|n| totals.decided >= n && pipeline.pending_verifications() == 0)
+        {
+            break;
+        }
+    }
+
+    tracing::info!("stopping: saving progress of live transfers");
+    pipeline.checkpoint_all(Instant::now());
+    let drops = socket.kernel_drops();
+    let remaining = pipeline.finish();
+    for outcome in &remaining {
+        exit_code = totals.record(outcome, args.json).max(exit_code);
+    }
+    write_status_final(&status_path, &totals, drops);
+    exit_code
+}
+
+/// Counters across the listener's life, for metrics, status and the exit code.
+#[derive(Default)]
+pub struct Totals {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub incomplete: u64,
+    pub storage_errors: u64,
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    pub decided: u64,
+}
+
+impl Totals {
+    /// Counts an outcome, prints it as JSON when asked, and returns its exit code.
+    pub fn record(&mut self, outcome: &Outcome, json: bool) -> i32 {
+        let code = match &outcome.kind {
+            OutcomeKind::Accepted { .. } => {
+                self.accepted += 1;
+                exit::OK
+            }
+            OutcomeKind::Duplicate => {
+                self.duplicates += 1;
+                exit::OK
+            }
+            OutcomeKind::Rejected { reason, .. } => {
+                *self.rejected.entry(reason.code()).or_default() += 1;
+                reason.exit_code()
+            }
+            OutcomeKind::Incomplete { .. } => {
+                self.incomplete += 1;
+                exit::OK
+            }
+            OutcomeKind::StorageError { .. } => {
+                self.storage_errors += 1;
+                exit::OK
+            }
+        };
+        if outcome.kind.is_decision() {
+            self.decided += 1;
+        }
+        if json {
+            println!("{}", outcome_json(outcome));
+        }
+        code
+    }
+}
+
+pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "outcome": outcome.kind.word(),
+        "object_id": hex::encode(outcome.object_id),
+        "bundle_id": outcome.bundle_id.map(|b| b.to_hex()),
+        "channel": outcome.channel,
+        "sequence": outcome.sequence,
+        "frames": outcome.figures.frames,
+        "repaired_blocks": outcome.figures.repaired_blocks,
+        "passes": outcome.figures.passes,
+    });
+    match &outcome.kind {
+        OutcomeKind::Accepted { path } => v["path"] = path.clone().into(),
+        OutcomeKind::Rejected { reason, detail } => {
+            v["reason"] = reason.code().into();
+            v["detail"] = detail.clone().into();
+        }
+        OutcomeKind::Incomplete { missing_blocks } => v["missing_blocks"] = (*missing_blocks).into(),
+        OutcomeKind::StorageError { detail } => v["detail"] = detail.clone().into(),
+        OutcomeKind::Duplicate => {}
+    }
+    v
+}
+
+fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64>) -> String {
+    let s = pipeline.stats();
+    let mut e = Exposition::default();
+    e.counter("sluice_datagrams_total", "Datagrams read from the socket.", s.datagrams)
+        .counter("sluice_frames_malformed_total", "Datagrams dropped as malformed.", s.malformed)
+        .counter("sluice_frames_bad_tag_total", "Frames whose integrity tag failed (corruption or forgery).", s.bad_tag)
+        .counter("sluice_frames_unknown_kind_total", "Frames of an unknown version or kind.", s.unknown_kind)
+        .counter("sluice_frames_over_limit_total", "Frames with parameters beyond this receiver's limits.", s.over_limit)
+        .counter("sluice_frames_param_mismatch_total", "Frames whose parameters contradict their object's.", s.param_mismatch)
+        .counter("sluice_frames_duplicate_total", "Symbols received twice.", s.duplicate_symbols)
+        .counter("sluice_frames_late_total", "Symbols for blocks or objects already complete.", s.late_symbols)
+        .counter("sluice_frames_budget_dropped_total", "Symbols dropped because the memory budget was full.", s.budget_drops)
+        .counter("sluice_symbols_accepted_total", "Symbols buffered for decoding.", s.symbols_accepted)
+        .counter("sluice_sessions_refused_total", "New transfers refused (session table or staging quota full).", s.sessions_refused)
+        .counter("sluice_blocks_copied_total", "Blocks complete without FEC decoding.", s.blocks_copied)
+        .counter("sluice_blocks_repaired_total", "Blocks recovered by RaptorQ decoding.", s.blocks_decoded)
+        .counter("sluice_blocks_evicted_total", "Incomplete blocks evicted to stay within memory.", s.blocks_evicted)
+        .counter("sluice_heartbeats_total", "Authenticated heartbeats received.", s.heartbeats)
+        .counter("sluice_bundles_accepted_total", "Bundles committed to quarantine.", totals.accepted)
+        .counter("sluice_bundles_duplicate_total", "Bundles received again after acceptance.", totals.duplicates)
+        .counter("sluice_transfers_incomplete_total", "Transfers that ended short of symbols.", totals.incomplete)
+        .counter("sluice_storage_errors_total", "Store failures.", totals.storage_errors + pipeline.storage_errors)
+        .labelled_counter(
+            "sluice_bundles_rejected_total",
+            "Bundles rejected, by reason.",
+            "reason",
+            &totals.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>(),
+        )
+        .gauge("sluice_buffered_bytes", "Bytes of symbols buffered now.", pipeline.buffered_bytes() as f64)
+        .gauge("sluice_sessions", "Transfers in progress.", pipeline.session_count() as f64);
+    if let Some(drops) = kernel_drops {
+        e.counter("sluice_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (overrun, not wire loss).", drops);
+    }
+    if let Some(hb) = pipeline.last_heartbeat() {
+        e.gauge("sluice_last_heartbeat_age_seconds", "Seconds since the last authenticated heartbeat.", hb.received_at.elapsed().as_secs_f64());
+    }
+    e.finish()
+}
+
+fn write_status(path: &Path, pipeline: &Pipeline, totals: &Totals, drops: Option<u64>, args: &Args) {
+    let s = pipeline.stats();
+    let heartbeat = pipeline.last_heartbeat().map(|hb| {
+        serde_json::json!({
+            "sender_id": hex::encode(hb.sender_id),
+            "sequence": hb.sequence,
+            "sent_at_unix_ms": hb.sent_at_unix_ms,
+            "received_at_unix_ms": hb.received_at_unix_ms,
+            "ledger": hb.ledger.iter().map(|l| serde_json::json!({
+                "object_id": hex::encode(l.object_id),
+                "object_len": l.object_len,
+                "first_sent_unix_ms": l.first_sent_unix_ms,
+                "pass": l.pass,
+                "passes": l.passes,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let live: Vec<_> = pipeline
+        .live_objects()
+        .into_iter()
+        .map(|(id, missing, total)| serde_json::json!({"object_id": hex::encode(id), "missing_blocks": missing, "blocks": total}))
+        .collect();
+    let status = serde_json::json!({
+        "running": true,
+        "pid": std::process::id(),
+        "bind": args.bind.to_string(),
+        "updated_at_unix_ms": ingest::unix_ms(),
+        "last_heartbeat": heartbeat,
+        "live_transfers": live,
+        "kernel_drops": drops,
+        "counters": {
+            "datagrams": s.datagrams, "bad_tag": s.bad_tag, "malformed": s.malformed,
+            "symbols_accepted": s.symbols_accepted, "blocks_copied": s.blocks_copied,
+            "blocks_repaired": s.blocks_decoded, "accepted": totals.accepted,
+            "duplicates": totals.duplicates, "incomplete": totals.incomplete,
+            "rejected": &totals.rejected,
+        },
+    });
+    write_json_atomically(path, &status);
+}
+
+fn write_status_final(path: &Path, totals: &Totals, drops: Option<u64>) {
+    let mut status = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    status["running"] = false.into();
+    status["updated_at_unix_ms"] = ingest::unix_ms().into();
+    status["kernel_drops"] = drops.into();
+    status["counters"]["accepted"] = totals.accepted.into();
+    write_json_atomically(path, &status);
+}
+
+/// Status is advisory (the audit log is the record), so a failed write is logged, not fatal.
+fn write_json_atomically(path: &Path, value: &serde_json::Value) {
+    let tmp = path.with_extension("json.tmp");
+    let result = std::fs::write(&tmp, value.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        tracing::debug!(error = %e, path = %path.display(), "could not write the status file");
+    }
 }

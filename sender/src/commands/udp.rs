@@ -1,9 +1,543 @@
-//! Not built yet.
+//! `sluice-send udp`: send bundles across a diode as paced RaptorQ UDP frames.
 
+use std::fs::File;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_common::bundle::BundleId;
+use sluice_common::bundle::verify::{self, DiscardSink, VerifyOptions};
+use sluice_common::exit;
+use sluice_common::profile::Profile;
+use sluice_common::transport::params::recommended_block_size;
+use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_common::transport::wire::{self, LinkKey};
+
+use crate::net::DiodeSender;
+
+/// Send signed bundles one way across a data diode as RaptorQ forward-error-corrected UDP frames.
+///
+/// Each bundle is first verified against --trust (signature and every file hash: no point sending
+/// garbage across a one-way link). It is then cut into blocks, each block RaptorQ-encoded with
+/// --overhead % repair symbols, and the symbols of a window of blocks are interleaved so a burst
+/// of lost frames costs each block only a little. Frames are paced to --rate because a diode has
+/// no back-pressure: overrunning it loses frames. Extra --passes send fresh repair symbols only,
+/// so every pass adds information for a receiver that missed something.
+///
+/// Examples:
+///
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --rate 800M update.sluice
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --profile 10gbe-jumbo-9000 --passes 2 *.sluice
+///
+/// Exit codes: 0 sent; 2 bad flags or config; 3 a bundle unreadable; 4-6 a bundle failed its own
+/// verification (nothing is sent then); 9 network error; 130 interrupted.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The diode's far side: receiver address and UDP port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Trust directory (*.pub signer keys, optional policy.toml) to check each bundle against
+    /// before sending.
+    #[arg(long, value_name = "DIR")]
+    pub trust: PathBuf,
+    /// Diode profile: a name from hardware/profiles (e.g. gbe-fibre-1500) or a TOML file. It
+    /// supplies defaults for --mtu, --rate, --overhead, --window and --passes.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Pacing rate in bits per second on the wire, with an optional k/M/G suffix (e.g. 800M);
+    /// `0` sends unpaced. Default: the profile's recommended rate, else unpaced.
+    #[arg(long, value_name = "BITS/S")]
+    pub rate: Option<String>,
+    /// Repair symbols per block per pass, in percent of its source symbols. Default: the
+    /// profile's, else 10.
+    #[arg(long, value_name = "PCT")]
+    pub overhead: Option<u32>,
+    /// Link MTU in bytes; each datagram is MTU − 28 bytes. Default: the profile's, else 1500.
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u32>,
+    /// Times each bundle is sent; passes after the first carry only fresh repair symbols.
+    #[arg(long, value_name = "N")]
+    pub passes: Option<u16>,
+    /// Blocks interleaved at once (memory: window × block size).
+    #[arg(long, value_name = "BLOCKS")]
+    pub window: Option<u32>,
+    /// Shared link key (32 raw bytes or 64 hex digits); must match the receiver's. Default: the
+    /// documented public key, which lets the receiver detect corruption but not forgery.
+    #[arg(long, value_name = "FILE")]
+    pub link_key: Option<PathBuf>,
+    /// Seconds between heartbeat frames.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub heartbeat_interval: f64,
+    /// UDP send buffer to request, in bytes.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    pub sndbuf: usize,
+    /// Print a JSON summary on stdout instead of the human one.
+    #[arg(long)]
+    pub json: bool,
+    /// Bundle files to send, in order.
+    #[arg(required = true, value_name = "BUNDLE")]
+    pub bundles: Vec<PathBuf>,
+}
 
-pub fn run(_args: Args) -> i32 {
-    eprintln!("error: not implemented yet");
-    sluice_common::exit::FAILURE
+/// What `udp` settled on after applying the profile and flags.
+#[derive(Debug, Clone)]
+pub struct SendSettings {
+    pub destination: SocketAddr,
+    pub mtu: u32,
+    pub rate_bits: Option<u64>,
+    pub overhead: u32,
+    pub passes: u16,
+    pub window: u32,
+    pub heartbeat: Duration,
+    pub link_key: LinkKey,
+    pub sndbuf: usize,
+}
+
+/// One bundle ready to send: opened, verified, identified.
+pub struct Prepared {
+    pub path: PathBuf,
+    pub file: File,
+    pub len: u64,
+    pub id: BundleId,
+    pub channel: String,
+    pub sequence: u64,
+}
+
+/// A user-facing failure with its exit code.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> i32 {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn run_inner(args: Args) -> Result<i32, Failure> {
+    let settings = settle(&args)?;
+    let trust = crate::trust_dir::load_trust_dir(&args.trust)
+        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let mut prepared = Vec::new();
+    for path in &args.bundles {
+        prepared.push(prepare(path, &trust)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot install a signal handler: {e}")))?;
+    }
+    let report = send(&settings, &prepared, &stop, !args.json)?;
+    if args.json {
+        println!("{}", report.to_json(&prepared, &settings));
+    } else {
+        report.print(&prepared, &settings);
+    }
+    Ok(if report.interrupted {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    })
+}
+
+/// Applies profile defaults, then flags.
+pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
+    let profile = match &args.profile {
+        Some(p) => Some(load_profile(p)?),
+        None => None,
+    };
+    let destination = args
+        .to
+        .to_socket_addrs()
+        .map_err(|e| Failure::new(exit::USAGE, format!("--to {}: {e}", args.to)))?
+        .next()
+        .ok_or_else(|| Failure::new(exit::USAGE, format!("--to {} resolves to nothing", args.to)))?;
+    let mtu = args.mtu.or(profile.as_ref().map(|p| p.mtu)).unwrap_or(1500);
+    if !(576..=65_535).contains(&mtu) {
+        return Err(Failure::new(exit::USAGE, format!("--mtu {mtu} is outside 576..=65535")));
+    }
+    let rate_bits = match &args.rate {
+        Some(text) => parse_rate(text).map_err(|e| Failure::new(exit::USAGE, e))?,
+        None => profile.as_ref().map(|p| p.recommended_rate_bps),
+    };
+    let link_key = match &args.link_key {
+        None => LinkKey::public_default(),
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Failure::new(exit::INPUT, format!("cannot read link key {}: {e}", path.display()))
+            })?;
+            sluice_common::linkkey::parse_link_key(&bytes)
+                .map_err(|e| Failure::new(exit::USAGE, format!("link key {}: {e}", path.display())))?
+        }
+    };
+    let passes = args.passes.or(profile.as_ref().map(|p| p.passes)).unwrap_or(1);
+    if !(1..=100).contains(&passes) {
+        return Err(Failure::new(exit::USAGE, "--passes must be 1..=100"));
+    }
+    if !(args.heartbeat_interval > 0.0 && args.heartbeat_interval <= 3600.0) {
+        return Err(Failure::new(exit::USAGE, "--heartbeat-interval must be in (0, 3600] seconds"));
+    }
+    Ok(SendSettings {
+        destination,
+        mtu,
+        rate_bits: rate_bits.filter(|&r| r > 0),
+        overhead: args
+            .overhead
+            .or(profile.as_ref().map(|p| p.recommended_overhead_percent))
+            .unwrap_or(10),
+        passes,
+        window: args
+            .window
+            .or(profile.as_ref().map(|p| p.window_blocks))
+            .unwrap_or(16)
+            .clamp(1, 1024),
+        heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
+        link_key,
+        sndbuf: args.sndbuf,
+    })
+}
+
+/// Finds a profile by name (in `$SLUICE_PROFILES`, hardware/profiles beside the binary's source
+/// tree, /usr/share/sluice/profiles, /etc/sluice/profiles) or reads it as a file path.
+pub fn load_profile(name_or_path: &str) -> Result<Profile, Failure> {
+    let direct = Path::new(name_or_path);
+    let mut candidates = vec![direct.to_path_buf()];
+    let file = format!("{name_or_path}.toml");
+    if let Ok(dir) = std::env::var("SLUICE_PROFILES") {
+        candidates.push(Path::new(&dir).join(&file));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../hardware/profiles").join(&file));
+    candidates.push(Path::new("/usr/share/sluice/profiles").join(&file));
+    candidates.push(Path::new("/etc/sluice/profiles").join(&file));
+    let path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                format!(
+                    "no diode profile named {name_or_path:?}: give a TOML file path or a name from \
+                     hardware/profiles (set SLUICE_PROFILES to another directory)"
+                ),
+            )
+        })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(exit::INPUT, format!("cannot read profile {}: {e}", path.display())))?;
+    Profile::parse(&text)
+        .map_err(|e| Failure::new(exit::USAGE, format!("profile {}: {e}", path.display())))
+}
+
+/// Parses `800M`, `1.5G`, `250k`, `0` (bits per second).
+pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    let (number, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        Some((i, 'g' | 'G')) => (&t[..i], 1e9),
+        _ => (t, 1.0),
+    };
+    let value: f64 = number.parse().map_err(|_| {
+        format!("--rate {text:?} is not a rate: use bits per second with an optional k/M/G suffix, e.g. 800M")
+    })?;
+    let bits = value * scale;
+    if !(0.0..=1e12).contains(&bits) {
+        return Err(format!("--rate {text:?} is out of range (0 to 1000G)"));
+    }
+    Ok((bits >= 1.0).then_some(bits as u64))
+}
+
+/// Opens a bundle and verifies it fully against the trust directory before anything is sent.
+pub fn prepare(path: &Path, trust: &sluice_common::bundle::trust::TrustStore) -> Result<Prepared, Failure> {
+    let open = || {
+        File::open(path).map_err(|e| {
+            Failure::new(exit::INPUT, format!("cannot open bundle {}: {e}", path.display()))
+        })
+    };
+    let file = open()?;
+    let len = file
+        .metadata()
+        .map_err(|e| Failure::new(exit::INPUT, format!("cannot stat {}: {e}", path.display())))?
+        .len();
+    let options = VerifyOptions {
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        last_sequence: None,
+    };
+    let verified = verify::verify(
+        std::io::BufReader::with_capacity(1 << 20, open()?),
+        trust,
+        &options,
+        &mut DiscardSink,
+    )
+    .map_err(|e| {
+        Failure::new(
+            e.reason.exit_code(),
+            format!(
+                "{} failed its own verification ({}: {}); nothing was sent. {}",
+                path.display(),
+                e.reason.code(),
+                e.detail,
+                e.remediation()
+            ),
+        )
+    })?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        file,
+        len,
+        id: verified.id(),
+        channel: verified.header().channel.clone(),
+        sequence: verified.header().sequence,
+    })
+}
+
+/// What a send run did.
+pub struct SendReport {
+    pub frames: u64,
+    pub wire_bytes: u64,
+    pub passes: u64,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    pub gso_batch: usize,
+}
+
+impl SendReport {
+    fn payload_bytes(prepared: &[Prepared]) -> u64 {
+        prepared.iter().map(|p| p.len).sum()
+    }
+
+    pub fn to_json(&self, prepared: &[Prepared], settings: &SendSettings) -> serde_json::Value {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        serde_json::json!({
+            "bundles": prepared.iter().map(|p| serde_json::json!({
+                "path": p.path.display().to_string(),
+                "bundle_id": p.id.to_hex(),
+                "channel": p.channel,
+                "sequence": p.sequence,
+                "bytes": p.len,
+            })).collect::<Vec<_>>(),
+            "destination": settings.destination.to_string(),
+            "bytes": Self::payload_bytes(prepared),
+            "frames": self.frames,
+            "wire_bytes": self.wire_bytes,
+            "passes": settings.passes,
+            "overhead_percent": settings.overhead,
+            "mtu": settings.mtu,
+            "rate_limit_bits_per_sec": settings.rate_bits,
+            "duration_secs": secs,
+            "goodput_mb_per_sec": Self::payload_bytes(prepared) as f64 / secs / 1e6,
+            "wire_mbit_per_sec": self.wire_bytes as f64 * 8.0 / secs / 1e6,
+            "gso_segments_per_send": self.gso_batch,
+            "interrupted": self.interrupted,
+        })
+    }
+
+    pub fn print(&self, prepared: &[Prepared], settings: &SendSettings) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        for p in prepared {
+            println!("sent {} ({} bytes, channel {}, seq {}) id {}", p.path.display(), p.len, p.channel, p.sequence, p.id);
+        }
+        println!(
+            "{} frames, {} wire bytes in {:.2} s ({:.1} MB/s of bundle, {:.0} Mbit/s on the wire) to {} with {} % overhead, {} pass(es){}",
+            self.frames,
+            self.wire_bytes,
+            secs,
+            Self::payload_bytes(prepared) as f64 / secs / 1e6,
+            self.wire_bytes as f64 * 8.0 / secs / 1e6,
+            settings.destination,
+            settings.overhead,
+            settings.passes,
+            if self.interrupted { " — INTERRUPTED" } else { "" }
+        );
+    }
+}
+
+/// Drives the sender state machine over the socket until every bundle's passes are out.
+pub fn send(
+    settings: &SendSettings,
+    prepared: &[Prepared],
+    stop: &AtomicBool,
+    show_progress: bool,
+) -> Result<SendReport, Failure> {
+    let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
+        Failure::new(exit::NETWORK, format!("cannot open a UDP socket toward {}: {e}", settings.destination))
+    })?;
+    tracing::info!(destination = %settings.destination, send_buffer = socket.send_buffer, "socket open");
+    let datagram = (settings.mtu - 28) as usize;
+    let symbol_size = wire::symbol_size_for_datagram(datagram);
+    let block_size = recommended_block_size(symbol_size);
+    let mut config = SenderConfig::new(settings.link_key.clone(), sender_id(), symbol_size, block_size);
+    config.window_blocks = settings.window;
+    config.overhead_percent = settings.overhead;
+    config.passes = settings.passes;
+    config.heartbeat_interval = settings.heartbeat;
+    config.rate_bytes_per_sec = settings.rate_bits.map(|b| (b / 8).max(1));
+    let start = Instant::now();
+    let mut sender = Sender::new(config, start, unix_ms())
+        .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
+    for p in prepared {
+        sender
+            .queue_object(start, p.id.object_id(), p.len, unix_ms())
+            .map_err(|e| Failure::new(exit::USAGE, format!("{}: {e}", p.path.display())))?;
+    }
+    let by_object: std::collections::HashMap<[u8; 16], &Prepared> =
+        prepared.iter().map(|p| (p.id.object_id(), p)).collect();
+
+    let total = prepared.iter().map(|p| p.len).sum::<u64>() * u64::from(settings.passes);
+    let progress = if show_progress {
+        crate::progress::bytes(total, "sending")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let frame_len = wire::data_frame_len(symbol_size);
+    let max_frame = frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES));
+    let gso_batch = socket.max_batch(frame_len);
+    let mut batch = vec![0u8; gso_batch * frame_len + max_frame];
+    let mut read_buf = Vec::new();
+    let mut report = SendReport {
+        frames: 0,
+        wire_bytes: 0,
+        passes: 0,
+        elapsed: Duration::ZERO,
+        interrupted: false,
+        gso_batch,
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            report.interrupted = true;
+            break;
+        }
+        let mut did_work = false;
+        while let Some(request) = sender.poll_read() {
+            did_work = true;
+            let p = by_object.get(&request.object_id).ok_or_else(|| {
+                Failure::new(exit::FAILURE, "internal: the sender asked for an unknown object")
+            })?;
+            read_buf.resize(request.len, 0);
+            p.file.read_exact_at(&mut read_buf, request.offset).map_err(|e| {
+                Failure::new(exit::INPUT, format!("reading {} at {}: {e}", p.path.display(), request.offset))
+            })?;
+            progress.inc(request.len as u64);
+            sender
+                .handle_read(request, std::mem::take(&mut read_buf))
+                .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
+        }
+        // Fill a GSO batch with equal-length frames; a frame of another length (heartbeat,
+        // end-of-pass) goes out on its own.
+        let now = Instant::now();
+        let mut filled = 0usize;
+        let mut seg = 0usize;
+        let mut count = 0usize;
+        while let Some(n) = sender.poll_transmit(now, &mut batch[filled..filled + max_frame]) {
+            did_work = true;
+            report.frames += 1;
+            report.wire_bytes += n as u64 + 28;
+            if count > 0 && n != seg {
+                // Different length: send what we have, then this one alone.
+                socket
+                    .send_batch(&batch[..filled], seg)
+                    .map_err(|e| net_failure(settings, e))?;
+                socket
+                    .send_batch(&batch[filled..filled + n], n)
+                    .map_err(|e| net_failure(settings, e))?;
+                filled = 0;
+                count = 0;
+                continue;
+            }
+            seg = n;
+            filled += n;
+            count += 1;
+            if count >= gso_batch {
+                socket
+                    .send_batch(&batch[..filled], seg)
+                    .map_err(|e| net_failure(settings, e))?;
+                filled = 0;
+                count = 0;
+            }
+        }
+        if count > 0 {
+            socket
+                .send_batch(&batch[..filled], seg)
+                .map_err(|e| net_failure(settings, e))?;
+        }
+        if sender.is_finished() {
+            break;
+        }
+        if did_work {
+            continue;
+        }
+        if let Some(deadline) = sender.poll_timeout() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+            }
+        }
+    }
+    progress.finish_and_clear();
+    report.passes = sender.stats().passes_completed;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+fn net_failure(settings: &SendSettings, e: std::io::Error) -> Failure {
+    Failure::new(
+        exit::NETWORK,
+        format!(
+            "sending to {} failed: {e}. Check the route and MTU toward the diode (`sluice-send doctor`).",
+            settings.destination
+        ),
+    )
+}
+
+/// A stable identity for heartbeats: derived from the host name, so the high side sees the same
+/// sender across restarts.
+pub fn sender_id() -> [u8; 16] {
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_bytes();
+    let hash = blake3::derive_key("sluice 2026 sender id v1", host);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[..16]);
+    id
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_with_suffixes() {
+        assert_eq!(parse_rate("800M").unwrap(), Some(800_000_000));
+        assert_eq!(parse_rate("1.5G").unwrap(), Some(1_500_000_000));
+        assert_eq!(parse_rate("250k").unwrap(), Some(250_000));
+        assert_eq!(parse_rate("0").unwrap(), None);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-5M").is_err());
+    }
 }

@@ -1,0 +1,771 @@
+//! The one pipeline behind `listen` (UDP) and `import` (spool volumes): frames → the transport
+//! [`Receiver`] → staging object in the store → bundle verification → quarantine commit or a
+//! recorded rejection.
+//!
+//! Threads, and why:
+//! - the caller's thread owns the [`Receiver`] state machine and performs its effects (object
+//!   writes are short `pwrite`s under the store lock);
+//! - decode workers run RaptorQ [`DecodeTask`]s, the only CPU-heavy step of reception, so a decode
+//!   never delays draining the socket;
+//! - one verifier thread verifies complete objects and commits them. Verification streams the
+//!   whole bundle through blake3 and into an extraction directory (seconds for a large bundle), so
+//!   it runs outside the store lock: the lock is taken only to open the object, stage the
+//!   extraction, and commit.
+//!
+//! Memory stays bounded: the [`Receiver`] caps buffered symbols, in-flight decodes and queued
+//! writes at its budget; the decode queue holds at most `2 × workers` tasks (each already counted
+//! in that budget); the verifier queue holds object ids only.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_common::bundle::trust::TrustStore;
+use sluice_common::bundle::verify::{self, VerifyOptions};
+use sluice_common::bundle::{BundleId, RejectReason};
+use sluice_common::transport::progress::Progress;
+use sluice_common::transport::recv::{
+    AbandonReason, DecodeTask, Decoded, Effect, Event, Receiver, ReceiverConfig, ReceiverStats,
+};
+use sluice_common::transport::wire::LedgerEntry;
+
+use crate::store::{Decision, RejectSubject, Source, Store, StoreError, TransportFigures};
+
+/// What became of one object, as reported to the operator and counted in metrics.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub object_id: [u8; 16],
+    pub bundle_id: Option<BundleId>,
+    pub channel: Option<String>,
+    pub sequence: Option<u64>,
+    pub kind: OutcomeKind,
+    pub figures: TransportFigures,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Accepted { path: String },
+    Duplicate,
+    Rejected { reason: RejectReason, detail: String },
+    /// Not enough symbols arrived; progress is kept for a later pass or volume.
+    Incomplete { missing_blocks: u64 },
+    /// The store failed; the staged object is kept so the next pass can retry.
+    StorageError { detail: String },
+}
+
+impl OutcomeKind {
+    /// Stable word for logs, `--json` and metrics.
+    pub fn word(&self) -> &'static str {
+        match self {
+            OutcomeKind::Accepted { .. } => "accepted",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::Rejected { .. } => "rejected",
+            OutcomeKind::Incomplete { .. } => "incomplete",
+            OutcomeKind::StorageError { .. } => "storage_error",
+        }
+    }
+
+    /// Whether this ends the object's story (as opposed to "waiting for more").
+    pub fn is_decision(&self) -> bool {
+        !matches!(
+            self,
+            OutcomeKind::Incomplete { .. } | OutcomeKind::StorageError { .. }
+        )
+    }
+}
+
+/// The last heartbeat seen, for status and metrics.
+#[derive(Clone, Debug)]
+pub struct LastHeartbeat {
+    pub sender_id: [u8; 16],
+    pub sequence: u64,
+    pub sent_at_unix_ms: u64,
+    pub received_at: Instant,
+    pub received_at_unix_ms: u64,
+    pub ledger: Vec<LedgerEntry>,
+}
+
+/// Per-object transport figures gathered while frames arrive.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    frames: u64,
+    repaired_blocks: u64,
+    passes: u64,
+}
+
+struct VerifyJob {
+    object_id: [u8; 16],
+    figures: TransportFigures,
+}
+
+/// See the module documentation.
+pub struct Pipeline {
+    receiver: Receiver,
+    store: Arc<Mutex<Store>>,
+    source: Source,
+    tallies: HashMap<[u8; 16], Tally>,
+    decode_tx: Option<SyncSender<DecodeTask>>,
+    decoded_rx: Rx<Decoded>,
+    decoders: Vec<JoinHandle<()>>,
+    verify_tx: Option<SyncSender<VerifyJob>>,
+    outcome_rx: Rx<Outcome>,
+    verifier: Option<JoinHandle<()>>,
+    pending_verifications: usize,
+    local_outcomes: Vec<Outcome>,
+    last_heartbeat: Option<LastHeartbeat>,
+    /// Store failures on the receive path (writes, progress) since start.
+    pub storage_errors: u64,
+}
+
+/// How many verifications may wait behind the running one. Each waiting one is a complete
+/// object on disk, so this bounds nothing in memory; it keeps the receive loop from racing ahead
+/// of verification without limit.
+const VERIFY_QUEUE: usize = 64;
+
+impl Pipeline {
+    /// Starts the pipeline over an opened store, restoring every staged object's progress so a
+    /// later pass completes only what is missing (objects whose progress says complete go
+    /// straight to verification).
+    pub fn start(
+        store: Store,
+        trust: TrustStore,
+        config: ReceiverConfig,
+        source: Source,
+        decode_workers: usize,
+        now: Instant,
+    ) -> Result<Pipeline, StoreError> {
+        let limits = config.limits.clone();
+        let mut receiver = Receiver::new(config);
+        let staged = store.load_all_progress()?;
+        let store = Arc::new(Mutex::new(store));
+        let trust = Arc::new(trust);
+
+        let (decode_tx, decode_rx) = mpsc::sync_channel::<DecodeTask>(2 * decode_workers.max(1));
+        let decode_rx = Arc::new(Mutex::new(decode_rx));
+        let (decoded_tx, decoded_rx) = mpsc::channel::<Decoded>();
+        let decoders = (0..decode_workers.max(1))
+            .map(|i| {
+                let jobs = Arc::clone(&decode_rx);
+                let results = decoded_tx.clone();
+                std::thread::Builder::new()
+                    .name(format!("decode-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match jobs.lock() {
+                                Ok(guard) => guard.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            if results.send(job.run()).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawning a decode thread")
+            })
+            .collect();
+
+        let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(VERIFY_QUEUE);
+        let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>();
+        let verifier = {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new()
+                .name("verify".into())
+                .spawn(move || {
+                    for job in verify_rx {
+                        let outcome = verify_and_commit(&store, &trust, job);
+                        if outcome_tx.send(outcome).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning the verifier thread")
+        };
+
+        let mut pipeline = Pipeline {
+            receiver: Receiver::new(ReceiverConfig::new(Default::default())),
+            store,
+            source,
+            tallies: HashMap::new(),
+            decode_tx: Some(decode_tx),
+            decoded_rx,
+            decoders,
+            verify_tx: Some(verify_tx),
+            outcome_rx,
+            verifier: Some(verifier),
+            pending_verifications: 0,
+            local_outcomes: Vec::new(),
+            last_heartbeat: None,
+            storage_errors: 0,
+        };
+        for (object_id, bytes) in staged {
+            match Progress::from_bytes(&bytes, &limits) {
+                Ok(progress) if progress.is_complete() => {
+                    pipeline.enqueue_verification(object_id);
+                }
+                Ok(progress) => {
+                    if let Err(e) = receiver.restore(now, progress) {
+                        tracing::warn!(object = %hex::encode(object_id), error = %e,
+                            "staged progress not restored; a later pass starts this object over");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(object = %hex::encode(object_id), error = %e,
+                        "staged progress unreadable; discarding that partial object");
+                    let _ = pipeline.lock_store().remove_object(object_id);
+                }
+            }
+        }
+        pipeline.receiver = receiver;
+        pipeline.drive(now);
+        Ok(pipeline)
+    }
+
+    fn lock_store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock would be a bug; the store's on-disk state is still
+        // consistent (every step is crash-safe), so keep going with it.
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One datagram or spool record. Never fails: the state machine counts what it drops.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        let before = self.receiver.stats().symbols_accepted;
+        self.receiver.handle_datagram(now, datagram);
+        if self.receiver.stats().symbols_accepted != before
+            && let Some(id) = datagram.get(4..20)
+        {
+            let mut object_id = [0u8; 16];
+            object_id.copy_from_slice(id);
+            self.tallies.entry(object_id).or_default().frames += 1;
+        }
+        self.drain_effects(now);
+    }
+
+    /// Performs queued effects, collects decode results and runs due timeouts. Call after a
+    /// batch of datagrams and whenever [`poll_timeout`](Self::poll_timeout) passes.
+    pub fn drive(&mut self, now: Instant) {
+        if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
+            self.receiver.handle_timeout(now);
+        }
+        self.collect_decoded(now);
+        self.drain_effects(now);
+    }
+
+    /// When [`drive`](Self::drive) next has work, if nothing arrives before.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.receiver.poll_timeout()
+    }
+
+    /// Outcomes decided since the last call (verifications finish on their own thread).
+    pub fn take_outcomes(&mut self) -> Vec<Outcome> {
+        let mut out = std::mem::take(&mut self.local_outcomes);
+        while let Ok(outcome) = self.outcome_rx.try_recv() {
+            self.pending_verifications = self.pending_verifications.saturating_sub(1);
+            out.push(outcome);
+        }
+        out
+    }
+
+    /// Verifications queued or running.
+    pub fn pending_verifications(&self) -> usize {
+        self.pending_verifications
+    }
+
+    pub fn stats(&self) -> ReceiverStats {
+        self.receiver.stats()
+    }
+
+    pub fn buffered_bytes(&self) -> u64 {
+        self.receiver.buffered_bytes()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.receiver.session_count()
+    }
+
+    pub fn last_heartbeat(&self) -> Option<&LastHeartbeat> {
+        self.last_heartbeat.as_ref()
+    }
+
+    /// Live objects and how many blocks each still misses.
+    pub fn live_objects(&self) -> Vec<([u8; 16], u64, u64)> {
+        self.tallies
+            .keys()
+            .filter_map(|id| {
+                let p = self.receiver.progress(id)?;
+                Some((*id, p.block_count() - p.done_count(), p.block_count()))
+            })
+            .collect()
+    }
+
+    /// Waits for every in-flight decode, then persists the progress of every live object, so a
+    /// restart (or the next import) resumes exactly here.
+    pub fn checkpoint_all(&mut self, now: Instant) {
+        while self.receiver.buffered_bytes() > 0 && self.collect_decoded_blocking(now) {}
+        let ids: Vec<[u8; 16]> = self.tallies.keys().copied().collect();
+        for id in ids {
+            self.checkpoint(id);
+        }
+    }
+
+    /// Stops the workers after the verifier has finished every queued object, returning the
+    /// outcomes not yet taken.
+    pub fn finish(mut self) -> Vec<Outcome> {
+        self.decode_tx = None;
+        self.verify_tx = None;
+        if let Some(v) = self.verifier.take() {
+            let _ = v.join();
+        }
+        for d in self.decoders.drain(..) {
+            let _ = d.join();
+        }
+        self.take_outcomes()
+    }
+
+    fn collect_decoded(&mut self, now: Instant) {
+        loop {
+            match self.decoded_rx.try_recv() {
+                Ok(decoded) => {
+                    self.receiver.handle_decoded(now, decoded);
+                    self.drain_effects(now);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Waits for one decode result; false if none can come.
+    fn collect_decoded_blocking(&mut self, now: Instant) -> bool {
+        match self
+            .decoded_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+        {
+            Ok(decoded) => {
+                self.receiver.handle_decoded(now, decoded);
+                self.drain_effects(now);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn drain_effects(&mut self, now: Instant) {
+        while let Some(effect) = self.receiver.poll_effect() {
+            self.perform(now, effect);
+        }
+        while let Some(event) = self.receiver.poll_event() {
+            self.note_event(now, event);
+        }
+    }
+
+    fn perform(&mut self, now: Instant, effect: Effect) {
+        match effect {
+            Effect::Open { params } => {
+                self.tallies.entry(params.object_id).or_default();
+                let result = self
+                    .lock_store()
+                    .create_object(params.object_id, params.object_len);
+                if let Err(e) = result {
+                    self.storage_errors += 1;
+                    tracing::error!(object = %hex::encode(params.object_id), error = %e,
+                        "cannot stage a new object; its frames will be dropped until space is freed");
+                }
+            }
+            Effect::Write {
+                object_id,
+                offset,
+                data,
+                ..
+            } => {
+                let result = self.lock_store().write_at(object_id, offset, &data);
+                if let Err(e) = result {
+                    self.storage_errors += 1;
+                    tracing::error!(object = %hex::encode(object_id), error = %e,
+                        "writing a decoded block to staging failed");
+                }
+            }
+            Effect::Decode(task) => {
+                self.tallies.entry(task.object_id()).or_default().repaired_blocks += 1;
+                let task = match &self.decode_tx {
+                    Some(tx) => match tx.try_send(task) {
+                        Ok(()) => None,
+                        Err(mpsc::TrySendError::Full(task))
+                        | Err(mpsc::TrySendError::Disconnected(task)) => Some(task),
+                    },
+                    None => Some(task),
+                };
+                // Workers busy: decode here rather than queue without bound. This is the
+                // back-pressure that keeps the budget honest.
+                if let Some(task) = task {
+                    let decoded = task.run();
+                    self.receiver.handle_decoded(now, decoded);
+                }
+            }
+            Effect::Checkpoint { object_id } => self.checkpoint(object_id),
+            Effect::Complete { object_id, .. } => {
+                let synced = self.lock_store().sync_object(object_id);
+                match synced {
+                    Ok(()) => {
+                        // The object is whole on disk; record that so a crash before the
+                        // verdict re-verifies instead of re-receiving.
+                        self.checkpoint_complete(object_id);
+                        self.enqueue_verification(object_id);
+                    }
+                    Err(e) => {
+                        self.storage_errors += 1;
+                        tracing::error!(object = %hex::encode(object_id), error = %e,
+                            "fsync of a complete object failed; it will be received again");
+                        let _ = self.lock_store().remove_object(object_id);
+                    }
+                }
+            }
+            Effect::Incomplete {
+                object_id,
+                missing_blocks,
+            } => {
+                self.checkpoint(object_id);
+                let figures = self.figures(object_id);
+                let detail = format!(
+                    "the last pass ended with {missing_blocks} block(s) short of symbols; \
+                     progress is kept and the next pass or resend completes only those"
+                );
+                let recorded = self
+                    .lock_store()
+                    .record_incomplete(object_id, &detail, figures.clone());
+                if let Err(e) = recorded {
+                    self.storage_errors += 1;
+                    tracing::error!(error = %e, "recording an incomplete transfer failed");
+                }
+                self.report(Outcome {
+                    object_id,
+                    bundle_id: None,
+                    channel: None,
+                    sequence: None,
+                    kind: OutcomeKind::Incomplete { missing_blocks },
+                    figures,
+                });
+            }
+            Effect::Abandoned {
+                object_id,
+                reason,
+                missing_blocks,
+            } => {
+                let why = match reason {
+                    AbandonReason::IdleTimeout => "no valid frame arrived within the idle timeout",
+                    AbandonReason::Deadline => "it was still incomplete at its absolute deadline",
+                };
+                tracing::warn!(object = %hex::encode(object_id), missing_blocks,
+                    "transfer abandoned: {why}; its staged progress is kept for a later resend");
+                let figures = self.figures(object_id);
+                self.tallies.remove(&object_id);
+                self.report(Outcome {
+                    object_id,
+                    bundle_id: None,
+                    channel: None,
+                    sequence: None,
+                    kind: OutcomeKind::Incomplete { missing_blocks },
+                    figures,
+                });
+            }
+        }
+    }
+
+    fn note_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Heartbeat {
+                sender_id,
+                sequence,
+                sent_at_unix_ms,
+                ledger,
+            } => {
+                self.last_heartbeat = Some(LastHeartbeat {
+                    sender_id,
+                    sequence,
+                    sent_at_unix_ms,
+                    received_at: now,
+                    received_at_unix_ms: unix_ms(),
+                    ledger,
+                });
+            }
+            Event::PassEnded {
+                object_id,
+                pass,
+                passes,
+                missing_blocks,
+            } => {
+                let tally = self.tallies.entry(object_id).or_default();
+                tally.passes = tally.passes.max(u64::from(pass));
+                tracing::info!(object = %hex::encode(object_id), pass, passes, missing_blocks,
+                    "sender finished a pass");
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, object_id: [u8; 16]) {
+        let Some(progress) = self.receiver.progress(&object_id) else {
+            return;
+        };
+        self.save_progress(object_id, &progress);
+    }
+
+    fn checkpoint_complete(&mut self, object_id: [u8; 16]) {
+        if let Some(progress) = self.receiver.progress(&object_id) {
+            self.save_progress(object_id, &progress);
+        }
+    }
+
+    fn save_progress(&mut self, object_id: [u8; 16], progress: &Progress) {
+        // Data first, then the claim: progress must never name a block whose bytes are not
+        // durable.
+        let mut store = self.lock_store();
+        let result = store
+            .sync_object(object_id)
+            .and_then(|()| store.save_progress(object_id, &progress.to_bytes()));
+        drop(store);
+        if let Err(e) = result {
+            self.storage_errors += 1;
+            tracing::error!(object = %hex::encode(object_id), error = %e, "saving progress failed");
+        }
+    }
+
+    fn figures(&self, object_id: [u8; 16]) -> TransportFigures {
+        let tally = self.tallies.get(&object_id).copied().unwrap_or_default();
+        TransportFigures {
+            frames: tally.frames,
+            lost_frames: 0,
+            bad_frames: {
+                let s = self.receiver.stats();
+                s.bad_tag + s.malformed
+            },
+            repaired_blocks: tally.repaired_blocks,
+            passes: tally.passes.max(1),
+            source: self.source,
+        }
+    }
+
+    fn enqueue_verification(&mut self, object_id: [u8; 16]) {
+        let figures = self.figures(object_id);
+        self.tallies.remove(&object_id);
+        if let Some(tx) = &self.verify_tx {
+            // Blocking here (queue full) is intentional back-pressure: 64 complete objects are
+            // already waiting on disk.
+            if tx.send(VerifyJob { object_id, figures }).is_ok() {
+                self.pending_verifications += 1;
+            }
+        }
+    }
+
+    /// Outcomes decided on this thread (incomplete, abandoned) queue beside the verifier's.
+    fn report(&mut self, outcome: Outcome) {
+        log_outcome(&outcome);
+        self.local_outcomes.push(outcome);
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.decode_tx = None;
+        self.verify_tx = None;
+    }
+}
+
+/// Verifies a complete staged object and commits or rejects it. Runs on the verifier thread.
+fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -> Outcome {
+    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
+    let VerifyJob { object_id, figures } = job;
+    let mut outcome = Outcome {
+        object_id,
+        bundle_id: None,
+        channel: None,
+        sequence: None,
+        kind: OutcomeKind::Duplicate,
+        figures: figures.clone(),
+    };
+    let storage = |e: StoreError| OutcomeKind::StorageError {
+        detail: e.to_string(),
+    };
+
+    // 1. Read the header (no trust decision yet) for the id, channel and sequence.
+    let reader = match lock().open_object_reader(object_id) {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.kind = storage(e);
+            log_outcome(&outcome);
+            return outcome;
+        }
+    };
+    let header = verify::inspect(std::io::BufReader::new(reader));
+    let (envelope, header) = match header {
+        Ok(h) => h,
+        Err(e) => {
+            outcome.kind = reject(
+                &mut lock(),
+                &RejectSubject {
+                    object_id: Some(object_id),
+                    bundle_id: None,
+                    channel: None,
+                    sequence: None,
+                },
+                e.reason,
+                &e.detail,
+                &figures,
+            );
+            log_outcome(&outcome);
+            return outcome;
+        }
+    };
+    outcome.bundle_id = Some(envelope.id);
+    outcome.channel = Some(header.channel.clone());
+    outcome.sequence = Some(header.sequence);
+    let subject = RejectSubject {
+        object_id: Some(object_id),
+        bundle_id: Some(envelope.id),
+        channel: Some(header.channel.clone()),
+        sequence: Some(header.sequence),
+    };
+    if envelope.id.object_id() != object_id {
+        // A transport object must carry the bundle it names: anything else is a sender bug or a
+        // mix-and-match attempt, and would defeat duplicate detection.
+        outcome.kind = reject(
+            &mut lock(),
+            &subject,
+            RejectReason::Malformed,
+            "the transport object id does not match the bundle inside it",
+            &figures,
+        );
+        log_outcome(&outcome);
+        return outcome;
+    }
+
+    // 2. Already accepted: record the replay and skip the work.
+    {
+        let mut store = lock();
+        if store.is_accepted(&envelope.id) {
+            outcome.kind = match store.record_duplicate(
+                &envelope.id,
+                Some((&header.channel, header.sequence, "")),
+                figures.clone(),
+            ) {
+                Ok(_) => OutcomeKind::Duplicate,
+                Err(e) => storage(e),
+            };
+            log_outcome(&outcome);
+            return outcome;
+        }
+    }
+
+    // 3. Full verification into a private extraction, outside the store lock.
+    let (reader, extraction, last_sequence) = {
+        let store = lock();
+        let staged = store.open_object_reader(object_id).and_then(|reader| {
+            let extraction = store.stage_extract()?;
+            Ok((reader, extraction))
+        });
+        let last = store.high_water_mark(&header.channel);
+        match (staged, last) {
+            (Ok((r, x)), Ok(last)) => (r, x, last),
+            (Err(e), _) | (_, Err(e)) => {
+                drop(store);
+                outcome.kind = storage(e);
+                log_outcome(&outcome);
+                return outcome;
+            }
+        }
+    };
+    let mut extraction = extraction;
+    let options = VerifyOptions {
+        now: unix_ms() / 1000,
+        last_sequence,
+    };
+    let verified = verify::verify(
+        std::io::BufReader::with_capacity(1 << 20, reader),
+        trust,
+        &options,
+        &mut extraction,
+    );
+    let require_increasing = trust
+        .rule(&header.channel)
+        .is_some_and(|r| r.require_increasing_sequence);
+    outcome.kind = match verified {
+        Ok(verified) => {
+            match lock().commit(extraction, &verified, require_increasing, figures.clone()) {
+                Ok(Decision::Accepted { path }) => OutcomeKind::Accepted {
+                    path: path.display().to_string(),
+                },
+                Ok(Decision::Duplicate { .. }) => OutcomeKind::Duplicate,
+                Ok(Decision::Rejected { reason, detail }) => {
+                    OutcomeKind::Rejected { reason, detail }
+                }
+                Err(e) => storage(e),
+            }
+        }
+        Err(e) => {
+            let storage_failure = extraction.storage_failure().map(str::to_string);
+            extraction.discard();
+            match (e.reason, storage_failure) {
+                // The disk failed, not the bundle: keep the object for the next pass.
+                (RejectReason::StorageError, Some(detail)) => OutcomeKind::StorageError { detail },
+                (reason, _) => reject(&mut lock(), &subject, reason, &e.detail, &figures),
+            }
+        }
+    };
+    log_outcome(&outcome);
+    outcome
+}
+
+fn reject(
+    store: &mut Store,
+    subject: &RejectSubject,
+    reason: RejectReason,
+    detail: &str,
+    figures: &TransportFigures,
+) -> OutcomeKind {
+    match store.reject(subject, reason, detail, Some(figures.clone())) {
+        Ok(_) => OutcomeKind::Rejected {
+            reason,
+            detail: detail.to_string(),
+        },
+        Err(e) => OutcomeKind::StorageError {
+            detail: format!("rejecting ({reason}: {detail}) failed to record: {e}"),
+        },
+    }
+}
+
+fn log_outcome(outcome: &Outcome) {
+    let object = hex::encode(outcome.object_id);
+    let bundle = outcome.bundle_id.map(|b| b.to_hex()).unwrap_or_default();
+    let channel = outcome.channel.clone().unwrap_or_default();
+    match &outcome.kind {
+        OutcomeKind::Accepted { path } => tracing::info!(decision = "accepted", %bundle, %channel,
+            sequence = outcome.sequence, %path, frames = outcome.figures.frames,
+            repaired_blocks = outcome.figures.repaired_blocks, "bundle accepted into quarantine"),
+        OutcomeKind::Duplicate => tracing::info!(decision = "duplicate", %bundle, %channel,
+            "bundle already in quarantine; recorded as a duplicate, no second copy"),
+        OutcomeKind::Rejected { reason, detail } => tracing::warn!(decision = "rejected", %bundle,
+            %object, %channel, reason = reason.code(), %detail, "bundle rejected"),
+        OutcomeKind::Incomplete { missing_blocks } => tracing::warn!(decision = "incomplete",
+            %object, missing_blocks, "transfer ended short of symbols; progress kept for the next pass"),
+        OutcomeKind::StorageError { detail } => tracing::error!(decision = "storage_error",
+            %object, %detail, "store failure; the object stays staged and the next pass retries"),
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Opens the store and trust directory with the errors an operator can act on.
+pub fn open_store(dir: &Path, staging_quota_bytes: u64) -> Result<Store, StoreError> {
+    Store::open(
+        dir,
+        crate::store::StoreConfig {
+            staging_quota_bytes,
+        },
+    )
+}
