@@ -9,7 +9,9 @@
 #   * IPv6 disabled on both ends: no ND/MLD/RS chatter;
 #   * nftables in the high side drops EVERY packet leaving toward the low side: an `inet` output
 #     chain (counter `to_low_side`, the one tests assert reads 0) plus a `netdev` egress chain on the
-#     veth (counter `egress_frames`, catches non-IP frames too);
+#     veth (counter `egress_frames`, catches non-IP frames too); ICMP errors the high-side kernel
+#     itself emits (port unreachable for a datagram nobody listened for) are counted apart in
+#     `icmp_errors_to_low_side`, since they do not come from the receiver process;
 #   * optional random loss on the receiving side (`--loss PCT`, counter `loss_drops`), optional
 #     line rate (`--rate`, tc tbf on the sending veth), MTU on both ends (`--mtu`).
 #
@@ -142,9 +144,13 @@ cmd_up() {
   {
     echo "table inet ${TABLE} {"
     echo "  counter to_low_side { }"
+    echo "  counter icmp_errors_to_low_side { }"
     echo "  counter loss_drops { }"
     echo "  chain output {"
     echo "    type filter hook output priority 0; policy accept;"
+    # ICMP errors the high side's KERNEL generates (port unreachable for a datagram that arrived
+    # while nothing listened) are counted apart: they say nothing about the receiver process.
+    echo "    oifname \"${RX_IF}\" icmp type { destination-unreachable, time-exceeded, parameter-problem } counter name icmp_errors_to_low_side drop"
     echo "    oifname \"${RX_IF}\" counter name to_low_side drop"
     echo "    ip daddr ${TX_ADDR} counter name to_low_side drop"
     echo "  }"
@@ -231,24 +237,26 @@ cmd_status() {
     loss="$(sed -n 's/^loss=//p' "$STATE_FILE")"
     rate="$(sed -n 's/^rate=//p' "$STATE_FILE")"
   fi
-  local lp lb ep eb fp fb
+  local lp lb ep eb fp fb ip_ ib
   if [ "$up" = true ]; then
     read -r lp lb < <(counter inet to_low_side)
+    read -r ip_ ib < <(counter inet icmp_errors_to_low_side)
     read -r ep eb < <(counter inet loss_drops)
     read -r fp fb < <(counter netdev egress_frames)
   else
-    lp=0 lb=0 ep=0 eb=0 fp=0 fb=0
+    lp=0 lb=0 ep=0 eb=0 fp=0 fb=0 ip_=0 ib=0
   fi
   local rmem_max
   rmem_max="$(cat /proc/sys/net/core/rmem_max)"
   if [ "$json" -eq 1 ]; then
     printf '{"up":%s,"tx_ns":"%s","rx_ns":"%s","tx_if":"%s","rx_if":"%s","tx_addr":"%s","rx_addr":"%s","mtu":%s,"loss_percent":%s,"rate":"%s",' \
       "$up" "$TX_NS" "$RX_NS" "$TX_IF" "$RX_IF" "$TX_ADDR" "$RX_ADDR" "${mtu:-0}" "${loss:-0}" "$rate"
-    printf '"egress_to_low_side_packets":%s,"egress_to_low_side_bytes":%s,"egress_frames_dropped":%s,"egress_frame_bytes":%s,"loss_drops":%s,"loss_drop_bytes":%s,"rmem_max":%s}\n' \
-      "$lp" "$lb" "$fp" "$fb" "$ep" "$eb" "$rmem_max"
+    printf '"egress_to_low_side_packets":%s,"egress_to_low_side_bytes":%s,"icmp_errors_to_low_side":%s,"icmp_error_bytes":%s,"egress_frames_dropped":%s,"egress_frame_bytes":%s,"loss_drops":%s,"loss_drop_bytes":%s,"rmem_max":%s}\n' \
+      "$lp" "$lb" "$ip_" "$ib" "$fp" "$fb" "$ep" "$eb" "$rmem_max"
   else
     echo "diode ${TX_NS} -> ${RX_NS}: up=${up} mtu=${mtu:-?} loss=${loss:-0}% rate=${rate:-unlimited}"
     echo "  packets toward the low side dropped (must be 0 for a well-behaved receiver): ${lp} (${lb} bytes)"
+    echo "  kernel ICMP errors toward the low side dropped (port unreachable etc.): ${ip_}"
     echo "  frames dropped at the high-side veth egress: ${fp}"
     echo "  emulated loss drops: ${ep} (${eb} bytes)"
     echo "  net.core.rmem_max: ${rmem_max}"

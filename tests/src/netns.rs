@@ -42,6 +42,9 @@ pub struct DiodeStatus {
     pub up: bool,
     /// Packets the high side tried to send toward the low side (dropped). Must stay 0 for sluice-recv.
     pub egress_to_low_side_packets: u64,
+    /// ICMP errors (port unreachable...) the high side's kernel tried to send toward the low side,
+    /// e.g. for datagrams that arrived while no receiver listened. Not the receiver's doing.
+    pub icmp_errors_to_low_side: u64,
     /// Frames of any kind (ARP, raw...) dropped at the high-side veth egress.
     pub egress_frames_dropped: u64,
     /// Datagrams dropped by the emulated random loss.
@@ -188,6 +191,7 @@ impl Netns {
         Ok(DiodeStatus {
             up: v.get("up").and_then(|x| x.as_bool()).unwrap_or(false),
             egress_to_low_side_packets: n("egress_to_low_side_packets"),
+            icmp_errors_to_low_side: n("icmp_errors_to_low_side"),
             egress_frames_dropped: n("egress_frames_dropped"),
             loss_drops: n("loss_drops"),
         })
