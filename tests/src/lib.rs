@@ -67,6 +67,29 @@ pub fn try_bin_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Build `bin` of workspace package `package` with the profile of the running test (debug, or
+/// release when the test executable lives in `target/release`) and return its path. Cargo only
+/// builds other packages' binaries for a test when asked, so e2e tests call this first; it is a
+/// quick no-op when the binary is up to date. Uses `$CARGO` (set by cargo) or `cargo`.
+pub fn build_bin(package: &str, bin: &str) -> PathBuf {
+    let release = bin_dirs()
+        .first()
+        .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
+    bin_path(bin)
+}
+
 /// A UDP port that was free a moment ago on 127.0.0.1 (bind to port 0 and release).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
+    sockopt,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -106,6 +107,10 @@ pub struct RelayStats {
     /// Datagrams that left their reorder window at a different position than they entered it.
     pub reordered: u64,
     pub truncated: u64,
+    /// Datagrams the kernel dropped on the relay's own listening socket because it could not keep
+    /// up (SO_RXQ_OVFL). These never reached the impairment logic: a test asserting exact counts
+    /// must see 0 here (pace the sender, or the relay's decisions shift).
+    pub socket_drops: u64,
     /// sendmmsg failures (e.g. ECONNREFUSED while nothing listens on the target); each skips one datagram.
     pub send_errors: u64,
 }
@@ -122,6 +127,7 @@ impl RelayStats {
             "bits_flipped": self.bits_flipped,
             "reordered": self.reordered,
             "truncated": self.truncated,
+            "socket_drops": self.socket_drops,
             "send_errors": self.send_errors,
         })
     }
@@ -338,6 +344,8 @@ impl Relay {
     pub fn bind(listen: SocketAddr, target: SocketAddr, cfg: ImpairConfig) -> io::Result<Self> {
         cfg.validate().map_err(io::Error::other)?;
         let rx = big_buffer_udp_socket(listen, RELAY_SOCKET_BUFFER)?;
+        // Ask the kernel to report its drop counter for this socket with every datagram.
+        setsockopt(&rx, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
         let any: SocketAddr = if target.is_ipv4() {
             "0.0.0.0:0".parse().expect("literal")
         } else {
@@ -368,7 +376,10 @@ impl Relay {
         live: Option<&Mutex<RelayStats>>,
     ) -> io::Result<RelayStats> {
         let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DGRAM]).collect();
-        let mut rhdr = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let new_rhdr =
+            || MultiHeaders::<SockaddrStorage>::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
+        let mut rhdr = new_rhdr();
+        let mut calls = 0u64;
         let mut shdr = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
         let mut out: Vec<Vec<u8>> = Vec::with_capacity(BATCH * 2);
         let mut lens = [0usize; BATCH];
@@ -380,6 +391,13 @@ impl Relay {
                 let t = if want_short { 2 } else { 50 };
                 self.rx.set_read_timeout(Some(Duration::from_millis(t)))?;
                 short_timeout = Some(want_short);
+            }
+            calls += 1;
+            if calls % 32 == 0 {
+                // The kernel shrinks each header's msg_controllen to what it used (0 while no drop
+                // has happened) and nix does not reset it, so refresh the headers now and then to
+                // keep seeing the SO_RXQ_OVFL drop counter.
+                rhdr = new_rhdr();
             }
             let n = {
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
@@ -398,6 +416,13 @@ impl Relay {
                         for (slot, m) in lens.iter_mut().zip(res) {
                             *slot = m.bytes;
                             n += 1;
+                            if let Ok(cmsgs) = m.cmsgs() {
+                                for c in cmsgs {
+                                    if let ControlMessageOwned::RxqOvfl(d) = c {
+                                        self.imp.stats.socket_drops = u64::from(d);
+                                    }
+                                }
+                            }
                         }
                         n
                     }

@@ -18,6 +18,8 @@ fn bin_path_finds_the_relay() {
     );
     assert!(sluice_tests::try_bin_path("no-such-binary-here").is_none());
     assert_ne!(free_udp_port(), 0);
+    // Building from inside a running test works (cargo released its lock) and is a no-op here.
+    assert_eq!(sluice_tests::build_bin("sluice-tests", "sluice-relay"), p);
 }
 
 #[test]

@@ -268,6 +268,10 @@ fn relay_over_real_sockets() {
     }
     let st = relay.stop().unwrap();
     assert_eq!(st.received, 2000, "{st:?}");
+    assert_eq!(
+        st.socket_drops, 0,
+        "the relay itself must not have dropped anything"
+    );
     // The same seed on the pure Impairer gives the same counters as the socket relay.
     let (_, pure) = run(cfg, 2000);
     assert_eq!(
