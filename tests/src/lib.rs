@@ -1,5 +1,16 @@
 //! Shared harness for Sluice's end-to-end tests: locating the built binaries, temporary stores,
 //! the seeded impairment relay, the namespace diode emulator, and resource measurements.
+//!
+//! - binaries: [`build_bin`]`(package, bin)`, [`bin_path`]`(name)`, [`try_bin_path`]
+//! - addresses and files: [`free_udp_port`], [`free_udp_addr`], [`TempStore`], [`blake3_tree`]
+//! - the namespace diode: [`require_root_or_skip`] (skips with a reason; fails under `CI=true`),
+//!   [`Netns::up`] → `command(Side, prog)` (`ip netns exec`), `run_in(Side, closure)` (a thread
+//!   inside the namespace), `status()` counters, `down()`/drop
+//! - the impairment relay: [`Relay::bind`] → `spawn()` → [`RelayHandle::stop`] → [`RelayStats`];
+//!   the pure [`Impairer`] for socket-free tests; the `sluice-relay` binary for processes
+//! - resources: [`ProcessWatch`] (peak RSS from VmHWM, peak open fds, CPU seconds)
+//!
+//! Tests must not depend on timing: pace senders, wait for counters, use generous deadlines.
 
 pub mod netns;
 pub mod relay;

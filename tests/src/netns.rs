@@ -103,7 +103,7 @@ fn script() -> PathBuf {
 }
 
 impl Netns {
-    /// Bring a diode up (namespaces `sluice-t<pid>-<n>-tx` / `-rx`).
+    /// Bring a diode up (namespaces `sluice-t{pid}-{n}-tx` / `-rx`).
     pub fn up(opts: &DiodeOptions) -> anyhow::Result<Netns> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("sluice-t{}-{n}", std::process::id());

@@ -18,7 +18,7 @@ pub struct ProcessStats {
     pub samples: u64,
 }
 
-/// One reading of `/proc/<pid>`; `None` once the process is gone.
+/// One reading of `/proc/{pid}`; `None` once the process is gone.
 pub fn sample(pid: u32) -> Option<(u64, u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
@@ -32,7 +32,7 @@ pub fn sample(pid: u32) -> Option<(u64, u64, f64)> {
     Some((hwm, fds, cpu_secs(pid).unwrap_or(0.0)))
 }
 
-/// utime + stime of `pid` in seconds, from /proc/<pid>/stat (still readable while a zombie).
+/// utime + stime of `pid` in seconds, from `/proc/{pid}/stat` (still readable while a zombie).
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name (which may contain spaces).
