@@ -1,1 +1,3 @@
 //! Sluice's benchmark harness (see bench/README.md).
+
+pub mod blast;

@@ -1,0 +1,456 @@
+//! Raw UDP ceiling: an unpaced blaster (`sendmmsg` batches or UDP GSO) and a `recvmmsg` counter.
+//!
+//! Every datagram starts with its sequence number (u64 LE), so the receiver counts losses, gaps
+//! and reordering. After the blast the sender sends a few end markers (sequence `u64::MAX`, then
+//! the total sent) so the receiver knows the exact sent count, including tail losses, and stops.
+//! MB/s is 10^6 bytes of UDP payload per second.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::socket::{
+    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
+};
+
+const END_MARKER: u64 = u64::MAX;
+/// Largest UDP payload over IPv4; also the cap on one GSO send.
+const MAX_UDP_PAYLOAD: usize = 65507;
+/// The kernel's UDP_MAX_SEGMENTS on older kernels (newer allow 128): stay portable.
+const MAX_GSO_SEGMENTS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One `sendmmsg` call per batch of datagrams.
+    Sendmmsg,
+    /// One `send` of a batch with UDP_SEGMENT set: the kernel splits it into datagrams.
+    Gso,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sendmmsg" => Ok(Mode::Sendmmsg),
+            "gso" => Ok(Mode::Gso),
+            _ => Err(format!("unknown mode {s:?} (sendmmsg|gso)")),
+        }
+    }
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sendmmsg => "sendmmsg",
+            Mode::Gso => "gso",
+        }
+    }
+}
+
+/// CPU seconds of the calling thread (so `pair` mode reports each side separately).
+fn cpu_now() -> f64 {
+    getrusage(UsageWho::RUSAGE_THREAD)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
+}
+
+/// UDP `RcvbufErrors` from /proc/net/snmp (this network namespace, all sockets).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let vals: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    vals.get(i)?.parse().ok()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[derive(Clone, Debug)]
+pub struct RecvOpts {
+    pub addr: SocketAddr,
+    /// Hard limit on the run.
+    pub secs: f64,
+    /// SO_RCVBUF (forced as root); None = kernel default.
+    pub rcvbuf: Option<usize>,
+    /// Stop after this long without traffic once something arrived.
+    pub idle_exit: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecvReport {
+    /// From the sender's end marker; None if no marker arrived.
+    pub sent_datagrams: Option<u64>,
+    pub received_datagrams: u64,
+    pub received_bytes: u64,
+    /// First to last datagram.
+    pub secs: f64,
+    pub lost: u64,
+    pub gaps: u64,
+    pub reordered: u64,
+    pub rcvbuf: usize,
+    pub rcvbuf_errors: Option<u64>,
+    pub cpu_secs: f64,
+}
+
+impl RecvReport {
+    pub fn mb_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.received_bytes as f64 / self.secs / 1e6
+        } else {
+            0.0
+        }
+    }
+    pub fn datagrams_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.received_datagrams as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    pub fn loss_percent(&self) -> f64 {
+        let total = self.received_datagrams + self.lost;
+        if total > 0 {
+            self.lost as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "role": "recv",
+            "sent_datagrams": self.sent_datagrams,
+            "received_datagrams": self.received_datagrams,
+            "received_bytes": self.received_bytes,
+            "secs": round3(self.secs),
+            "mb_per_s": round3(self.mb_per_s()),
+            "datagrams_per_s": self.datagrams_per_s().round(),
+            "lost": self.lost,
+            "loss_percent": round3(self.loss_percent()),
+            "gaps": self.gaps,
+            "reordered": self.reordered,
+            "rcvbuf": self.rcvbuf,
+            "rcvbuf_errors": self.rcvbuf_errors,
+            "cpu_secs": round3(self.cpu_secs),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Bind a receiving socket (done before the sender starts, so nothing is lost to ICMP).
+pub fn bind_recv(opts: &RecvOpts) -> anyhow::Result<UdpSocket> {
+    let s = UdpSocket::bind(opts.addr).with_context(|| format!("binding {}", opts.addr))?;
+    if let Some(n) = opts.rcvbuf {
+        if is_root() {
+            setsockopt(&s, sockopt::RcvBufForce, &n).context("SO_RCVBUFFORCE")?;
+        } else {
+            setsockopt(&s, sockopt::RcvBuf, &n).context("SO_RCVBUF")?;
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(s)
+}
+
+/// Count datagrams on a socket from [`bind_recv`] until an end marker, `secs`, or idleness.
+pub fn run_recv(sock: &UdpSocket, opts: &RecvOpts) -> anyhow::Result<RecvReport> {
+    const BATCH: usize = 64;
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 65536]).collect();
+    let mut hdr = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut lens = [0usize; BATCH];
+    let fd = sock.as_raw_fd();
+    let errs0 = udp_rcvbuf_errors();
+    let cpu0 = cpu_now();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(opts.secs);
+    let idle = Duration::from_secs_f64(opts.idle_exit);
+    let mut r = RecvReport {
+        rcvbuf: nix::sys::socket::getsockopt(sock, sockopt::RcvBuf).unwrap_or(0),
+        ..Default::default()
+    };
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut next_seq = 0u64;
+    let mut max_seq = None::<u64>;
+    'outer: loop {
+        let now = Instant::now();
+        if now >= deadline || last.is_some_and(|l| now.duration_since(l) >= idle) {
+            break;
+        }
+        let n = {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            match recvmmsg(
+                fd,
+                &mut hdr,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(res) => {
+                    let mut n = 0;
+                    for (slot, m) in lens.iter_mut().zip(res) {
+                        *slot = m.bytes;
+                        n += 1;
+                    }
+                    n
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => 0,
+                Err(e) => bail!("recvmmsg: {e}"),
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        let t = Instant::now();
+        for (b, &len) in bufs.iter().zip(&lens[..n]) {
+            if len < 8 {
+                continue;
+            }
+            let seq = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            if seq == END_MARKER {
+                if len >= 16 {
+                    r.sent_datagrams =
+                        Some(u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")));
+                }
+                break 'outer;
+            }
+            first.get_or_insert(t);
+            last = Some(t);
+            r.received_datagrams += 1;
+            r.received_bytes += len as u64;
+            if seq == next_seq {
+                next_seq += 1;
+            } else if seq > next_seq {
+                r.gaps += 1;
+                next_seq = seq + 1;
+            } else {
+                r.reordered += 1;
+            }
+            max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+        }
+    }
+    r.secs = match (first, last) {
+        (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let expected = r.sent_datagrams.unwrap_or(max_seq.map_or(0, |m| m + 1));
+    r.lost = expected.saturating_sub(r.received_datagrams);
+    r.rcvbuf_errors = match (errs0, udp_rcvbuf_errors()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    r.cpu_secs = cpu_now() - cpu0;
+    Ok(r)
+}
+
+#[derive(Clone, Debug)]
+pub struct SendOpts {
+    pub addr: SocketAddr,
+    /// UDP payload bytes per datagram (1472 fills an MTU-1500 frame).
+    pub size: usize,
+    pub secs: f64,
+    pub mode: Mode,
+    /// Datagrams per sendmmsg call, or segments per GSO send (capped to fit 64 KiB).
+    pub batch: usize,
+    pub sndbuf: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SendReport {
+    pub mode: &'static str,
+    pub size: usize,
+    pub batch: usize,
+    pub sent_datagrams: u64,
+    pub sent_bytes: u64,
+    pub secs: f64,
+    /// Send calls that failed (ECONNREFUSED while nobody listens, ENOBUFS...).
+    pub errors: u64,
+    pub cpu_secs: f64,
+}
+
+impl SendReport {
+    pub fn mb_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.sent_bytes as f64 / self.secs / 1e6
+        } else {
+            0.0
+        }
+    }
+    pub fn datagrams_per_s(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.sent_datagrams as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "role": "send",
+            "mode": self.mode,
+            "size": self.size,
+            "batch": self.batch,
+            "sent_datagrams": self.sent_datagrams,
+            "sent_bytes": self.sent_bytes,
+            "secs": round3(self.secs),
+            "mb_per_s": round3(self.mb_per_s()),
+            "datagrams_per_s": self.datagrams_per_s().round(),
+            "errors": self.errors,
+            "cpu_secs": round3(self.cpu_secs),
+        })
+    }
+}
+
+/// Blast unpaced for `secs`, then send end markers.
+pub fn run_send(opts: &SendOpts) -> anyhow::Result<SendReport> {
+    if opts.size < 16 || opts.size > MAX_UDP_PAYLOAD {
+        bail!("--size must be 16..={MAX_UDP_PAYLOAD}");
+    }
+    let bind: SocketAddr = if opts.addr.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(opts.addr)
+        .with_context(|| format!("connecting to {}", opts.addr))?;
+    if let Some(n) = opts.sndbuf {
+        if is_root() {
+            setsockopt(&sock, sockopt::SndBufForce, &n).context("SO_SNDBUFFORCE")?;
+        } else {
+            setsockopt(&sock, sockopt::SndBuf, &n).context("SO_SNDBUF")?;
+        }
+    }
+    let batch = match opts.mode {
+        Mode::Sendmmsg => opts.batch.clamp(1, 1024),
+        Mode::Gso => opts
+            .batch
+            .clamp(1, MAX_GSO_SEGMENTS)
+            .min(MAX_UDP_PAYLOAD / opts.size)
+            .max(1),
+    };
+    let mut rep = SendReport {
+        mode: opts.mode.name(),
+        size: opts.size,
+        batch,
+        ..Default::default()
+    };
+    let fd = sock.as_raw_fd();
+    let cpu0 = cpu_now();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(opts.secs);
+    let mut seq = 0u64;
+    match opts.mode {
+        Mode::Sendmmsg => {
+            let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0xa5u8; opts.size]).collect();
+            let mut hdr = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
+            let addrs: Vec<Option<SockaddrStorage>> = vec![None; batch];
+            while Instant::now() < deadline {
+                for (i, b) in bufs.iter_mut().enumerate() {
+                    b[..8].copy_from_slice(&(seq + i as u64).to_le_bytes());
+                }
+                let iovs: Vec<[IoSlice<'_>; 1]> = bufs.iter().map(|b| [IoSlice::new(b)]).collect();
+                match sendmmsg(fd, &mut hdr, &iovs, &addrs, [], MsgFlags::empty()) {
+                    Ok(res) => {
+                        let n = res.count() as u64;
+                        seq += n;
+                    }
+                    Err(_) => rep.errors += 1,
+                }
+            }
+        }
+        Mode::Gso => {
+            setsockopt(&sock, sockopt::UdpGsoSegment, &(opts.size as i32))
+                .context("UDP_SEGMENT (GSO) not supported here")?;
+            let mut buf = vec![0xa5u8; batch * opts.size];
+            while Instant::now() < deadline {
+                for i in 0..batch {
+                    let o = i * opts.size;
+                    buf[o..o + 8].copy_from_slice(&(seq + i as u64).to_le_bytes());
+                }
+                match sock.send(&buf) {
+                    Ok(_) => seq += batch as u64,
+                    Err(_) => rep.errors += 1,
+                }
+            }
+        }
+    }
+    rep.secs = start.elapsed().as_secs_f64();
+    rep.cpu_secs = cpu_now() - cpu0;
+    rep.sent_datagrams = seq;
+    rep.sent_bytes = seq * opts.size as u64;
+    // End markers: a few, spaced, so one survives a lossy path.
+    let mut marker = [0u8; 16];
+    marker[..8].copy_from_slice(&END_MARKER.to_le_bytes());
+    marker[8..].copy_from_slice(&seq.to_le_bytes());
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = sock.send(&marker);
+    }
+    Ok(rep)
+}
+
+/// Receiver on a thread + sender, on loopback (or any local address), in one process.
+pub fn run_pair(
+    addr: SocketAddr,
+    send: &SendOpts,
+    rcvbuf: Option<usize>,
+) -> anyhow::Result<(SendReport, RecvReport)> {
+    let ropts = RecvOpts {
+        addr,
+        secs: send.secs + 5.0,
+        rcvbuf,
+        idle_exit: 2.0,
+    };
+    let sock = bind_recv(&ropts)?;
+    let local = sock.local_addr()?;
+    let h = std::thread::spawn(move || run_recv(&sock, &ropts));
+    let s = run_send(&SendOpts {
+        addr: local,
+        ..send.clone()
+    })?;
+    let r = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver thread panicked"))??;
+    Ok((s, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_counts_add_up_on_loopback() {
+        for mode in [Mode::Sendmmsg, Mode::Gso] {
+            let send = SendOpts {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                size: 1472,
+                secs: 0.2,
+                mode,
+                batch: 64,
+                sndbuf: None,
+            };
+            let (s, r) = run_pair("127.0.0.1:0".parse().unwrap(), &send, Some(8 << 20)).unwrap();
+            assert!(s.sent_datagrams > 0, "{s:?}");
+            // The end marker carries the exact count; everything is either received or lost.
+            assert_eq!(r.sent_datagrams, Some(s.sent_datagrams), "{r:?}");
+            assert_eq!(r.received_datagrams + r.lost, s.sent_datagrams, "{r:?}");
+            assert_eq!(r.received_bytes, r.received_datagrams * 1472);
+            if mode == Mode::Gso {
+                assert_eq!(s.batch, 44, "64 KiB cap: 44 x 1472");
+            }
+        }
+    }
+}
