@@ -2,7 +2,9 @@
 //! encode (intermediate symbols + 10 % repair), decode when every source symbol arrived (copy
 //! path), decode at 5 % loss (RaptorQ path), and the per-frame tag (encode and verify).
 //!
-//! Run: `cargo bench -p sluice-bench --bench fec -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p sluice-bench --bench fec -- --warm-up-time 1 --measurement-time 3`;
+//! with `SLUICE_BENCH_ALTERNATIVES=1`, the FEC cases run at the alternative geometries the
+//! recommended block sizes were chosen against instead.
 
 use std::hint::black_box;
 
@@ -22,8 +24,14 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Alternative geometries (T, K) that the recommended ones were chosen against.
+const ALTERNATIVES: [(u16, u32); 4] = [(1414, 371), (1414, 1484), (8914, 118), (8914, 942)];
+
 fn block_params(t: u16) -> (ObjectParams, Vec<u8>) {
-    let block_size = recommended_block_size(t);
+    geometry(t, recommended_block_size(t))
+}
+
+fn geometry(t: u16, block_size: u32) -> (ObjectParams, Vec<u8>) {
     let params = ObjectParams {
         object_id: [1; 16],
         object_len: u64::from(block_size),
@@ -66,8 +74,15 @@ fn assemble(params: &ObjectParams, symbols: &[(u32, Vec<u8>)]) -> Vec<u8> {
 fn fec(c: &mut Criterion) {
     let mut group = c.benchmark_group("fec");
     group.sample_size(10);
-    for t in SYMBOL_SIZES {
-        let (params, data) = block_params(t);
+    let recommended = SYMBOL_SIZES.map(|t| (t, recommended_block_size(t) / u32::from(t)));
+    let alternatives = std::env::var_os("SLUICE_BENCH_ALTERNATIVES").is_some();
+    let cases: Vec<(u16, u32)> = if alternatives {
+        ALTERNATIVES.to_vec()
+    } else {
+        recommended.to_vec()
+    };
+    for (t, k) in cases {
+        let (params, data) = geometry(t, k * u32::from(t));
         let label = format!("T{t}_K{}", params.max_source_symbols());
         group.throughput(Throughput::Bytes(data.len() as u64));
 
