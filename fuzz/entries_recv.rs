@@ -66,8 +66,8 @@ pub fn replay_datagrams(data: &[u8]) -> usize {
                     ..
                 } => {
                     assert!(data.len() as u64 <= max_block);
-                    // Within one session a block is written at most once (a completed object's late
-                    // frames are dropped).
+                    // Within one session a block is written at most once (a completed
+                    // object's late frames are dropped).
                     assert!(
                         written.insert((object_id, block)),
                         "block {block} written twice"
