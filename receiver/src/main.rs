@@ -5,8 +5,8 @@
 //! `sluice_common::exit`; each subcommand lives in `commands/`.
 
 mod cli;
-mod ingest;
 mod commands;
+mod ingest;
 mod logging;
 mod metrics;
 mod net;

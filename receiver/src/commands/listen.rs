@@ -87,9 +87,8 @@ pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, String> {
     match path {
         None => Ok(LinkKey::public_default()),
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                format!("cannot read link key {}: {e}", path.display())
-            })?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read link key {}: {e}", path.display()))?;
             sluice_common::linkkey::parse_link_key(&bytes)
                 .map_err(|e| format!("link key {}: {e}", path.display()))
         }
@@ -138,8 +137,10 @@ pub fn run(args: Args) -> i32 {
         tracing::warn!("{advice}");
     }
 
-    let mut limits = Limits::default();
-    limits.max_object_bytes = args.max_object << 30;
+    let limits = Limits {
+        max_object_bytes: args.max_object << 30,
+        ..Limits::default()
+    };
     let mut config = ReceiverConfig::new(link_key);
     config.limits = limits;
     config.max_sessions = args.max_sessions;
@@ -299,7 +300,9 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
             v["reason"] = reason.code().into();
             v["detail"] = detail.clone().into();
         }
-        OutcomeKind::Incomplete { missing_blocks } => v["missing_blocks"] = (*missing_blocks).into(),
+        OutcomeKind::Incomplete { missing_blocks } => {
+            v["missing_blocks"] = (*missing_blocks).into()
+        }
         OutcomeKind::StorageError { detail } => v["detail"] = detail.clone().into(),
         OutcomeKind::Duplicate => {}
     }
@@ -309,43 +312,141 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
 fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64>) -> String {
     let s = pipeline.stats();
     let mut e = Exposition::default();
-    e.counter("sluice_datagrams_total", "Datagrams read from the socket.", s.datagrams)
-        .counter("sluice_frames_malformed_total", "Datagrams dropped as malformed.", s.malformed)
-        .counter("sluice_frames_bad_tag_total", "Frames whose integrity tag failed (corruption or forgery).", s.bad_tag)
-        .counter("sluice_frames_unknown_kind_total", "Frames of an unknown version or kind.", s.unknown_kind)
-        .counter("sluice_frames_over_limit_total", "Frames with parameters beyond this receiver's limits.", s.over_limit)
-        .counter("sluice_frames_param_mismatch_total", "Frames whose parameters contradict their object's.", s.param_mismatch)
-        .counter("sluice_frames_duplicate_total", "Symbols received twice.", s.duplicate_symbols)
-        .counter("sluice_frames_late_total", "Symbols for blocks or objects already complete.", s.late_symbols)
-        .counter("sluice_frames_budget_dropped_total", "Symbols dropped because the memory budget was full.", s.budget_drops)
-        .counter("sluice_symbols_accepted_total", "Symbols buffered for decoding.", s.symbols_accepted)
-        .counter("sluice_sessions_refused_total", "New transfers refused (session table or staging quota full).", s.sessions_refused)
-        .counter("sluice_blocks_copied_total", "Blocks complete without FEC decoding.", s.blocks_copied)
-        .counter("sluice_blocks_repaired_total", "Blocks recovered by RaptorQ decoding.", s.blocks_decoded)
-        .counter("sluice_blocks_evicted_total", "Incomplete blocks evicted to stay within memory.", s.blocks_evicted)
-        .counter("sluice_heartbeats_total", "Authenticated heartbeats received.", s.heartbeats)
-        .counter("sluice_bundles_accepted_total", "Bundles committed to quarantine.", totals.accepted)
-        .counter("sluice_bundles_duplicate_total", "Bundles received again after acceptance.", totals.duplicates)
-        .counter("sluice_transfers_incomplete_total", "Transfers that ended short of symbols.", totals.incomplete)
-        .counter("sluice_storage_errors_total", "Store failures.", totals.storage_errors + pipeline.storage_errors)
-        .labelled_counter(
-            "sluice_bundles_rejected_total",
-            "Bundles rejected, by reason.",
-            "reason",
-            &totals.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>(),
-        )
-        .gauge("sluice_buffered_bytes", "Bytes of symbols buffered now.", pipeline.buffered_bytes() as f64)
-        .gauge("sluice_sessions", "Transfers in progress.", pipeline.session_count() as f64);
+    e.counter(
+        "sluice_datagrams_total",
+        "Datagrams read from the socket.",
+        s.datagrams,
+    )
+    .counter(
+        "sluice_frames_malformed_total",
+        "Datagrams dropped as malformed.",
+        s.malformed,
+    )
+    .counter(
+        "sluice_frames_bad_tag_total",
+        "Frames whose integrity tag failed (corruption or forgery).",
+        s.bad_tag,
+    )
+    .counter(
+        "sluice_frames_unknown_kind_total",
+        "Frames of an unknown version or kind.",
+        s.unknown_kind,
+    )
+    .counter(
+        "sluice_frames_over_limit_total",
+        "Frames with parameters beyond this receiver's limits.",
+        s.over_limit,
+    )
+    .counter(
+        "sluice_frames_param_mismatch_total",
+        "Frames whose parameters contradict their object's.",
+        s.param_mismatch,
+    )
+    .counter(
+        "sluice_frames_duplicate_total",
+        "Symbols received twice.",
+        s.duplicate_symbols,
+    )
+    .counter(
+        "sluice_frames_late_total",
+        "Symbols for blocks or objects already complete.",
+        s.late_symbols,
+    )
+    .counter(
+        "sluice_frames_budget_dropped_total",
+        "Symbols dropped because the memory budget was full.",
+        s.budget_drops,
+    )
+    .counter(
+        "sluice_symbols_accepted_total",
+        "Symbols buffered for decoding.",
+        s.symbols_accepted,
+    )
+    .counter(
+        "sluice_sessions_refused_total",
+        "New transfers refused (session table or staging quota full).",
+        s.sessions_refused,
+    )
+    .counter(
+        "sluice_blocks_copied_total",
+        "Blocks complete without FEC decoding.",
+        s.blocks_copied,
+    )
+    .counter(
+        "sluice_blocks_repaired_total",
+        "Blocks recovered by RaptorQ decoding.",
+        s.blocks_decoded,
+    )
+    .counter(
+        "sluice_blocks_evicted_total",
+        "Incomplete blocks evicted to stay within memory.",
+        s.blocks_evicted,
+    )
+    .counter(
+        "sluice_heartbeats_total",
+        "Authenticated heartbeats received.",
+        s.heartbeats,
+    )
+    .counter(
+        "sluice_bundles_accepted_total",
+        "Bundles committed to quarantine.",
+        totals.accepted,
+    )
+    .counter(
+        "sluice_bundles_duplicate_total",
+        "Bundles received again after acceptance.",
+        totals.duplicates,
+    )
+    .counter(
+        "sluice_transfers_incomplete_total",
+        "Transfers that ended short of symbols.",
+        totals.incomplete,
+    )
+    .counter(
+        "sluice_storage_errors_total",
+        "Store failures.",
+        totals.storage_errors + pipeline.storage_errors,
+    )
+    .labelled_counter(
+        "sluice_bundles_rejected_total",
+        "Bundles rejected, by reason.",
+        "reason",
+        &totals
+            .rejected
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<Vec<_>>(),
+    )
+    .gauge(
+        "sluice_buffered_bytes",
+        "Bytes of symbols buffered now.",
+        pipeline.buffered_bytes() as f64,
+    )
+    .gauge(
+        "sluice_sessions",
+        "Transfers in progress.",
+        pipeline.session_count() as f64,
+    );
     if let Some(drops) = kernel_drops {
         e.counter("sluice_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (overrun, not wire loss).", drops);
     }
     if let Some(hb) = pipeline.last_heartbeat() {
-        e.gauge("sluice_last_heartbeat_age_seconds", "Seconds since the last authenticated heartbeat.", hb.received_at.elapsed().as_secs_f64());
+        e.gauge(
+            "sluice_last_heartbeat_age_seconds",
+            "Seconds since the last authenticated heartbeat.",
+            hb.received_at.elapsed().as_secs_f64(),
+        );
     }
     e.finish()
 }
 
-fn write_status(path: &Path, pipeline: &Pipeline, totals: &Totals, drops: Option<u64>, args: &Args) {
+fn write_status(
+    path: &Path,
+    pipeline: &Pipeline,
+    totals: &Totals,
+    drops: Option<u64>,
+    args: &Args,
+) {
     let s = pipeline.stats();
     let heartbeat = pipeline.last_heartbeat().map(|hb| {
         serde_json::json!({
