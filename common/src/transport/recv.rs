@@ -115,6 +115,7 @@ pub enum Effect {
     /// The final pass ended (plus `end_grace`) with blocks still missing: not enough symbols
     /// arrived. Buffered symbols are released, the progress stays (persist it): a later pass or
     /// resend completes only the missing blocks. Nothing partial is ever reported complete.
+    /// The session keeps its slot and staging quota until `idle_timeout`, then `Abandoned`.
     Incomplete {
         /// The object.
         object_id: [u8; 16],
