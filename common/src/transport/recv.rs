@@ -296,7 +296,7 @@ struct Session {
 
 impl Session {
     fn missing(&self) -> u64 {
-        self.progress.block_count() - self.progress.done_count()
+        self.progress.block_count().saturating_sub(self.progress.done_count())
     }
 }
 
@@ -663,7 +663,7 @@ impl Receiver {
                 .get_mut(&id)
                 .and_then(|s| s.blocks.remove(&block))
             {
-                self.buffered -= b.reserved;
+                self.buffered = self.buffered.saturating_sub(b.reserved);
                 self.stats.blocks_evicted += 1;
             }
         }
