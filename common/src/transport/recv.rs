@@ -115,6 +115,7 @@ pub enum Effect {
     /// The final pass ended (plus `end_grace`) with blocks still missing: not enough symbols
     /// arrived. Buffered symbols are released, the progress stays (persist it): a later pass or
     /// resend completes only the missing blocks. Nothing partial is ever reported complete.
+    /// The session keeps its slot and staging quota until `idle_timeout`, then `Abandoned`.
     Incomplete {
         /// The object.
         object_id: [u8; 16],
@@ -295,7 +296,7 @@ struct Session {
 
 impl Session {
     fn missing(&self) -> u64 {
-        self.progress.block_count() - self.progress.done_count()
+        self.progress.block_count().saturating_sub(self.progress.done_count())
     }
 }
 
@@ -662,7 +663,7 @@ impl Receiver {
                 .get_mut(&id)
                 .and_then(|s| s.blocks.remove(&block))
             {
-                self.buffered -= b.reserved;
+                self.buffered = self.buffered.saturating_sub(b.reserved);
                 self.stats.blocks_evicted += 1;
             }
         }

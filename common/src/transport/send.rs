@@ -434,13 +434,8 @@ impl Sender {
     /// When to call [`poll_transmit`](Self::poll_transmit) again: the next heartbeat, or when
     /// the pacer allows the next frame.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.next_heartbeat;
-        if let Some(ready) = self.pacer.ready_at() {
-            t = t
-                .max(ready)
-                .min(if self.has_frame_ready() { ready } else { t });
-        }
-        Some(t)
+        let paced = self.pacer.ready_at().filter(|_| self.has_frame_ready());
+        Some(paced.map_or(self.next_heartbeat, |r| r.min(self.next_heartbeat)))
     }
 
     fn has_frame_ready(&self) -> bool {
