@@ -68,10 +68,16 @@ fn half_gib_object_in_a_24_mib_budget() {
     big(512 << 20, 51);
 }
 
-/// The 4 GiB version (run with `-- --ignored`): 87.5 s, peak buffered 17.7 MiB, measured on
-/// the 2-core box with raptorq debug assertions off; the 512 MiB one takes 8.4 s.
+/// The 4 GiB version: 87.5 s, peak buffered 17.7 MiB, measured on the 2-core box; the 512 MiB
+/// one takes 8.4 s. It always runs in CI (`CI=true`) and on request (`SLUICE_FULL=1`); elsewhere
+/// it says why it skipped, so a laptop's `cargo test` stays quick.
 #[test]
-#[ignore = "4 GiB: 87 s measured (raptorq debug-assertions off); run with --ignored"]
 fn four_gib_object_in_a_24_mib_budget() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let asked = std::env::var("SLUICE_FULL").is_ok_and(|v| v == "1");
+    if !ci && !asked {
+        eprintln!("skipping the 4 GiB transfer (about 90 s): set SLUICE_FULL=1 to run it");
+        return;
+    }
     big(4 << 30, 52);
 }
