@@ -18,6 +18,8 @@
 #   SOURCE_DATE_EPOCH        the commit time, for anything that embeds a date
 #   --remap-path-prefix      source dir -> /build, target dir -> /target, CARGO_HOME -> /cargo
 #                            (stable rustc; cargo's -Ztrim-paths is still nightly-only)
+#   CFLAGS/ASMFLAGS          the same maps as -ffile-prefix-map/-fdebug-prefix-map for C and
+#                            assembly that build scripts compile (blake3's SIMD code)
 #   CARGO_INCREMENTAL=0, TZ=UTC, LC_ALL=C, umask 022
 # The release profile (lto = "fat", codegen-units = 1) is itself deterministic.
 #
@@ -78,6 +80,11 @@ build_one() {
         export TZ=UTC LC_ALL=C CARGO_INCREMENTAL=0
         export CARGO_TARGET_DIR="$target"
         export RUSTFLAGS="--remap-path-prefix=$src=/build --remap-path-prefix=$target=/target --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
+        # C/assembly built by build scripts (blake3's SIMD .S files via cc) do not see RUSTFLAGS;
+        # without this their DWARF comp_dir leaks the registry path.
+        local cmap="-ffile-prefix-map=$src=/build -ffile-prefix-map=$target=/target -ffile-prefix-map=$CARGO_HOME_DIR=/cargo"
+        cmap="$cmap -fdebug-prefix-map=$src=/build -fdebug-prefix-map=$target=/target -fdebug-prefix-map=$CARGO_HOME_DIR=/cargo"
+        export CFLAGS="$cmap" ASMFLAGS="$cmap"
         unset RUSTC_WRAPPER CARGO_BUILD_RUSTC_WRAPPER RUSTDOCFLAGS CARGO_ENCODED_RUSTFLAGS
         cargo build --release --locked "${OFFLINE[@]}" "${JOBS[@]}" \
             -p sluice-send -p sluice-recv --bins
