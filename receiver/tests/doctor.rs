@@ -130,7 +130,7 @@ fn big_rmem_and_matching_mtu_pass_those_checks() {
 }
 
 #[test]
-fn empty_trust_and_missing_store_parent_fail() {
+fn empty_trust_dir_fails() {
     let dir = tempfile::tempdir().unwrap();
     fake_tree(dir.path(), 67_108_864);
     std::fs::remove_file(dir.path().join("trust/officer.pub")).unwrap();

@@ -222,21 +222,32 @@ fn check_bind(env: &Env, profile: Option<&Profile>, rate: u64) -> Vec<Finding> {
                 Ok(t) => {
                     let routes = parse_routes(&t);
                     // The interface that owns the address is the one with the directly connected
-                    // (gateway-less) route covering it.
+                    // (gateway-less) route covering it; loopback lives in the local table only.
                     let direct: Vec<Route> =
                         routes.into_iter().filter(|r| r.gateway.is_unspecified()).collect();
-                    match route_to(&direct, ip) {
-                        Some(r) => out.push(check_mtu(
+                    let iface = if ip.is_loopback() {
+                        Some("lo".to_string())
+                    } else {
+                        route_to(&direct, ip).map(|r| r.iface.clone())
+                    };
+                    match iface {
+                        Some(iface) => out.push(check_mtu(
                             &env.sys_root,
-                            &r.iface,
+                            &iface,
                             profile,
                             &format!("connected subnet of {ip}"),
                         )),
+                        // Whether the address is local at all is decided by the bind probe below.
                         None => out.push(finding(
                             "mtu",
-                            Status::Fail,
-                            format!("no directly connected subnet contains {ip}: it is not an address of this host"),
-                            Some(format!("ip addr add {ip}/<prefix> dev <diode-if>")),
+                            Status::Warn,
+                            format!(
+                                "could not check: no directly connected subnet in {} contains {ip}, so its interface is unknown",
+                                route_file.display()
+                            ),
+                            Some(format!(
+                                "check by hand: ip -br addr show to {ip}; cat /sys/class/net/<dev>/mtu; give the address a prefix (ip addr add {ip}/<prefix> dev <diode-if>)"
+                            )),
                         )),
                     }
                 }
@@ -563,7 +574,9 @@ fn check_clock(now: SystemTime) -> Finding {
         finding(
             "clock",
             Status::Fail,
-            format!("system time {secs} (unix) is before this build ({built}): the clock is wrong"),
+            format!(
+                "system time {secs} (unix) is before {built} (this build's SOURCE_DATE_EPOCH, or 2024-01-01): the clock is wrong"
+            ),
             Some(fix),
         )
     } else if secs > CLOCK_CEILING {
@@ -577,7 +590,9 @@ fn check_clock(now: SystemTime) -> Finding {
         finding(
             "clock",
             Status::Ok,
-            format!("system time {secs} (unix) is after this build ({built}) and before 2100"),
+            format!(
+                "system time {secs} (unix) is after {built} (this build's SOURCE_DATE_EPOCH, or 2024-01-01) and before 2100"
+            ),
             None,
         )
     }
@@ -864,5 +879,66 @@ pub fn check_mtu(sys_root: &Path, iface: &str, profile: Option<&Profile>, how: &
                 p.mtu
             )),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env(root: &Path, now: SystemTime) -> Env {
+        Env {
+            proc_root: root.join("proc"),
+            sys_root: root.join("sys"),
+            profile: None,
+            bind: None,
+            store: root.join("store"),
+            trust: root.join("trust"),
+            now,
+        }
+    }
+
+    fn get<'a>(f: &'a [Finding], check: &str) -> &'a Finding {
+        f.iter().find(|x| x.check == check).unwrap()
+    }
+
+    #[test]
+    fn clock_before_2024_or_after_2100_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let f = run_checks(&env(dir.path(), at(1_000_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Fail);
+        let f = run_checks(&env(dir.path(), at(5_000_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Fail);
+        let f = run_checks(&env(dir.path(), at(1_800_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Ok);
+    }
+
+    #[test]
+    fn missing_proc_and_trust_are_reported_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = run_checks(&env(dir.path(), SystemTime::now()));
+        assert!(get(&f, "rmem_max").detail.starts_with("could not check"));
+        assert_eq!(get(&f, "trust").status, Status::Fail);
+        // The store does not exist but its parent is writable: it can be created.
+        assert_eq!(get(&f, "store-writable").status, Status::Warn);
+    }
+
+    #[test]
+    fn policy_max_bundle_raises_the_free_space_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("trust")).unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        std::fs::write(
+            dir.path().join("trust/policy.toml"),
+            "[defaults]\nmax_bundle_bytes = 1000\n[channels.big]\nmax_bundle_bytes = 1000000000000000\n",
+        )
+        .unwrap();
+        let f = run_checks(&env(dir.path(), SystemTime::now()));
+        assert!(get(&f, "trust-policy").detail.contains("1000000000000000"));
+        // No filesystem here has a petabyte free: one maximum bundle does not fit.
+        assert_eq!(get(&f, "store-free-space").status, Status::Fail);
+        assert_eq!(get(&f, "store-writable").status, Status::Ok);
     }
 }
