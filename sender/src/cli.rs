@@ -39,4 +39,6 @@ pub enum Command {
     Bundle(commands::bundle::BundleCommand),
     /// Send bundles across a diode as paced RaptorQ UDP frames.
     Udp(commands::udp::Args),
+    /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile).
+    Doctor(commands::doctor::Args),
 }

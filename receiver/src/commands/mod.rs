@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
 pub mod audit;
+pub mod doctor;
 pub mod listen;
 pub mod status;
 pub mod verify;
@@ -13,5 +14,6 @@ pub fn dispatch(command: Command) -> i32 {
         Command::Listen(args) => listen::run(args),
         Command::Status(args) => status::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

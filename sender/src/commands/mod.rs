@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
 pub mod bundle;
+pub mod doctor;
 pub mod keygen;
 pub mod udp;
 
@@ -11,5 +12,6 @@ pub fn dispatch(command: Command) -> i32 {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Udp(args) => udp::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
