@@ -319,139 +319,34 @@ fn check_granted_buffer(addr: SocketAddr, rate: u64) -> Finding {
     }
 }
 
-/// Reads the trust directory and returns the largest `max_bundle_bytes` in its policy.
-///
-/// Structural check: at least one readable `*.pub` with one key line, and `policy.toml` (if
-/// present) valid TOML. Full key validation belongs to the trust loader in
-/// `sluice_common::bundle::trust::TrustStore::from_parts` (bundle branch); switch to it when
-/// merged.
+/// Loads the trust directory exactly as `listen` and `verify` will (every key parsed, weak keys
+/// and unknown policy keys refused) and returns the largest `max_bundle_bytes` in its policy.
 fn check_trust(dir: &Path, out: &mut Vec<Finding>) -> Option<u64> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
+    match crate::trust_dir::load_trust_dir(dir) {
+        Ok(trust) => {
+            let largest = trust.channels().map(|(_, rule)| rule.max_bundle_bytes).max();
             out.push(finding(
                 "trust",
-                Status::Fail,
-                format!("cannot read trust directory {}: {e}", dir.display()),
-                Some(format!(
-                    "install -d -m 0755 {0}; copy each officer's .pub file into it",
-                    dir.display()
-                )),
-            ));
-            return None;
-        }
-    };
-    let mut keys = Vec::new();
-    let mut bad = Vec::new();
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("pub") {
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(t) => {
-                let lines: Vec<&str> = t
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .collect();
-                if lines.len() == 1 && lines[0].split_whitespace().count() >= 2 {
-                    keys.push(path);
-                } else {
-                    bad.push(format!("{}: not one `TAG BASE64` key line", path.display()));
-                }
-            }
-            Err(e) => bad.push(format!("{}: {e}", path.display())),
-        }
-    }
-    if !bad.is_empty() {
-        out.push(finding(
-            "trust",
-            Status::Fail,
-            format!("unusable key files: {}", bad.join("; ")),
-            Some("replace each named file with the officer's .pub as written by `sluice-send keygen`, readable by the sluice user".into()),
-        ));
-    } else if keys.is_empty() {
-        out.push(finding(
-            "trust",
-            Status::Fail,
-            format!(
-                "no *.pub signer keys in {}: every bundle would be rejected as untrusted",
-                dir.display()
-            ),
-            Some(format!(
-                "copy each officer's .pub (from `sluice-send keygen`) into {}",
-                dir.display()
-            )),
-        ));
-    } else {
-        out.push(finding(
-            "trust",
-            Status::Ok,
-            format!("{} signer key file(s) in {}", keys.len(), dir.display()),
-            None,
-        ));
-    }
-    let policy = dir.join("policy.toml");
-    match std::fs::read_to_string(&policy) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.push(finding(
-                "trust-policy",
                 Status::Ok,
-                "no policy.toml: any trusted signer may publish on any channel, format limits apply".into(),
+                format!(
+                    "{} trusted signer key(s) and {} channel rule(s) in {}",
+                    trust.keys().len(),
+                    trust.channels().count(),
+                    dir.display()
+                ),
                 None,
             ));
-            None
+            largest
         }
         Err(e) => {
-            out.push(finding(
-                "trust-policy",
-                Status::Fail,
-                format!("cannot read {}: {e}", policy.display()),
-                Some("make it readable by the sluice user".into()),
-            ));
+            let text = format!("{e:#}");
+            let (detail, fix) = match text.split_once("\nhelp: ") {
+                Some((d, f)) => (d.to_string(), Some(f.to_string())),
+                None => (text, None),
+            };
+            out.push(finding("trust", Status::Fail, detail, fix));
             None
         }
-        Ok(t) => match toml::from_str::<toml::Table>(&t) {
-            Err(e) => {
-                out.push(finding(
-                    "trust-policy",
-                    Status::Fail,
-                    format!("{} is not valid TOML: {e}", policy.display()),
-                    Some("fix the named line (format: docs/bundle.md, trust store)".into()),
-                ));
-                None
-            }
-            Ok(table) => {
-                let mut max = None::<u64>;
-                let mut take = |t: Option<&toml::Value>| {
-                    if let Some(v) = t
-                        .and_then(|v| v.get("max_bundle_bytes"))
-                        .and_then(|v| v.as_integer())
-                    {
-                        let v = v.max(0) as u64;
-                        max = Some(max.map_or(v, |m| m.max(v)));
-                    }
-                };
-                take(table.get("defaults"));
-                if let Some(ch) = table.get("channels").and_then(|c| c.as_table()) {
-                    for c in ch.values() {
-                        take(Some(c));
-                    }
-                }
-                out.push(finding(
-                    "trust-policy",
-                    Status::Ok,
-                    format!(
-                        "{} parses; largest max_bundle_bytes {}",
-                        policy.display(),
-                        max.map_or("not set".to_string(), |m| m.to_string())
-                    ),
-                    None,
-                ));
-                max
-            }
-        },
     }
 }
 
