@@ -415,11 +415,29 @@ fn receiver_killed_mid_transfer_resumes_and_the_next_pass_completes() {
 
     let mut l = Listener::start(Command::new(&bins().recv), &rig.listen_opts(addr));
     // The restart kept the partial object and its checkpoint (restart reconciliation deletes
-    // only a .part without progress). status.json cannot show it yet: a restored transfer is
-    // listed only once a frame for it arrives (see BUGS.md).
+    // only a .part without progress) and restored it: it is live with only some blocks missing.
     assert!(progress.is_file(), "checkpoint kept across the restart");
-    let part = progress.with_extension("part");
-    assert!(part.is_file(), "partial object kept across the restart");
+    assert!(
+        progress.with_extension("part").is_file(),
+        "partial object kept"
+    );
+    let restored = l.fresh_status(e2e_now_ms());
+    let entry = restored["live_transfers"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t["object_id"] == hex::encode(bundle.object_id()))
+        })
+        .unwrap_or_else(|| panic!("restored transfer not live: {restored}"))
+        .clone();
+    let (missing, blocks) = (
+        entry["missing_blocks"].as_u64().unwrap(),
+        entry["blocks"].as_u64().unwrap(),
+    );
+    assert!(
+        missing > 0 && missing < blocks,
+        "resumed with {missing}/{blocks} blocks missing"
+    );
 
     let second_report = rig.send(addr, "300M", &[], &[&bundle.path]);
     let outcomes = l.wait_outcomes(1, LONG).to_vec();
@@ -434,8 +452,8 @@ fn receiver_killed_mid_transfer_resumes_and_the_next_pass_completes() {
     assert_eq!(l.stop().0, 0);
     assert_accepted(&rig.store, &bundle, &src, "killed");
     eprintln!(
-        "kill: {:.1}s; killed with status {}; first pass {} frames, second pass accepted \
-         {needed} of {sent}",
+        "kill: {:.1}s; killed with status {}; restored with {missing}/{blocks} blocks missing; \
+         first pass {} frames, second pass accepted {needed} of {sent}",
         t0.elapsed().as_secs_f64(),
         status["live_transfers"],
         first_report["frames"]
