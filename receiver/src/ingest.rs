@@ -215,12 +215,17 @@ impl Pipeline {
                 Ok(progress) if progress.is_complete() => {
                     pipeline.enqueue_verification(object_id);
                 }
-                Ok(progress) => {
-                    if let Err(e) = receiver.restore(now, progress) {
+                Ok(progress) => match receiver.restore(now, progress) {
+                    // Listed in status (live_transfers) from the start, not only once a frame
+                    // for it arrives.
+                    Ok(()) => {
+                        pipeline.tallies.entry(object_id).or_default();
+                    }
+                    Err(e) => {
                         tracing::warn!(object = %hex::encode(object_id), error = %e,
                             "staged progress not restored; a later pass starts this object over");
                     }
-                }
+                },
                 Err(e) => {
                     tracing::warn!(object = %hex::encode(object_id), error = %e,
                         "staged progress unreadable; discarding that partial object");

@@ -9,9 +9,15 @@
 //! - the impairment relay: [`Relay::bind`] → `spawn()` → [`RelayHandle::stop`] → [`RelayStats`];
 //!   the pure [`Impairer`] for socket-free tests; the `sluice-relay` binary for processes
 //! - resources: [`ProcessWatch`] (peak RSS from VmHWM, peak open fds, CPU seconds)
+//! - end to end ([`e2e`]): `bins()` (sluice-send/-recv built without raptorq's slow debug
+//!   self-checks), keys, `mixed_tree`, `make_bundle`, a `Listener` process with its JSON
+//!   outcomes, `send_udp`, store readers (`audit_records`, `rejected_records`,
+//!   `staging_leftovers`, `audit_verify`, `assert_delivered`) and `drive_sender` (the sans-IO
+//!   transport sender over a socket, bypassing sender-side verification)
 //!
 //! Tests must not depend on timing: pace senders, wait for counters, use generous deadlines.
 
+pub mod e2e;
 pub mod netns;
 pub mod relay;
 pub mod watch;
