@@ -108,6 +108,47 @@ struct Tally {
 struct VerifyJob {
     object_id: [u8; 16],
     figures: TransportFigures,
+    /// A resend of an object this run already completed: record a duplicate, verify nothing.
+    replay: bool,
+}
+
+/// What the verifier thread remembers of recent decisions, so a resend of an object it already
+/// accepted can be recorded as a duplicate without receiving it again. Bounded like the
+/// transport receiver's own memory of completed objects.
+#[derive(Default)]
+struct RecentDecisions {
+    by_object: HashMap<[u8; 16], (BundleId, String, u64)>,
+    order: std::collections::VecDeque<[u8; 16]>,
+}
+
+impl RecentDecisions {
+    const CAPACITY: usize = sluice_common::transport::recv::COMPLETED_MEMORY;
+
+    fn remember(&mut self, outcome: &Outcome) {
+        let (Some(bundle), Some(channel), Some(sequence)) =
+            (outcome.bundle_id, outcome.channel.clone(), outcome.sequence)
+        else {
+            return;
+        };
+        if !matches!(
+            outcome.kind,
+            OutcomeKind::Accepted { .. } | OutcomeKind::Duplicate
+        ) {
+            return;
+        }
+        if self
+            .by_object
+            .insert(outcome.object_id, (bundle, channel, sequence))
+            .is_none()
+        {
+            self.order.push_back(outcome.object_id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_object.remove(&old);
+            }
+        }
+    }
 }
 
 /// See the module documentation.
@@ -120,7 +161,8 @@ pub struct Pipeline {
     decoded_rx: Rx<Decoded>,
     decoders: Vec<JoinHandle<()>>,
     verify_tx: Option<SyncSender<VerifyJob>>,
-    outcome_rx: Rx<Outcome>,
+    /// One message per verifier job; `None` for a job that decided nothing worth reporting.
+    outcome_rx: Rx<Option<Outcome>>,
     verifier: Option<JoinHandle<()>>,
     pending_verifications: usize,
     local_outcomes: Vec<Outcome>,
@@ -178,14 +220,22 @@ impl Pipeline {
             .collect();
 
         let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(VERIFY_QUEUE);
-        let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>();
+        let (outcome_tx, outcome_rx) = mpsc::channel::<Option<Outcome>>();
         let verifier = {
             let store = Arc::clone(&store);
             std::thread::Builder::new()
                 .name("verify".into())
                 .spawn(move || {
+                    let mut recent = RecentDecisions::default();
                     for job in verify_rx {
-                        let outcome = verify_and_commit(&store, &trust, job);
+                        let outcome = if job.replay {
+                            record_replay(&store, &recent, job)
+                        } else {
+                            Some(verify_and_commit(&store, &trust, job))
+                        };
+                        if let Some(outcome) = &outcome {
+                            recent.remember(outcome);
+                        }
                         if outcome_tx.send(outcome).is_err() {
                             return;
                         }
@@ -280,7 +330,7 @@ impl Pipeline {
         let mut out = std::mem::take(&mut self.local_outcomes);
         while let Ok(outcome) = self.outcome_rx.try_recv() {
             self.pending_verifications = self.pending_verifications.saturating_sub(1);
-            out.push(outcome);
+            out.extend(outcome);
         }
         out
     }
@@ -467,6 +517,20 @@ impl Pipeline {
                     figures,
                 });
             }
+            Effect::Replayed { object_id } => {
+                let figures = self.figures(object_id);
+                if let Some(tx) = &self.verify_tx
+                    && tx
+                        .send(VerifyJob {
+                            object_id,
+                            figures,
+                            replay: true,
+                        })
+                        .is_ok()
+                {
+                    self.pending_verifications += 1;
+                }
+            }
             Effect::Abandoned {
                 object_id,
                 reason,
@@ -571,7 +635,14 @@ impl Pipeline {
         if let Some(tx) = &self.verify_tx {
             // Blocking here (queue full) is intentional back-pressure: 64 complete objects are
             // already waiting on disk.
-            if tx.send(VerifyJob { object_id, figures }).is_ok() {
+            if tx
+                .send(VerifyJob {
+                    object_id,
+                    figures,
+                    replay: false,
+                })
+                .is_ok()
+            {
                 self.pending_verifications += 1;
             }
         }
@@ -591,10 +662,44 @@ impl Drop for Pipeline {
     }
 }
 
+/// Records a resend of an object this run already decided. Only accepted bundles get a
+/// `duplicate` record: a replayed capture of something rejected is counted in metrics but not
+/// written again, so replaying garbage cannot grow the audit log.
+fn record_replay(
+    store: &Mutex<Store>,
+    recent: &RecentDecisions,
+    job: VerifyJob,
+) -> Option<Outcome> {
+    let (bundle, channel, sequence) = recent.by_object.get(&job.object_id)?.clone();
+    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+    let kind = match store.record_duplicate(
+        &bundle,
+        Some((&channel, sequence, "")),
+        job.figures.clone(),
+    ) {
+        Ok(_) => OutcomeKind::Duplicate,
+        Err(e) => OutcomeKind::StorageError {
+            detail: e.to_string(),
+        },
+    };
+    let outcome = Outcome {
+        object_id: job.object_id,
+        bundle_id: Some(bundle),
+        channel: Some(channel),
+        sequence: Some(sequence),
+        kind,
+        figures: job.figures,
+    };
+    log_outcome(&outcome);
+    Some(outcome)
+}
+
 /// Verifies a complete staged object and commits or rejects it. Runs on the verifier thread.
 fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -> Outcome {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-    let VerifyJob { object_id, figures } = job;
+    let VerifyJob {
+        object_id, figures, ..
+    } = job;
     let mut outcome = Outcome {
         object_id,
         bundle_id: None,

@@ -286,7 +286,6 @@ fn sent_twice_across_a_restart_gives_one_copy_and_a_duplicate_record() {
 /// object ids and drops their frames as `late` before anything reaches the store, so a resend
 /// leaves no `duplicate` record (T56 wants the replay recorded). Fails until that is fixed.
 #[test]
-#[ignore = "BUGS.md #1: a resend to the same listener process is dropped silently, no duplicate record"]
 fn sent_twice_to_one_listener_gives_a_duplicate_record() {
     let _g = serial();
     sent_twice(false);

@@ -2,7 +2,7 @@
 //!
 //! See [`Receiver`] for how to drive it and [`ReceiverConfig`] for every bound it keeps.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -17,6 +17,17 @@ pub const SYMBOL_OVERHEAD: u64 = 24;
 /// Object ids remembered after completion, so late frames and later passes of a finished object
 /// are dropped instead of re-opening it. 1024 × ~40 bytes.
 pub const COMPLETED_MEMORY: usize = 1024;
+
+/// Data frames for a completed object, after its final pass's end frame, that mean someone is
+/// sending it again (a resend or a replay) rather than reordering stragglers of the same send:
+/// four times the widest reorder window tested (256 frames; a real diode reorders nothing).
+/// Smaller resends are caught by their own final end frame ([`REPLAY_END_GAP`]).
+pub const REPLAY_FRAMES: u32 = 1024;
+
+/// A final-pass end frame for a completed object this long after the previous one, with data
+/// frames in between, is another send of it. The sender writes its end-frame copies back to back,
+/// so copies of one send arrive well within this.
+pub const REPLAY_END_GAP: Duration = Duration::from_millis(100);
 /// Operator events kept when the driver does not poll them; older ones are dropped (counted).
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 
@@ -121,6 +132,14 @@ pub enum Effect {
         object_id: [u8; 16],
         /// Blocks not yet written.
         missing_blocks: u64,
+    },
+    /// An object completed earlier is being sent again (a nightly resend or a replayed capture):
+    /// its frames are dropped as late, and this is reported once per resend so the driver can
+    /// record a duplicate. Best effort: a resend whose final end frames are all lost, or a tiny
+    /// resend that completes within [`REPLAY_END_GAP`], may go unreported.
+    Replayed {
+        /// The object.
+        object_id: [u8; 16],
     },
     /// The session was dropped (its progress with it; persist on `Checkpoint`/`Incomplete` if
     /// you want to resume).
@@ -249,6 +268,8 @@ pub struct ReceiverStats {
     pub sessions_opened: u64,
     /// Objects completed.
     pub objects_completed: u64,
+    /// Resends of completed objects detected ([`Effect::Replayed`]).
+    pub replays: u64,
     /// `Incomplete` outcomes.
     pub objects_incomplete: u64,
     /// Sessions abandoned.
@@ -296,8 +317,21 @@ struct Session {
 
 impl Session {
     fn missing(&self) -> u64 {
-        self.progress.block_count().saturating_sub(self.progress.done_count())
+        self.progress
+            .block_count()
+            .saturating_sub(self.progress.done_count())
     }
+}
+
+/// What the receiver remembers of a completed object, to tell late stragglers from a resend.
+#[derive(Debug, Clone, Copy, Default)]
+struct CompletedObject {
+    /// When the last final-pass end frame for it arrived.
+    final_end_at: Option<Instant>,
+    /// Data frames for it since then.
+    frames_after_final_end: u32,
+    /// Whether the resend in progress was already reported.
+    replay_reported: bool,
 }
 
 /// The receiver. Sans-IO: it reads no clock, file or socket, and never panics on input.
@@ -331,7 +365,7 @@ impl Session {
 pub struct Receiver {
     config: ReceiverConfig,
     sessions: HashMap<[u8; 16], Session>,
-    completed: HashSet<[u8; 16]>,
+    completed: HashMap<[u8; 16], CompletedObject>,
     completed_order: VecDeque<[u8; 16]>,
     /// Least-recently-fed index of blocks with buffered symbols and no decode in flight.
     lru: BTreeMap<u64, ([u8; 16], u64)>,
@@ -351,7 +385,7 @@ impl Receiver {
         Self {
             config,
             sessions: HashMap::new(),
-            completed: HashSet::new(),
+            completed: HashMap::new(),
             completed_order: VecDeque::new(),
             lru: BTreeMap::new(),
             tick: 0,
@@ -525,8 +559,18 @@ impl Receiver {
     /// Find the live session for `params` (checking the pinned params) or open one. `None`
     /// means the frame was counted and must be dropped.
     fn session_for(&mut self, now: Instant, params: &ObjectParams) -> Option<()> {
-        if self.completed.contains(&params.object_id) {
+        if let Some(done) = self.completed.get_mut(&params.object_id) {
             self.stats.late_symbols += 1;
+            if done.final_end_at.is_some() {
+                done.frames_after_final_end = done.frames_after_final_end.saturating_add(1);
+                if done.frames_after_final_end >= REPLAY_FRAMES && !done.replay_reported {
+                    done.replay_reported = true;
+                    self.stats.replays += 1;
+                    self.effects.push_back(Effect::Replayed {
+                        object_id: params.object_id,
+                    });
+                }
+            }
             return None;
         }
         if let Some(s) = self.sessions.get_mut(&params.object_id) {
@@ -830,7 +874,11 @@ impl Receiver {
     }
 
     fn remember_completed(&mut self, id: [u8; 16]) {
-        if self.completed.insert(id) {
+        if self
+            .completed
+            .insert(id, CompletedObject::default())
+            .is_none()
+        {
             self.completed_order.push_back(id);
         }
         while self.completed_order.len() > COMPLETED_MEMORY {
@@ -865,7 +913,23 @@ impl Receiver {
             return;
         }
         self.stats.end_frames += 1;
-        if self.completed.contains(&params.object_id) {
+        if let Some(done) = self.completed.get_mut(&params.object_id) {
+            if e.pass >= e.passes {
+                let resent = done.frames_after_final_end > 0
+                    && done
+                        .final_end_at
+                        .is_some_and(|t| now.saturating_duration_since(t) > REPLAY_END_GAP);
+                if resent && !done.replay_reported {
+                    self.stats.replays += 1;
+                    self.effects.push_back(Effect::Replayed {
+                        object_id: params.object_id,
+                    });
+                }
+                *done = CompletedObject {
+                    final_end_at: Some(now),
+                    ..CompletedObject::default()
+                };
+            }
             return;
         }
         if self.session_for(now, &params).is_none() {

@@ -356,6 +356,8 @@ impl Sim {
                         .outcomes
                         .push(Outcome::Incomplete { missing_blocks });
                 }
+                // Counted in the receiver's stats; sim_replay asserts on it.
+                Effect::Replayed { .. } => {}
                 Effect::Abandoned {
                     object_id,
                     reason,

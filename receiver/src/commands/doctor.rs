@@ -324,7 +324,10 @@ fn check_granted_buffer(addr: SocketAddr, rate: u64) -> Finding {
 fn check_trust(dir: &Path, out: &mut Vec<Finding>) -> Option<u64> {
     match crate::trust_dir::load_trust_dir(dir) {
         Ok(trust) => {
-            let largest = trust.channels().map(|(_, rule)| rule.max_bundle_bytes).max();
+            let largest = trust
+                .channels()
+                .map(|(_, rule)| rule.max_bundle_bytes)
+                .max();
             out.push(finding(
                 "trust",
                 Status::Ok,
