@@ -39,4 +39,6 @@ pub enum Command {
     Bundle(commands::bundle::BundleCommand),
     /// Send bundles across a diode as paced RaptorQ UDP frames.
     Udp(commands::udp::Args),
+    /// Write bundles onto removable media as spool volumes.
+    Media(commands::media::Args),
 }

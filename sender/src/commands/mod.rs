@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod keygen;
+pub mod media;
 pub mod udp;
 
 use crate::cli::Command;
@@ -11,5 +12,6 @@ pub fn dispatch(command: Command) -> i32 {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Udp(args) => udp::run(args),
+        Command::Media(args) => media::run(args),
     }
 }
