@@ -286,6 +286,12 @@ impl Pipeline {
         self.receiver.session_count()
     }
 
+    /// The store the pipeline works on (for callers that stage their own inputs, like
+    /// `import`). Lock it only between calls into the pipeline.
+    pub fn store(&self) -> Arc<Mutex<Store>> {
+        Arc::clone(&self.store)
+    }
+
     pub fn last_heartbeat(&self) -> Option<&LastHeartbeat> {
         self.last_heartbeat.as_ref()
     }

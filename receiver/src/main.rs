@@ -9,6 +9,7 @@ mod ingest;
 mod commands;
 mod logging;
 mod metrics;
+mod media;
 mod net;
 mod store;
 mod trust_dir;

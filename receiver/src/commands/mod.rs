@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
 pub mod audit;
+pub mod import;
 pub mod listen;
 pub mod status;
 pub mod verify;
@@ -11,6 +12,7 @@ pub fn dispatch(command: Command) -> i32 {
     match command {
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args),
+        Command::Import(args) => import::run(args),
         Command::Status(args) => status::run(args),
         Command::Audit(args) => audit::run(args),
     }
