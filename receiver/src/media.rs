@@ -17,8 +17,9 @@ use sluice_common::transport::wire::{self, LinkKey};
 
 /// Directory levels searched below each PATH (DIR/<bundle>/vol-… is level 2).
 pub const MAX_SCAN_DEPTH: usize = 4;
-/// Volume files considered per import (bounds bookkeeping on a medium full of junk).
-pub const MAX_CANDIDATES: usize = 4096;
+/// Volume files considered per import: each stays open until it is staged, so this stays well
+/// below the usual 1024-descriptor limit (and bounds the work a medium full of junk causes).
+pub const MAX_CANDIDATES: usize = 768;
 /// Read buffer per volume while rebuilding an object.
 pub const READ_BUFFER: usize = 256 << 10;
 
@@ -268,6 +269,40 @@ pub fn pick_next(readers: &[RecordReader]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reader(frame_count: u64, records: u64) -> RecordReader {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("v");
+        std::fs::write(&p, vec![0u8; HEADER_LEN]).unwrap();
+        RecordReader {
+            reader: BufReader::new(File::open(&p).unwrap()),
+            frame_count,
+            records,
+            next: 0,
+        }
+    }
+
+    #[test]
+    fn interleaving_follows_each_volumes_share() {
+        // Three equal volumes (one of four missing) and a truncated one: round-robin while all
+        // have records, the truncated one simply drops out.
+        let mut rs = vec![reader(10, 10), reader(10, 4), reader(9, 9)];
+        let mut order = Vec::new();
+        while let Some(i) = pick_next(&rs) {
+            rs[i].next += 1;
+            order.push(i);
+        }
+        assert_eq!(order.len(), 23);
+        assert_eq!(&order[..12], &[0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        assert!(!order[12..].contains(&1));
+        // Never more than one record ahead of a peer with the same share.
+        let mut rs = vec![reader(100, 100), reader(100, 100)];
+        for _ in 0..150 {
+            let i = pick_next(&rs).unwrap();
+            rs[i].next += 1;
+            assert!(rs[0].next.abs_diff(rs[1].next) <= 1);
+        }
+    }
 
     #[test]
     fn scan_reports_hostile_entries_by_name() {
