@@ -153,9 +153,14 @@ impl VolumeHeader {
     }
 }
 
-/// Which volume frame number `frame_index` (in send order) goes to. Round-robin over the send
-/// order, which the sender already interleaves across blocks, so every block's symbols are spread
-/// evenly over all volumes and losing one volume costs each block about 1/N of its symbols.
+/// Which volume a frame goes to, keyed by `block + esi` of its symbol (callers pass that sum).
+///
+/// Not by send order: the sender interleaves one symbol per block of a window in turn, so with a
+/// window that shares a factor with the volume count (16 blocks, 4 volumes) round-robin over send
+/// order would put every symbol of a block on the same volume, and losing that volume would lose
+/// whole blocks. Keyed by `block + esi`, each block's consecutive symbols cycle through all
+/// volumes whatever the interleaving, so losing one volume costs each block about 1/N of its
+/// symbols.
 pub fn volume_for_frame(frame_index: u64, volume_count: u16) -> u16 {
     (frame_index % u64::from(volume_count.max(1))) as u16
 }

@@ -35,6 +35,8 @@ pub enum Command {
     Verify(commands::verify::Args),
     /// Listen for frames from the diode and commit verified bundles to the store.
     Listen(commands::listen::Args),
+    /// Import spool volumes from removable media and commit verified bundles to the store.
+    Import(commands::import::Args),
     /// Show what the store holds: quarantine, rejected, staging, audit, channel marks.
     Status(commands::status::Args),
     /// Audit-log and quarantine integrity checks.

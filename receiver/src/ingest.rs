@@ -165,6 +165,8 @@ pub struct Pipeline {
     outcome_rx: Rx<Option<Outcome>>,
     verifier: Option<JoinHandle<()>>,
     pending_verifications: usize,
+    /// Decode tasks handed to workers and not yet collected.
+    decodes_in_flight: usize,
     local_outcomes: Vec<Outcome>,
     last_heartbeat: Option<LastHeartbeat>,
     /// Store failures on the receive path (writes, progress) since start.
@@ -256,6 +258,7 @@ impl Pipeline {
             outcome_rx,
             verifier: Some(verifier),
             pending_verifications: 0,
+            decodes_in_flight: 0,
             local_outcomes: Vec::new(),
             last_heartbeat: None,
             storage_errors: 0,
@@ -352,6 +355,12 @@ impl Pipeline {
         self.receiver.session_count()
     }
 
+    /// The store the pipeline works on (for callers that stage their own inputs, like
+    /// `import`). Lock it only between calls into the pipeline.
+    pub fn store(&self) -> Arc<Mutex<Store>> {
+        Arc::clone(&self.store)
+    }
+
     pub fn last_heartbeat(&self) -> Option<&LastHeartbeat> {
         self.last_heartbeat.as_ref()
     }
@@ -370,7 +379,7 @@ impl Pipeline {
     /// Waits for every in-flight decode, then persists the progress of every live object, so a
     /// restart (or the next import) resumes exactly here.
     pub fn checkpoint_all(&mut self, now: Instant) {
-        while self.receiver.buffered_bytes() > 0 && self.collect_decoded_blocking(now) {}
+        while self.decodes_in_flight > 0 && self.collect_decoded_blocking(now) {}
         let ids: Vec<[u8; 16]> = self.tallies.keys().copied().collect();
         for id in ids {
             self.checkpoint(id);
@@ -395,6 +404,7 @@ impl Pipeline {
         loop {
             match self.decoded_rx.try_recv() {
                 Ok(decoded) => {
+                    self.decodes_in_flight = self.decodes_in_flight.saturating_sub(1);
                     self.receiver.handle_decoded(now, decoded);
                     self.drain_effects(now);
                 }
@@ -410,6 +420,7 @@ impl Pipeline {
             .recv_timeout(std::time::Duration::from_secs(5))
         {
             Ok(decoded) => {
+                self.decodes_in_flight = self.decodes_in_flight.saturating_sub(1);
                 self.receiver.handle_decoded(now, decoded);
                 self.drain_effects(now);
                 true
@@ -460,7 +471,10 @@ impl Pipeline {
                     .repaired_blocks += 1;
                 let task = match &self.decode_tx {
                     Some(tx) => match tx.try_send(task) {
-                        Ok(()) => None,
+                        Ok(()) => {
+                            self.decodes_in_flight += 1;
+                            None
+                        }
                         Err(mpsc::TrySendError::Full(task))
                         | Err(mpsc::TrySendError::Disconnected(task)) => Some(task),
                     },

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod ingest;
 mod logging;
+mod media;
 mod metrics;
 mod net;
 mod store;

@@ -41,4 +41,6 @@ pub enum Command {
     Udp(commands::udp::Args),
     /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile).
     Doctor(commands::doctor::Args),
+    /// Write bundles onto removable media as spool volumes.
+    Media(commands::media::Args),
 }

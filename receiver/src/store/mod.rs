@@ -32,6 +32,7 @@ mod audit;
 mod extract;
 mod fsutil;
 pub mod inspect;
+pub mod media;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -320,6 +321,8 @@ pub struct Store {
     open_objects: HashMap<[u8; 16], OpenObject>,
     /// Bytes reserved per staged object.
     reserved: HashMap<[u8; 16], u64>,
+    /// Bytes of staged spool volumes (`staging/media/`), counted in the staging quota.
+    media_bytes: u64,
     config: StoreConfig,
     reconcile: ReconcileReport,
     #[cfg(test)]
@@ -423,6 +426,7 @@ impl Store {
             channel_max: chain.channel_max.clone(),
             open_objects: HashMap::new(),
             reserved: HashMap::new(),
+            media_bytes: 0,
             config,
             reconcile: ReconcileReport::default(),
             #[cfg(test)]
@@ -431,6 +435,7 @@ impl Store {
             crashed: false,
         };
         store.reconcile()?;
+        store.media_bytes = store.scan_media()?;
         Ok(store)
     }
 
@@ -648,10 +653,10 @@ impl Store {
 
     // ---------------------------------------------------------------- object staging
 
-    /// Bytes reserved by staged objects, and the quota.
+    /// Bytes reserved by staged objects and staged spool volumes, and the quota.
     pub fn staging_usage(&self) -> (u64, u64) {
         (
-            self.reserved.values().sum(),
+            self.reserved.values().sum::<u64>() + self.media_bytes,
             self.config.staging_quota_bytes,
         )
     }

@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod doctor;
 pub mod keygen;
+pub mod media;
 pub mod udp;
 
 use crate::cli::Command;
@@ -13,5 +14,6 @@ pub fn dispatch(command: Command) -> i32 {
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Udp(args) => udp::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Media(args) => media::run(args),
     }
 }
