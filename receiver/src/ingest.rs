@@ -458,7 +458,14 @@ impl Pipeline {
                     AbandonReason::Deadline => "it was still incomplete at its absolute deadline",
                 };
                 tracing::warn!(object = %hex::encode(object_id), missing_blocks,
-                    "transfer abandoned: {why}; its staged progress is kept for a later resend");
+                    "transfer abandoned: {why}; saved progress (if any) is kept for a later resend");
+                // Close its file and, when nothing was saved, free its staging reservation.
+                let released = self.lock_store().release_object(object_id);
+                if let Err(e) = released {
+                    self.storage_errors += 1;
+                    tracing::error!(object = %hex::encode(object_id), error = %e,
+                        "releasing an abandoned object failed");
+                }
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
                 self.report(Outcome {
