@@ -12,6 +12,7 @@
 //!
 //! Tests must not depend on timing: pace senders, wait for counters, use generous deadlines.
 
+pub mod attack;
 pub mod netns;
 pub mod relay;
 pub mod watch;
