@@ -543,3 +543,79 @@ pub fn audit_verify(bin: &Path, store: &Path) -> (i32, String) {
         ),
     )
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily, so a stuck process cannot keep it) on drop.
+pub struct TmpfsMount {
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// `mount -t tmpfs -o OPTIONS tmpfs PATH` (PATH is created).
+    pub fn new(path: &Path, options: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .status()?;
+        if !st.success() {
+            return Err(std::io::Error::other(format!(
+                "mount tmpfs -o {options}: {st}"
+            )));
+        }
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// `mount -o remount,OPTIONS PATH` (grow, shrink, or make read-only).
+    pub fn remount(&self, options: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "remount {options}: {st}");
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// True when this process may mount a tmpfs. Otherwise prints why the test is skipped and
+/// returns false, except under `CI=true`, where it panics (CI runs as root; a skip there would
+/// hide a broken setup).
+pub fn require_mount_or_skip(test_name: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root (mounting a tmpfs needs CAP_SYS_ADMIN)".to_string())
+    } else {
+        let probe = std::env::temp_dir().join(format!("sluice-mount-probe-{}", std::process::id()));
+        match TmpfsMount::new(&probe, "size=1m") {
+            Ok(m) => {
+                drop(m);
+                let _ = std::fs::remove_dir(&probe);
+                None
+            }
+            Err(e) => Some(format!("cannot mount a tmpfs: {e}")),
+        }
+    };
+    let Some(reason) = reason else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test_name}: CI=true but storage-fault tests cannot run: {reason}");
+    }
+    eprintln!("SKIPPED {test_name}: {reason}");
+    false
+}
+
+/// Free bytes and free inodes of the filesystem holding `path`.
+pub fn fs_free(path: &Path) -> (u64, u64) {
+    let s = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    (
+        s.blocks_available() as u64 * s.fragment_size() as u64,
+        s.files_available() as u64,
+    )
+}
