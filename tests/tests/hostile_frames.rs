@@ -691,3 +691,41 @@ fn random_flood_alongside_a_legitimate_transfer() {
     let _ = end_frame; // (object-end forgeries are covered by the session tests)
     stop_clean(listener);
 }
+
+/// G3 / BUGS.md B5: with the public key a single frame is a complete one-symbol object; each one
+/// is verified, rejected and recorded (a rejected/ file and an fsynced audit line). This test
+/// asserts the property we want (records stay bounded under a junk-object flood) and FAILS
+/// today, so it is ignored until a cap or rate limit exists:
+/// `cargo test -p sluice-tests --test hostile_frames -- --ignored junk_objects`.
+#[test]
+#[ignore = "BUGS.md B5: rejected/ and audit.jsonl grow without bound under a junk-object flood"]
+fn junk_objects_do_not_grow_rejected_records_without_bound() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rig = Rig::new();
+    let listener = rig.listen(&[]);
+    let key = LinkKey::public_default();
+    let mut blaster = Blaster::new(listener.addr);
+    let payload = [0xCCu8; 64];
+    const JUNK: u32 = 2_000;
+    for i in 0..JUNK {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id[15] = 0x17;
+        blaster.send(&data_frame(&key, params(id, 64, 64, 64), 0, 0, &payload));
+    }
+    let mut n = 0;
+    wait_until(Duration::from_secs(60), || {
+        n = sluice_tests::attack::rejected_records(&listener.store).len();
+        n >= JUNK as usize
+    });
+    let bytes = sluice_tests::attack::disk_usage(&listener.store.join("rejected"))
+        + sluice_tests::attack::disk_usage(&listener.store.join("audit.jsonl"));
+    eprintln!(
+        "[junk_objects] {JUNK} one-frame objects → {n} rejected records, {bytes} bytes on disk"
+    );
+    assert!(
+        n <= 1_000,
+        "{n} rejected records for {JUNK} junk frames: record growth is unbounded"
+    );
+    stop_with(listener, 4);
+}
