@@ -273,6 +273,15 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
         refused + drops >= (valid as f64) * 0.9,
         "refusals counted ({refused} of {valid})"
     );
+    // status.json (written each second) carries the same counters as the metrics page.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            listener.status_counter("bad_tag") as f64 >= bad
+                && listener.status_counter("sessions_refused") as f64 >= refused
+        }),
+        "status.json counters: {:?}",
+        listener.status().map(|s| s["counters"].clone())
+    );
     assert_budget("session_flood", &stats, 16);
     stop_clean(listener);
 }
@@ -404,6 +413,35 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
         blaster.send(&one);
     }
     let dup = metric_at_least(&listener, "sluice_frames_duplicate_total", 99_999.0);
+    // Every symbol-flood datagram lands in exactly one counter.
+    let flood_counted = [
+        "sluice_frames_bad_tag_total",
+        "sluice_symbols_accepted_total",
+        "sluice_frames_over_cap_total",
+        "sluice_frames_duplicate_total",
+        "sluice_frames_late_total",
+        "sluice_frames_budget_dropped_total",
+        "sluice_kernel_drops_total",
+    ]
+    .iter()
+    .map(|m| listener.metric(m))
+    .sum::<f64>();
+    assert!(
+        flood_counted >= 200_000.0,
+        "symbol flood accounted for: {flood_counted} of 200000"
+    );
+    let over_cap = listener.metric("sluice_frames_over_cap_total");
+    assert!(
+        over_cap > 0.0,
+        "repair symbols beyond K + surplus are counted as over_cap"
+    );
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || listener.status_counter("over_cap_symbols") as f64 >= over_cap
+        ),
+        "status.json counts over_cap too"
+    );
 
     // Poisoning: forged repair-free "source" symbols for every ESI of the legitimate object's
     // first block, sent before the genuine frames.
@@ -440,7 +478,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
         "symbol_flood",
         &stats,
         &format!(
-            "| 10^5 repair ESIs + 10^5 duplicates; duplicate {dup}, late {}, accepted symbols {}, evicted blocks {}",
+            "| 10^5 repair ESIs + 10^5 duplicates; duplicate {dup}, over_cap {over_cap}, late {}, accepted symbols {}, evicted blocks {}",
             listener.metric("sluice_frames_late_total"),
             listener.metric("sluice_symbols_accepted_total"),
             listener.metric("sluice_blocks_evicted_total")
