@@ -767,3 +767,85 @@ fn junk_objects_do_not_grow_rejected_records_without_bound() {
     );
     stop_with(listener, 4);
 }
+
+/// T29: forged control frames with valid public-key tags: an object-end for the final pass before
+/// any data (and repeated), and an end frame whose geometry contradicts the pinned session. No
+/// premature finalisation: the early end only yields a counted `incomplete` with progress kept,
+/// the contradicting one is a counted `param_mismatch`, and the real transfer is then accepted
+/// byte-identical.
+#[test]
+fn forged_end_frames_never_finalise_early() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rig = Rig::new();
+    let listener = rig.listen(&[]);
+    let key = LinkKey::public_default();
+    let l = legit(&rig.signer, 7, 1, 120 * 1024);
+    let oid = bundle_id(&l.bytes).object_id();
+    let p = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
+    let mut blaster = Blaster::new(listener.addr);
+    for _ in 0..5 {
+        blaster.send(&end_frame(&key, p, 1, 1));
+    }
+    let mut other = p;
+    other.object_len += 1;
+    blaster.send(&end_frame(&key, other, 1, 1));
+    let early = wait_until(Duration::from_secs(15), || {
+        decisions(&listener.store, "incomplete")
+            .iter()
+            .any(|r| r["object_id"] == hex::encode(oid).as_str())
+    });
+    assert!(early, "the early end frame gives a counted incomplete");
+    assert!(listener.metric("sluice_frames_param_mismatch_total") >= 1.0);
+    assert!(quarantine_ids(&listener.store).is_empty());
+    assert!(deliver(&listener, &mut blaster, &l));
+    assert_identical(&listener.store, &l);
+    assert_eq!(decisions(&listener.store, "accepted").len(), 1);
+    stop_clean(listener);
+}
+
+/// Mix-and-match at the transport level (gap G9): a valid bundle sent under an object id that is
+/// not its own is rejected (`malformed`), so duplicate detection by object id cannot be fooled.
+#[test]
+fn bundle_under_a_foreign_object_id_is_rejected() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rig = Rig::new();
+    let listener = rig.listen(&[]);
+    let l = legit(&rig.signer, 8, 1, 10 * 1024);
+    let foreign = [0xF0u8; 16];
+    let frames = sender_frames(
+        &LinkKey::public_default(),
+        &l.bytes,
+        foreign,
+        1024,
+        64 * 1024,
+        10,
+        1,
+    );
+    let mut blaster = Blaster::new(listener.addr);
+    let mut rec = None;
+    for _ in 0..10 {
+        blaster.send_all(&frames);
+        if wait_until(Duration::from_secs(3), || {
+            rec = decisions(&listener.store, "rejected")
+                .into_iter()
+                .find(|r| r["object_id"] == hex::encode(foreign).as_str());
+            rec.is_some()
+        }) {
+            break;
+        }
+    }
+    let rec = rec.expect("rejected");
+    assert_eq!(rec["reason"], "malformed", "{rec}");
+    assert!(quarantine_ids(&listener.store).is_empty());
+    // The same bundle under its own id is then accepted (the rejection above names the same
+    // bundle id, so wait for the accepted record itself).
+    let accepted = (0..10).any(|_| {
+        blaster.send_all(&l.frames);
+        wait_until(Duration::from_secs(3), || {
+            !decisions(&listener.store, "accepted").is_empty()
+        })
+    });
+    assert!(accepted, "log:\n{}", listener.log_text());
+    assert_identical(&listener.store, &l);
+    stop_with(listener, 4);
+}
