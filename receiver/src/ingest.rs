@@ -114,6 +114,10 @@ pub struct Pipeline {
     outcome_rx: Rx<Outcome>,
     verifier: Option<JoinHandle<()>>,
     pending_verifications: usize,
+    /// Complete objects whose verdict was a storage error: (attempts, next try). The object is
+    /// whole in staging and the receiver will drop resends of it as late, so the pipeline
+    /// retries verification itself with backoff (BUGS.md B2).
+    verify_retries: HashMap<[u8; 16], (u32, Option<Instant>)>,
     local_outcomes: Vec<Outcome>,
     last_heartbeat: Option<LastHeartbeat>,
     /// Store failures on the receive path (writes, progress) since start.
@@ -197,6 +201,7 @@ impl Pipeline {
             outcome_rx,
             verifier: Some(verifier),
             pending_verifications: 0,
+            verify_retries: HashMap::new(),
             local_outcomes: Vec::new(),
             last_heartbeat: None,
             storage_errors: 0,
@@ -247,6 +252,19 @@ impl Pipeline {
     /// Performs queued effects, collects decode results and runs due timeouts. Call after a
     /// batch of datagrams and whenever [`poll_timeout`](Self::poll_timeout) passes.
     pub fn drive(&mut self, now: Instant) {
+        let due: Vec<[u8; 16]> = self
+            .verify_retries
+            .iter_mut()
+            .filter(|(_, (_, at))| at.is_some_and(|t| t <= now))
+            .map(|(id, (_, at))| {
+                *at = None;
+                *id
+            })
+            .collect();
+        for id in due {
+            tracing::info!(object = %hex::encode(id), "retrying verification after a storage error");
+            self.enqueue_verification(id);
+        }
         if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
             self.receiver.handle_timeout(now);
         }
@@ -264,9 +282,35 @@ impl Pipeline {
         let mut out = std::mem::take(&mut self.local_outcomes);
         while let Ok(outcome) = self.outcome_rx.try_recv() {
             self.pending_verifications = self.pending_verifications.saturating_sub(1);
+            self.schedule_retry(&outcome);
             out.push(outcome);
         }
         out
+    }
+
+    /// After a verifier storage error on an object still whole in staging, try again with
+    /// backoff (2 s doubling to 5 min, 12 tries); any decision ends the retries.
+    fn schedule_retry(&mut self, outcome: &Outcome) {
+        const MAX_TRIES: u32 = 12;
+        let id = outcome.object_id;
+        if outcome.kind.is_decision() {
+            self.verify_retries.remove(&id);
+            return;
+        }
+        if !matches!(outcome.kind, OutcomeKind::StorageError { .. }) {
+            return;
+        }
+        let staged = self.lock_store().open_object_reader(id).is_ok();
+        let tries = self.verify_retries.get(&id).map_or(0, |r| r.0) + 1;
+        if !staged || tries > MAX_TRIES {
+            self.verify_retries.remove(&id);
+            tracing::warn!(object = %hex::encode(id), tries,
+                "not retrying verification; a resend after a restart delivers this object");
+            return;
+        }
+        let backoff = std::time::Duration::from_secs((2u64 << (tries - 1).min(8)).min(300));
+        self.verify_retries
+            .insert(id, (tries, Some(Instant::now() + backoff)));
     }
 
     /// Verifications queued or running.
