@@ -221,10 +221,11 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
 }
 
 struct FaultRig {
+    // Declared first so it is dropped (unmounted) before the temp dir is removed.
+    mnt: TmpfsMount,
     tmp: TempStore,
     signer: Signer,
     bin: PathBuf,
-    mnt: TmpfsMount,
     rng: rand_chacha::ChaCha8Rng,
 }
 
