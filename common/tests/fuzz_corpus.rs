@@ -270,3 +270,242 @@ fn write_seed_corpora() {
         std::fs::write(dir.join(name), bytes).expect("write seed");
     }
 }
+
+// ---- Hostile-input targets (fuzz/hostile_entries.rs): bundle header/verifier, path policy,
+// spool volume headers, and the receiver state machine over datagram sequences.
+
+mod hostile_entries {
+    include!("../../fuzz/hostile_entries.rs");
+}
+
+#[test]
+fn bundle_header_corpus_replays() {
+    let n = replay("bundle_header", hostile_entries::bundle_header);
+    assert!(n >= 4, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn path_policy_corpus_replays() {
+    let n = replay("path_policy", hostile_entries::path_policy);
+    assert!(n >= 2, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn spool_volume_corpus_replays() {
+    let n = replay("spool_volume", hostile_entries::spool_volume);
+    assert!(n >= 2, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn handle_datagram_sequence_corpus_replays() {
+    let n = replay(
+        "handle_datagram_sequence",
+        hostile_entries::handle_datagram_sequence,
+    );
+    assert!(n >= 2, "seed corpus present ({n} files)");
+}
+
+#[test]
+#[ignore = "writes the hostile seed corpora; run by hand after a format change"]
+fn write_hostile_seed_corpora() {
+    use sluice_common::bundle::build::{self, BundleSpec, MemSource};
+    use sluice_common::bundle::{Entry, EntryKind, FORMAT_VERSION, Header, format};
+    use sluice_common::spool::VolumeHeader;
+    use sluice_common::transport::send::{Sender, SenderConfig};
+    use sluice_common::transport::wire::LinkKey;
+
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = fuzz_dir().join("corpus").join(target);
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    };
+
+    // bundle_header: a valid bundle by the fuzz signer, tampered and truncated copies, and
+    // careless manifests signed in mode 1 (header bytes + bodies).
+    let key = hostile_entries::fuzz_signer();
+    let mut src = MemSource::default();
+    src.0.insert("a/b.txt".into(), b"hello\n".to_vec());
+    src.0.insert("c.bin".into(), vec![7u8; 300]);
+    let spec = BundleSpec {
+        channel: "updates".into(),
+        sequence: 3,
+        created: 1_790_000_000,
+        expires: None,
+        note: Some("seed".into()),
+    };
+    let mut valid = Vec::new();
+    build::build(
+        &spec,
+        src.entries(),
+        &key,
+        &mut src,
+        &mut valid,
+        &mut |_, _| {},
+    )
+    .expect("build seed bundle");
+    let with_mode = |mode: u8, b: &[u8]| {
+        let mut v = vec![mode];
+        v.extend_from_slice(b);
+        v
+    };
+    write("bundle_header", "valid", &with_mode(0, &valid));
+    let mut flipped = valid.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    write("bundle_header", "flipped_body", &with_mode(0, &flipped));
+    write(
+        "bundle_header",
+        "truncated",
+        &with_mode(0, &valid[..valid.len() / 2]),
+    );
+    let entry = |kind, path: &str, body: &[u8]| Entry {
+        kind,
+        path: path.into(),
+        size: if kind == EntryKind::File {
+            body.len() as u64
+        } else {
+            0
+        },
+        blake3: if kind == EntryKind::File {
+            *blake3::hash(body).as_bytes()
+        } else {
+            [0; 32]
+        },
+        executable: false,
+    };
+    let careless = |name: &str, entries: Vec<Entry>, bodies: &[&[u8]]| {
+        let h = Header {
+            format_version: FORMAT_VERSION,
+            channel: "updates".into(),
+            sequence: 1,
+            created: 1_790_000_000,
+            expires: None,
+            note: None,
+            signer: key.key_id(),
+            entries,
+        };
+        let hb = format::encode_header(&h);
+        let mut v = vec![1u8];
+        v.extend_from_slice(&(hb.len() as u16).to_be_bytes());
+        v.extend_from_slice(&hb);
+        for b in bodies {
+            v.extend_from_slice(b);
+        }
+        write("bundle_header", name, &v);
+    };
+    careless(
+        "signed_traversal",
+        vec![entry(EntryKind::File, "../x", b"x")],
+        &[b"x"],
+    );
+    careless(
+        "signed_case_collision",
+        vec![
+            entry(EntryKind::File, "A", b"1"),
+            entry(EntryKind::File, "a", b"2"),
+        ],
+        &[b"1", b"2"],
+    );
+    careless(
+        "signed_ok",
+        vec![
+            entry(EntryKind::Dir, "d", b""),
+            entry(EntryKind::File, "d/f", b"body"),
+        ],
+        &[b"body"],
+    );
+
+    // path_policy: hostile names, one per line.
+    write(
+        "path_policy",
+        "hostile_names",
+        "../x\na/../../x\n/etc/passwd\nC:\\x\nC:x\n\\\\srv\\s\n//x\n./x\na//b\nA.txt\na.txt\n\
+         cafe\u{301}\ncaf\u{e9}\nfi\n\u{fb01}\nstrasse\nstra\u{df}e\nCON\naux.txt\nx.\nx \n\
+         \u{202e}gpj.exe\n.g\u{200c}it\na\0b\nok/name.txt\n\u{65e5}\u{672c}\n"
+            .as_bytes(),
+    );
+    write("path_policy", "deep", vec!["d"; 70].join("/").as_bytes());
+    write("path_policy", "long", "x".repeat(300).as_bytes());
+
+    // spool_volume: a valid header plus probes, and re-tagged extreme fields.
+    let h = VolumeHeader {
+        volume_index: 1,
+        volume_count: 3,
+        object_id: [9; 16],
+        object_len: 1 << 30,
+        frame_len: 1472,
+        frame_count: 4096,
+    };
+    let mut v = vec![0u8];
+    v.extend_from_slice(&h.encode(&[0x33; 32]));
+    v.extend_from_slice(&u64::MAX.to_le_bytes());
+    v.extend_from_slice(&68u64.to_le_bytes());
+    v.extend_from_slice(&(68u64 + 1472 * 5 + 3).to_le_bytes());
+    write("spool_volume", "valid", &v);
+    let mut x = vec![1u8];
+    let mut fields = [0xFFu8; 68];
+    fields[..8].copy_from_slice(b"SLUICEVL");
+    fields[8] = 1;
+    x.extend_from_slice(&fields);
+    x.extend_from_slice(&[0xFF; 16]);
+    write("spool_volume", "retagged_extremes", &x);
+    let mut y = vec![1u8];
+    y.extend_from_slice(&h.encode(&[0x33; 32]));
+    write("spool_volume", "retagged_valid", &y);
+
+    // handle_datagram_sequence: a real sender's frames for a small object, raw (op 0), then a
+    // decode run (op 3) and a long pause (op 2); and the same with a forged first symbol.
+    let link = LinkKey::from_bytes([0x5A; 32]);
+    let object: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let mut cfg = SenderConfig::new(link.clone(), [1; 16], 128, 1024);
+    cfg.heartbeat_interval = std::time::Duration::from_secs(3600);
+    let now = std::time::Instant::now();
+    let mut s = Sender::new(cfg, now, 0).expect("sender");
+    s.queue_object(now, [0xAB; 16], object.len() as u64, 0)
+        .expect("queue");
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while !s.is_finished() {
+        while let Some(r) = s.poll_read() {
+            let d = object[r.offset as usize..r.offset as usize + r.len].to_vec();
+            s.handle_read(r, d).expect("read");
+        }
+        if let Some(n) = s.poll_transmit(now, &mut buf) {
+            frames.push(buf[..n].to_vec());
+        }
+    }
+    let mut seq = Vec::new();
+    for f in &frames {
+        seq.push(0u8);
+        seq.push(u8::try_from(f.len()).expect("small frames"));
+        seq.extend_from_slice(f);
+    }
+    seq.extend_from_slice(&[3, 0, 2, 200, 3, 0]);
+    write("handle_datagram_sequence", "sender_object", &seq);
+    let mut skipped = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        if i % 5 == 1 {
+            continue; // loss: repair symbols have to be decoded
+        }
+        skipped.push(0u8);
+        skipped.push(u8::try_from(f.len()).expect("small frames"));
+        skipped.extend_from_slice(f);
+        if i % 16 == 0 {
+            skipped.extend_from_slice(&[3, 0]);
+        }
+    }
+    skipped.extend_from_slice(&[3, 0, 2, 60, 2, 255]);
+    write("handle_datagram_sequence", "sender_object_lossy", &skipped);
+    let mut forged = Vec::new();
+    // op 1: a data-frame body (tag appended by the entry) for the same object, ESI 0, junk.
+    let body = &frames[1][..frames[1].len() - 16];
+    let mut junk = body.to_vec();
+    for b in &mut junk[42..] {
+        *b = 0xEE;
+    }
+    forged.push(1u8);
+    forged.push(u8::try_from(junk.len()).expect("small"));
+    forged.extend_from_slice(&junk);
+    forged.extend_from_slice(&seq);
+    write("handle_datagram_sequence", "poisoned_first_symbol", &forged);
+}

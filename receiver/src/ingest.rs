@@ -167,6 +167,10 @@ pub struct Pipeline {
     pending_verifications: usize,
     /// Decode tasks handed to workers and not yet collected.
     decodes_in_flight: usize,
+    /// Complete objects whose verdict was a storage error: (attempts, next try). The object is
+    /// whole in staging and the receiver will drop resends of it as late, so the pipeline
+    /// retries verification itself with backoff (BUGS.md B2).
+    verify_retries: HashMap<[u8; 16], (u32, Option<Instant>)>,
     local_outcomes: Vec<Outcome>,
     last_heartbeat: Option<LastHeartbeat>,
     /// Store failures on the receive path (writes, progress) since start.
@@ -259,6 +263,7 @@ impl Pipeline {
             verifier: Some(verifier),
             pending_verifications: 0,
             decodes_in_flight: 0,
+            verify_retries: HashMap::new(),
             local_outcomes: Vec::new(),
             last_heartbeat: None,
             storage_errors: 0,
@@ -316,6 +321,19 @@ impl Pipeline {
     /// Performs queued effects, collects decode results and runs due timeouts. Call after a
     /// batch of datagrams and whenever [`poll_timeout`](Self::poll_timeout) passes.
     pub fn drive(&mut self, now: Instant) {
+        let due: Vec<[u8; 16]> = self
+            .verify_retries
+            .iter_mut()
+            .filter(|(_, (_, at))| at.is_some_and(|t| t <= now))
+            .map(|(id, (_, at))| {
+                *at = None;
+                *id
+            })
+            .collect();
+        for id in due {
+            tracing::info!(object = %hex::encode(id), "retrying verification after a storage error");
+            self.enqueue_verification(id);
+        }
         if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
             self.receiver.handle_timeout(now);
         }
@@ -333,9 +351,37 @@ impl Pipeline {
         let mut out = std::mem::take(&mut self.local_outcomes);
         while let Ok(outcome) = self.outcome_rx.try_recv() {
             self.pending_verifications = self.pending_verifications.saturating_sub(1);
-            out.extend(outcome);
+            if let Some(outcome) = outcome {
+                self.schedule_retry(&outcome);
+                out.push(outcome);
+            }
         }
         out
+    }
+
+    /// After a verifier storage error on an object still whole in staging, try again with
+    /// backoff (2 s doubling to 5 min, 12 tries); any decision ends the retries.
+    fn schedule_retry(&mut self, outcome: &Outcome) {
+        const MAX_TRIES: u32 = 12;
+        let id = outcome.object_id;
+        if outcome.kind.is_decision() {
+            self.verify_retries.remove(&id);
+            return;
+        }
+        if !matches!(outcome.kind, OutcomeKind::StorageError { .. }) {
+            return;
+        }
+        let staged = self.lock_store().open_object_reader(id).is_ok();
+        let tries = self.verify_retries.get(&id).map_or(0, |r| r.0) + 1;
+        if !staged || tries > MAX_TRIES {
+            self.verify_retries.remove(&id);
+            tracing::warn!(object = %hex::encode(id), tries,
+                "not retrying verification; a resend after a restart delivers this object");
+            return;
+        }
+        let backoff = std::time::Duration::from_secs((2u64 << (tries - 1).min(8)).min(300));
+        self.verify_retries
+            .insert(id, (tries, Some(Instant::now() + backoff)));
     }
 
     /// Verifications queued or running.
@@ -555,7 +601,14 @@ impl Pipeline {
                     AbandonReason::Deadline => "it was still incomplete at its absolute deadline",
                 };
                 tracing::warn!(object = %hex::encode(object_id), missing_blocks,
-                    "transfer abandoned: {why}; its staged progress is kept for a later resend");
+                    "transfer abandoned: {why}; saved progress (if any) is kept for a later resend");
+                // Close its file and, when nothing was saved, free its staging reservation.
+                let released = self.lock_store().release_object(object_id);
+                if let Err(e) = released {
+                    self.storage_errors += 1;
+                    tracing::error!(object = %hex::encode(object_id), error = %e,
+                        "releasing an abandoned object failed");
+                }
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
                 self.report(Outcome {

@@ -111,7 +111,10 @@ impl RecvBatch {
             .zip(&self.bufs)
             .flat_map(|(meta, buf)| {
                 let data = &buf[..meta.len.min(buf.len())];
-                data.chunks(meta.stride.max(1))
+                // `chunks` of an empty slice yields nothing, but a zero-length datagram is still
+                // a datagram: hand it on so the state machine counts it as malformed.
+                let empty = data.is_empty().then_some(data);
+                data.chunks(meta.stride.max(1)).chain(empty)
             })
     }
 }
@@ -172,9 +175,10 @@ mod tests {
         assert!(socket.granted_buffer > 0);
         // The test's own sender is a plain socket: the receiver code path never sends.
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for i in 0..5u8 {
+        for i in 0..4u8 {
             tx.send_to(&[i; 64], socket.local_addr()).unwrap();
         }
+        tx.send_to(&[], socket.local_addr()).unwrap();
         let mut batch = socket.new_batch(1500, 8);
         let mut got = Vec::new();
         for _ in 0..50 {
@@ -184,7 +188,8 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(got.len(), 5);
+        assert_eq!(got.len(), 5, "four datagrams and one empty one");
+        assert_eq!(got.iter().filter(|d| d.is_empty()).count(), 1);
         assert_eq!(socket.kernel_drops(), Some(0));
     }
 

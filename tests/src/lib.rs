@@ -17,6 +17,7 @@
 //!
 //! Tests must not depend on timing: pace senders, wait for counters, use generous deadlines.
 
+pub mod attack;
 pub mod e2e;
 pub mod netns;
 pub mod relay;

@@ -358,6 +358,26 @@ fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64
         s.budget_drops,
     )
     .counter(
+        "sluice_frames_over_cap_total",
+        "Symbols beyond K + repair surplus for their block.",
+        s.over_cap_symbols,
+    )
+    .counter(
+        "sluice_frames_end_total",
+        "Object-end frames received (authenticated, within limits).",
+        s.end_frames,
+    )
+    .counter(
+        "sluice_sessions_opened_total",
+        "Transfers opened (including restored).",
+        s.sessions_opened,
+    )
+    .counter(
+        "sluice_sessions_abandoned_total",
+        "Transfers abandoned at the idle timeout or deadline.",
+        s.objects_abandoned,
+    )
+    .counter(
         "sluice_symbols_accepted_total",
         "Symbols buffered for decoding.",
         s.symbols_accepted,
@@ -482,6 +502,11 @@ fn write_status(
             "blocks_repaired": s.blocks_decoded, "accepted": totals.accepted,
             "duplicates": totals.duplicates, "incomplete": totals.incomplete,
             "rejected": &totals.rejected,
+            "unknown_kind": s.unknown_kind, "over_limit": s.over_limit,
+            "param_mismatch": s.param_mismatch, "duplicate_symbols": s.duplicate_symbols,
+            "late_symbols": s.late_symbols, "over_cap_symbols": s.over_cap_symbols,
+            "budget_drops": s.budget_drops, "sessions_refused": s.sessions_refused,
+            "sessions_opened": s.sessions_opened, "sessions_abandoned": s.objects_abandoned,
         },
     });
     write_json_atomically(path, &status);

@@ -869,6 +869,24 @@ impl Store {
         fsutil::fsync(&self.objects).map_err(ioe("fsync staging/objects"))
     }
 
+    /// Lets go of an object whose transfer was abandoned (idle timeout or deadline). With a saved
+    /// `.progress` it stays staged (a resend or a restart resumes it) and only its file handle
+    /// is closed; without one nothing in it can ever be resumed, so its files and its staging
+    /// reservation are removed. Returns true when it was removed. Without this, every abandoned
+    /// transfer kept an open fd and its reservation until restart (BUGS.md B1).
+    pub fn release_object(&mut self, object_id: [u8; 16]) -> Result<bool, StoreError> {
+        let prog = progress_name(&object_id);
+        let resumable = fsutil::type_at(&self.objects, &prog)
+            .map_err(ioe(format!("stat staging/objects/{prog}")))?
+            == Some(FileType::RegularFile);
+        if resumable {
+            self.open_objects.remove(&object_id);
+            return Ok(false);
+        }
+        self.remove_object(object_id)?;
+        Ok(true)
+    }
+
     // ---------------------------------------------------------------- decisions
 
     /// True if this bundle id was accepted before (audit log) or sits in quarantine. Callers

@@ -1,0 +1,414 @@
+//! Bundle-level attacks delivered through a real `sluice-recv listen` (threat model ADV3 and ADV5,
+//! research T31-T41, T46, T70): validly SIGNED bundles by a TRUSTED signer whose manifests break
+//! the path policy (a careless or compromised signer, `build::write_unchecked`), and a local user
+//! who plants symlinks in the store.
+//!
+//! Each hostile bundle must be rejected with its exact reason code in `rejected/`, nothing may be
+//! written outside the store (a sentinel directory beside it stays byte-identical), nothing may
+//! reach quarantine, and the listener keeps running.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_common::bundle::EntryKind;
+use sluice_common::transport::wire::LinkKey;
+use sluice_tests::attack::{
+    Blaster, Listener, Signer, bundle_id, decisions, quarantine_ids, rejected_records,
+    sender_frames, staging_files, wait_until,
+};
+use sluice_tests::{TempStore, blake3_tree, build_bin};
+
+/// (name, expected reason code, manifest entries as signed).
+type Case<'a> = (&'a str, &'a str, Vec<(EntryKind, &'a str, &'a [u8])>);
+
+struct Rig {
+    tmp: TempStore,
+    signer: Signer,
+    bin: PathBuf,
+    sentinel: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let tmp = TempStore::new();
+        let signer = Signer::new(&tmp.path().join("trust"));
+        // Per-channel caps for the too-many-entries case.
+        let policy = signer.trust.join("policy.toml");
+        let mut text = std::fs::read_to_string(&policy).expect("policy");
+        text.push_str("\n[channels.small]\nmax_files = 10\n");
+        std::fs::write(&policy, text).expect("write policy");
+        let sentinel = tmp.subdir("sentinel");
+        std::fs::write(sentinel.join("keep"), b"sentinel contents\n").expect("sentinel file");
+        let bin = build_bin("sluice-recv", "sluice-recv");
+        Rig {
+            tmp,
+            signer,
+            bin,
+            sentinel,
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.tmp.path().join("store")
+    }
+
+    fn listen(&self, extra: &[&str]) -> Listener {
+        Listener::spawn(
+            &self.bin,
+            &self.store(),
+            &self.signer.trust,
+            self.tmp.path(),
+            extra,
+        )
+    }
+
+    fn sentinel_tree(&self) -> BTreeMap<String, blake3::Hash> {
+        blake3_tree(&self.sentinel).expect("sentinel readable")
+    }
+
+    /// Everything directly in the test directory: only what the test itself created.
+    fn assert_nothing_outside(&self) {
+        let mut names: Vec<String> = std::fs::read_dir(self.tmp.path())
+            .expect("list test dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["listen.log", "sentinel", "store", "trust"],
+            "nothing written beside the store"
+        );
+        let mut sentinel = BTreeMap::new();
+        sentinel.insert("keep".to_string(), blake3::hash(b"sentinel contents\n"));
+        assert_eq!(self.sentinel_tree(), sentinel, "sentinel untouched");
+    }
+}
+
+fn frames(bundle: &[u8]) -> Vec<Vec<u8>> {
+    sender_frames(
+        &LinkKey::public_default(),
+        bundle,
+        bundle_id(bundle).object_id(),
+        1024,
+        64 * 1024,
+        10,
+        1,
+    )
+}
+
+/// Sends `bundle` until a decision naming it is in the audit log; returns that record.
+fn send_until_decided(l: &Listener, bundle: &[u8]) -> serde_json::Value {
+    let oid = hex::encode(bundle_id(bundle).object_id());
+    let frames = frames(bundle);
+    let mut b = Blaster::new(l.addr);
+    let mut found = None;
+    for _ in 0..20 {
+        b.send_all(&frames);
+        let got = wait_until(Duration::from_secs(3), || {
+            found = sluice_tests::attack::audit_records(&l.store)
+                .into_iter()
+                .find(|r| r["object_id"] == oid.as_str() && r["decision"] != "incomplete");
+            found.is_some()
+        });
+        if got {
+            break;
+        }
+    }
+    found.unwrap_or_else(|| panic!("no decision for object {oid}; log:\n{}", l.log_text()))
+}
+
+/// T31, T32, T35, T36, T41: each validly signed hostile manifest is rejected with its exact
+/// reason, recorded in rejected/, and nothing lands in quarantine or outside the store.
+#[test]
+fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
+    let rig = Rig::new();
+    let mut listener = rig.listen(&[]);
+    let abs = format!("{}/x", rig.sentinel.display());
+    let abs = abs.trim_start_matches('/').to_string();
+    let abs_path = format!("/{abs}");
+    let many: Vec<String> = (0..11).map(|i| format!("f{i:02}")).collect();
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "traversal",
+            "bad_path",
+            vec![(EntryKind::File, "../x", b"escape\n")],
+        ),
+        (
+            "nested_traversal",
+            "bad_path",
+            vec![
+                (EntryKind::Dir, "a", b""),
+                (EntryKind::File, "a/../../x", b"escape\n"),
+            ],
+        ),
+        (
+            "absolute",
+            "bad_path",
+            vec![(EntryKind::File, abs_path.as_str(), b"escape\n")],
+        ),
+        (
+            "backslash",
+            "bad_path",
+            vec![(EntryKind::File, "..\\x", b"escape\n")],
+        ),
+        (
+            "not_nfc",
+            "bad_path",
+            vec![(EntryKind::File, "cafe\u{301}", b"nfd\n")],
+        ),
+        (
+            "case_collision",
+            "duplicate_path",
+            vec![
+                (EntryKind::File, "A.txt", b"upper\n"),
+                (EntryKind::File, "a.txt", b"lower\n"),
+            ],
+        ),
+        (
+            "compat_collision",
+            "duplicate_path",
+            vec![
+                (EntryKind::File, "fi", b"plain\n"),
+                (EntryKind::File, "\u{fb01}", b"ligature\n"),
+            ],
+        ),
+        (
+            "duplicate",
+            "duplicate_path",
+            vec![
+                (EntryKind::File, "a", b"first\n"),
+                (EntryKind::File, "a", b"second\n"),
+            ],
+        ),
+        (
+            "file_as_parent",
+            "duplicate_path",
+            vec![
+                (EntryKind::File, "a", b"file\n"),
+                (EntryKind::File, "a/b", b"child\n"),
+            ],
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (i, (name, reason, entries)) in cases.iter().enumerate() {
+        let bundle = rig
+            .signer
+            .careless_bundle("updates", 10 + i as u64, entries);
+        let rec = send_until_decided(&listener, &bundle);
+        assert_eq!(rec["decision"], "rejected", "{name}: {rec}");
+        assert_eq!(rec["reason"], *reason, "{name}: {rec}");
+        expected.push((bundle_id(&bundle).to_hex(), *reason));
+        assert!(listener.alive(), "{name}: listener died");
+    }
+    // Too many entries for the channel's max_files = 10.
+    let small: Vec<(EntryKind, &str, &[u8])> = many
+        .iter()
+        .map(|p| (EntryKind::File, p.as_str(), b"x".as_slice()))
+        .collect();
+    let bundle = rig.signer.careless_bundle("small", 1, &small);
+    let rec = send_until_decided(&listener, &bundle);
+    assert_eq!(rec["reason"], "too_large", "{rec}");
+    expected.push((bundle_id(&bundle).to_hex(), "too_large"));
+    // Over the format's hard cap of 100 000 entries, on a channel with no lower limit.
+    let names: Vec<String> = (0..100_001).map(|i| format!("f{i:06}")).collect();
+    let huge: Vec<(EntryKind, &str, &[u8])> = names
+        .iter()
+        .map(|p| (EntryKind::File, p.as_str(), b"".as_slice()))
+        .collect();
+    let bundle = rig.signer.careless_bundle("updates", 99, &huge);
+    let rec = send_until_decided(&listener, &bundle);
+    assert_eq!(rec["reason"], "too_large", "{rec}");
+    expected.push((bundle_id(&bundle).to_hex(), "too_large"));
+
+    // Every rejection has its rejected/ record with the same reason.
+    let records = rejected_records(&listener.store);
+    for (id, reason) in &expected {
+        let r = records
+            .iter()
+            .find(|r| r["bundle_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("rejected/ record for {id}"));
+        assert_eq!(r["reason"], *reason);
+    }
+    assert!(
+        quarantine_ids(&listener.store).is_empty(),
+        "quarantine empty"
+    );
+    assert!(decisions(&listener.store, "accepted").is_empty());
+    assert!(
+        wait_until(Duration::from_secs(10), || staging_files(&listener.store)
+            .is_empty()),
+        "staging cleaned after rejections: {:?}",
+        staging_files(&listener.store)
+    );
+    assert!(!Path::new(&abs_path).exists(), "absolute path not written");
+    // A clean bundle still goes through afterwards.
+    let ok = rig
+        .signer
+        .bundle("updates", 1000, &[("ok.txt", b"fine\n".to_vec())]);
+    let rec = send_until_decided(&listener, &ok);
+    assert_eq!(rec["decision"], "accepted", "{rec}");
+    let status = listener.terminate();
+    // listen exits with the worst decision it made: too_large is a policy refusal (6).
+    assert_eq!(status.code(), Some(6), "exit status {status}");
+    rig.assert_nothing_outside();
+}
+
+/// T70 / T46: a local user plants a symlink where the next bundle's quarantine entry goes. The
+/// commit refuses to follow or replace it (clear error in the log), the target is untouched, the
+/// listener keeps running; once the operator removes the link, the listener's own verification
+/// retry (backoff from 2 s) commits the staged bundle without a resend or restart.
+#[test]
+fn planted_symlink_at_the_quarantine_entry_is_never_followed() {
+    let rig = Rig::new();
+    let mut listener = rig.listen(&[]);
+    let bundle = rig
+        .signer
+        .bundle("updates", 1, &[("payload.txt", b"real content\n".to_vec())]);
+    let id = bundle_id(&bundle).to_hex();
+    let entry = listener.store.join("quarantine").join(&id);
+    symlink(&rig.sentinel, &entry).expect("plant symlink");
+    let frames = frames(&bundle);
+    let mut b = Blaster::new(listener.addr);
+    let refused = (0..10).any(|_| {
+        b.send_all(&frames);
+        wait_until(Duration::from_secs(3), || {
+            listener.log_text().contains("not replacing it")
+        })
+    });
+    assert!(
+        refused,
+        "commit refused with a clear error; log:\n{}",
+        listener.log_text()
+    );
+    assert!(listener.alive(), "listener keeps running");
+    assert!(
+        std::fs::symlink_metadata(&entry)
+            .expect("link still there")
+            .file_type()
+            .is_symlink(),
+        "the planted link is not replaced"
+    );
+    assert!(decisions(&listener.store, "accepted").is_empty());
+    rig.assert_nothing_outside();
+
+    std::fs::remove_file(&entry).expect("operator removes the link");
+    assert!(
+        wait_until(Duration::from_secs(90), || !decisions(
+            &listener.store,
+            "accepted"
+        )
+        .is_empty()),
+        "retried and committed without a resend; log:\n{}",
+        listener.log_text()
+    );
+    let files = blake3_tree(&entry.join("files")).expect("committed files");
+    assert_eq!(files["payload.txt"], blake3::hash(b"real content\n"));
+    assert!(listener.alive());
+    let status = listener.terminate();
+    assert!(
+        status.success(),
+        "storage errors do not fail the listener: {status}"
+    );
+    rig.assert_nothing_outside();
+}
+
+/// T70: the staging directory (or quarantine/) replaced by a symlink before start: the store
+/// refuses to open through it (exit 8, clear error) and the target stays untouched.
+#[test]
+fn store_directories_replaced_by_symlinks_refuse_to_open() {
+    for dir in ["staging", "quarantine"] {
+        let rig = Rig::new();
+        let store = rig.store();
+        std::fs::create_dir_all(&store).expect("store dir");
+        symlink(&rig.sentinel, store.join(dir)).expect("plant symlink");
+        let out = std::process::Command::new(&rig.bin)
+            .arg("listen")
+            .arg("--bind")
+            .arg(sluice_tests::free_udp_addr().to_string())
+            .arg("--store")
+            .arg(&store)
+            .arg("--trust")
+            .arg(&rig.signer.trust)
+            .output()
+            .expect("run listen");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(8),
+            "{dir}: exit 8; stderr:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("symlink") || stderr.contains("refusing"),
+            "{dir}: the error names the problem: {stderr}"
+        );
+        let mut want = BTreeMap::new();
+        want.insert("keep".to_string(), blake3::hash(b"sentinel contents\n"));
+        assert_eq!(rig.sentinel_tree(), want, "{dir}: sentinel untouched");
+    }
+}
+
+/// T70: staging swapped for a symlink while the listener runs: every write goes through the
+/// directory handles opened at start, so the bundle still lands in the real store and nothing
+/// follows the new link. A planted `.part` symlink for the next object is refused, not followed.
+#[test]
+fn staging_swapped_or_part_file_planted_while_running() {
+    let rig = Rig::new();
+    let mut listener = rig.listen(&[]);
+    let staging = listener.store.join("staging");
+    let moved = listener.store.join("staging.moved");
+    std::fs::rename(&staging, &moved).expect("move staging away");
+    symlink(&rig.sentinel, &staging).expect("plant staging symlink");
+    let bundle = rig
+        .signer
+        .bundle("updates", 1, &[("a.txt", b"through the fd\n".to_vec())]);
+    let rec = send_until_decided(&listener, &bundle);
+    assert_eq!(rec["decision"], "accepted", "{rec}");
+    let mut want = BTreeMap::new();
+    want.insert("keep".to_string(), blake3::hash(b"sentinel contents\n"));
+    assert_eq!(
+        rig.sentinel_tree(),
+        want,
+        "nothing followed the swapped staging link"
+    );
+    std::fs::remove_file(&staging).expect("remove link");
+    std::fs::rename(&moved, &staging).expect("put staging back");
+
+    // A `.part` symlink where the next object will be staged.
+    let next = rig
+        .signer
+        .bundle("updates", 2, &[("b.txt", b"second\n".to_vec())]);
+    let part = staging.join("objects").join(format!(
+        "{}.part",
+        hex::encode(bundle_id(&next).object_id())
+    ));
+    let target = rig.sentinel.join("keep");
+    symlink(&target, &part).expect("plant .part symlink");
+    let mut b = Blaster::new(listener.addr);
+    let refused = (0..10).any(|_| {
+        b.send_all(&frames(&next));
+        wait_until(Duration::from_secs(2), || {
+            listener.log_text().contains("not a regular file")
+        })
+    });
+    assert!(
+        refused,
+        "planted .part refused; log:\n{}",
+        listener.log_text()
+    );
+    assert!(listener.alive());
+    // The failed object is cleaned up by unlinking the name (the link itself, never its target).
+    assert_eq!(
+        rig.sentinel_tree(),
+        want,
+        "the .part link's target is untouched"
+    );
+    assert!(
+        std::fs::symlink_metadata(&part).map_or(true, |m| m.file_type().is_symlink()),
+        "nothing but the planted link ever sits at that name"
+    );
+    assert_eq!(quarantine_ids(&listener.store).len(), 1);
+    assert!(listener.terminate().success());
+}
