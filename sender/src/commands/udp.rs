@@ -37,13 +37,14 @@ use crate::net::DiodeSender;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The diode's far side: receiver address and UDP port.
+    /// The diode's far side: receiver address and UDP port. Required (here or as `to` in the
+    /// --config file's [send] section).
     #[arg(long, value_name = "HOST:PORT")]
-    pub to: String,
+    pub to: Option<String>,
     /// Trust directory (*.pub signer keys, optional policy.toml) to check each bundle against
-    /// before sending.
+    /// before sending. Required (here or in --config).
     #[arg(long, value_name = "DIR")]
-    pub trust: PathBuf,
+    pub trust: Option<PathBuf>,
     /// Diode profile: a name from hardware/profiles (e.g. gbe-fibre-1500) or a TOML file. It
     /// supplies defaults for --mtu, --rate, --overhead, --window and --passes.
     #[arg(long, value_name = "NAME|FILE")]
@@ -69,12 +70,12 @@ pub struct Args {
     /// documented public key, which lets the receiver detect corruption but not forgery.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
-    /// Seconds between heartbeat frames.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
-    pub heartbeat_interval: f64,
-    /// UDP send buffer to request, in bytes.
-    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
-    pub sndbuf: usize,
+    /// Seconds between heartbeat frames [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<f64>,
+    /// UDP send buffer to request, in bytes [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub sndbuf: Option<usize>,
     /// Print a JSON summary on stdout instead of the human one.
     #[arg(long)]
     pub json: bool,
@@ -114,7 +115,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(code: i32, message: impl Into<String>) -> Self {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -134,16 +135,19 @@ pub fn run(args: Args) -> i32 {
 
 fn run_inner(args: Args) -> Result<i32, Failure> {
     let settings = settle(&args)?;
-    let trust = crate::trust_dir::load_trust_dir(&args.trust)
-        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let trust = load_trust(args.trust.as_deref())?;
     let mut prepared = Vec::new();
     for path in &args.bundles {
         prepared.push(prepare(path, &trust)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot install a signal handler: {e}")))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot install a signal handler: {e}"),
+            )
+        })?;
     }
     let report = send(&settings, &prepared, &stop, !args.json)?;
     if args.json {
@@ -158,21 +162,41 @@ fn run_inner(args: Args) -> Result<i32, Failure> {
     })
 }
 
-/// Applies profile defaults, then flags.
+/// Loads the trust directory given as --trust (or in --config).
+pub fn load_trust(dir: Option<&Path>) -> Result<sluice_common::bundle::trust::TrustStore, Failure> {
+    let dir = dir.ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "--trust DIR is required (or `trust` in the --config file's [send])",
+        )
+    })?;
+    crate::trust_dir::load_trust_dir(dir).map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))
+}
+
+/// Applies profile defaults, then flags (already merged with --config, which wins over the
+/// profile), then the built-in defaults.
 pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
     let profile = match &args.profile {
         Some(p) => Some(load_profile(p)?),
         None => None,
     };
-    let destination = args
-        .to
+    let to = args.to.as_deref().ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "--to HOST:PORT is required (or `to` in the --config file's [send])",
+        )
+    })?;
+    let destination = to
         .to_socket_addrs()
-        .map_err(|e| Failure::new(exit::USAGE, format!("--to {}: {e}", args.to)))?
+        .map_err(|e| Failure::new(exit::USAGE, format!("--to {to}: {e}")))?
         .next()
-        .ok_or_else(|| Failure::new(exit::USAGE, format!("--to {} resolves to nothing", args.to)))?;
+        .ok_or_else(|| Failure::new(exit::USAGE, format!("--to {to} resolves to nothing")))?;
     let mtu = args.mtu.or(profile.as_ref().map(|p| p.mtu)).unwrap_or(1500);
     if !(576..=65_535).contains(&mtu) {
-        return Err(Failure::new(exit::USAGE, format!("--mtu {mtu} is outside 576..=65535")));
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("--mtu {mtu} is outside 576..=65535"),
+        ));
     }
     let rate_bits = match &args.rate {
         Some(text) => parse_rate(text).map_err(|e| Failure::new(exit::USAGE, e))?,
@@ -182,18 +206,29 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
         None => LinkKey::public_default(),
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| {
-                Failure::new(exit::INPUT, format!("cannot read link key {}: {e}", path.display()))
+                Failure::new(
+                    exit::INPUT,
+                    format!("cannot read link key {}: {e}", path.display()),
+                )
             })?;
-            sluice_common::linkkey::parse_link_key(&bytes)
-                .map_err(|e| Failure::new(exit::USAGE, format!("link key {}: {e}", path.display())))?
+            sluice_common::linkkey::parse_link_key(&bytes).map_err(|e| {
+                Failure::new(exit::USAGE, format!("link key {}: {e}", path.display()))
+            })?
         }
     };
-    let passes = args.passes.or(profile.as_ref().map(|p| p.passes)).unwrap_or(1);
+    let passes = args
+        .passes
+        .or(profile.as_ref().map(|p| p.passes))
+        .unwrap_or(1);
     if !(1..=100).contains(&passes) {
         return Err(Failure::new(exit::USAGE, "--passes must be 1..=100"));
     }
-    if !(args.heartbeat_interval > 0.0 && args.heartbeat_interval <= 3600.0) {
-        return Err(Failure::new(exit::USAGE, "--heartbeat-interval must be in (0, 3600] seconds"));
+    let heartbeat_interval = args.heartbeat_interval.unwrap_or(1.0);
+    if !(heartbeat_interval > 0.0 && heartbeat_interval <= 3600.0) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--heartbeat-interval must be in (0, 3600] seconds",
+        ));
     }
     Ok(SendSettings {
         destination,
@@ -209,9 +244,9 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
             .or(profile.as_ref().map(|p| p.window_blocks))
             .unwrap_or(16)
             .clamp(1, 1024),
-        heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
+        heartbeat: Duration::from_secs_f64(heartbeat_interval),
         link_key,
-        sndbuf: args.sndbuf,
+        sndbuf: args.sndbuf.unwrap_or(8 << 20),
     })
 }
 
@@ -224,23 +259,28 @@ pub fn load_profile(name_or_path: &str) -> Result<Profile, Failure> {
     if let Ok(dir) = std::env::var("SLUICE_PROFILES") {
         candidates.push(Path::new(&dir).join(&file));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../hardware/profiles").join(&file));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../hardware/profiles")
+            .join(&file),
+    );
     candidates.push(Path::new("/usr/share/sluice/profiles").join(&file));
     candidates.push(Path::new("/etc/sluice/profiles").join(&file));
-    let path = candidates
-        .iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Failure::new(
-                exit::USAGE,
-                format!(
-                    "no diode profile named {name_or_path:?}: give a TOML file path or a name from \
+    let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "no diode profile named {name_or_path:?}: give a TOML file path or a name from \
                      hardware/profiles (set SLUICE_PROFILES to another directory)"
-                ),
-            )
-        })?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::new(exit::INPUT, format!("cannot read profile {}: {e}", path.display())))?;
+            ),
+        )
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::INPUT,
+            format!("cannot read profile {}: {e}", path.display()),
+        )
+    })?;
     Profile::parse(&text)
         .map_err(|e| Failure::new(exit::USAGE, format!("profile {}: {e}", path.display())))
 }
@@ -265,10 +305,16 @@ pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
 }
 
 /// Opens a bundle and verifies it fully against the trust directory before anything is sent.
-pub fn prepare(path: &Path, trust: &sluice_common::bundle::trust::TrustStore) -> Result<Prepared, Failure> {
+pub fn prepare(
+    path: &Path,
+    trust: &sluice_common::bundle::trust::TrustStore,
+) -> Result<Prepared, Failure> {
     let open = || {
         File::open(path).map_err(|e| {
-            Failure::new(exit::INPUT, format!("cannot open bundle {}: {e}", path.display()))
+            Failure::new(
+                exit::INPUT,
+                format!("cannot open bundle {}: {e}", path.display()),
+            )
         })
     };
     let file = open()?;
@@ -355,7 +401,14 @@ impl SendReport {
     pub fn print(&self, prepared: &[Prepared], settings: &SendSettings) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         for p in prepared {
-            println!("sent {} ({} bytes, channel {}, seq {}) id {}", p.path.display(), p.len, p.channel, p.sequence, p.id);
+            println!(
+                "sent {} ({} bytes, channel {}, seq {}) id {}",
+                p.path.display(),
+                p.len,
+                p.channel,
+                p.sequence,
+                p.id
+            );
         }
         println!(
             "{} frames, {} wire bytes in {:.2} s ({:.1} MB/s of bundle, {:.0} Mbit/s on the wire) to {} with {} % overhead, {} pass(es){}",
@@ -367,7 +420,11 @@ impl SendReport {
             settings.destination,
             settings.overhead,
             settings.passes,
-            if self.interrupted { " — INTERRUPTED" } else { "" }
+            if self.interrupted {
+                " — INTERRUPTED"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -380,13 +437,24 @@ pub fn send(
     show_progress: bool,
 ) -> Result<SendReport, Failure> {
     let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
-        Failure::new(exit::NETWORK, format!("cannot open a UDP socket toward {}: {e}", settings.destination))
+        Failure::new(
+            exit::NETWORK,
+            format!(
+                "cannot open a UDP socket toward {}: {e}",
+                settings.destination
+            ),
+        )
     })?;
     tracing::info!(destination = %settings.destination, send_buffer = socket.send_buffer, "socket open");
     let datagram = (settings.mtu - 28) as usize;
     let symbol_size = wire::symbol_size_for_datagram(datagram);
     let block_size = recommended_block_size(symbol_size);
-    let mut config = SenderConfig::new(settings.link_key.clone(), sender_id(), symbol_size, block_size);
+    let mut config = SenderConfig::new(
+        settings.link_key.clone(),
+        sender_id(),
+        symbol_size,
+        block_size,
+    );
     config.window_blocks = settings.window;
     config.overhead_percent = settings.overhead;
     config.passes = settings.passes;
@@ -431,12 +499,20 @@ pub fn send(
         while let Some(request) = sender.poll_read() {
             did_work = true;
             let p = by_object.get(&request.object_id).ok_or_else(|| {
-                Failure::new(exit::FAILURE, "internal: the sender asked for an unknown object")
+                Failure::new(
+                    exit::FAILURE,
+                    "internal: the sender asked for an unknown object",
+                )
             })?;
             read_buf.resize(request.len, 0);
-            p.file.read_exact_at(&mut read_buf, request.offset).map_err(|e| {
-                Failure::new(exit::INPUT, format!("reading {} at {}: {e}", p.path.display(), request.offset))
-            })?;
+            p.file
+                .read_exact_at(&mut read_buf, request.offset)
+                .map_err(|e| {
+                    Failure::new(
+                        exit::INPUT,
+                        format!("reading {} at {}: {e}", p.path.display(), request.offset),
+                    )
+                })?;
             progress.inc(request.len as u64);
             sender
                 .handle_read(request, std::mem::take(&mut read_buf))
