@@ -11,10 +11,12 @@ use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
 use sluice_common::transport::wire::LinkKey;
 
+use crate::config::Listen;
 use crate::ingest::{self, Outcome, OutcomeKind, Pipeline};
 use crate::metrics::{Exposition, MetricsPage};
 use crate::net::{DiodeSocket, buffer_advice};
 use crate::store::Source;
+use crate::store::inspect;
 
 /// Listen on the diode's receiving interface and commit verified bundles to the store.
 ///
@@ -33,15 +35,18 @@ use crate::store::Source;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Address and UDP port to receive on (the diode-facing interface).
+    /// Address and UDP port to receive on (the diode-facing interface). Required (here or as
+    /// `bind` in the --config file's [listen] section).
     #[arg(long, value_name = "ADDR:PORT")]
-    pub bind: SocketAddr,
+    pub bind: Option<SocketAddr>,
     /// Store directory (quarantine/, rejected/, staging/, audit.jsonl); created if missing.
+    /// Required (here or in --config).
     #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
-    /// Trust directory: *.pub signer keys and an optional policy.toml.
+    pub store: Option<PathBuf>,
+    /// Trust directory: *.pub signer keys and an optional policy.toml. Required (here or in
+    /// --config).
     #[arg(long, value_name = "DIR")]
-    pub trust: PathBuf,
+    pub trust: Option<PathBuf>,
     /// Shared link key (32 raw bytes or 64 hex digits). Without it the documented public default
     /// key is used, which catches corruption but not forged frames.
     #[arg(long, value_name = "FILE")]
@@ -49,30 +54,31 @@ pub struct Args {
     /// Serve Prometheus metrics on this management address (never the diode interface).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
-    /// UDP receive buffer to request, in bytes (forced when privileged).
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    pub rcvbuf: usize,
-    /// Largest datagram accepted, in bytes (the link MTU minus 28).
-    #[arg(long, default_value_t = 8972, value_name = "BYTES")]
-    pub max_datagram: usize,
-    /// Memory budget for buffered symbols and in-flight decodes, in MiB.
-    #[arg(long, default_value_t = 48, value_name = "MIB")]
-    pub memory: u64,
-    /// Staging quota: declared bytes of partial objects kept on disk, in GiB.
-    #[arg(long, default_value_t = 128, value_name = "GIB")]
-    pub staging_quota: u64,
-    /// Largest object (bundle) accepted, in GiB.
-    #[arg(long, default_value_t = 64, value_name = "GIB")]
-    pub max_object: u64,
-    /// Concurrent transfers tracked at once.
-    #[arg(long, default_value_t = 64)]
-    pub max_sessions: usize,
-    /// Give up on a transfer after this many seconds without a valid frame (progress is kept).
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub idle_timeout: u64,
-    /// RaptorQ decode threads.
-    #[arg(long, default_value_t = 1)]
-    pub decode_threads: usize,
+    /// UDP receive buffer to request, in bytes (forced when privileged) [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub rcvbuf: Option<usize>,
+    /// Largest datagram accepted, in bytes (the link MTU minus 28) [default: 8972].
+    #[arg(long, value_name = "BYTES")]
+    pub max_datagram: Option<usize>,
+    /// Memory budget for buffered symbols and in-flight decodes, in MiB [default: 48].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Staging quota: declared bytes of partial objects kept on disk, in GiB [default: 128].
+    #[arg(long, value_name = "GIB")]
+    pub staging_quota: Option<u64>,
+    /// Largest object (bundle) accepted, in GiB [default: 64].
+    #[arg(long, value_name = "GIB")]
+    pub max_object: Option<u64>,
+    /// Concurrent transfers tracked at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Give up on a transfer after this many seconds without a valid frame (progress is kept)
+    /// [default: 120].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// RaptorQ decode threads [default: 1].
+    #[arg(long, value_name = "N")]
+    pub decode_threads: Option<usize>,
     /// Exit after this many bundles were decided (accepted, duplicate or rejected): for one-shot
     /// jobs and tests. Exit code 0 when all were accepted or duplicates.
     #[arg(long, value_name = "N")]
@@ -87,16 +93,17 @@ pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, String> {
     match path {
         None => Ok(LinkKey::public_default()),
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                format!("cannot read link key {}: {e}", path.display())
-            })?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read link key {}: {e}", path.display()))?;
             sluice_common::linkkey::parse_link_key(&bytes)
                 .map_err(|e| format!("link key {}: {e}", path.display()))
         }
     }
 }
 
-pub fn run(args: Args) -> i32 {
+/// Runs the listener with its options resolved (flags over --config over defaults, in
+/// `crate::config::resolve_listen`).
+pub fn run(args: Listen) -> i32 {
     let link_key = match load_link_key(args.link_key.as_deref()) {
         Ok(k) => k,
         Err(e) => {
@@ -124,6 +131,12 @@ pub fn run(args: Args) -> i32 {
             return e.exit_code();
         }
     };
+    // policy.toml `expect_every`: alerts for channels that stopped delivering.
+    let last_accepted = inspect::last_accepted_by_channel(&args.store).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read past deliveries; overdue checks start from none");
+        Default::default()
+    });
+    let mut overdue = inspect::OverdueWatch::new(&trust, last_accepted);
     let socket = match DiodeSocket::bind(args.bind, args.rcvbuf) {
         Ok(s) => s,
         Err(e) => {
@@ -138,8 +151,10 @@ pub fn run(args: Args) -> i32 {
         tracing::warn!("{advice}");
     }
 
-    let mut limits = Limits::default();
-    limits.max_object_bytes = args.max_object << 30;
+    let limits = Limits {
+        max_object_bytes: args.max_object << 30,
+        ..Limits::default()
+    };
     let mut config = ReceiverConfig::new(link_key);
     config.limits = limits;
     config.max_sessions = args.max_sessions;
@@ -209,13 +224,25 @@ pub fn run(args: Args) -> i32 {
         }
         pipeline.drive(now);
         for outcome in pipeline.take_outcomes() {
+            if let (OutcomeKind::Accepted { .. }, Some(channel)) = (&outcome.kind, &outcome.channel)
+            {
+                overdue.accepted(channel, ingest::unix_ms() / 1000);
+            }
             exit_code = totals.record(&outcome, args.json).max(exit_code);
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let drops = socket.kernel_drops();
-            page.set(render_metrics(&pipeline, &totals, drops));
-            write_status(&status_path, &pipeline, &totals, drops, &args);
+            overdue.check(ingest::unix_ms() / 1000);
+            page.set(render_metrics(&pipeline, &totals, drops) + &overdue.metrics_text());
+            write_status(
+                &status_path,
+                &pipeline,
+                &totals,
+                drops,
+                &args,
+                &overdue.overdue_channels(),
+            );
         }
         if args
             .max_bundles
@@ -299,7 +326,9 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
             v["reason"] = reason.code().into();
             v["detail"] = detail.clone().into();
         }
-        OutcomeKind::Incomplete { missing_blocks } => v["missing_blocks"] = (*missing_blocks).into(),
+        OutcomeKind::Incomplete { missing_blocks } => {
+            v["missing_blocks"] = (*missing_blocks).into()
+        }
         OutcomeKind::StorageError { detail } => v["detail"] = detail.clone().into(),
         OutcomeKind::Duplicate => {}
     }
@@ -309,43 +338,142 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
 fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64>) -> String {
     let s = pipeline.stats();
     let mut e = Exposition::default();
-    e.counter("sluice_datagrams_total", "Datagrams read from the socket.", s.datagrams)
-        .counter("sluice_frames_malformed_total", "Datagrams dropped as malformed.", s.malformed)
-        .counter("sluice_frames_bad_tag_total", "Frames whose integrity tag failed (corruption or forgery).", s.bad_tag)
-        .counter("sluice_frames_unknown_kind_total", "Frames of an unknown version or kind.", s.unknown_kind)
-        .counter("sluice_frames_over_limit_total", "Frames with parameters beyond this receiver's limits.", s.over_limit)
-        .counter("sluice_frames_param_mismatch_total", "Frames whose parameters contradict their object's.", s.param_mismatch)
-        .counter("sluice_frames_duplicate_total", "Symbols received twice.", s.duplicate_symbols)
-        .counter("sluice_frames_late_total", "Symbols for blocks or objects already complete.", s.late_symbols)
-        .counter("sluice_frames_budget_dropped_total", "Symbols dropped because the memory budget was full.", s.budget_drops)
-        .counter("sluice_symbols_accepted_total", "Symbols buffered for decoding.", s.symbols_accepted)
-        .counter("sluice_sessions_refused_total", "New transfers refused (session table or staging quota full).", s.sessions_refused)
-        .counter("sluice_blocks_copied_total", "Blocks complete without FEC decoding.", s.blocks_copied)
-        .counter("sluice_blocks_repaired_total", "Blocks recovered by RaptorQ decoding.", s.blocks_decoded)
-        .counter("sluice_blocks_evicted_total", "Incomplete blocks evicted to stay within memory.", s.blocks_evicted)
-        .counter("sluice_heartbeats_total", "Authenticated heartbeats received.", s.heartbeats)
-        .counter("sluice_bundles_accepted_total", "Bundles committed to quarantine.", totals.accepted)
-        .counter("sluice_bundles_duplicate_total", "Bundles received again after acceptance.", totals.duplicates)
-        .counter("sluice_transfers_incomplete_total", "Transfers that ended short of symbols.", totals.incomplete)
-        .counter("sluice_storage_errors_total", "Store failures.", totals.storage_errors + pipeline.storage_errors)
-        .labelled_counter(
-            "sluice_bundles_rejected_total",
-            "Bundles rejected, by reason.",
-            "reason",
-            &totals.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect::<Vec<_>>(),
-        )
-        .gauge("sluice_buffered_bytes", "Bytes of symbols buffered now.", pipeline.buffered_bytes() as f64)
-        .gauge("sluice_sessions", "Transfers in progress.", pipeline.session_count() as f64);
+    e.counter(
+        "sluice_datagrams_total",
+        "Datagrams read from the socket.",
+        s.datagrams,
+    )
+    .counter(
+        "sluice_frames_malformed_total",
+        "Datagrams dropped as malformed.",
+        s.malformed,
+    )
+    .counter(
+        "sluice_frames_bad_tag_total",
+        "Frames whose integrity tag failed (corruption or forgery).",
+        s.bad_tag,
+    )
+    .counter(
+        "sluice_frames_unknown_kind_total",
+        "Frames of an unknown version or kind.",
+        s.unknown_kind,
+    )
+    .counter(
+        "sluice_frames_over_limit_total",
+        "Frames with parameters beyond this receiver's limits.",
+        s.over_limit,
+    )
+    .counter(
+        "sluice_frames_param_mismatch_total",
+        "Frames whose parameters contradict their object's.",
+        s.param_mismatch,
+    )
+    .counter(
+        "sluice_frames_duplicate_total",
+        "Symbols received twice.",
+        s.duplicate_symbols,
+    )
+    .counter(
+        "sluice_frames_late_total",
+        "Symbols for blocks or objects already complete.",
+        s.late_symbols,
+    )
+    .counter(
+        "sluice_frames_budget_dropped_total",
+        "Symbols dropped because the memory budget was full.",
+        s.budget_drops,
+    )
+    .counter(
+        "sluice_symbols_accepted_total",
+        "Symbols buffered for decoding.",
+        s.symbols_accepted,
+    )
+    .counter(
+        "sluice_sessions_refused_total",
+        "New transfers refused (session table or staging quota full).",
+        s.sessions_refused,
+    )
+    .counter(
+        "sluice_blocks_copied_total",
+        "Blocks complete without FEC decoding.",
+        s.blocks_copied,
+    )
+    .counter(
+        "sluice_blocks_repaired_total",
+        "Blocks recovered by RaptorQ decoding.",
+        s.blocks_decoded,
+    )
+    .counter(
+        "sluice_blocks_evicted_total",
+        "Incomplete blocks evicted to stay within memory.",
+        s.blocks_evicted,
+    )
+    .counter(
+        "sluice_heartbeats_total",
+        "Authenticated heartbeats received.",
+        s.heartbeats,
+    )
+    .counter(
+        "sluice_bundles_accepted_total",
+        "Bundles committed to quarantine.",
+        totals.accepted,
+    )
+    .counter(
+        "sluice_bundles_duplicate_total",
+        "Bundles received again after acceptance.",
+        totals.duplicates,
+    )
+    .counter(
+        "sluice_transfers_incomplete_total",
+        "Transfers that ended short of symbols.",
+        totals.incomplete,
+    )
+    .counter(
+        "sluice_storage_errors_total",
+        "Store failures.",
+        totals.storage_errors + pipeline.storage_errors,
+    )
+    .labelled_counter(
+        "sluice_bundles_rejected_total",
+        "Bundles rejected, by reason.",
+        "reason",
+        &totals
+            .rejected
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<Vec<_>>(),
+    )
+    .gauge(
+        "sluice_buffered_bytes",
+        "Bytes of symbols buffered now.",
+        pipeline.buffered_bytes() as f64,
+    )
+    .gauge(
+        "sluice_sessions",
+        "Transfers in progress.",
+        pipeline.session_count() as f64,
+    );
     if let Some(drops) = kernel_drops {
         e.counter("sluice_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (overrun, not wire loss).", drops);
     }
     if let Some(hb) = pipeline.last_heartbeat() {
-        e.gauge("sluice_last_heartbeat_age_seconds", "Seconds since the last authenticated heartbeat.", hb.received_at.elapsed().as_secs_f64());
+        e.gauge(
+            "sluice_last_heartbeat_age_seconds",
+            "Seconds since the last authenticated heartbeat.",
+            hb.received_at.elapsed().as_secs_f64(),
+        );
     }
     e.finish()
 }
 
-fn write_status(path: &Path, pipeline: &Pipeline, totals: &Totals, drops: Option<u64>, args: &Args) {
+fn write_status(
+    path: &Path,
+    pipeline: &Pipeline,
+    totals: &Totals,
+    drops: Option<u64>,
+    args: &Listen,
+    overdue_channels: &[String],
+) {
     let s = pipeline.stats();
     let heartbeat = pipeline.last_heartbeat().map(|hb| {
         serde_json::json!({
@@ -374,6 +502,7 @@ fn write_status(path: &Path, pipeline: &Pipeline, totals: &Totals, drops: Option
         "updated_at_unix_ms": ingest::unix_ms(),
         "last_heartbeat": heartbeat,
         "live_transfers": live,
+        "overdue_channels": overdue_channels,
         "kernel_drops": drops,
         "counters": {
             "datagrams": s.datagrams, "bad_tag": s.bad_tag, "malformed": s.malformed,
