@@ -43,7 +43,6 @@ pub enum Command {
     Bundle(commands::bundle::BundleCommand),
     /// Send bundles across a diode as paced RaptorQ UDP frames.
     Udp(commands::udp::Args),
-    /// Watch an outbox directory and send every complete bundle that appears (a long-running
-    /// service for nightly jobs).
+    // Help text (short and long: the outbox convention, exit codes) comes from `watch::Args`.
     Watch(commands::watch::Args),
 }

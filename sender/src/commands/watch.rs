@@ -43,9 +43,9 @@ pub const BUNDLE_SUFFIX: &str = ".sluice";
 /// stayed unchanged for --stable-secs.
 ///
 /// Each bundle is verified against --trust, sent with --passes passes, then moved to
-/// OUTBOX/sent/ beside a send record OUTBOX/sent/NAME.sent.json (bundle id, channel, sequence,
+/// OUTBOX/sent/ beside a send record sent/NAME.sluice.sent.json (bundle id, channel, sequence,
 /// bytes, frames, passes, start/end time, rate). A bundle that fails its own verification is
-/// moved to OUTBOX/failed/ with NAME.reason.json (reason code, detail, remediation). Heartbeats
+/// moved to OUTBOX/failed/ with NAME.sluice.reason.json (reason code, detail, remediation). Heartbeats
 /// keep flowing while idle, so the receiver can tell "nothing to send" from "link dead".
 ///
 /// Delivery is at least once: a bundle leaves the outbox only after its last pass, so a crash
@@ -54,7 +54,7 @@ pub const BUNDLE_SUFFIX: &str = ".sluice";
 ///
 /// Examples:
 ///
-///   sluice-send watch --outbox /var/spool/sluice/outbox --to 10.0.0.2:7000 --trust /etc/sluice/trust --rate 800M
+///   sluice-send watch --outbox /srv/outbox --to 10.0.0.2:7000 --trust /etc/sluice/trust --rate 800M
 ///   sluice-send --config /etc/sluice/send.toml watch
 ///
 /// SIGTERM/SIGINT: the current frame batch goes out, the bundle in flight stays in the outbox,
