@@ -145,7 +145,9 @@ pub fn run(args: Status) -> i32 {
             );
         }
     }
-    if report.sent_not_received.is_empty() {
+    if report.listener.is_none() {
+        println!("ledger:      no heartbeat recorded yet, nothing to reconcile");
+    } else if report.sent_not_received.is_empty() {
         println!(
             "ledger:      every bundle the sender reported more than {} s ago has arrived",
             report.sent_grace_secs
