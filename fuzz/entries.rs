@@ -32,7 +32,10 @@ pub fn frame_decode(data: &[u8]) {
         wire::encode_append(&key, &frame, &mut out).expect("a decoded frame re-encodes");
         assert_eq!(out, bytes, "decode → encode must give the input back");
         if let Frame::Data(d) = frame {
-            let limits = Limits { min_symbol_size: 1, ..Limits::default() };
+            let limits = Limits {
+                min_symbol_size: 1,
+                ..Limits::default()
+            };
             if limits.check(&d.header.params).is_ok() {
                 // Geometry that passed the limits must be usable by the FEC adapter.
                 BlockAssembler::new(&d.header.params, d.header.block, &limits)

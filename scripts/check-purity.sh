@@ -20,9 +20,12 @@ if grep -rnE 'std::fs|std::net|SystemTime::now|Instant::now|thread_rng|OsRng|get
 fi
 # The receiver never transmits: no send-type socket calls anywhere in its non-test source.
 # Test modules (`#[cfg(test)]`, by convention at the end of a file) may send *to* the receiver.
-sending=$(find receiver/src -name '*.rs' -print0 | xargs -0 awk '
-  /^#\[cfg\(test\)\]/ { nextfile }
-  /\<(send_to|sendto|sendmsg|sendmmsg|send_mmsg|try_send|connect)\(|\.send\(|quinn_udp::Transmit|UdpSocketState::send/ { print FILENAME ":" FNR ": " $0 }')
+sending=""
+while IFS= read -r -d '' file; do
+  hits=$(awk '/^#\[cfg\(test\)\]/ { exit } { print FNR ": " $0 }' "$file" |
+    grep -E '(send_to|sendto|sendmsg|sendmmsg|send_mmsg|connect)\(|Transmit *\{|quinn_udp::Transmit|libc::send|UdpSocket::send|TcpStream::connect' || true)
+  [ -n "$hits" ] && sending+="$file: $hits"$'\n'
+done < <(find receiver/src -name '*.rs' -print0)
 if [ -n "$sending" ]; then
   echo "$sending"
   echo "one-way: sending code found in receiver/src (above); the receiver must never transmit" >&2

@@ -49,7 +49,10 @@ mod tests {
     fn accepts_raw_and_hex_and_refuses_the_rest() {
         let key = [0xab; 32];
         let hex_form = format_link_key(&key);
-        assert_eq!(parse_link_key(hex_form.as_bytes()).unwrap().as_bytes(), &key);
+        assert_eq!(
+            parse_link_key(hex_form.as_bytes()).unwrap().as_bytes(),
+            &key
+        );
         assert_eq!(parse_link_key(&key).unwrap().as_bytes(), &key);
         assert!(parse_link_key(b"short").is_err());
         assert!(parse_link_key(&[0u8; 33]).is_err());

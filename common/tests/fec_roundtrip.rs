@@ -366,3 +366,38 @@ fn complete_assembler_is_spent() {
     assert_eq!(asm.add(2, &[0; 64]), Ok(AddOutcome::Finished));
     assert!(matches!(asm.poll(), Assembled::Pending));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any geometry within limits, any loss pattern that leaves at least K + 2 distinct
+        /// symbols per block, any order: the object comes back byte for byte.
+        #[test]
+        fn any_geometry_and_loss_pattern_round_trips(
+            len in 1u64..20_000,
+            block_symbols in 1u32..120,
+            t in 16u16..300,
+            seed in any::<u64>(),
+        ) {
+            let p = params(len, block_symbols * u32::from(t), t);
+            let data = object(len, seed);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for block in 0..u32::try_from(p.block_count()).expect("small") {
+                let bytes = block_bytes(&p, &data, block);
+                let enc = BlockEncoder::new(&p, block, bytes).expect("valid block");
+                let k = enc.source_symbol_count();
+                let mut esis: Vec<u32> = (0..k + k / 2 + 6).collect();
+                esis.shuffle(&mut rng);
+                let keep = usize::try_from(k + 2).expect("small")
+                    + rng.random_range(0..=k as usize / 2);
+                esis.truncate(keep);
+                let decoded = assemble(&enc, &p, block, &esis);
+                prop_assert_eq!(decoded.as_deref(), Some(bytes));
+            }
+        }
+    }
+}

@@ -9,9 +9,13 @@
 mod entries {
     include!("../../fuzz/entries.rs");
 }
+mod entries_recv {
+    include!("../../fuzz/entries_recv.rs");
+}
 
 use std::path::{Path, PathBuf};
 
+use sluice_common::transport::fec::BlockEncoder;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::{
     self, DataFrame, DataHeader, Frame, Heartbeat, LedgerEntry, ObjectEnd,
@@ -60,6 +64,69 @@ fn frame_decode_corpus_replays() {
 fn block_assemble_corpus_replays() {
     let n = replay("block_assemble", entries::block_assemble);
     assert!(n >= 3, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn handle_datagram_corpus_replays() {
+    let n = replay("handle_datagram", entries_recv::handle_datagram);
+    assert!(n >= 3, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn valid_handle_datagram_seeds_complete_their_object() {
+    // Ties the seeds to reality: frames built by the codec and FEC encoder transfer through the
+    // Receiver whole (source only, repair only, lossy with time passing), and one flipped byte
+    // per frame transfers nothing.
+    let dir = fuzz_dir().join("corpus/handle_datagram");
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("seed present");
+    for name in ["all_source", "repair_only", "lossy_with_time"] {
+        assert_eq!(entries_recv::replay_datagrams(&read(name)), 1, "{name}");
+    }
+    assert_eq!(entries_recv::replay_datagrams(&read("corrupted")), 0);
+}
+
+/// One `handle_datagram` record: flags, big-endian length, bytes.
+fn datagram_record(flags: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut r = vec![flags];
+    r.extend_from_slice(
+        &u16::try_from(bytes.len())
+            .expect("small frame")
+            .to_be_bytes(),
+    );
+    r.extend_from_slice(bytes);
+    r
+}
+
+/// Every frame of a small three-block object: `esis(k)` picks the ESIs sent per block.
+fn object_frames(esis: impl Fn(u32) -> Vec<u32>) -> Vec<Vec<u8>> {
+    let key = entries::fuzz_key();
+    let params = sample_params();
+    let data: Vec<u8> = (0..params.object_len).map(|i| (i * 7) as u8).collect();
+    let mut frames = Vec::new();
+    for block in 0..3u32 {
+        let offset = usize::try_from(params.block_offset(u64::from(block)).expect("in range"))
+            .expect("small");
+        let len = params.block_len(u64::from(block)).expect("in range") as usize;
+        let enc = BlockEncoder::new(&params, block, &data[offset..offset + len]).expect("valid");
+        let mut payload = vec![0u8; usize::from(params.symbol_size)];
+        for esi in esis(enc.source_symbol_count()) {
+            enc.write_symbol(esi, &mut payload).expect("valid esi");
+            let header = DataHeader { params, block, esi };
+            let mut frame = vec![0u8; wire::data_frame_len(params.symbol_size)];
+            wire::encode_data(&key, &header, &payload, &mut frame).expect("valid");
+            frames.push(frame);
+        }
+    }
+    let mut end = Vec::new();
+    let end_frame = Frame::ObjectEnd(ObjectEnd {
+        params,
+        pass: 1,
+        passes: 1,
+        frames_sent_this_pass: frames.len() as u64,
+    });
+    wire::encode_append(&key, &end_frame, &mut end).expect("valid");
+    frames.push(end);
+    frames
 }
 
 fn sample_params() -> ObjectParams {
@@ -164,6 +231,41 @@ fn write_seed_corpora() {
         ("all_source", source),
         ("repair_only", repair),
         ("extreme_esi", extreme),
+    ] {
+        std::fs::write(dir.join(name), bytes).expect("write seed");
+    }
+
+    let dir = fuzz_dir().join("corpus/handle_datagram");
+    std::fs::create_dir_all(&dir).expect("create corpus dir");
+    let join = |frames: Vec<Vec<u8>>, flags: u8| -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| datagram_record(flags, f))
+            .collect()
+    };
+    let all_source = join(object_frames(|k| (0..k).collect()), 0);
+    let repair_only = join(object_frames(|k| (k..2 * k + 4).collect()), 0);
+    // Every other source symbol plus repair, with time passing between frames.
+    let lossy = join(
+        object_frames(|k| (0..k).step_by(2).chain(k..k + k / 2 + 4).collect()),
+        0x22,
+    );
+    let mut corrupted = object_frames(|k| (0..k).collect());
+    for (i, f) in corrupted.iter_mut().enumerate() {
+        let n = f.len();
+        f[i % n] ^= 0x10;
+    }
+    let corrupted = join(corrupted, 0);
+    let mixed: Vec<u8> = seed_frames()
+        .iter()
+        .flat_map(|(name, f)| datagram_record(u8::from(name.starts_with("resealed")), f))
+        .collect();
+    for (name, bytes) in [
+        ("all_source", all_source),
+        ("repair_only", repair_only),
+        ("lossy_with_time", lossy),
+        ("corrupted", corrupted),
+        ("mixed_kinds", mixed),
     ] {
         std::fs::write(dir.join(name), bytes).expect("write seed");
     }

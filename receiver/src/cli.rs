@@ -44,4 +44,6 @@ pub enum Command {
     Status(commands::status::Args),
     /// Audit-log and quarantine integrity checks.
     Audit(commands::audit::Args),
+    /// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock).
+    Doctor(commands::doctor::Args),
 }

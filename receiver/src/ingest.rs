@@ -47,13 +47,22 @@ pub struct Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutcomeKind {
-    Accepted { path: String },
+    Accepted {
+        path: String,
+    },
     Duplicate,
-    Rejected { reason: RejectReason, detail: String },
+    Rejected {
+        reason: RejectReason,
+        detail: String,
+    },
     /// Not enough symbols arrived; progress is kept for a later pass or volume.
-    Incomplete { missing_blocks: u64 },
+    Incomplete {
+        missing_blocks: u64,
+    },
     /// The store failed; the staged object is kept so the next pass can retry.
-    StorageError { detail: String },
+    StorageError {
+        detail: String,
+    },
 }
 
 impl OutcomeKind {
@@ -137,7 +146,7 @@ impl Pipeline {
         decode_workers: usize,
         now: Instant,
     ) -> Result<Pipeline, StoreError> {
-        let limits = config.limits.clone();
+        let limits = config.limits;
         let mut receiver = Receiver::new(config);
         let staged = store.load_all_progress()?;
         let store = Arc::new(Mutex::new(store));
@@ -227,7 +236,9 @@ impl Pipeline {
     fn lock_store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock would be a bug; the store's on-disk state is still
         // consistent (every step is crash-safe), so keep going with it.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// One datagram or spool record. Never fails: the state machine counts what it drops.
@@ -388,7 +399,10 @@ impl Pipeline {
                 }
             }
             Effect::Decode(task) => {
-                self.tallies.entry(task.object_id()).or_default().repaired_blocks += 1;
+                self.tallies
+                    .entry(task.object_id())
+                    .or_default()
+                    .repaired_blocks += 1;
                 let task = match &self.decode_tx {
                     Some(tx) => match tx.try_send(task) {
                         Ok(()) => None,
@@ -432,9 +446,9 @@ impl Pipeline {
                     "the last pass ended with {missing_blocks} block(s) short of symbols; \
                      progress is kept and the next pass or resend completes only those"
                 );
-                let recorded = self
-                    .lock_store()
-                    .record_incomplete(object_id, &detail, figures.clone());
+                let recorded =
+                    self.lock_store()
+                        .record_incomplete(object_id, &detail, figures.clone());
                 if let Err(e) = recorded {
                     self.storage_errors += 1;
                     tracing::error!(error = %e, "recording an incomplete transfer failed");

@@ -73,4 +73,3 @@ pub fn load_trust_dir(dir: &Path) -> anyhow::Result<TrustStore> {
         )
     })
 }
-

@@ -45,4 +45,6 @@ pub enum Command {
     Udp(commands::udp::Args),
     // Help text (short and long: the outbox convention, exit codes) comes from `watch::Args`.
     Watch(commands::watch::Args),
+    /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile).
+    Doctor(commands::doctor::Args),
 }

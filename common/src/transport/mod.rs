@@ -11,5 +11,9 @@
 //! [`wire::decode`] → [`params::Limits::check`] → [`fec::BlockAssembler`] → block bytes.
 
 pub mod fec;
+pub mod pacer;
 pub mod params;
+pub mod progress;
+pub mod recv;
+pub mod send;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
 pub mod audit;
+pub mod doctor;
 pub mod listen;
 pub mod status;
 pub mod verify;
@@ -36,5 +37,6 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> i32 {
             }
         },
         Command::Audit(args) => audit::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns an exit code from `sluice_common::exit`.
 
 pub mod bundle;
+pub mod doctor;
 pub mod keygen;
 pub mod udp;
 pub mod watch;
@@ -27,5 +28,6 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> i32 {
             udp::run(args)
         }
         Command::Watch(args) => watch::run(args, &config),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -1,0 +1,100 @@
+//! A token bucket on wire bytes, so the sender never exceeds the diode's line rate.
+//!
+//! The bucket counts *wire* bytes: each frame costs its length plus [`IP_UDP_OVERHEAD`] (IPv4 +
+//! UDP headers), because that is what the diode's line rate is spent on. The bucket holds at
+//! most `burst_bytes`, so after an idle spell the sender may emit one batch (large enough for a
+//! UDP GSO send of ~64 frames) at once and is then held to `rate` on average.
+//!
+//! The bucket may go into debt by one frame: a frame is allowed whenever the balance is not
+//! negative, and its cost is then subtracted. That keeps the check independent of the exact size
+//! of the next frame and is exact on average.
+//!
+//! No clock is read here: every call takes `now`. Time never flows backwards for the bucket; a
+//! `now` earlier than the last one seen is treated as no elapsed time.
+
+use std::time::{Duration, Instant};
+
+/// Bytes of IPv4 (20) + UDP (8) header that each datagram costs on the wire beyond its payload.
+pub const IP_UDP_OVERHEAD: usize = 28;
+
+/// Frames in one burst allowance: enough for a single GSO batch.
+pub const DEFAULT_BURST_FRAMES: u64 = 64;
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Token-bucket pacer. `rate = None` means unpaced: [`Pacer::try_consume`] always succeeds.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// Bytes per second, or `None` for unpaced.
+    rate: Option<u64>,
+    /// Bucket capacity in byte-nanoseconds (bytes × 10⁹), so refill is exact integer math.
+    capacity: i128,
+    /// Current balance in byte-nanoseconds; may be negative by at most one frame.
+    balance: i128,
+    /// Time of the last refill.
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    /// A pacer sending at most `rate_bytes_per_sec` wire bytes per second on average, with a
+    /// burst allowance of `burst_bytes` (clamped to at least one byte). The bucket starts full.
+    pub fn new(rate_bytes_per_sec: Option<u64>, burst_bytes: u64) -> Self {
+        let capacity = i128::from(burst_bytes.max(1)) * NANOS_PER_SEC as i128;
+        Self {
+            rate: rate_bytes_per_sec.filter(|r| *r > 0),
+            capacity,
+            balance: capacity,
+            last: None,
+        }
+    }
+
+    /// The configured rate in bytes per second, if paced.
+    pub fn rate(&self) -> Option<u64> {
+        self.rate
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let Some(rate) = self.rate else { return };
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_nanos();
+            let add = i128::try_from(elapsed.saturating_mul(u128::from(rate))).unwrap_or(i128::MAX);
+            self.balance = self.balance.saturating_add(add).min(self.capacity);
+            if now > last {
+                self.last = Some(now);
+            }
+        } else {
+            self.last = Some(now);
+        }
+    }
+
+    /// Whether a frame may be sent at `now`. Does not consume anything.
+    pub fn can_send(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.rate.is_none() || self.balance >= 0
+    }
+
+    /// Charge `wire_bytes` (frame length + [`IP_UDP_OVERHEAD`]) for a frame sent at `now`.
+    pub fn consume(&mut self, now: Instant, wire_bytes: usize) {
+        if self.rate.is_none() {
+            return;
+        }
+        self.refill(now);
+        let cost = (wire_bytes as i128).saturating_mul(NANOS_PER_SEC as i128);
+        self.balance = self.balance.saturating_sub(cost);
+    }
+
+    /// If the bucket is in debt, the instant at which it will be back to zero (a frame may be
+    /// sent again). `None` when a frame may be sent now or the pacer is unpaced.
+    pub fn ready_at(&self) -> Option<Instant> {
+        let rate = self.rate?;
+        if self.balance >= 0 {
+            return None;
+        }
+        let last = self.last?;
+        let deficit = self.balance.unsigned_abs();
+        // ceil(deficit / rate) nanoseconds
+        let nanos = deficit.div_ceil(u128::from(rate));
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+        last.checked_add(Duration::from_nanos(nanos))
+    }
+}

@@ -1,0 +1,594 @@
+//! The sender state machine: turns queued objects into paced, interleaved frames.
+//!
+//! See [`Sender`] for how to drive it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::fec::BlockEncoder;
+use super::pacer::{DEFAULT_BURST_FRAMES, IP_UDP_OVERHEAD, Pacer};
+use super::params::{ESI_LIMIT, ObjectParams};
+use super::wire::{self, DataHeader, Frame, Heartbeat, LedgerEntry, LinkKey, ObjectEnd};
+
+/// Ledger entries a heartbeat carries (the most recently started objects).
+pub const LEDGER_LEN: usize = 16;
+/// How many object-end frames close each pass.
+pub const END_FRAME_COPIES: u32 = 3;
+/// Data frames between two copies of an object-end frame, so one loss burst does not take all.
+pub const END_FRAME_SPACING: u32 = 32;
+
+/// Sender configuration. Both sides must agree on `symbol_size` and `block_size` only in the
+/// sense that the receiver's `Limits` must admit them: the values travel in every frame.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Key of the per-frame integrity tag.
+    pub link_key: LinkKey,
+    /// Identifies this sender in heartbeats.
+    pub sender_id: [u8; 16],
+    /// Bytes of payload per frame (RaptorQ symbol size).
+    pub symbol_size: u16,
+    /// Bytes of object per FEC block (the last block may be shorter).
+    pub block_size: u32,
+    /// Blocks interleaved at once. Memory: `window_blocks × block_size` plus encoder state.
+    /// Default 16.
+    pub window_blocks: u32,
+    /// Repair symbols per block per pass, as a percentage of the block's source symbols K:
+    /// `ceil(K × pct / 100)`, at least 1 when pct > 0. Default 10.
+    pub overhead_percent: u32,
+    /// How many times each object is sent; every pass after the first carries fresh repair
+    /// symbols only. Default 1.
+    pub passes: u16,
+    /// Heartbeat period, also while idle. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Wire bytes per second (frame + 28 bytes IP/UDP), or `None` for unpaced.
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Token-bucket burst allowance in wire bytes. Default: 64 full frames (one GSO batch).
+    pub burst_bytes: Option<u64>,
+}
+
+impl SenderConfig {
+    /// Defaults for everything but the key, id and geometry.
+    pub fn new(link_key: LinkKey, sender_id: [u8; 16], symbol_size: u16, block_size: u32) -> Self {
+        Self {
+            link_key,
+            sender_id,
+            symbol_size,
+            block_size,
+            window_blocks: 16,
+            overhead_percent: 10,
+            passes: 1,
+            heartbeat_interval: Duration::from_secs(1),
+            rate_bytes_per_sec: None,
+            burst_bytes: None,
+        }
+    }
+
+    /// Repair symbols per block per pass for a block of `k` source symbols.
+    pub fn repair_symbols(&self, k: u32) -> u32 {
+        if self.overhead_percent == 0 || k == 0 {
+            return 0;
+        }
+        let r = (u64::from(k) * u64::from(self.overhead_percent)).div_ceil(100);
+        u32::try_from(r).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+/// Why the sender refused a call.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The configuration or object cannot be sent (geometry out of range, too many passes for
+    /// the ESI space, …).
+    #[error("invalid sender configuration or object: {0}")]
+    Invalid(&'static str),
+    /// `handle_read` for a block that was not requested (or already answered).
+    #[error("read answer for a block that was not requested")]
+    UnexpectedRead,
+    /// `handle_read` with a byte count different from the request.
+    #[error("read answer has {got} bytes, {want} were requested")]
+    ShortRead {
+        /// Bytes requested.
+        want: usize,
+        /// Bytes given.
+        got: usize,
+    },
+}
+
+/// A request for the caller to read `len` bytes of object `object_id` at `offset` (block
+/// `block`) and hand them back through [`Sender::handle_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// The object.
+    pub object_id: [u8; 16],
+    /// Block index.
+    pub block: u64,
+    /// Byte offset of the block in the object.
+    pub offset: u64,
+    /// Bytes to read (the block's length).
+    pub len: usize,
+    /// Which pass of the object this read serves (each pass re-reads the object).
+    pub pass: u16,
+}
+
+/// The expensive part of answering a [`ReadRequest`]: building the RaptorQ encoder of one
+/// block. Pure; the driver may run it on a worker thread and give the result to
+/// [`Sender::handle_encoded`], or let [`Sender::handle_read`] run it inline.
+#[derive(Debug)]
+pub struct EncodeJob {
+    request: ReadRequest,
+    params: ObjectParams,
+    data: Vec<u8>,
+}
+
+impl EncodeJob {
+    /// Build the encoder (the expensive RaptorQ intermediate-symbol solve).
+    pub fn run(self) -> EncodedBlock {
+        let block = u32::try_from(self.request.block).unwrap_or(u32::MAX);
+        let encoder = BlockEncoder::new(&self.params, block, &self.data)
+            .map_err(|_| SendError::Invalid("block refused by the FEC encoder"));
+        EncodedBlock {
+            request: self.request,
+            encoder,
+        }
+    }
+}
+
+/// The result of an [`EncodeJob`].
+#[derive(Debug)]
+pub struct EncodedBlock {
+    request: ReadRequest,
+    encoder: Result<BlockEncoder, SendError>,
+}
+
+/// Counters (monotonic, for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// All frames written.
+    pub frames: u64,
+    /// Bytes of all frames written (without IP/UDP overhead).
+    pub bytes: u64,
+    /// Data-symbol frames.
+    pub data_frames: u64,
+    /// Heartbeat frames.
+    pub heartbeat_frames: u64,
+    /// Object-end frames.
+    pub end_frames: u64,
+    /// Data frames of the current (or last) pass of the current (or last) object.
+    pub data_frames_this_pass: u64,
+    /// Passes finished over all objects.
+    pub passes_completed: u64,
+    /// Objects whose last pass finished.
+    pub objects_completed: u64,
+}
+
+#[derive(Debug)]
+struct Queued {
+    object_id: [u8; 16],
+    params: ObjectParams,
+}
+
+#[derive(Debug)]
+struct Current {
+    object_id: [u8; 16],
+    params: ObjectParams,
+    pass: u16,
+    /// First block of the window.
+    window_start: u64,
+    /// Encoders of the window's blocks (None until read and encoded).
+    slots: Vec<Option<BlockEncoder>>,
+    /// Blocks of the window already requested from the caller.
+    requested: usize,
+    /// Symbol round within the window and the slot within the round.
+    round: u32,
+    slot: usize,
+    frames_this_pass: u64,
+}
+
+enum Next {
+    Control(Frame<'static>),
+    Data { header: DataHeader, slot: usize },
+}
+
+#[derive(Debug)]
+struct PendingEnd {
+    frame: ObjectEnd,
+    /// Data frames still to go before this copy is due.
+    after_frames: u32,
+}
+
+/// The sender. Sans-IO: it reads no clock, file or socket.
+///
+/// # Driving order
+///
+/// 1. `queue_object(now, id, len, unix_ms)` for each object to send. Objects are sent one after
+///    another, each with all its passes before the next: pass 1 of A, pass 2 of A, …, then B.
+/// 2. Loop:
+///    - while [`poll_read`](Self::poll_read) returns a request, read those bytes from the
+///      object and call [`handle_read`](Self::handle_read) (or run an [`EncodeJob`] from
+///      [`encode_job`](Self::encode_job) elsewhere and call
+///      [`handle_encoded`](Self::handle_encoded)). Each pass reads the object again; at most
+///      one window of blocks is held.
+///    - while [`poll_transmit`](Self::poll_transmit)`(now, buf)` returns `Some(n)`, send
+///      `buf[..n]` as one datagram (or spool record). Batch them for GSO if you like.
+///    - sleep until [`poll_timeout`](Self::poll_timeout) (pacing or the next heartbeat), or
+///      until an encode job finishes, then repeat with a fresh `now`.
+/// 3. Stop when [`is_finished`](Self::is_finished) (heartbeats continue while you keep
+///    polling, which is useful for a long-running sender that is idle).
+///
+/// `now` must not go backwards (a `now` earlier than a previous one counts as no time passing).
+///
+/// # What goes on the wire
+///
+/// For each object and pass, the object is cut into windows of `window_blocks` blocks. Within a
+/// window the symbols are interleaved, one per block in turn (block0 esi0, block1 esi0, …,
+/// block0 esi1, …), so a burst of lost frames is spread thin across blocks. Pass `p` (1-based)
+/// sends ESIs `(p-1)·(K+R) .. p·(K+R)` of every block: pass 1 is the K source symbols plus R
+/// repair symbols, every later pass is K+R repair symbols never sent before. After the last
+/// window of a pass, [`END_FRAME_COPIES`] object-end frames go out, spread
+/// [`END_FRAME_SPACING`] data frames apart (or back to back when nothing else is left).
+/// Heartbeats carry the last [`LEDGER_LEN`] objects started.
+#[derive(Debug)]
+pub struct Sender {
+    config: SenderConfig,
+    pacer: Pacer,
+    /// Wall-clock anchor: `unix_ms` at `Instant`.
+    clock: (Instant, u64),
+    queue: VecDeque<Queued>,
+    current: Option<Current>,
+    pending_ends: VecDeque<PendingEnd>,
+    next_heartbeat: Instant,
+    heartbeat_seq: u64,
+    ledger: VecDeque<LedgerEntry>,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// A sender; `now` and `unix_ms` anchor the wall clock used in heartbeats. The first
+    /// heartbeat is due immediately.
+    pub fn new(config: SenderConfig, now: Instant, unix_ms: u64) -> Result<Self, SendError> {
+        if config.symbol_size == 0 {
+            return Err(SendError::Invalid("symbol_size is 0"));
+        }
+        if config.block_size < u32::from(config.symbol_size) {
+            return Err(SendError::Invalid("block_size below symbol_size"));
+        }
+        if config.window_blocks == 0 {
+            return Err(SendError::Invalid("window_blocks is 0"));
+        }
+        if config.passes == 0 {
+            return Err(SendError::Invalid("passes is 0"));
+        }
+        let frame_wire = (wire::data_frame_len(config.symbol_size) + IP_UDP_OVERHEAD) as u64;
+        let burst = config
+            .burst_bytes
+            .unwrap_or(DEFAULT_BURST_FRAMES * frame_wire);
+        Ok(Self {
+            pacer: Pacer::new(config.rate_bytes_per_sec, burst),
+            config,
+            clock: (now, unix_ms),
+            queue: VecDeque::new(),
+            current: None,
+            pending_ends: VecDeque::new(),
+            next_heartbeat: now,
+            heartbeat_seq: 0,
+            ledger: VecDeque::new(),
+            stats: SenderStats::default(),
+        })
+    }
+
+    /// Queue an object of `len` bytes. `unix_ms` re-anchors the wall clock at `now`.
+    pub fn queue_object(
+        &mut self,
+        now: Instant,
+        object_id: [u8; 16],
+        len: u64,
+        unix_ms: u64,
+    ) -> Result<(), SendError> {
+        let params = ObjectParams {
+            object_id,
+            object_len: len,
+            block_size: self.config.block_size,
+            symbol_size: self.config.symbol_size,
+        };
+        // The highest ESI of the last pass must fit RaptorQ's 24-bit ESI space.
+        let k = params.source_symbols(0);
+        let per_pass = u64::from(k) + u64::from(self.config.repair_symbols(k));
+        if per_pass * u64::from(self.config.passes) > u64::from(ESI_LIMIT) {
+            return Err(SendError::Invalid("too many passes for the ESI space"));
+        }
+        self.clock = (now, unix_ms);
+        self.queue.push_back(Queued { object_id, params });
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SenderStats {
+        self.stats
+    }
+
+    /// Everything queued was sent, all passes, with its end frames.
+    pub fn is_finished(&self) -> bool {
+        self.queue.is_empty() && self.current.is_none() && self.pending_ends.is_empty()
+    }
+
+    /// The next read the sender needs, if any. Each request is returned once.
+    pub fn poll_read(&mut self) -> Option<ReadRequest> {
+        self.start_next_object();
+        let cur = self.current.as_mut()?;
+        if cur.requested >= cur.slots.len() {
+            return None;
+        }
+        let block = cur.window_start + cur.requested as u64;
+        cur.requested += 1;
+        Some(ReadRequest {
+            object_id: cur.object_id,
+            block,
+            offset: cur.params.block_offset(block).unwrap_or(0),
+            len: cur.params.block_len(block).unwrap_or(0) as usize,
+            pass: cur.pass,
+        })
+    }
+
+    /// Wrap a read answer into a job for a worker thread.
+    pub fn encode_job(&self, request: ReadRequest, data: Vec<u8>) -> Result<EncodeJob, SendError> {
+        if data.len() != request.len {
+            return Err(SendError::ShortRead {
+                want: request.len,
+                got: data.len(),
+            });
+        }
+        let cur = self.current.as_ref().ok_or(SendError::UnexpectedRead)?;
+        Ok(EncodeJob {
+            request,
+            params: cur.params,
+            data,
+        })
+    }
+
+    /// Answer a [`ReadRequest`] with the block's bytes; encodes inline.
+    pub fn handle_read(&mut self, request: ReadRequest, data: Vec<u8>) -> Result<(), SendError> {
+        self.slot_index(&request)?;
+        let job = self.encode_job(request, data)?;
+        self.handle_encoded(job.run())
+    }
+
+    /// Accept an encoded block produced by an [`EncodeJob`].
+    pub fn handle_encoded(&mut self, block: EncodedBlock) -> Result<(), SendError> {
+        let idx = self.slot_index(&block.request)?;
+        let cur = self.current.as_mut().ok_or(SendError::UnexpectedRead)?;
+        let slot = cur.slots.get_mut(idx).ok_or(SendError::UnexpectedRead)?;
+        *slot = Some(block.encoder?);
+        Ok(())
+    }
+
+    fn slot_index(&self, r: &ReadRequest) -> Result<usize, SendError> {
+        let cur = self.current.as_ref().ok_or(SendError::UnexpectedRead)?;
+        if cur.object_id != r.object_id || cur.pass != r.pass || r.block < cur.window_start {
+            return Err(SendError::UnexpectedRead);
+        }
+        let idx =
+            usize::try_from(r.block - cur.window_start).map_err(|_| SendError::UnexpectedRead)?;
+        match cur.slots.get(idx) {
+            Some(None) if idx < cur.requested => Ok(idx),
+            _ => Err(SendError::UnexpectedRead),
+        }
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (at, ms) = self.clock;
+        let elapsed = now.saturating_duration_since(at).as_millis();
+        ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    fn start_next_object(&mut self) {
+        if self.current.is_some() {
+            return;
+        }
+        let Some(q) = self.queue.pop_front() else {
+            return;
+        };
+        let entry = LedgerEntry {
+            object_id: q.object_id,
+            object_len: q.params.object_len,
+            first_sent_unix_ms: self.unix_ms(self.clock.0),
+            pass: 1,
+            passes: self.config.passes,
+        };
+        if self.ledger.len() >= LEDGER_LEN {
+            self.ledger.pop_front();
+        }
+        self.ledger.push_back(entry);
+        let mut cur = Current {
+            object_id: q.object_id,
+            params: q.params,
+            pass: 1,
+            window_start: 0,
+            slots: Vec::new(),
+            requested: 0,
+            round: 0,
+            slot: 0,
+            frames_this_pass: 0,
+        };
+        self.stats.data_frames_this_pass = 0;
+        Self::open_window(&self.config, &mut cur, 0);
+        self.current = Some(cur);
+    }
+
+    fn open_window(config: &SenderConfig, cur: &mut Current, start: u64) {
+        let blocks = cur.params.block_count();
+        let n = (blocks.saturating_sub(start)).min(u64::from(config.window_blocks));
+        cur.window_start = start;
+        cur.slots = (0..n).map(|_| None).collect();
+        cur.requested = 0;
+        cur.round = 0;
+        cur.slot = 0;
+    }
+
+    /// Symbols per pass for block `block`.
+    fn per_pass(config: &SenderConfig, params: &ObjectParams, block: u64) -> u32 {
+        let k = params.source_symbols(block);
+        k.saturating_add(config.repair_symbols(k))
+    }
+
+    /// When to call [`poll_transmit`](Self::poll_transmit) again: the next heartbeat, or when
+    /// the pacer allows the next frame.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let paced = self.pacer.ready_at().filter(|_| self.has_frame_ready());
+        Some(paced.map_or(self.next_heartbeat, |r| r.min(self.next_heartbeat)))
+    }
+
+    fn has_frame_ready(&self) -> bool {
+        !self.pending_ends.is_empty()
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.slots.iter().all(Option::is_some) && !c.slots.is_empty())
+    }
+
+    /// Write the next frame into `buf` (at least [`wire::data_frame_len`]`(symbol_size)` bytes,
+    /// and at least [`wire::heartbeat_len`]`(16)`) and return its length, or `None` when nothing
+    /// may be sent now: paced out, waiting for reads, or idle between heartbeats.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.start_next_object();
+        if !self.pacer.can_send(now) {
+            return None;
+        }
+        let n = match self.next_frame(now)? {
+            Next::Control(frame) => wire::encode(&self.config.link_key, &frame, buf).ok()?,
+            Next::Data { header, slot } => {
+                let t = usize::from(header.params.symbol_size);
+                let len = wire::data_frame_len(header.params.symbol_size);
+                let frame = buf.get_mut(..len)?;
+                let encoder = self.current.as_ref()?.slots.get(slot)?.as_ref()?;
+                let payload = frame.get_mut(wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + t)?;
+                encoder.write_symbol(header.esi, payload).ok()?;
+                wire::seal_data_in_place(&self.config.link_key, &header, frame).ok()?;
+                len
+            }
+        };
+        self.pacer.consume(now, n + IP_UDP_OVERHEAD);
+        self.stats.frames += 1;
+        self.stats.bytes += n as u64;
+        Some(n)
+    }
+
+    fn next_frame(&mut self, now: Instant) -> Option<Next> {
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.heartbeat_interval;
+            self.heartbeat_seq += 1;
+            self.stats.heartbeat_frames += 1;
+            return Some(Next::Control(Frame::Heartbeat(Heartbeat {
+                sender_id: self.config.sender_id,
+                sequence: self.heartbeat_seq,
+                sent_at_unix_ms: self.unix_ms(now),
+                ledger: self.ledger.iter().copied().collect(),
+            })));
+        }
+        if self
+            .pending_ends
+            .front()
+            .is_some_and(|e| e.after_frames == 0)
+        {
+            return self.pop_end();
+        }
+        if let Some((header, slot)) = self.next_data() {
+            for e in &mut self.pending_ends {
+                e.after_frames = e.after_frames.saturating_sub(1);
+            }
+            self.stats.data_frames += 1;
+            self.stats.data_frames_this_pass += 1;
+            return Some(Next::Data { header, slot });
+        }
+        // Nothing else to send: the remaining end copies go now.
+        self.pop_end()
+    }
+
+    fn pop_end(&mut self) -> Option<Next> {
+        let e = self.pending_ends.pop_front()?;
+        self.stats.end_frames += 1;
+        Some(Next::Control(Frame::ObjectEnd(e.frame)))
+    }
+
+    /// The header of the next data frame and the window slot of its encoder.
+    fn next_data(&mut self) -> Option<(DataHeader, usize)> {
+        let config = &self.config;
+        let cur = self.current.as_mut()?;
+        if cur.slots.is_empty() {
+            // A zero-length object: its pass is just the end frames.
+            self.finish_pass();
+            return None;
+        }
+        if cur.slots.iter().any(Option::is_none) {
+            return None;
+        }
+        // The next (round, slot) whose block still has a symbol in this round. The first block
+        // of a window is never shorter than the others, so it bounds the rounds.
+        let nslots = cur.slots.len();
+        let max_round = Self::per_pass(config, &cur.params, cur.window_start);
+        while cur.round < max_round {
+            let (round, slot) = (cur.round, cur.slot);
+            cur.slot += 1;
+            if cur.slot >= nslots {
+                cur.slot = 0;
+                cur.round += 1;
+            }
+            let block = cur.window_start + slot as u64;
+            let per_pass = Self::per_pass(config, &cur.params, block);
+            if round >= per_pass {
+                continue;
+            }
+            let esi = u32::from(cur.pass - 1)
+                .saturating_mul(per_pass)
+                .saturating_add(round);
+            cur.frames_this_pass += 1;
+            let header = DataHeader {
+                params: cur.params,
+                block: u32::try_from(block).ok()?,
+                esi,
+            };
+            return Some((header, slot));
+        }
+        // Window done: next window, next pass, or next object.
+        let next_start = cur.window_start + nslots as u64;
+        if next_start < cur.params.block_count() {
+            Self::open_window(config, cur, next_start);
+            return None;
+        }
+        self.finish_pass();
+        None
+    }
+
+    fn finish_pass(&mut self) {
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        let end = ObjectEnd {
+            params: cur.params,
+            pass: cur.pass,
+            passes: self.config.passes,
+            frames_sent_this_pass: cur.frames_this_pass,
+        };
+        for i in 0..END_FRAME_COPIES {
+            self.pending_ends.push_back(PendingEnd {
+                frame: end,
+                after_frames: i * END_FRAME_SPACING,
+            });
+        }
+        self.stats.passes_completed += 1;
+        if cur.pass < self.config.passes {
+            cur.pass += 1;
+            cur.frames_this_pass = 0;
+            self.stats.data_frames_this_pass = 0;
+            let id = cur.object_id;
+            let pass = cur.pass;
+            Self::open_window(&self.config, cur, 0);
+            if let Some(e) = self.ledger.iter_mut().rev().find(|e| e.object_id == id) {
+                e.pass = pass;
+            }
+        } else {
+            self.current = None;
+            self.stats.objects_completed += 1;
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! In-process simulated diode for the `sim_*` tests: senders → seeded impairment → receiver,
+//! with a virtual clock and a fake staging store that applies `Write` effects.
+//!
+//! Everything is deterministic for a given seed. Nothing here sleeps or touches the network.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sluice_common::transport::params::ObjectParams;
+use sluice_common::transport::progress::Progress;
+use sluice_common::transport::recv::{AbandonReason, Effect, Receiver};
+use sluice_common::transport::send::Sender;
+use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
+
+/// The link key used by the "genuine" side of every test.
+pub fn key() -> LinkKey {
+    LinkKey::from_bytes([7; 32])
+}
+
+/// Deterministic object content: block-sized chunks generated from (seed, offset), so any
+/// block can be produced again without storing the object.
+pub fn content(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.fill_bytes(&mut out);
+    out
+}
+
+/// The whole object, for small objects compared byte by byte. Blocks are generated at their
+/// offsets, as the sender's reads would be.
+pub fn whole(seed: u64, len: u64, block_size: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len as usize);
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(u64::from(block_size)) as usize;
+        out.extend_from_slice(&content(seed, off, n));
+        off += n as u64;
+    }
+    out
+}
+
+/// What the link does to frames. Probabilities are per frame except `bit_error_rate` (per bit).
+#[derive(Debug, Clone, Default)]
+pub struct Impairment {
+    /// Independent loss probability.
+    pub loss: f64,
+    /// Drop every frame whose index (0-based, over all frames offered) is in this range.
+    pub burst: Option<std::ops::Range<u64>>,
+    /// Hold up to this many frames and release them in random order (0 = in order).
+    pub reorder_window: usize,
+    /// Probability a frame is delivered twice.
+    pub duplicate: f64,
+    /// Probability of each bit being flipped.
+    pub bit_error_rate: f64,
+    /// Probability a frame is cut to a random shorter length.
+    pub truncate: f64,
+}
+
+/// What the link did, to compare against the receiver's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    pub offered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    pub truncated: u64,
+    pub delivered: u64,
+}
+
+/// A seeded lossy, reordering, duplicating, corrupting link.
+pub struct Link {
+    pub imp: Impairment,
+    rng: ChaCha8Rng,
+    held: Vec<Vec<u8>>,
+    pub stats: LinkStats,
+}
+
+impl Link {
+    pub fn new(imp: Impairment, seed: u64) -> Self {
+        Self {
+            imp,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            held: Vec::new(),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Offer one frame; datagrams due for delivery are appended to `out`.
+    pub fn push(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
+        let index = self.stats.offered;
+        self.stats.offered += 1;
+        if self.imp.burst.as_ref().is_some_and(|b| b.contains(&index))
+            || (self.imp.loss > 0.0 && self.rng.random_bool(self.imp.loss))
+        {
+            self.stats.lost += 1;
+            return;
+        }
+        let copies = if self.imp.duplicate > 0.0 && self.rng.random_bool(self.imp.duplicate) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut f = frame.to_vec();
+            if self.imp.bit_error_rate > 0.0 {
+                let mut flipped = false;
+                // Geometric skipping keeps this cheap at low rates.
+                let bits = f.len() as u64 * 8;
+                let mut pos = self.next_error_gap();
+                while pos < bits {
+                    f[(pos / 8) as usize] ^= 1 << (pos % 8);
+                    flipped = true;
+                    pos += 1 + self.next_error_gap();
+                }
+                if flipped {
+                    self.stats.corrupted += 1;
+                }
+            }
+            if self.imp.truncate > 0.0 && !f.is_empty() && self.rng.random_bool(self.imp.truncate) {
+                let n = self.rng.random_range(0..f.len());
+                f.truncate(n);
+                self.stats.truncated += 1;
+            }
+            self.deliver(f, out);
+        }
+    }
+
+    fn next_error_gap(&mut self) -> u64 {
+        let p = self.imp.bit_error_rate;
+        let u: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+        (u.ln() / (1.0 - p).ln()).floor() as u64
+    }
+
+    fn deliver(&mut self, f: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        if self.imp.reorder_window == 0 {
+            self.stats.delivered += 1;
+            out.push(f);
+            return;
+        }
+        self.held.push(f);
+        if self.held.len() >= self.imp.reorder_window {
+            let i = self.rng.random_range(0..self.held.len());
+            self.stats.delivered += 1;
+            out.push(self.held.swap_remove(i));
+        }
+    }
+
+    /// Release everything held for reordering, in random order.
+    pub fn flush(&mut self, out: &mut Vec<Vec<u8>>) {
+        while !self.held.is_empty() {
+            let i = self.rng.random_range(0..self.held.len());
+            self.stats.delivered += 1;
+            out.push(self.held.swap_remove(i));
+        }
+    }
+}
+
+/// Fake staging file: either the bytes in memory, or a streaming blake3 of the object in
+/// offset order (blocks arriving out of order wait in a small map) for objects too big to hold.
+pub enum Staging {
+    Mem {
+        data: Vec<u8>,
+    },
+    Hashed {
+        hasher: Box<blake3::Hasher>,
+        next: u64,
+        pending: BTreeMap<u64, Vec<u8>>,
+        max_pending: usize,
+    },
+}
+
+impl Staging {
+    fn write(&mut self, offset: u64, bytes: Vec<u8>) {
+        match self {
+            Staging::Mem { data } => {
+                let o = offset as usize;
+                data[o..o + bytes.len()].copy_from_slice(&bytes);
+            }
+            Staging::Hashed {
+                hasher,
+                next,
+                pending,
+                max_pending,
+            } => {
+                assert!(offset >= *next, "block at {offset} written twice");
+                assert!(
+                    pending.insert(offset, bytes).is_none(),
+                    "block written twice"
+                );
+                while let Some(b) = pending.remove(next) {
+                    hasher.update(&b);
+                    *next += b.len() as u64;
+                }
+                *max_pending = (*max_pending).max(pending.len());
+            }
+        }
+    }
+}
+
+/// How a receiver session ended, as seen by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Complete {
+        len: u64,
+    },
+    Incomplete {
+        missing_blocks: u64,
+    },
+    Abandoned {
+        reason: AbandonReason,
+        missing_blocks: u64,
+    },
+}
+
+/// Per-object record of what the driver saw.
+#[derive(Default)]
+pub struct ObjectLog {
+    pub staging: Option<Staging>,
+    pub params: Option<ObjectParams>,
+    pub opens: u32,
+    pub writes: u64,
+    pub blocks_written: HashSet<u64>,
+    pub outcomes: Vec<Outcome>,
+    pub checkpoints: u64,
+}
+
+/// One simulated sender and where its object bytes come from.
+pub struct SimSender {
+    pub sender: Sender,
+    /// (object_id) → content seed.
+    pub seeds: HashMap<[u8; 16], u64>,
+    /// blake3 of everything read during pass 1 of each object (reads are in order).
+    pub read_hash: HashMap<[u8; 16], blake3::Hasher>,
+}
+
+/// The whole simulation.
+pub struct Sim {
+    pub senders: Vec<SimSender>,
+    pub receiver: Receiver,
+    pub link: Link,
+    pub now: Instant,
+    /// Virtual time per frame offered.
+    pub frame_time: Duration,
+    /// Keep objects above this size as a hash instead of bytes.
+    pub hash_above: u64,
+    pub objects: HashMap<[u8; 16], ObjectLog>,
+    /// Largest `buffered_bytes()` observed after any call.
+    pub max_buffered: u64,
+    pub max_sessions_seen: usize,
+    /// Frames injected ahead of the genuine ones (delivered first).
+    pub inject_first: Vec<Vec<u8>>,
+}
+
+impl Sim {
+    pub fn new(receiver: Receiver, link: Link) -> Self {
+        Self {
+            senders: Vec::new(),
+            receiver,
+            link,
+            now: Instant::now(),
+            frame_time: Duration::from_micros(10),
+            hash_above: 256 << 20,
+            objects: HashMap::new(),
+            max_buffered: 0,
+            max_sessions_seen: 0,
+            inject_first: Vec::new(),
+        }
+    }
+
+    pub fn add_sender(&mut self, sender: Sender) -> usize {
+        self.senders.push(SimSender {
+            sender,
+            seeds: HashMap::new(),
+            read_hash: HashMap::new(),
+        });
+        self.senders.len() - 1
+    }
+
+    pub fn queue(&mut self, sender: usize, object_id: [u8; 16], len: u64, seed: u64) {
+        let s = &mut self.senders[sender];
+        s.seeds.insert(object_id, seed);
+        s.sender
+            .queue_object(self.now, object_id, len, 1_800_000_000_000)
+            .expect("queue");
+    }
+
+    /// Feed one datagram to the receiver and perform every effect.
+    pub fn deliver(&mut self, datagram: &[u8]) {
+        self.receiver.handle_datagram(self.now, datagram);
+        self.drain();
+    }
+
+    /// Perform all pending receiver effects (decodes inline).
+    pub fn drain(&mut self) {
+        self.observe();
+        while let Some(e) = self.receiver.poll_effect() {
+            match e {
+                Effect::Open { params } => {
+                    let log = self.objects.entry(params.object_id).or_default();
+                    log.opens += 1;
+                    log.params = Some(params);
+                    if log.staging.is_none() {
+                        log.staging = Some(if params.object_len > self.hash_above {
+                            Staging::Hashed {
+                                hasher: Box::new(blake3::Hasher::new()),
+                                next: 0,
+                                pending: BTreeMap::new(),
+                                max_pending: 0,
+                            }
+                        } else {
+                            Staging::Mem {
+                                data: vec![0; params.object_len as usize],
+                            }
+                        });
+                    }
+                }
+                Effect::Write {
+                    object_id,
+                    block,
+                    offset,
+                    data,
+                } => {
+                    let log = self.objects.get_mut(&object_id).expect("write before open");
+                    log.writes += 1;
+                    assert!(
+                        log.blocks_written.insert(block),
+                        "block {block} written twice"
+                    );
+                    log.staging.as_mut().expect("staging").write(offset, data);
+                }
+                Effect::Decode(task) => {
+                    let done = task.run();
+                    self.receiver.handle_decoded(self.now, done);
+                }
+                Effect::Checkpoint { object_id } => {
+                    self.objects.entry(object_id).or_default().checkpoints += 1;
+                }
+                Effect::Complete { object_id, len } => {
+                    self.objects
+                        .entry(object_id)
+                        .or_default()
+                        .outcomes
+                        .push(Outcome::Complete { len });
+                }
+                Effect::Incomplete {
+                    object_id,
+                    missing_blocks,
+                } => {
+                    self.objects
+                        .entry(object_id)
+                        .or_default()
+                        .outcomes
+                        .push(Outcome::Incomplete { missing_blocks });
+                }
+                Effect::Abandoned {
+                    object_id,
+                    reason,
+                    missing_blocks,
+                } => {
+                    self.objects
+                        .entry(object_id)
+                        .or_default()
+                        .outcomes
+                        .push(Outcome::Abandoned {
+                            reason,
+                            missing_blocks,
+                        });
+                }
+            }
+            self.observe();
+        }
+        while self.receiver.poll_event().is_some() {}
+    }
+
+    fn observe(&mut self) {
+        self.max_buffered = self.max_buffered.max(self.receiver.buffered_bytes());
+        self.max_sessions_seen = self.max_sessions_seen.max(self.receiver.session_count());
+    }
+
+    /// Run every sender to completion through the link, then flush the link and let the
+    /// receiver's end grace pass.
+    pub fn run(&mut self) {
+        let inject = std::mem::take(&mut self.inject_first);
+        for f in &inject {
+            self.deliver(f);
+        }
+        let mut buf = vec![0u8; MAX_FRAME_LEN];
+        let mut out = Vec::new();
+        let mut idle_rounds = 0u32;
+        loop {
+            let mut progressed = false;
+            for i in 0..self.senders.len() {
+                let s = &mut self.senders[i];
+                while let Some(req) = s.sender.poll_read() {
+                    let seed = s.seeds[&req.object_id];
+                    let data = content(seed, req.offset, req.len);
+                    if req.pass == 1 {
+                        s.read_hash.entry(req.object_id).or_default().update(&data);
+                    }
+                    s.sender.handle_read(req, data).expect("read");
+                }
+                if let Some(n) = s.sender.poll_transmit(self.now, &mut buf) {
+                    progressed = true;
+                    self.link.push(&buf[..n], &mut out);
+                }
+            }
+            for d in std::mem::take(&mut out) {
+                self.deliver(&d);
+            }
+            if progressed {
+                idle_rounds = 0;
+                self.now += self.frame_time;
+            } else {
+                idle_rounds += 1;
+            }
+            if self.senders.iter().all(|s| s.sender.is_finished()) {
+                break;
+            }
+            if idle_rounds > 3 {
+                // Waiting on the pacer or a heartbeat: jump to the earliest sender timeout.
+                let t = self
+                    .senders
+                    .iter()
+                    .filter_map(|s| s.sender.poll_timeout())
+                    .min()
+                    .expect("a sender with nothing to do and no timeout");
+                self.now = self.now.max(t);
+                idle_rounds = 0;
+            }
+        }
+        self.link.flush(&mut out);
+        for d in std::mem::take(&mut out) {
+            self.deliver(&d);
+        }
+        self.settle();
+    }
+
+    /// Let the receiver's end grace elapse (not its idle timeout).
+    pub fn settle(&mut self) {
+        self.now += Duration::from_secs(3);
+        self.receiver.handle_timeout(self.now);
+        self.drain();
+    }
+
+    pub fn log(&self, id: &[u8; 16]) -> &ObjectLog {
+        self.objects.get(id).expect("object seen")
+    }
+
+    /// The object's staged bytes (in-memory staging only).
+    pub fn staged(&self, id: &[u8; 16]) -> &[u8] {
+        match self.log(id).staging.as_ref().expect("staging") {
+            Staging::Mem { data } => data,
+            Staging::Hashed { .. } => panic!("object staged as a hash"),
+        }
+    }
+
+    /// blake3 of the staged object (hashed staging), and the largest number of blocks that
+    /// waited out of order.
+    pub fn staged_hash(&self, id: &[u8; 16]) -> (blake3::Hash, usize) {
+        match self.log(id).staging.as_ref().expect("staging") {
+            Staging::Hashed {
+                hasher,
+                max_pending,
+                pending,
+                ..
+            } => {
+                assert!(pending.is_empty(), "blocks left out of order");
+                (hasher.finalize(), *max_pending)
+            }
+            Staging::Mem { data } => (blake3::hash(data), 0),
+        }
+    }
+
+    /// The expected blake3 of an object, from what its sender read during pass 1.
+    pub fn read_hash(&self, sender: usize, id: &[u8; 16]) -> blake3::Hash {
+        self.senders[sender]
+            .read_hash
+            .get(id)
+            .map(|h| h.finalize())
+            .unwrap_or_else(|| blake3::hash(b""))
+    }
+
+    /// Progress of a live session, as bytes (what a driver would persist).
+    pub fn progress_bytes(&self, id: &[u8; 16]) -> Option<Vec<u8>> {
+        self.receiver.progress(id).map(|p: Progress| p.to_bytes())
+    }
+}
+
+/// A 16-byte object id from a number.
+pub fn oid(n: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_le_bytes());
+    id[8] = 0xA5;
+    id
+}

@@ -1,0 +1,944 @@
+//! `sluice-recv doctor`: preflight checks of the high-side host before listening or importing.
+//!
+//! Each check yields a [`Finding`] (ok / warn / fail, what was measured, the exact fix). The
+//! checks read from an [`Env`] (proc and sys roots, store and trust paths, the clock), so tests
+//! feed a fake tree: `SLUICE_PROC_ROOT`, `SLUICE_SYS_ROOT` (or the hidden `--proc-root`,
+//! `--sys-root` flags). Exit 0 if nothing failed, 1 otherwise. The only socket it opens is a
+//! UDP socket bound to an ephemeral port to read back the receive buffer the kernel grants;
+//! nothing is ever sent.
+
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sluice_common::exit;
+use sluice_common::profile::Profile;
+
+/// Check the high-side host: socket buffers, MTU of the bind interface, store writability and
+/// free space, trust store, clock. Prints one finding per check with the exact fix; exit 0 if
+/// nothing failed.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The quarantine store directory `listen`/`import` will use.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// The trust directory (`*.pub` signer keys and optional `policy.toml`).
+    #[arg(long, value_name = "DIR")]
+    pub trust: PathBuf,
+    /// The address `listen` will bind; enables the MTU and granted-buffer checks on it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
+    /// Diode profile: a name from /usr/share/sluice/profiles (or /etc/sluice/profiles,
+    /// $SLUICE_PROFILE_DIR, ./hardware/profiles) or a path to a .toml file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, hide = true, env = "SLUICE_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    #[arg(long, hide = true, env = "SLUICE_SYS_ROOT", default_value = "/sys")]
+    pub sys_root: PathBuf,
+}
+
+/// Everything the checks read from the host.
+pub struct Env {
+    pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+    pub profile: Option<String>,
+    pub bind: Option<String>,
+    pub store: PathBuf,
+    pub trust: PathBuf,
+    pub now: SystemTime,
+}
+
+/// Line rate assumed when no profile is given (GbE, the common diode).
+const DEFAULT_LINE_RATE_BPS: u64 = 1_000_000_000;
+const SYSCTL_CONF: &str = "hardware/sysctl/90-sluice.conf";
+/// The receive buffer `listen` asks for (hardware/sysctl/90-sluice.conf).
+const LISTEN_RCVBUF: usize = 32 << 20;
+const GIB: u64 = 1 << 30;
+/// 2024-01-01T00:00:00Z: no correctly set clock is earlier.
+const CLOCK_FLOOR: u64 = 1_704_067_200;
+/// 2100-01-01T00:00:00Z: later than this, the clock is wrong, not the calendar.
+const CLOCK_CEILING: u64 = 4_102_444_800;
+
+pub fn run(args: Args) -> i32 {
+    let env = Env {
+        proc_root: args.proc_root,
+        sys_root: args.sys_root,
+        profile: args.profile,
+        bind: args.bind,
+        store: args.store,
+        trust: args.trust,
+        now: SystemTime::now(),
+    };
+    let findings = run_checks(&env);
+    print_findings(&findings, args.json);
+    if findings.iter().any(|f| f.status == Status::Fail) {
+        exit::FAILURE
+    } else {
+        exit::OK
+    }
+}
+
+pub fn run_checks(env: &Env) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let profile = load_profile(env, &mut out);
+    let rate = profile
+        .as_ref()
+        .map_or(DEFAULT_LINE_RATE_BPS, |p| p.line_rate_bps);
+    let rate_note = if profile.is_some() {
+        format!("the profile's line rate {}", fmt_rate(rate))
+    } else {
+        format!("an assumed line rate {} (no --profile)", fmt_rate(rate))
+    };
+    out.extend(check_rmem(env, rate, &rate_note));
+    out.extend(check_bind(env, profile.as_ref(), rate));
+    let max_bundle = check_trust(&env.trust, &mut out);
+    out.extend(check_store(&env.store, max_bundle));
+    out.push(check_clock(env.now));
+    out
+}
+
+fn check_rmem(env: &Env, rate: u64, rate_note: &str) -> Vec<Finding> {
+    let need = bytes_for_ms(rate, 100);
+    let floor = bytes_for_ms(rate, 40);
+    let persist = format!(
+        "persist: install {SYSCTL_CONF} as /etc/sysctl.d/90-sluice.conf (the .deb puts it in /usr/lib/sysctl.d/) and run `sysctl --system`"
+    );
+    let mut out = Vec::new();
+    out.push(match read_sysctl_u64(&env.proc_root, "net.core.rmem_max") {
+        Err(e) => finding("rmem_max", Status::Warn, format!("could not check: {e}"), None),
+        Ok(v) if v >= need => finding(
+            "rmem_max",
+            Status::Ok,
+            format!("net.core.rmem_max = {v} bytes holds >= 100 ms of {rate_note} ({need} bytes)"),
+            None,
+        ),
+        Ok(v) => finding(
+            "rmem_max",
+            if v >= floor { Status::Warn } else { Status::Fail },
+            format!(
+                "net.core.rmem_max = {v} bytes holds only {} ms of {rate_note}; need {need} bytes (100 ms) or the kernel drops datagrams during any stall of the receiver",
+                v * 1000 / (rate / 8).max(1)
+            ),
+            Some(format!(
+                "sysctl -w net.core.rmem_max={}\n{persist}",
+                need.max(64 << 20)
+            )),
+        ),
+    });
+    out.push(match read_sysctl_u64(&env.proc_root, "net.core.rmem_default") {
+        Err(e) => finding("rmem_default", Status::Warn, format!("could not check: {e}"), None),
+        Ok(v) if v >= need => finding(
+            "rmem_default",
+            Status::Ok,
+            format!("net.core.rmem_default = {v} bytes"),
+            None,
+        ),
+        Ok(v) => finding(
+            "rmem_default",
+            Status::Ok,
+            format!(
+                "net.core.rmem_default = {v} bytes; sluice-recv sets SO_RCVBUF itself, so this only matters for other tools on this host"
+            ),
+            None,
+        ),
+    });
+    // udp_mem is in pages: min pressure max. Above `max` the kernel drops UDP datagrams for all
+    // sockets together.
+    out.push(match read_sysctl(&env.proc_root, "net.ipv4.udp_mem") {
+        Err(e) => finding("udp_mem", Status::Warn, format!("could not check: {e}"), None),
+        Ok(t) => match t.split_whitespace().nth(2).and_then(|m| m.parse::<u64>().ok()) {
+            None => finding("udp_mem", Status::Warn, format!("unexpected net.ipv4.udp_mem {t:?}"), None),
+            Some(pages) if pages.saturating_mul(4096) >= 2 * need => finding(
+                "udp_mem",
+                Status::Ok,
+                format!("net.ipv4.udp_mem max = {pages} pages ({} MiB)", (pages * 4096) >> 20),
+                None,
+            ),
+            Some(pages) => finding(
+                "udp_mem",
+                Status::Warn,
+                format!(
+                    "net.ipv4.udp_mem max = {pages} pages ({} MiB) is less than twice the 100 ms buffer; all UDP sockets together are capped there",
+                    (pages * 4096) >> 20
+                ),
+                Some(format!(
+                    "sysctl -w net.ipv4.udp_mem=\"{} {} {}\"",
+                    2 * need / 4096,
+                    3 * need / 4096,
+                    4 * need / 4096
+                )),
+            ),
+        },
+    });
+    out
+}
+
+fn check_bind(env: &Env, profile: Option<&Profile>, rate: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let bind_ip = match &env.bind {
+        None => {
+            out.push(finding(
+                "mtu",
+                Status::Warn,
+                "not checked: no --bind ADDR:PORT given".into(),
+                Some("rerun with --bind DIODE_NIC_IP:PORT".into()),
+            ));
+            None
+        }
+        Some(spec) => match resolve(spec) {
+            Err(e) => {
+                out.push(finding(
+                    "bind",
+                    Status::Fail,
+                    e,
+                    Some("give --bind as IP:PORT".into()),
+                ));
+                return out;
+            }
+            Ok(a) => Some(a.ip()),
+        },
+    };
+    match bind_ip {
+        Some(std::net::IpAddr::V4(ip)) if ip.is_unspecified() => out.push(finding(
+            "mtu",
+            Status::Warn,
+            "bind address 0.0.0.0 accepts datagrams from every interface; the MTU cannot be checked".into(),
+            Some("bind to the diode NIC's own address (--bind DIODE_NIC_IP:PORT)".into()),
+        )),
+        Some(std::net::IpAddr::V4(ip)) => {
+            let route_file = env.proc_root.join("net/route");
+            match std::fs::read_to_string(&route_file) {
+                Err(e) => out.push(finding(
+                    "mtu",
+                    Status::Warn,
+                    format!("could not check: cannot read {}: {e}", route_file.display()),
+                    None,
+                )),
+                Ok(t) => {
+                    let routes = parse_routes(&t);
+                    // The interface that owns the address is the one with the directly connected
+                    // (gateway-less) route covering it; loopback lives in the local table only.
+                    let direct: Vec<Route> =
+                        routes.into_iter().filter(|r| r.gateway.is_unspecified()).collect();
+                    let iface = if ip.is_loopback() {
+                        Some("lo".to_string())
+                    } else {
+                        route_to(&direct, ip).map(|r| r.iface.clone())
+                    };
+                    match iface {
+                        Some(iface) => out.push(check_mtu(
+                            &env.sys_root,
+                            &iface,
+                            profile,
+                            &format!("connected subnet of {ip}"),
+                        )),
+                        // Whether the address is local at all is decided by the bind probe below.
+                        None => out.push(finding(
+                            "mtu",
+                            Status::Warn,
+                            format!(
+                                "could not check: no directly connected subnet in {} contains {ip}, so its interface is unknown",
+                                route_file.display()
+                            ),
+                            Some(format!(
+                                "check by hand: ip -br addr show to {ip}; cat /sys/class/net/<dev>/mtu; give the address a prefix (ip addr add {ip}/<prefix> dev <diode-if>)"
+                            )),
+                        )),
+                    }
+                }
+            }
+        }
+        Some(ip) => out.push(finding(
+            "mtu",
+            Status::Warn,
+            format!("could not check: {ip} is IPv6; only IPv4 routes are read from /proc/net/route"),
+            Some("check by hand: ip -6 addr show; cat /sys/class/net/<dev>/mtu".into()),
+        )),
+        None => {}
+    }
+    let probe_ip = bind_ip.unwrap_or(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+    out.push(check_granted_buffer(SocketAddr::new(probe_ip, 0), rate));
+    out
+}
+
+/// Binds a UDP socket on an ephemeral port and reads back the receive buffer the kernel grants
+/// an unprivileged `SO_RCVBUF` request (what the systemd unit's listener gets).
+fn check_granted_buffer(addr: SocketAddr, rate: u64) -> Finding {
+    let need = bytes_for_ms(rate, 100);
+    let socket = match socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .and_then(|s| s.bind(&addr.into()).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return finding(
+                "udp-buffer-granted",
+                Status::Fail,
+                format!("cannot bind a UDP socket on {addr}: {e}"),
+                Some("the bind address must be an address of this host (ip addr show)".into()),
+            );
+        }
+    };
+    let _ = socket.set_recv_buffer_size(LISTEN_RCVBUF);
+    match socket.recv_buffer_size() {
+        Err(e) => finding(
+            "udp-buffer-granted",
+            Status::Warn,
+            format!("could not read SO_RCVBUF back: {e}"),
+            None,
+        ),
+        // Linux reports twice the usable size (the other half is skb bookkeeping).
+        Ok(granted) if (granted / 2) as u64 >= need => finding(
+            "udp-buffer-granted",
+            Status::Ok,
+            format!(
+                "asked for SO_RCVBUF {LISTEN_RCVBUF}, kernel granted {granted} (reported, doubled) on {addr}"
+            ),
+            None,
+        ),
+        Ok(granted) => finding(
+            "udp-buffer-granted",
+            Status::Fail,
+            format!(
+                "asked for SO_RCVBUF {LISTEN_RCVBUF}, kernel granted only {granted} (reported, doubled) on {addr}; an unprivileged listener would drop datagrams during a {} ms stall",
+                (granted / 2) as u64 * 1000 / (rate / 8).max(1)
+            ),
+            Some(format!(
+                "sysctl -w net.core.rmem_max={}\npersist: install {SYSCTL_CONF} as /etc/sysctl.d/90-sluice.conf and run `sysctl --system`",
+                (need.max(LISTEN_RCVBUF as u64)) * 2
+            )),
+        ),
+    }
+}
+
+/// Reads the trust directory and returns the largest `max_bundle_bytes` in its policy.
+///
+/// Structural check: at least one readable `*.pub` with one key line, and `policy.toml` (if
+/// present) valid TOML. Full key validation belongs to the trust loader in
+/// `sluice_common::bundle::trust::TrustStore::from_parts` (bundle branch); switch to it when
+/// merged.
+fn check_trust(dir: &Path, out: &mut Vec<Finding>) -> Option<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            out.push(finding(
+                "trust",
+                Status::Fail,
+                format!("cannot read trust directory {}: {e}", dir.display()),
+                Some(format!(
+                    "install -d -m 0755 {0}; copy each officer's .pub file into it",
+                    dir.display()
+                )),
+            ));
+            return None;
+        }
+    };
+    let mut keys = Vec::new();
+    let mut bad = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("pub") {
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(t) => {
+                let lines: Vec<&str> = t
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .collect();
+                if lines.len() == 1 && lines[0].split_whitespace().count() >= 2 {
+                    keys.push(path);
+                } else {
+                    bad.push(format!("{}: not one `TAG BASE64` key line", path.display()));
+                }
+            }
+            Err(e) => bad.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if !bad.is_empty() {
+        out.push(finding(
+            "trust",
+            Status::Fail,
+            format!("unusable key files: {}", bad.join("; ")),
+            Some("replace each named file with the officer's .pub as written by `sluice-send keygen`, readable by the sluice user".into()),
+        ));
+    } else if keys.is_empty() {
+        out.push(finding(
+            "trust",
+            Status::Fail,
+            format!(
+                "no *.pub signer keys in {}: every bundle would be rejected as untrusted",
+                dir.display()
+            ),
+            Some(format!(
+                "copy each officer's .pub (from `sluice-send keygen`) into {}",
+                dir.display()
+            )),
+        ));
+    } else {
+        out.push(finding(
+            "trust",
+            Status::Ok,
+            format!("{} signer key file(s) in {}", keys.len(), dir.display()),
+            None,
+        ));
+    }
+    let policy = dir.join("policy.toml");
+    match std::fs::read_to_string(&policy) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.push(finding(
+                "trust-policy",
+                Status::Ok,
+                "no policy.toml: any trusted signer may publish on any channel, format limits apply".into(),
+                None,
+            ));
+            None
+        }
+        Err(e) => {
+            out.push(finding(
+                "trust-policy",
+                Status::Fail,
+                format!("cannot read {}: {e}", policy.display()),
+                Some("make it readable by the sluice user".into()),
+            ));
+            None
+        }
+        Ok(t) => match toml::from_str::<toml::Table>(&t) {
+            Err(e) => {
+                out.push(finding(
+                    "trust-policy",
+                    Status::Fail,
+                    format!("{} is not valid TOML: {e}", policy.display()),
+                    Some("fix the named line (format: docs/bundle.md, trust store)".into()),
+                ));
+                None
+            }
+            Ok(table) => {
+                let mut max = None::<u64>;
+                let mut take = |t: Option<&toml::Value>| {
+                    if let Some(v) = t
+                        .and_then(|v| v.get("max_bundle_bytes"))
+                        .and_then(|v| v.as_integer())
+                    {
+                        let v = v.max(0) as u64;
+                        max = Some(max.map_or(v, |m| m.max(v)));
+                    }
+                };
+                take(table.get("defaults"));
+                if let Some(ch) = table.get("channels").and_then(|c| c.as_table()) {
+                    for c in ch.values() {
+                        take(Some(c));
+                    }
+                }
+                out.push(finding(
+                    "trust-policy",
+                    Status::Ok,
+                    format!(
+                        "{} parses; largest max_bundle_bytes {}",
+                        policy.display(),
+                        max.map_or("not set".to_string(), |m| m.to_string())
+                    ),
+                    None,
+                ));
+                max
+            }
+        },
+    }
+}
+
+fn check_store(store: &Path, max_bundle: Option<u64>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    // The nearest existing directory: the store itself, or the parent it would be created in.
+    let mut existing = store.to_path_buf();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p.to_path_buf(),
+            _ => {
+                existing = PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    if existing == store {
+        out.push(probe_write(store));
+    } else {
+        let writable = rustix::fs::access(&existing, rustix::fs::Access::WRITE_OK).is_ok();
+        out.push(finding(
+            "store-writable",
+            if writable { Status::Warn } else { Status::Fail },
+            format!(
+                "{} does not exist; {} is {}writable so it {} be created",
+                store.display(),
+                existing.display(),
+                if writable { "" } else { "not " },
+                if writable { "can" } else { "cannot" }
+            ),
+            Some(format!(
+                "install -d -o sluice -g sluice -m 0750 {}",
+                store.display()
+            )),
+        ));
+    }
+    let threshold = (10 * GIB).max(max_bundle.unwrap_or(0).saturating_mul(2));
+    match rustix::fs::statvfs(&existing) {
+        Err(e) => out.push(finding(
+            "store-free-space",
+            Status::Warn,
+            format!("could not check: statvfs {}: {e}", existing.display()),
+            None,
+        )),
+        Ok(st) => {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            let gib = |b: u64| format!("{:.1} GiB", b as f64 / GIB as f64);
+            let status = if max_bundle.is_some_and(|m| free < m) {
+                Status::Fail
+            } else if free < threshold {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
+            out.push(finding(
+                "store-free-space",
+                status,
+                format!(
+                    "{} free on the store's filesystem; want at least {} (10 GiB or twice the largest max_bundle_bytes)",
+                    gib(free),
+                    gib(threshold)
+                ),
+                (status != Status::Ok).then(|| {
+                    "free space (release or delete reviewed bundles from quarantine/), or move the store to a larger filesystem".to_string()
+                }),
+            ));
+        }
+    }
+    out
+}
+
+/// Creates, fsyncs and removes a probe file: the same operations a commit needs.
+fn probe_write(store: &Path) -> Finding {
+    use std::io::Write;
+    let probe = store.join(format!(".doctor-probe-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        f.write_all(b"sluice doctor probe\n")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::remove_file(&probe)?;
+        std::fs::File::open(store)?.sync_all()
+    })();
+    match result {
+        Ok(()) => finding(
+            "store-writable",
+            Status::Ok,
+            format!(
+                "{}: created, fsynced and removed a probe file",
+                store.display()
+            ),
+            None,
+        ),
+        Err(e) => {
+            let _ = std::fs::remove_file(&probe);
+            finding(
+                "store-writable",
+                Status::Fail,
+                format!("{}: probe write failed: {e}", store.display()),
+                Some(format!(
+                    "chown -R sluice:sluice {0}; chmod 0750 {0}; check the filesystem is mounted read-write (findmnt -T {0})",
+                    store.display()
+                )),
+            )
+        }
+    }
+}
+
+fn check_clock(now: SystemTime) -> Finding {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let built: u64 = option_env!("SOURCE_DATE_EPOCH")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CLOCK_FLOOR)
+        .max(CLOCK_FLOOR);
+    let fix = "set the clock from a trusted high-side time source (chrony/PTP on the high side), or by hand: date -u -s 'YYYY-MM-DD HH:MM:SS'; bundle expiry and audit timestamps depend on it".to_string();
+    if secs < built {
+        finding(
+            "clock",
+            Status::Fail,
+            format!(
+                "system time {secs} (unix) is before {built} (this build's SOURCE_DATE_EPOCH, or 2024-01-01): the clock is wrong"
+            ),
+            Some(fix),
+        )
+    } else if secs > CLOCK_CEILING {
+        finding(
+            "clock",
+            Status::Fail,
+            format!("system time {secs} (unix) is after 2100: the clock is wrong"),
+            Some(fix),
+        )
+    } else {
+        finding(
+            "clock",
+            Status::Ok,
+            format!(
+                "system time {secs} (unix) is after {built} (this build's SOURCE_DATE_EPOCH, or 2024-01-01) and before 2100"
+            ),
+            None,
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn finding(check: &str, status: Status, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        check: check.to_string(),
+        status,
+        detail,
+        fix,
+    }
+}
+
+pub fn print_findings(findings: &[Finding], json: bool) {
+    if json {
+        let doc = serde_json::json!({ "findings": findings });
+        println!("{doc}");
+        return;
+    }
+    for f in findings {
+        let tag = match f.status {
+            Status::Ok => "  ok",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        println!("[{tag}] {}: {}", f.check, f.detail);
+        if let Some(fix) = &f.fix {
+            for line in fix.lines() {
+                println!("       fix: {line}");
+            }
+        }
+    }
+    let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
+    println!(
+        "{} checks: {fails} failed, {warns} warnings",
+        findings.len()
+    );
+}
+
+fn fmt_rate(bps: u64) -> String {
+    if bps >= 1_000_000_000 {
+        format!("{:.2} Gbit/s", bps as f64 / 1e9)
+    } else {
+        format!("{:.0} Mbit/s", bps as f64 / 1e6)
+    }
+}
+
+/// Bytes the link carries in `ms` milliseconds.
+pub fn bytes_for_ms(rate_bps: u64, ms: u64) -> u64 {
+    rate_bps / 8 * ms / 1000
+}
+
+pub fn read_sysctl(proc_root: &Path, name: &str) -> Result<String, String> {
+    let path = proc_root.join("sys").join(name.replace('.', "/"));
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("could not read {}: {e}", path.display()))
+}
+
+fn read_sysctl_u64(proc_root: &Path, name: &str) -> Result<u64, String> {
+    let text = read_sysctl(proc_root, name)?;
+    text.parse::<u64>()
+        .map_err(|_| format!("{name} is not a number: {text:?}"))
+}
+
+fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
+    let spec = env.profile.as_ref()?;
+    let path = match resolve_profile(spec) {
+        Some(p) => p,
+        None => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("profile {spec:?} not found as a file nor in {}", profile_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
+                Some("pass a path to the .toml, or install the profiles into /usr/share/sluice/profiles (the .deb does)".into()),
+            ));
+            return None;
+        }
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("cannot read {}: {e}", path.display()),
+                Some("make the file readable by the sluice user".into()),
+            ));
+            return None;
+        }
+    };
+    match Profile::parse(&text) {
+        Ok(p) => {
+            out.push(finding(
+                "profile",
+                Status::Ok,
+                format!(
+                    "{} parses: {} (mtu {}, line rate {})",
+                    path.display(),
+                    p.name,
+                    p.mtu,
+                    fmt_rate(p.line_rate_bps)
+                ),
+                None,
+            ));
+            Some(p)
+        }
+        Err(e) => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("{}: {e}", path.display()),
+                Some("fix the named key or value (field meanings: hardware/README.md)".into()),
+            ));
+            None
+        }
+    }
+}
+
+pub fn profile_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("SLUICE_PROFILE_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push("/etc/sluice/profiles".into());
+    dirs.push("/usr/share/sluice/profiles".into());
+    dirs.push("hardware/profiles".into());
+    dirs
+}
+
+pub fn resolve_profile(spec: &str) -> Option<PathBuf> {
+    let direct = PathBuf::from(spec);
+    if spec.contains('/') || spec.ends_with(".toml") {
+        return direct.is_file().then_some(direct);
+    }
+    profile_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{spec}.toml")))
+        .find(|p| p.is_file())
+}
+
+/// One IPv4 route from /proc/net/route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub iface: String,
+    pub dest: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mask: Ipv4Addr,
+    pub metric: u32,
+}
+
+/// Parses /proc/net/route (addresses are hex in host byte order, i.e. little-endian on x86).
+pub fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(u32::from_be(v)))
+    };
+    let mut routes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let flags = u32::from_str_radix(f[3], 16).unwrap_or(0);
+        if flags & 1 == 0 {
+            continue; // RTF_UP not set
+        }
+        if let (Some(dest), Some(gateway), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) {
+            routes.push(Route {
+                iface: f[0].to_string(),
+                dest,
+                gateway,
+                mask,
+                metric: f[6].parse().unwrap_or(0),
+            });
+        }
+    }
+    routes
+}
+
+/// Longest-prefix match, lowest metric first among equals.
+pub fn route_to(routes: &[Route], ip: Ipv4Addr) -> Option<&Route> {
+    let ipn = u32::from(ip);
+    routes
+        .iter()
+        .filter(|r| ipn & u32::from(r.mask) == u32::from(r.dest))
+        .max_by(|a, b| {
+            u32::from(a.mask)
+                .count_ones()
+                .cmp(&u32::from(b.mask).count_ones())
+                .then(b.metric.cmp(&a.metric))
+        })
+}
+
+/// Resolves HOST:PORT to an address without DNS surprises: literal IPs are used as is.
+pub fn resolve(spec: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = spec.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    spec.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {spec:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{spec:?} resolves to no address"))
+}
+
+/// Reads the MTU of `iface` from the sys tree and compares it with the profile.
+pub fn check_mtu(sys_root: &Path, iface: &str, profile: Option<&Profile>, how: &str) -> Finding {
+    let path = sys_root.join("class/net").join(iface).join("mtu");
+    let mtu = match std::fs::read_to_string(&path) {
+        Ok(t) => match t.trim().parse::<u32>() {
+            Ok(m) => m,
+            Err(_) => {
+                return finding(
+                    "mtu",
+                    Status::Warn,
+                    format!("{} holds {:?}, not a number", path.display(), t.trim()),
+                    None,
+                );
+            }
+        },
+        Err(e) => {
+            return finding(
+                "mtu",
+                Status::Warn,
+                format!("could not check: cannot read {}: {e}", path.display()),
+                None,
+            );
+        }
+    };
+    match profile {
+        None => finding(
+            "mtu",
+            Status::Ok,
+            format!("{iface} ({how}) has MTU {mtu}; no --profile to compare against"),
+            None,
+        ),
+        Some(p) if p.mtu == mtu => finding(
+            "mtu",
+            Status::Ok,
+            format!(
+                "{iface} ({how}) has MTU {mtu}, as profile {} expects",
+                p.name
+            ),
+            None,
+        ),
+        Some(p) => finding(
+            "mtu",
+            if mtu < p.mtu {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            format!(
+                "{iface} ({how}) has MTU {mtu} but profile {} expects {}{}",
+                p.name,
+                p.mtu,
+                if mtu < p.mtu {
+                    ": datagrams of the profile's size would be fragmented or dropped"
+                } else {
+                    ": the other end may drop frames larger than the profile's MTU"
+                }
+            ),
+            Some(format!(
+                "ip link set dev {iface} mtu {}  (persist it in the interface configuration; both NICs of the diode and any media converter must agree), or use the profile that matches this link",
+                p.mtu
+            )),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env(root: &Path, now: SystemTime) -> Env {
+        Env {
+            proc_root: root.join("proc"),
+            sys_root: root.join("sys"),
+            profile: None,
+            bind: None,
+            store: root.join("store"),
+            trust: root.join("trust"),
+            now,
+        }
+    }
+
+    fn get<'a>(f: &'a [Finding], check: &str) -> &'a Finding {
+        f.iter().find(|x| x.check == check).unwrap()
+    }
+
+    #[test]
+    fn clock_before_2024_or_after_2100_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let f = run_checks(&env(dir.path(), at(1_000_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Fail);
+        let f = run_checks(&env(dir.path(), at(5_000_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Fail);
+        let f = run_checks(&env(dir.path(), at(1_800_000_000)));
+        assert_eq!(get(&f, "clock").status, Status::Ok);
+    }
+
+    #[test]
+    fn missing_proc_and_trust_are_reported_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = run_checks(&env(dir.path(), SystemTime::now()));
+        assert!(get(&f, "rmem_max").detail.starts_with("could not check"));
+        assert_eq!(get(&f, "trust").status, Status::Fail);
+        // The store does not exist but its parent is writable: it can be created.
+        assert_eq!(get(&f, "store-writable").status, Status::Warn);
+    }
+
+    #[test]
+    fn policy_max_bundle_raises_the_free_space_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("trust")).unwrap();
+        std::fs::create_dir_all(dir.path().join("store")).unwrap();
+        std::fs::write(
+            dir.path().join("trust/policy.toml"),
+            "[defaults]\nmax_bundle_bytes = 1000\n[channels.big]\nmax_bundle_bytes = 1000000000000000\n",
+        )
+        .unwrap();
+        let f = run_checks(&env(dir.path(), SystemTime::now()));
+        assert!(get(&f, "trust-policy").detail.contains("1000000000000000"));
+        // No filesystem here has a petabyte free: one maximum bundle does not fit.
+        assert_eq!(get(&f, "store-free-space").status, Status::Fail);
+        assert_eq!(get(&f, "store-writable").status, Status::Ok);
+    }
+}

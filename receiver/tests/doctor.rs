@@ -1,0 +1,145 @@
+//! `sluice-recv doctor` against a fake /proc and /sys tree: a tiny rmem_max and an MTU that does
+//! not match the profile must both be named, with their fixes, and fail the run.
+
+use std::path::Path;
+use std::process::Command;
+
+const PROFILE: &str = r#"
+name = "jumbo-test"
+description = "test profile"
+mtu = 9000
+line_rate_bps = 1_000_000_000
+datagram_bytes = 8972
+recommended_overhead_percent = 10
+recommended_rate_bps = 900_000_000
+window_blocks = 16
+passes = 1
+"#;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A fake host: 127.0.0.0/8 on `lo` (so the granted-buffer probe can really bind), MTU 1500.
+fn fake_tree(root: &Path, rmem_max: u64) {
+    let proc_ = root.join("proc");
+    write(
+        &proc_.join("sys/net/core/rmem_max"),
+        &format!("{rmem_max}\n"),
+    );
+    write(&proc_.join("sys/net/core/rmem_default"), "212992\n");
+    write(
+        &proc_.join("sys/net/ipv4/udp_mem"),
+        "190000\t253000\t380000\n",
+    );
+    write(
+        &proc_.join("net/route"),
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+         lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n",
+    );
+    write(&root.join("sys/class/net/lo/mtu"), "1500\n");
+    write(&root.join("profile.toml"), PROFILE);
+    write(
+        &root.join("trust/officer.pub"),
+        "sluice-ed25519-pub AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    );
+    std::fs::create_dir_all(root.join("store")).unwrap();
+}
+
+fn doctor(root: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-recv"))
+        .arg("doctor")
+        .arg("--store")
+        .arg(root.join("store"))
+        .arg("--trust")
+        .arg(root.join("trust"))
+        .args(["--bind", "127.0.0.1:7000", "--json", "--profile"])
+        .arg(root.join("profile.toml"))
+        .env("SLUICE_PROC_ROOT", root.join("proc"))
+        .env("SLUICE_SYS_ROOT", root.join("sys"))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), json)
+}
+
+fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} finding in {json}"))
+}
+
+#[test]
+fn tiny_rmem_and_mtu_mismatch_are_named_with_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), 212_992);
+    let (code, json) = doctor(dir.path());
+    assert_eq!(code, 1, "{json}");
+
+    let rmem = find(&json, "rmem_max");
+    assert_eq!(rmem["status"], "fail", "{rmem}");
+    assert!(
+        rmem["detail"].as_str().unwrap().contains("212992"),
+        "{rmem}"
+    );
+    let fix = rmem["fix"].as_str().unwrap();
+    assert!(fix.contains("sysctl -w net.core.rmem_max="), "{fix}");
+    assert!(fix.contains("hardware/sysctl/90-sluice.conf"), "{fix}");
+
+    let mtu = find(&json, "mtu");
+    assert_eq!(mtu["status"], "fail", "{mtu}");
+    let detail = mtu["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("lo") && detail.contains("1500") && detail.contains("9000"),
+        "{detail}"
+    );
+    assert!(
+        mtu["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ip link set dev lo mtu 9000"),
+        "{mtu}"
+    );
+
+    for ok in ["profile", "trust", "store-writable", "clock"] {
+        assert_eq!(find(&json, ok)["status"], "ok", "{json}");
+    }
+    // Every finding has the four documented keys.
+    for f in json["findings"].as_array().unwrap() {
+        for k in ["check", "status", "detail", "fix"] {
+            assert!(f.get(k).is_some(), "{f} lacks {k}");
+        }
+    }
+}
+
+#[test]
+fn big_rmem_and_matching_mtu_pass_those_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), 67_108_864);
+    write(&dir.path().join("sys/class/net/lo/mtu"), "9000\n");
+    let (_, json) = doctor(dir.path());
+    assert_eq!(find(&json, "rmem_max")["status"], "ok", "{json}");
+    assert_eq!(find(&json, "mtu")["status"], "ok", "{json}");
+    assert!(find(&json, "mtu")["fix"].is_null());
+}
+
+#[test]
+fn empty_trust_dir_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), 67_108_864);
+    std::fs::remove_file(dir.path().join("trust/officer.pub")).unwrap();
+    let (code, json) = doctor(dir.path());
+    assert_eq!(code, 1);
+    let trust = find(&json, "trust");
+    assert_eq!(trust["status"], "fail");
+    assert!(
+        trust["detail"].as_str().unwrap().contains("no *.pub"),
+        "{trust}"
+    );
+}

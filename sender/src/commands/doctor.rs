@@ -1,0 +1,646 @@
+//! `sluice-send doctor`: preflight checks of the low-side host before a transfer.
+//!
+//! Each check yields a [`Finding`] (ok / warn / fail, what was measured, the exact fix). The
+//! checks read only from an [`Env`] (proc and sys roots, the `ip` program), so tests feed a fake
+//! tree: `SLUICE_PROC_ROOT`, `SLUICE_SYS_ROOT` and `SLUICE_IP` (or the hidden `--proc-root`,
+//! `--sys-root`, `--ip-cmd` flags). Exit 0 if nothing failed, 1 otherwise.
+
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+use sluice_common::exit;
+use sluice_common::profile::Profile;
+
+/// Check the low-side host: socket buffers, MTU, static neighbour for the diode peer, link key
+/// and profile. Prints one finding per check with the exact fix; exit 0 if nothing failed.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Diode profile: a name from /usr/share/sluice/profiles (or /etc/sluice/profiles,
+    /// $SLUICE_PROFILE_DIR, ./hardware/profiles) or a path to a .toml file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// The receiver address the sender will send to; enables the MTU and neighbour checks.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// Link key file (32 raw bytes) to check for readability and size.
+    #[arg(long, value_name = "FILE")]
+    pub link_key: Option<PathBuf>,
+    /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, hide = true, env = "SLUICE_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    #[arg(long, hide = true, env = "SLUICE_SYS_ROOT", default_value = "/sys")]
+    pub sys_root: PathBuf,
+    #[arg(long, hide = true, env = "SLUICE_IP", default_value = "ip")]
+    pub ip_cmd: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn finding(check: &str, status: Status, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        check: check.to_string(),
+        status,
+        detail,
+        fix,
+    }
+}
+
+/// Everything the checks read from the host.
+pub struct Env {
+    pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+    pub ip_cmd: String,
+    pub profile: Option<String>,
+    pub to: Option<String>,
+    pub link_key: Option<PathBuf>,
+}
+
+/// Line rate assumed when no profile is given (GbE, the common diode).
+const DEFAULT_LINE_RATE_BPS: u64 = 1_000_000_000;
+const SYSCTL_CONF: &str = "hardware/sysctl/90-sluice.conf";
+
+pub fn run(args: Args) -> i32 {
+    let env = Env {
+        proc_root: args.proc_root,
+        sys_root: args.sys_root,
+        ip_cmd: args.ip_cmd,
+        profile: args.profile,
+        to: args.to,
+        link_key: args.link_key,
+    };
+    let findings = run_checks(&env);
+    print_findings(&findings, args.json);
+    if findings.iter().any(|f| f.status == Status::Fail) {
+        exit::FAILURE
+    } else {
+        exit::OK
+    }
+}
+
+pub fn print_findings(findings: &[Finding], json: bool) {
+    if json {
+        let doc = serde_json::json!({ "findings": findings });
+        println!("{doc}");
+        return;
+    }
+    for f in findings {
+        let tag = match f.status {
+            Status::Ok => "  ok",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        println!("[{tag}] {}: {}", f.check, f.detail);
+        if let Some(fix) = &f.fix {
+            for line in fix.lines() {
+                println!("       fix: {line}");
+            }
+        }
+    }
+    let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
+    println!(
+        "{} checks: {fails} failed, {warns} warnings",
+        findings.len()
+    );
+}
+
+pub fn run_checks(env: &Env) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let profile = load_profile(env, &mut out);
+    let rate = profile
+        .as_ref()
+        .map_or(DEFAULT_LINE_RATE_BPS, |p| p.line_rate_bps);
+    let rate_note = if profile.is_some() {
+        format!("the profile's line rate {}", fmt_rate(rate))
+    } else {
+        format!("an assumed line rate {} (no --profile)", fmt_rate(rate))
+    };
+    out.push(check_wmem(env, rate, &rate_note));
+    out.extend(check_path(env, profile.as_ref()));
+    if let Some(key) = &env.link_key {
+        out.push(check_link_key(key));
+    }
+    out
+}
+
+fn fmt_rate(bps: u64) -> String {
+    if bps >= 1_000_000_000 {
+        format!("{:.2} Gbit/s", bps as f64 / 1e9)
+    } else {
+        format!("{:.0} Mbit/s", bps as f64 / 1e6)
+    }
+}
+
+/// Bytes the link carries in `ms` milliseconds.
+pub fn bytes_for_ms(rate_bps: u64, ms: u64) -> u64 {
+    rate_bps / 8 * ms / 1000
+}
+
+pub fn read_sysctl(proc_root: &Path, name: &str) -> Result<String, String> {
+    let path = proc_root.join("sys").join(name.replace('.', "/"));
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("could not read {}: {e}", path.display()))
+}
+
+fn read_sysctl_u64(proc_root: &Path, name: &str) -> Result<u64, String> {
+    let text = read_sysctl(proc_root, name)?;
+    text.parse::<u64>()
+        .map_err(|_| format!("{name} is not a number: {text:?}"))
+}
+
+fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
+    let spec = env.profile.as_ref()?;
+    let path = match resolve_profile(spec) {
+        Some(p) => p,
+        None => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("profile {spec:?} not found as a file nor in {}", profile_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
+                Some("pass a path to the .toml, or install the profiles into /usr/share/sluice/profiles (the .deb does)".into()),
+            ));
+            return None;
+        }
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("cannot read {}: {e}", path.display()),
+                Some("make the file readable by the sluice user".into()),
+            ));
+            return None;
+        }
+    };
+    match Profile::parse(&text) {
+        Ok(p) => {
+            out.push(finding(
+                "profile",
+                Status::Ok,
+                format!(
+                    "{} parses: {} (mtu {}, line rate {})",
+                    path.display(),
+                    p.name,
+                    p.mtu,
+                    fmt_rate(p.line_rate_bps)
+                ),
+                None,
+            ));
+            Some(p)
+        }
+        Err(e) => {
+            out.push(finding(
+                "profile",
+                Status::Fail,
+                format!("{}: {e}", path.display()),
+                Some("fix the named key or value (field meanings: hardware/README.md)".into()),
+            ));
+            None
+        }
+    }
+}
+
+pub fn profile_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("SLUICE_PROFILE_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push("/etc/sluice/profiles".into());
+    dirs.push("/usr/share/sluice/profiles".into());
+    dirs.push("hardware/profiles".into());
+    dirs
+}
+
+pub fn resolve_profile(spec: &str) -> Option<PathBuf> {
+    let direct = PathBuf::from(spec);
+    if spec.contains('/') || spec.ends_with(".toml") {
+        return direct.is_file().then_some(direct);
+    }
+    profile_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{spec}.toml")))
+        .find(|p| p.is_file())
+}
+
+fn check_wmem(env: &Env, rate: u64, rate_note: &str) -> Finding {
+    // The sender paces, so its buffer only has to absorb one batch while the NIC queue drains;
+    // ~20 ms of line rate is ample (hardware/sysctl/90-sluice.conf sets 16 MiB).
+    let need = bytes_for_ms(rate, 20).max(4 << 20);
+    match read_sysctl_u64(&env.proc_root, "net.core.wmem_max") {
+        Err(e) => finding("wmem_max", Status::Warn, e, None),
+        Ok(v) if v >= need => finding(
+            "wmem_max",
+            Status::Ok,
+            format!("net.core.wmem_max = {v} bytes, at least {need} (~20 ms of {rate_note})"),
+            None,
+        ),
+        Ok(v) => finding(
+            "wmem_max",
+            Status::Warn,
+            format!(
+                "net.core.wmem_max = {v} bytes caps SO_SNDBUF below {need} (~20 ms of {rate_note}); batches may block and pacing becomes bursty"
+            ),
+            Some(format!(
+                "sysctl -w net.core.wmem_max={}\npersist: install {SYSCTL_CONF} as /etc/sysctl.d/90-sluice.conf and run `sysctl --system`",
+                need.max(16 << 20)
+            )),
+        ),
+    }
+}
+
+/// One IPv4 route from /proc/net/route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub iface: String,
+    pub dest: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mask: Ipv4Addr,
+    pub metric: u32,
+}
+
+/// Parses /proc/net/route (addresses are hex in host byte order, i.e. little-endian on x86).
+pub fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(u32::from_be(v)))
+    };
+    let mut routes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let flags = u32::from_str_radix(f[3], 16).unwrap_or(0);
+        if flags & 1 == 0 {
+            continue; // RTF_UP not set
+        }
+        if let (Some(dest), Some(gateway), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) {
+            routes.push(Route {
+                iface: f[0].to_string(),
+                dest,
+                gateway,
+                mask,
+                metric: f[6].parse().unwrap_or(0),
+            });
+        }
+    }
+    routes
+}
+
+/// Longest-prefix match, lowest metric first among equals.
+pub fn route_to(routes: &[Route], ip: Ipv4Addr) -> Option<&Route> {
+    let ipn = u32::from(ip);
+    routes
+        .iter()
+        .filter(|r| ipn & u32::from(r.mask) == u32::from(r.dest))
+        .max_by(|a, b| {
+            u32::from(a.mask)
+                .count_ones()
+                .cmp(&u32::from(b.mask).count_ones())
+                .then(b.metric.cmp(&a.metric))
+        })
+}
+
+/// Resolves HOST:PORT to an address without DNS surprises: literal IPs are used as is.
+pub fn resolve(spec: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = spec.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    spec.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {spec:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{spec:?} resolves to no address"))
+}
+
+/// Reads the MTU of `iface` from the sys tree and compares it with the profile.
+pub fn check_mtu(sys_root: &Path, iface: &str, profile: Option<&Profile>, how: &str) -> Finding {
+    let path = sys_root.join("class/net").join(iface).join("mtu");
+    let mtu = match std::fs::read_to_string(&path) {
+        Ok(t) => match t.trim().parse::<u32>() {
+            Ok(m) => m,
+            Err(_) => {
+                return finding(
+                    "mtu",
+                    Status::Warn,
+                    format!("{} holds {:?}, not a number", path.display(), t.trim()),
+                    None,
+                );
+            }
+        },
+        Err(e) => {
+            return finding(
+                "mtu",
+                Status::Warn,
+                format!("could not check: cannot read {}: {e}", path.display()),
+                None,
+            );
+        }
+    };
+    match profile {
+        None => finding(
+            "mtu",
+            Status::Ok,
+            format!("{iface} ({how}) has MTU {mtu}; no --profile to compare against"),
+            None,
+        ),
+        Some(p) if p.mtu == mtu => finding(
+            "mtu",
+            Status::Ok,
+            format!(
+                "{iface} ({how}) has MTU {mtu}, as profile {} expects",
+                p.name
+            ),
+            None,
+        ),
+        Some(p) => finding(
+            "mtu",
+            if mtu < p.mtu {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            format!(
+                "{iface} ({how}) has MTU {mtu} but profile {} expects {}{}",
+                p.name,
+                p.mtu,
+                if mtu < p.mtu {
+                    ": datagrams of the profile's size would be fragmented or dropped"
+                } else {
+                    ": the other end may drop frames larger than the profile's MTU"
+                }
+            ),
+            Some(format!(
+                "ip link set dev {iface} mtu {}  (persist it in the interface configuration; both NICs of the diode and any media converter must agree), or use the profile that matches this link",
+                p.mtu
+            )),
+        ),
+    }
+}
+
+fn check_path(env: &Env, profile: Option<&Profile>) -> Vec<Finding> {
+    let Some(spec) = &env.to else {
+        return vec![finding(
+            "mtu",
+            Status::Warn,
+            "not checked: no --to HOST:PORT given (MTU and static neighbour checks need the receiver address)".into(),
+            Some("rerun with --to RECEIVER_IP:PORT".into()),
+        )];
+    };
+    let addr = match resolve(spec) {
+        Ok(a) => a,
+        Err(e) => {
+            return vec![finding(
+                "route",
+                Status::Fail,
+                e,
+                Some("give --to as IP:PORT".into()),
+            )];
+        }
+    };
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        return vec![finding(
+            "mtu",
+            Status::Warn,
+            format!(
+                "could not check: {ip} is IPv6; only IPv4 routes are read from /proc/net/route",
+                ip = addr.ip()
+            ),
+            Some(format!(
+                "check by hand: ip -6 route get {}; ip link show <dev>",
+                addr.ip()
+            )),
+        )];
+    };
+    let route_file = env.proc_root.join("net/route");
+    let routes = match std::fs::read_to_string(&route_file) {
+        Ok(t) => parse_routes(&t),
+        Err(e) => {
+            return vec![finding(
+                "route",
+                Status::Warn,
+                format!("could not check: cannot read {}: {e}", route_file.display()),
+                None,
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    // Loopback (tests, the diode emulator's smoke runs) lives in the local table only.
+    let lo = Route {
+        iface: "lo".into(),
+        dest: Ipv4Addr::new(127, 0, 0, 0),
+        gateway: Ipv4Addr::UNSPECIFIED,
+        mask: Ipv4Addr::new(255, 0, 0, 0),
+        metric: 0,
+    };
+    let route = if ip.is_loopback() {
+        Some(&lo)
+    } else {
+        route_to(&routes, ip)
+    };
+    let Some(route) = route else {
+        out.push(finding(
+            "route",
+            Status::Fail,
+            format!("no route to {ip}: datagrams cannot leave this host"),
+            Some(format!(
+                "give the diode NIC an address on {ip}'s subnet, e.g. ip addr add <local-ip>/<prefix> dev <diode-if>"
+            )),
+        ));
+        return out;
+    };
+    if route.gateway.is_unspecified() {
+        out.push(finding(
+            "route",
+            Status::Ok,
+            format!("{ip} is directly connected via {}", route.iface),
+            None,
+        ));
+    } else {
+        out.push(finding(
+            "route",
+            Status::Warn,
+            format!(
+                "{ip} is reached through gateway {} on {}; a diode link is normally one directly connected subnet",
+                route.gateway, route.iface
+            ),
+            Some(format!(
+                "put the diode NIC on {ip}'s subnet (ip addr add <local-ip>/<prefix> dev <diode-if>) so the route is direct"
+            )),
+        ));
+    }
+    out.push(check_mtu(
+        &env.sys_root,
+        &route.iface,
+        profile,
+        &format!("routes to {ip}"),
+    ));
+    let neigh_ip = if route.gateway.is_unspecified() {
+        ip
+    } else {
+        route.gateway
+    };
+    if ip.is_loopback() {
+        out.push(finding(
+            "static-neighbour",
+            Status::Ok,
+            format!("{ip} is loopback: no neighbour entry needed"),
+            None,
+        ));
+    } else {
+        out.push(check_neighbour(&env.ip_cmd, neigh_ip, &route.iface));
+    }
+    out
+}
+
+/// No ARP reply crosses a diode: the sender needs a PERMANENT neighbour entry for the peer.
+fn check_neighbour(ip_cmd: &str, ip: Ipv4Addr, iface: &str) -> Finding {
+    let fix = format!(
+        "ip neigh replace {ip} lladdr <receiver-NIC-MAC> dev {iface} nud permanent  (persist it, e.g. in systemd-networkd [Neighbor] or an ifupdown post-up line)"
+    );
+    let output = match Command::new(ip_cmd)
+        .args(["-j", "neigh", "show", &ip.to_string()])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return finding(
+                "static-neighbour",
+                Status::Warn,
+                format!("could not check: {ip_cmd} not runnable ({e}); install iproute2"),
+                Some(fix),
+            );
+        }
+    };
+    if !output.status.success() {
+        return finding(
+            "static-neighbour",
+            Status::Warn,
+            format!(
+                "could not check: `{ip_cmd} -j neigh show {ip}` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Some(fix),
+        );
+    }
+    let entries: Vec<serde_json::Value> = match serde_json::from_slice(&output.stdout) {
+        Ok(v) => v,
+        Err(e) => {
+            return finding(
+                "static-neighbour",
+                Status::Warn,
+                format!("could not check: unexpected output of `ip -j neigh`: {e}"),
+                Some(fix),
+            );
+        }
+    };
+    let permanent = entries.iter().find(|e| {
+        e.get("state")
+            .and_then(|s| s.as_array())
+            .is_some_and(|s| s.iter().any(|x| x == "PERMANENT"))
+    });
+    match permanent {
+        Some(e) => finding(
+            "static-neighbour",
+            Status::Ok,
+            format!(
+                "{ip} has a PERMANENT neighbour entry ({} on {})",
+                e.get("lladdr").and_then(|v| v.as_str()).unwrap_or("?"),
+                e.get("dev").and_then(|v| v.as_str()).unwrap_or(iface)
+            ),
+            None,
+        ),
+        None => finding(
+            "static-neighbour",
+            Status::Warn,
+            format!(
+                "{ip} has no PERMANENT neighbour entry ({} entries of other states); no ARP reply crosses a diode, so the sender's datagrams would never leave",
+                entries.len()
+            ),
+            Some(fix),
+        ),
+    }
+}
+
+fn check_link_key(path: &Path) -> Finding {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => finding(
+            "link-key",
+            Status::Ok,
+            format!("{} is readable and 32 bytes", path.display()),
+            None,
+        ),
+        Ok(bytes) => finding(
+            "link-key",
+            Status::Fail,
+            format!(
+                "{} is {} bytes; a link key is exactly 32 raw bytes",
+                path.display(),
+                bytes.len()
+            ),
+            Some(format!(
+                "head -c 32 /dev/urandom > {0}; chmod 0640 {0}; copy the same file to the receiver",
+                path.display()
+            )),
+        ),
+        Err(e) => finding(
+            "link-key",
+            Status::Fail,
+            format!("cannot read {}: {e}", path.display()),
+            Some(format!(
+                "chgrp sluice {0}; chmod 0640 {0}  (the sluice user must read it)",
+                path.display()
+            )),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+
+    #[test]
+    fn longest_prefix_wins() {
+        let routes = parse_routes(ROUTES);
+        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            route_to(&routes, "10.0.0.2".parse().unwrap())
+                .unwrap()
+                .iface,
+            "diode0"
+        );
+        let def = route_to(&routes, "8.8.8.8".parse().unwrap()).unwrap();
+        assert_eq!(def.iface, "eth0");
+        assert_eq!(def.gateway, Ipv4Addr::new(192, 168, 1, 1));
+    }
+
+    #[test]
+    fn buffer_sizes() {
+        assert_eq!(bytes_for_ms(1_000_000_000, 100), 12_500_000);
+    }
+}

@@ -1,0 +1,159 @@
+//! `sluice-send doctor` against a fake /proc and /sys tree and a fake `ip`: a small wmem_max,
+//! an MTU that does not match the profile and a missing static neighbour must each be named
+//! with its fix; the MTU mismatch fails the run.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+const PROFILE: &str = r#"
+name = "jumbo-test"
+description = "test profile"
+mtu = 9000
+line_rate_bps = 1_000_000_000
+datagram_bytes = 8972
+recommended_overhead_percent = 10
+recommended_rate_bps = 900_000_000
+window_blocks = 16
+passes = 1
+"#;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn fake_tree(root: &Path, neigh_json: &str) {
+    write(&root.join("proc/sys/net/core/wmem_max"), "212992\n");
+    write(
+        &root.join("proc/net/route"),
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+         diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+    );
+    write(&root.join("sys/class/net/diode0/mtu"), "1500\n");
+    write(&root.join("profile.toml"), PROFILE);
+    let ip = root.join("fake-ip");
+    write(
+        &ip,
+        &format!("#!/bin/sh\ncat <<'JSON'\n{neigh_json}\nJSON\n"),
+    );
+    std::fs::set_permissions(&ip, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
+        .args(["doctor", "--to", "10.0.0.2:7000", "--json", "--profile"])
+        .arg(root.join("profile.toml"))
+        .args(extra)
+        .env("SLUICE_PROC_ROOT", root.join("proc"))
+        .env("SLUICE_SYS_ROOT", root.join("sys"))
+        .env("SLUICE_IP", ip)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), json)
+}
+
+fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} finding in {json}"))
+}
+
+#[test]
+fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(
+        dir.path(),
+        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]}]"#,
+    );
+    let (code, json) = doctor(dir.path(), &dir.path().join("fake-ip"), &[]);
+    assert_eq!(code, 1, "{json}");
+
+    let wmem = find(&json, "wmem_max");
+    assert_eq!(wmem["status"], "warn", "{wmem}");
+    let fix = wmem["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("sysctl -w net.core.wmem_max=") && fix.contains("90-sluice.conf"),
+        "{fix}"
+    );
+
+    let mtu = find(&json, "mtu");
+    assert_eq!(mtu["status"], "fail", "{mtu}");
+    assert!(mtu["detail"].as_str().unwrap().contains("diode0"), "{mtu}");
+    assert!(
+        mtu["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ip link set dev diode0 mtu 9000"),
+        "{mtu}"
+    );
+
+    assert_eq!(find(&json, "route")["status"], "ok", "{json}");
+    let neigh = find(&json, "static-neighbour");
+    assert_eq!(neigh["status"], "warn", "{neigh}");
+    assert!(
+        neigh["fix"].as_str().unwrap().contains("nud permanent"),
+        "{neigh}"
+    );
+}
+
+#[test]
+fn permanent_neighbour_matching_mtu_and_good_key_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(
+        dir.path(),
+        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["PERMANENT"]}]"#,
+    );
+    write(&dir.path().join("sys/class/net/diode0/mtu"), "9000\n");
+    write(&dir.path().join("proc/sys/net/core/wmem_max"), "16777216\n");
+    let key = dir.path().join("link.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let (code, json) = doctor(
+        dir.path(),
+        &dir.path().join("fake-ip"),
+        &["--link-key", key.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{json}");
+    for check in [
+        "profile",
+        "wmem_max",
+        "route",
+        "mtu",
+        "static-neighbour",
+        "link-key",
+    ] {
+        assert_eq!(find(&json, check)["status"], "ok", "{json}");
+    }
+}
+
+#[test]
+fn missing_ip_and_short_link_key_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), "[]");
+    let key = dir.path().join("link.key");
+    std::fs::write(&key, [7u8; 16]).unwrap();
+    let (code, json) = doctor(
+        dir.path(),
+        &dir.path().join("no-such-ip"),
+        &["--link-key", key.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    let neigh = find(&json, "static-neighbour");
+    assert_eq!(neigh["status"], "warn");
+    assert!(
+        neigh["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not check"),
+        "{neigh}"
+    );
+    let k = find(&json, "link-key");
+    assert_eq!(k["status"], "fail");
+    assert!(k["detail"].as_str().unwrap().contains("16 bytes"), "{k}");
+}
