@@ -145,3 +145,72 @@ fn usage_errors_name_what_is_missing() {
     );
     assert!(help.contains("[default: 2]"), "{help}");
 }
+
+#[test]
+fn sigterm_mid_send_leaves_the_bundle_in_the_outbox_and_exits_0() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(&send(d, &["keygen", "--out", "alice"]));
+    std::fs::create_dir_all(d.join("trust")).unwrap();
+    std::fs::copy(d.join("alice.pub"), d.join("trust/alice.pub")).unwrap();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    // Big enough that the send lasts ~10 s at 1 Mbit/s.
+    let data: Vec<u8> = (0..1_200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.join("src/big.bin"), data).unwrap();
+    std::fs::create_dir_all(d.join("outbox")).unwrap();
+    ok(&send(
+        d,
+        &[
+            "bundle",
+            "create",
+            "--key",
+            "alice.key",
+            "--channel",
+            "c",
+            "--out",
+            "outbox/big.sluice",
+            "src",
+        ],
+    ));
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = sink.local_addr().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
+        .args([
+            "watch", "--outbox", "outbox", "--trust", "trust", "--to", &to,
+        ])
+        .args(["--poll", "0.2", "--stable-secs", "0", "--rate", "1M"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until data frames flow (heartbeats are small; data frames are ~1.4 kB).
+    sink.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut big = 0;
+    while big < 20 {
+        let n = sink.recv(&mut buf).expect("frames from the watcher");
+        if n > 1000 {
+            big += 1;
+        }
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "SIGTERM did not stop the send");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        d.join("outbox/big.sluice").is_file(),
+        "the bundle in flight must stay"
+    );
+    assert_eq!(std::fs::read_dir(d.join("outbox/sent")).unwrap().count(), 0);
+}
