@@ -26,6 +26,10 @@ pub struct Cli {
     /// More log detail (-v info, -vv debug, -vvv trace). Default: warnings and errors only.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// TOML configuration file with any option of `listen` ([listen]) and `status` ([status]);
+    /// flags given on the command line override it. See docs/configuration.md.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,10 +38,11 @@ pub struct Cli {
 pub enum Command {
     Verify(commands::verify::Args),
     /// Listen for frames from the diode and commit verified bundles to the store.
-    Listen(commands::listen::Args),
+    Listen(Box<commands::listen::Args>),
     /// Import spool volumes from removable media and commit verified bundles to the store.
     Import(commands::import::Args),
-    /// Show what the store holds: quarantine, rejected, staging, audit, channel marks.
+    /// Show what the store holds (quarantine, rejected, staging, audit, channel marks), overdue
+    /// channels (with --trust) and bundles sent but never received.
     Status(commands::status::Args),
     /// Audit-log and quarantine integrity checks.
     Audit(commands::audit::Args),

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod config;
 mod ingest;
 mod logging;
 mod media;
@@ -19,6 +20,6 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);
-    let code = commands::dispatch(cli.command);
+    let code = commands::dispatch(cli.command, cli.config.as_deref());
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -26,6 +26,10 @@ pub struct Cli {
     /// More log detail (-v info, -vv debug, -vvv trace). Default: warnings and errors only.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// TOML configuration file with any option of `udp` and `watch` ([send], [watch]); flags
+    /// given on the command line override it. See docs/configuration.md.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +43,8 @@ pub enum Command {
     Bundle(commands::bundle::BundleCommand),
     /// Send bundles across a diode as paced RaptorQ UDP frames.
     Udp(commands::udp::Args),
+    // Help text (short and long: the outbox convention, exit codes) comes from `watch::Args`.
+    Watch(commands::watch::Args),
     /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile).
     Doctor(commands::doctor::Args),
     /// Write bundles onto removable media as spool volumes.

@@ -5,18 +5,23 @@
 
 mod cli;
 mod commands;
+mod config;
 mod logging;
 mod net;
 mod progress;
 // The trust-directory loader is the receiver's file, compiled here too: one loader, two binaries.
 #[path = "../../receiver/src/trust_dir.rs"]
 mod trust_dir;
+// Unix seconds to RFC 3339 without a date crate, for send records: the store's helper.
+#[path = "../../receiver/src/store/time.rs"]
+#[allow(dead_code)]
+mod time;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);
-    let code = commands::dispatch(cli.command);
+    let code = commands::dispatch(cli.command, cli.config.as_deref());
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -11,10 +11,12 @@ use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
 use sluice_common::transport::wire::LinkKey;
 
+use crate::config::Listen;
 use crate::ingest::{self, Outcome, OutcomeKind, Pipeline};
 use crate::metrics::{Exposition, MetricsPage};
 use crate::net::{DiodeSocket, buffer_advice};
 use crate::store::Source;
+use crate::store::inspect;
 
 /// Listen on the diode's receiving interface and commit verified bundles to the store.
 ///
@@ -33,15 +35,18 @@ use crate::store::Source;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Address and UDP port to receive on (the diode-facing interface).
+    /// Address and UDP port to receive on (the diode-facing interface). Required (here or as
+    /// `bind` in the --config file's [listen] section).
     #[arg(long, value_name = "ADDR:PORT")]
-    pub bind: SocketAddr,
+    pub bind: Option<SocketAddr>,
     /// Store directory (quarantine/, rejected/, staging/, audit.jsonl); created if missing.
+    /// Required (here or in --config).
     #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
-    /// Trust directory: *.pub signer keys and an optional policy.toml.
+    pub store: Option<PathBuf>,
+    /// Trust directory: *.pub signer keys and an optional policy.toml. Required (here or in
+    /// --config).
     #[arg(long, value_name = "DIR")]
-    pub trust: PathBuf,
+    pub trust: Option<PathBuf>,
     /// Shared link key (32 raw bytes or 64 hex digits). Without it the documented public default
     /// key is used, which catches corruption but not forged frames.
     #[arg(long, value_name = "FILE")]
@@ -49,30 +54,31 @@ pub struct Args {
     /// Serve Prometheus metrics on this management address (never the diode interface).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
-    /// UDP receive buffer to request, in bytes (forced when privileged).
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    pub rcvbuf: usize,
-    /// Largest datagram accepted, in bytes (the link MTU minus 28).
-    #[arg(long, default_value_t = 8972, value_name = "BYTES")]
-    pub max_datagram: usize,
-    /// Memory budget for buffered symbols and in-flight decodes, in MiB.
-    #[arg(long, default_value_t = 48, value_name = "MIB")]
-    pub memory: u64,
-    /// Staging quota: declared bytes of partial objects kept on disk, in GiB.
-    #[arg(long, default_value_t = 128, value_name = "GIB")]
-    pub staging_quota: u64,
-    /// Largest object (bundle) accepted, in GiB.
-    #[arg(long, default_value_t = 64, value_name = "GIB")]
-    pub max_object: u64,
-    /// Concurrent transfers tracked at once.
-    #[arg(long, default_value_t = 64)]
-    pub max_sessions: usize,
-    /// Give up on a transfer after this many seconds without a valid frame (progress is kept).
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
-    pub idle_timeout: u64,
-    /// RaptorQ decode threads.
-    #[arg(long, default_value_t = 1)]
-    pub decode_threads: usize,
+    /// UDP receive buffer to request, in bytes (forced when privileged) [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub rcvbuf: Option<usize>,
+    /// Largest datagram accepted, in bytes (the link MTU minus 28) [default: 8972].
+    #[arg(long, value_name = "BYTES")]
+    pub max_datagram: Option<usize>,
+    /// Memory budget for buffered symbols and in-flight decodes, in MiB [default: 48].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Staging quota: declared bytes of partial objects kept on disk, in GiB [default: 128].
+    #[arg(long, value_name = "GIB")]
+    pub staging_quota: Option<u64>,
+    /// Largest object (bundle) accepted, in GiB [default: 64].
+    #[arg(long, value_name = "GIB")]
+    pub max_object: Option<u64>,
+    /// Concurrent transfers tracked at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Give up on a transfer after this many seconds without a valid frame (progress is kept)
+    /// [default: 120].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// RaptorQ decode threads [default: 1].
+    #[arg(long, value_name = "N")]
+    pub decode_threads: Option<usize>,
     /// Exit after this many bundles were decided (accepted, duplicate or rejected): for one-shot
     /// jobs and tests. Exit code 0 when all were accepted or duplicates.
     #[arg(long, value_name = "N")]
@@ -95,7 +101,9 @@ pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, String> {
     }
 }
 
-pub fn run(args: Args) -> i32 {
+/// Runs the listener with its options resolved (flags over --config over defaults, in
+/// `crate::config::resolve_listen`).
+pub fn run(args: Listen) -> i32 {
     let link_key = match load_link_key(args.link_key.as_deref()) {
         Ok(k) => k,
         Err(e) => {
@@ -123,6 +131,12 @@ pub fn run(args: Args) -> i32 {
             return e.exit_code();
         }
     };
+    // policy.toml `expect_every`: alerts for channels that stopped delivering.
+    let last_accepted = inspect::last_accepted_by_channel(&args.store).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read past deliveries; overdue checks start from none");
+        Default::default()
+    });
+    let mut overdue = inspect::OverdueWatch::new(&trust, last_accepted);
     let socket = match DiodeSocket::bind(args.bind, args.rcvbuf) {
         Ok(s) => s,
         Err(e) => {
@@ -210,13 +224,25 @@ pub fn run(args: Args) -> i32 {
         }
         pipeline.drive(now);
         for outcome in pipeline.take_outcomes() {
+            if let (OutcomeKind::Accepted { .. }, Some(channel)) = (&outcome.kind, &outcome.channel)
+            {
+                overdue.accepted(channel, ingest::unix_ms() / 1000);
+            }
             exit_code = totals.record(&outcome, args.json).max(exit_code);
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let drops = socket.kernel_drops();
-            page.set(render_metrics(&pipeline, &totals, drops));
-            write_status(&status_path, &pipeline, &totals, drops, &args);
+            overdue.check(ingest::unix_ms() / 1000);
+            page.set(render_metrics(&pipeline, &totals, drops) + &overdue.metrics_text());
+            write_status(
+                &status_path,
+                &pipeline,
+                &totals,
+                drops,
+                &args,
+                &overdue.overdue_channels(),
+            );
         }
         if args
             .max_bundles
@@ -465,7 +491,8 @@ fn write_status(
     pipeline: &Pipeline,
     totals: &Totals,
     drops: Option<u64>,
-    args: &Args,
+    args: &Listen,
+    overdue_channels: &[String],
 ) {
     let s = pipeline.stats();
     let heartbeat = pipeline.last_heartbeat().map(|hb| {
@@ -495,6 +522,7 @@ fn write_status(
         "updated_at_unix_ms": ingest::unix_ms(),
         "last_heartbeat": heartbeat,
         "live_transfers": live,
+        "overdue_channels": overdue_channels,
         "kernel_drops": drops,
         "counters": {
             "datagrams": s.datagrams, "bad_tag": s.bad_tag, "malformed": s.malformed,

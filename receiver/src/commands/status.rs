@@ -4,20 +4,47 @@ use std::path::PathBuf;
 
 use sluice_common::exit;
 
+use crate::config::Status;
 use crate::store::inspect;
 
+/// Show what the store holds: quarantine, rejected, staging, audit, channel marks; with --trust,
+/// channels overdue against policy.toml's `expect_every`; and bundles the sender's heartbeat
+/// ledger says were sent but that never arrived.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store directory.
+    /// The store directory. Required (here or as `store` in the --config file's [listen]).
     #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
+    pub store: Option<PathBuf>,
+    /// Trust directory whose policy.toml `expect_every` rules are checked (overdue channels).
+    /// Default: `trust` in the --config file's [listen], else no overdue check.
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+    /// Seconds after a bundle was first sent (per the heartbeat ledger) before its absence is
+    /// listed under sent-not-received [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub sent_grace: Option<u64>,
     /// One JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(args: Args) -> i32 {
-    let report = match inspect::status(&args.store) {
+pub fn run(args: Status) -> i32 {
+    let trust = match &args.trust {
+        None => None,
+        Some(dir) => match crate::trust_dir::load_trust_dir(dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::USAGE;
+            }
+        },
+    };
+    let options = inspect::StatusOptions {
+        trust: trust.as_ref(),
+        now_unix_ms: crate::ingest::unix_ms(),
+        sent_grace_secs: args.sent_grace_secs,
+    };
+    let report = match inspect::status_with(&args.store, &options) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot read store {}: {e}", args.store.display());
@@ -97,6 +124,50 @@ pub fn run(args: Args) -> i32 {
     }
     for e in &report.errors {
         println!("unreadable:  {e}");
+    }
+    if args.trust.is_none() {
+        println!("expected:    no --trust, so no overdue check");
+    } else if report.expectations.is_empty() {
+        println!("expected:    no channel has expect_every in policy.toml");
+    } else {
+        println!("expected:");
+        for e in &report.expectations {
+            let last = e.last_accepted_rfc3339.as_deref().unwrap_or("never");
+            println!(
+                "  {:?}  every {} s, last accepted {last}{}",
+                e.channel,
+                e.expected_every_secs,
+                match (e.overdue, e.overdue_by_secs) {
+                    (false, _) => String::new(),
+                    (true, Some(late)) => format!("  OVERDUE by {late} s"),
+                    (true, None) => "  OVERDUE (never delivered)".to_string(),
+                }
+            );
+        }
+    }
+    if report.listener.is_none() {
+        println!("ledger:      no heartbeat recorded yet, nothing to reconcile");
+    } else if report.sent_not_received.is_empty() {
+        println!(
+            "ledger:      every bundle the sender reported more than {} s ago has arrived",
+            report.sent_grace_secs
+        );
+    } else {
+        println!("SENT BUT NOT RECEIVED (per the sender's heartbeat ledger):");
+        for m in &report.sent_not_received {
+            println!(
+                "  object {}  {} bytes  first sent {} ({} s ago){}",
+                m.object_id,
+                m.object_len.unwrap_or(0),
+                m.first_sent_rfc3339,
+                m.age_secs,
+                if m.in_staging {
+                    "  partial in staging"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     match (&report.listener, &report.listener_error) {
         (Some(v), _) => println!("listener:    {v}"),

@@ -2,7 +2,7 @@
 //! recompute the audit chain, and summarise the store for `status`. Nothing here writes, and
 //! nothing here takes the store lock, so it works while a listener is running.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -13,7 +13,9 @@ use serde::Serialize;
 use super::audit::{self, ChainReport};
 use super::extract::file_mode;
 use super::fsutil;
-use super::records::{ChannelMark, Receipt};
+use super::records::{AuditRecord, ChannelMark, Receipt};
+use super::time;
+use sluice_common::bundle::TrustStore;
 
 /// Largest receipt.json we read.
 pub const MAX_RECEIPT_BYTES: u64 = 64 << 20;
@@ -300,6 +302,14 @@ pub struct StatusReport {
     /// overdue channels, link state). Merged verbatim; `None` when absent.
     pub listener: Option<serde_json::Value>,
     pub listener_error: Option<String>,
+    /// Channels with `expect_every` in policy.toml (needs `--trust`), overdue or not.
+    pub expectations: Vec<Expectation>,
+    /// Names of the overdue channels among `expectations`.
+    pub overdue_channels: Vec<String>,
+    /// Bundles the sender's heartbeat ledger says were sent more than `sent_grace_secs` ago that
+    /// have no accepted, duplicate or rejected audit record.
+    pub sent_not_received: Vec<SentNotReceived>,
+    pub sent_grace_secs: u64,
     /// Parts of the store that could not be read (permissions), reported instead of failing.
     pub errors: Vec<String>,
 }
@@ -323,8 +333,29 @@ fn count(root: impl AsFd, sub: &[&str]) -> io::Result<Vec<String>> {
     }
 }
 
-/// `status`: counts and marks, read-only.
+/// What `status` compares the store against, besides the store itself.
+pub struct StatusOptions<'a> {
+    /// For `expect_every` (overdue channels); `None` skips that check.
+    pub trust: Option<&'a TrustStore>,
+    pub now_unix_ms: u64,
+    /// A ledger entry first sent less than this long ago may still be on its way.
+    pub sent_grace_secs: u64,
+}
+
+/// `status` without a trust store (no overdue check), now, with the default grace.
 pub fn status(dir: &Path) -> io::Result<StatusReport> {
+    status_with(
+        dir,
+        &StatusOptions {
+            trust: None,
+            now_unix_ms: time::now_unix() * 1000,
+            sent_grace_secs: 600,
+        },
+    )
+}
+
+/// `status`: counts, marks, overdue channels and ledger reconciliation, read-only.
+pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusReport> {
     let root = open_root(dir)?;
     let quarantine = count(&root, &["quarantine"])?;
     let rejected = count(&root, &["rejected"])?;
@@ -382,6 +413,8 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         .last_line
         .as_deref()
         .and_then(|l| serde_json::from_str(l).ok());
+    let scan = scan_audit(&audit_bytes);
+    let mut last_accepted = scan.last_accepted;
     let mut channels = Vec::new();
     for n in count(&root, &["state", "channels"])? {
         if n.starts_with('.') || !n.ends_with(".json") {
@@ -392,6 +425,12 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         let parsed = fsutil::read_file_at(&ch, &n, 1 << 16)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<ChannelMark>(&b).map_err(|e| e.to_string()));
+        if let Ok(m) = &parsed {
+            let e = last_accepted
+                .entry(m.channel.clone())
+                .or_insert(m.updated_unix);
+            *e = (*e).max(m.updated_unix);
+        }
         channels.push(match parsed {
             Ok(m) => ChannelStatus {
                 channel: m.channel,
@@ -421,6 +460,32 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
         Err(e) => (None, Some(format!("state/status.json: {e}"))),
     };
+    let now_unix = opts.now_unix_ms / 1000;
+    let expectations = opts
+        .trust
+        .map(|t| expectations(&rules(t), &last_accepted, now_unix))
+        .unwrap_or_default();
+    let overdue_channels = expectations
+        .iter()
+        .filter(|e| e.overdue)
+        .map(|e| e.channel.clone())
+        .collect();
+    let staged: HashSet<&str> = staging_objects
+        .iter()
+        .map(|o| o.object_id.as_str())
+        .collect();
+    let sent_not_received = listener
+        .as_ref()
+        .map(|l| {
+            sent_not_received(
+                l,
+                &scan.decided_objects,
+                &staged,
+                opts.now_unix_ms,
+                opts.sent_grace_secs,
+            )
+        })
+        .unwrap_or_default();
     Ok(StatusReport {
         store: dir.display().to_string(),
         quarantine_entries: quarantine.len(),
@@ -435,6 +500,262 @@ pub fn status(dir: &Path) -> io::Result<StatusReport> {
         channels,
         listener,
         listener_error,
+        expectations,
+        overdue_channels,
+        sent_not_received,
+        sent_grace_secs: opts.sent_grace_secs,
         errors,
     })
+}
+
+/// What the audit log says about deliveries.
+#[derive(Debug, Default)]
+pub struct AuditScan {
+    /// Time of the latest `accepted` record per channel.
+    pub last_accepted: HashMap<String, u64>,
+    /// Object ids (32 hex) with an accepted, duplicate or rejected record: they arrived.
+    pub decided_objects: HashSet<String>,
+}
+
+/// Reads deliveries out of `audit.jsonl`'s bytes (unparseable lines are skipped: the chain
+/// check reports them).
+pub fn scan_audit(bytes: &[u8]) -> AuditScan {
+    let mut scan = AuditScan::default();
+    for line in bytes.split(|&b| b == b'\n') {
+        let Ok(rec) = serde_json::from_slice::<AuditRecord>(line) else {
+            continue;
+        };
+        if !matches!(rec.decision.as_str(), "accepted" | "duplicate" | "rejected") {
+            continue;
+        }
+        // A bundle's transport object id is the first 16 bytes of its bundle id.
+        let object = rec.object_id.clone().or_else(|| {
+            rec.bundle_id
+                .as_ref()
+                .and_then(|b| b.get(..32).map(str::to_owned))
+        });
+        if let Some(o) = object {
+            scan.decided_objects.insert(o);
+        }
+        if rec.decision == "accepted"
+            && let Some(c) = rec.channel
+        {
+            let e = scan.last_accepted.entry(c).or_insert(rec.time_unix);
+            *e = (*e).max(rec.time_unix);
+        }
+    }
+    scan
+}
+
+/// Latest accepted time per channel from a store's audit log and channel marks (for the
+/// listener at start; `status` computes the same inline).
+pub fn last_accepted_by_channel(dir: &Path) -> io::Result<HashMap<String, u64>> {
+    let root = open_root(dir)?;
+    let bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut last = scan_audit(&bytes).last_accepted;
+    if let Ok(st) = fsutil::open_dir_at(&root, "state")
+        && let Ok(ch) = fsutil::open_dir_at(&st, "channels")
+    {
+        for (n, _) in fsutil::list_dir(&ch)? {
+            let mark = fsutil::read_file_at(&ch, &n, 1 << 16)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ChannelMark>(&b).ok());
+            if let Some(m) = mark {
+                let e = last.entry(m.channel).or_insert(m.updated_unix);
+                *e = (*e).max(m.updated_unix);
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// One channel's delivery expectation (`expect_every` in policy.toml).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    pub channel: String,
+    pub expected_every_secs: u64,
+    /// `None`: nothing was ever accepted on this channel (counted as overdue).
+    pub last_accepted_unix: Option<u64>,
+    pub last_accepted_rfc3339: Option<String>,
+    /// Nothing accepted within `expected_every_secs` of now.
+    pub overdue: bool,
+    /// How long past the expected time, when overdue after a first delivery.
+    pub overdue_by_secs: Option<u64>,
+}
+
+/// `(channel, expect_every)` for every channel in policy.toml that has one.
+pub fn rules(trust: &TrustStore) -> Vec<(String, u64)> {
+    trust
+        .channels()
+        .filter_map(|(c, r)| r.expect_every.map(|e| (c.to_owned(), e)))
+        .collect()
+}
+
+/// Compares each expectation with the last accepted time: overdue when more than
+/// `expect_every` has passed since, or when the channel never delivered.
+pub fn expectations(
+    rules: &[(String, u64)],
+    last_accepted: &HashMap<String, u64>,
+    now_unix: u64,
+) -> Vec<Expectation> {
+    rules
+        .iter()
+        .map(|(channel, every)| {
+            let last = last_accepted.get(channel).copied();
+            let late = last.map(|l| now_unix.saturating_sub(l).saturating_sub(*every));
+            Expectation {
+                channel: channel.clone(),
+                expected_every_secs: *every,
+                last_accepted_unix: last,
+                last_accepted_rfc3339: last.map(time::rfc3339),
+                overdue: late.is_none_or(|l| l > 0),
+                overdue_by_secs: late.filter(|&l| l > 0),
+            }
+        })
+        .collect()
+}
+
+/// A bundle the sender says it sent that has not arrived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SentNotReceived {
+    pub object_id: String,
+    pub object_len: Option<u64>,
+    pub first_sent_unix_ms: u64,
+    pub first_sent_rfc3339: String,
+    pub age_secs: u64,
+    pub pass: Option<u64>,
+    pub passes: Option<u64>,
+    pub sender_id: Option<String>,
+    /// Some of it arrived: a partial object waits in staging for a resend.
+    pub in_staging: bool,
+}
+
+/// Ledger entries of the listener's last heartbeat (`state/status.json`) first sent more than
+/// `grace_secs` before `now_unix_ms` with no accepted/duplicate/rejected audit record.
+pub fn sent_not_received(
+    listener: &serde_json::Value,
+    decided: &HashSet<String>,
+    staged: &HashSet<&str>,
+    now_unix_ms: u64,
+    grace_secs: u64,
+) -> Vec<SentNotReceived> {
+    let hb = &listener["last_heartbeat"];
+    let Some(ledger) = hb["ledger"].as_array() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in ledger {
+        let (Some(id), Some(first)) = (
+            entry["object_id"].as_str(),
+            entry["first_sent_unix_ms"].as_u64(),
+        ) else {
+            continue;
+        };
+        let id = id.to_ascii_lowercase();
+        let age_ms = now_unix_ms.saturating_sub(first);
+        if decided.contains(&id) || age_ms < grace_secs.saturating_mul(1000) {
+            continue;
+        }
+        out.push(SentNotReceived {
+            in_staging: staged.contains(id.as_str()),
+            object_id: id,
+            object_len: entry["object_len"].as_u64(),
+            first_sent_unix_ms: first,
+            first_sent_rfc3339: time::rfc3339(first / 1000),
+            age_secs: age_ms / 1000,
+            pass: entry["pass"].as_u64(),
+            passes: entry["passes"].as_u64(),
+            sender_id: hb["sender_id"].as_str().map(str::to_owned),
+        });
+    }
+    out
+}
+
+/// The listener's view of `expect_every`: last accepted times kept up to date as bundles are
+/// accepted, a warning logged once per overdue period, and the `sluice_channel_overdue` gauge.
+pub struct OverdueWatch {
+    rules: Vec<(String, u64)>,
+    last: HashMap<String, u64>,
+    /// Overdue period last warned about, per channel (1 = the first period past due).
+    warned: HashMap<String, u64>,
+    current: Vec<Expectation>,
+}
+
+impl OverdueWatch {
+    pub fn new(trust: &TrustStore, last_accepted: HashMap<String, u64>) -> Self {
+        OverdueWatch {
+            rules: rules(trust),
+            last: last_accepted,
+            warned: HashMap::new(),
+            current: Vec::new(),
+        }
+    }
+
+    /// A bundle was accepted on `channel`.
+    pub fn accepted(&mut self, channel: &str, now_unix: u64) {
+        self.last.insert(channel.to_owned(), now_unix);
+        self.warned.remove(channel);
+    }
+
+    /// Re-evaluates every expectation; logs a warning for each channel entering a new overdue
+    /// period (at most once per `expect_every` while nothing arrives).
+    pub fn check(&mut self, now_unix: u64) -> &[Expectation] {
+        self.current = expectations(&self.rules, &self.last, now_unix);
+        for e in &self.current {
+            if !e.overdue {
+                continue;
+            }
+            let period = e
+                .overdue_by_secs
+                .map(|late| late / e.expected_every_secs.max(1) + 1)
+                .unwrap_or(1);
+            if self.warned.get(&e.channel).is_some_and(|&w| w >= period) {
+                continue;
+            }
+            self.warned.insert(e.channel.clone(), period);
+            match e.last_accepted_unix {
+                Some(last) => {
+                    tracing::warn!(channel = %e.channel, expected_every_secs = e.expected_every_secs,
+                    last_accepted_unix = last, overdue_by_secs = e.overdue_by_secs.unwrap_or(0),
+                    "channel overdue: nothing accepted on it within its expected interval (policy.toml expect_every); check the low-side job and the link")
+                }
+                None => {
+                    tracing::warn!(channel = %e.channel, expected_every_secs = e.expected_every_secs,
+                    "channel overdue: nothing was ever accepted on it (policy.toml expect_every)")
+                }
+            }
+        }
+        &self.current
+    }
+
+    /// The overdue channels of the last [`check`](Self::check).
+    pub fn overdue_channels(&self) -> Vec<String> {
+        self.current
+            .iter()
+            .filter(|e| e.overdue)
+            .map(|e| e.channel.clone())
+            .collect()
+    }
+
+    /// `sluice_channel_overdue{channel="…"} 0|1`, Prometheus text (empty without expectations).
+    pub fn metrics_text(&self) -> String {
+        if self.current.is_empty() {
+            return String::new();
+        }
+        let mut t = String::from(
+            "# HELP sluice_channel_overdue 1 when nothing was accepted on the channel within its policy.toml expect_every.\n# TYPE sluice_channel_overdue gauge\n",
+        );
+        for e in &self.current {
+            let label = e.channel.replace('\\', "\\\\").replace('"', "\\\"");
+            t.push_str(&format!(
+                "sluice_channel_overdue{{channel=\"{label}\"}} {}\n",
+                u8::from(e.overdue)
+            ));
+        }
+        t
+    }
 }

@@ -37,13 +37,14 @@ use crate::net::DiodeSender;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The diode's far side: receiver address and UDP port.
+    /// The diode's far side: receiver address and UDP port. Required (here or as `to` in the
+    /// --config file's [send] section).
     #[arg(long, value_name = "HOST:PORT")]
-    pub to: String,
+    pub to: Option<String>,
     /// Trust directory (*.pub signer keys, optional policy.toml) to check each bundle against
-    /// before sending.
+    /// before sending. Required (here or in --config).
     #[arg(long, value_name = "DIR")]
-    pub trust: PathBuf,
+    pub trust: Option<PathBuf>,
     /// Diode profile: a name from hardware/profiles (e.g. gbe-fibre-1500) or a TOML file. It
     /// supplies defaults for --mtu, --rate, --overhead, --window and --passes.
     #[arg(long, value_name = "NAME|FILE")]
@@ -69,12 +70,12 @@ pub struct Args {
     /// documented public key, which lets the receiver detect corruption but not forgery.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
-    /// Seconds between heartbeat frames.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
-    pub heartbeat_interval: f64,
-    /// UDP send buffer to request, in bytes.
-    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
-    pub sndbuf: usize,
+    /// Seconds between heartbeat frames [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<f64>,
+    /// UDP send buffer to request, in bytes [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub sndbuf: Option<usize>,
     /// Print a JSON summary on stdout instead of the human one.
     #[arg(long)]
     pub json: bool,
@@ -134,8 +135,7 @@ pub fn run(args: Args) -> i32 {
 
 fn run_inner(args: Args) -> Result<i32, Failure> {
     let settings = settle(&args)?;
-    let trust = crate::trust_dir::load_trust_dir(&args.trust)
-        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let trust = load_trust(args.trust.as_deref())?;
     let mut prepared = Vec::new();
     for path in &args.bundles {
         prepared.push(prepare(path, &trust)?);
@@ -162,20 +162,35 @@ fn run_inner(args: Args) -> Result<i32, Failure> {
     })
 }
 
-/// Applies profile defaults, then flags.
+/// Loads the trust directory given as --trust (or in --config).
+pub fn load_trust(dir: Option<&Path>) -> Result<sluice_common::bundle::trust::TrustStore, Failure> {
+    let dir = dir.ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "--trust DIR is required (or `trust` in the --config file's [send])",
+        )
+    })?;
+    crate::trust_dir::load_trust_dir(dir).map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))
+}
+
+/// Applies profile defaults, then flags (already merged with --config, which wins over the
+/// profile), then the built-in defaults.
 pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
     let profile = match &args.profile {
         Some(p) => Some(load_profile(p)?),
         None => None,
     };
-    let destination = args
-        .to
+    let to = args.to.as_deref().ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "--to HOST:PORT is required (or `to` in the --config file's [send])",
+        )
+    })?;
+    let destination = to
         .to_socket_addrs()
-        .map_err(|e| Failure::new(exit::USAGE, format!("--to {}: {e}", args.to)))?
+        .map_err(|e| Failure::new(exit::USAGE, format!("--to {to}: {e}")))?
         .next()
-        .ok_or_else(|| {
-            Failure::new(exit::USAGE, format!("--to {} resolves to nothing", args.to))
-        })?;
+        .ok_or_else(|| Failure::new(exit::USAGE, format!("--to {to} resolves to nothing")))?;
     let mtu = args.mtu.or(profile.as_ref().map(|p| p.mtu)).unwrap_or(1500);
     if !(576..=65_535).contains(&mtu) {
         return Err(Failure::new(
@@ -208,7 +223,8 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
     if !(1..=100).contains(&passes) {
         return Err(Failure::new(exit::USAGE, "--passes must be 1..=100"));
     }
-    if !(args.heartbeat_interval > 0.0 && args.heartbeat_interval <= 3600.0) {
+    let heartbeat_interval = args.heartbeat_interval.unwrap_or(1.0);
+    if !(heartbeat_interval > 0.0 && heartbeat_interval <= 3600.0) {
         return Err(Failure::new(
             exit::USAGE,
             "--heartbeat-interval must be in (0, 3600] seconds",
@@ -228,9 +244,9 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
             .or(profile.as_ref().map(|p| p.window_blocks))
             .unwrap_or(16)
             .clamp(1, 1024),
-        heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
+        heartbeat: Duration::from_secs_f64(heartbeat_interval),
         link_key,
-        sndbuf: args.sndbuf,
+        sndbuf: args.sndbuf.unwrap_or(8 << 20),
     })
 }
 

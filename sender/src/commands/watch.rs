@@ -1,0 +1,774 @@
+//! `sluice-send watch`: a long-running sender that sends every complete bundle appearing in an
+//! outbox directory, for nightly jobs nobody watches.
+//!
+//! One [`Sender`] state machine lives for the whole run: bundles are queued into it one after
+//! another and, between bundles, it keeps emitting heartbeats, so the high side sees one sender
+//! with a continuous heartbeat sequence and a ledger of what was sent. The outbox directory itself
+//! is the only state: a bundle leaves it (renamed into `sent/` or `failed/`) only once its fate is
+//! decided, so a restart resumes by looking at the directory again.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sluice_common::bundle::trust::TrustStore;
+use sluice_common::bundle::verify::{self, DiscardSink, VerifyError, VerifyOptions};
+use sluice_common::exit;
+use sluice_common::transport::params::recommended_block_size;
+use sluice_common::transport::send::{Sender, SenderConfig, SenderStats};
+use sluice_common::transport::wire;
+
+use super::udp::{self, Failure, Prepared, SendSettings};
+use crate::config::Config;
+use crate::net::DiodeSender;
+
+/// Default seconds between outbox scans.
+pub const DEFAULT_POLL_SECS: f64 = 2.0;
+/// Default seconds a bundle's size and mtime must stay unchanged before it is sent.
+pub const DEFAULT_STABLE_SECS: u64 = 2;
+/// The only file names the watcher sends.
+pub const BUNDLE_SUFFIX: &str = ".sluice";
+
+/// Watch an outbox directory and send every complete bundle that appears in it.
+///
+/// Writers must make a bundle appear atomically: copy it under a name starting with `.` or
+/// ending in `.tmp` (both ignored), then rename it to `NAME.sluice` in the same directory. As a
+/// second guard for writers that do not rename, a bundle is only taken once its size and mtime
+/// stayed unchanged for --stable-secs.
+///
+/// Each bundle is verified against --trust, sent with --passes passes, then moved to
+/// OUTBOX/sent/ beside a send record sent/NAME.sluice.sent.json (bundle id, channel, sequence,
+/// bytes, frames, passes, start/end time, rate). A bundle that fails its own verification is
+/// moved to OUTBOX/failed/ with NAME.sluice.reason.json (reason code, detail, remediation). Heartbeats
+/// keep flowing while idle, so the receiver can tell "nothing to send" from "link dead".
+///
+/// Delivery is at least once: a bundle leaves the outbox only after its last pass, so a crash
+/// or SIGTERM mid-send leaves it there and the next start sends it again (the receiver records
+/// a duplicate if the first copy had arrived). A file in sent/ is never sent again.
+///
+/// Examples:
+///
+///   sluice-send watch --outbox /srv/outbox --to 10.0.0.2:7000 --trust /etc/sluice/trust --rate 800M
+///   sluice-send --config /etc/sluice/send.toml watch
+///
+/// SIGTERM/SIGINT: the current frame batch goes out, the bundle in flight stays in the outbox,
+/// exit 0. Exit codes: 2 bad flags or config; 8 the outbox cannot be read or written;
+/// 9 network error (the bundle in flight stays in the outbox).
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The outbox directory to watch (must exist; sent/ and failed/ are created in it).
+    /// Required (here or as `outbox` in the --config file's [watch] section).
+    #[arg(long, value_name = "DIR")]
+    pub outbox: Option<PathBuf>,
+    /// Seconds between outbox scans [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub poll: Option<f64>,
+    /// Seconds a bundle's size and mtime must stay unchanged before it is sent [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub stable_secs: Option<u64>,
+    /// The diode's far side: receiver address and UDP port. Required (here or in --config).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// Trust directory (*.pub signer keys, optional policy.toml) each bundle is verified against
+    /// before it is sent. Read once at start. Required (here or in --config).
+    #[arg(long, value_name = "DIR")]
+    pub trust: Option<PathBuf>,
+    /// Diode profile name or TOML file: defaults for --mtu, --rate, --overhead, --window, --passes.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Pacing rate in bits per second (k/M/G suffix); `0` unpaced [default: the profile's, else
+    /// unpaced].
+    #[arg(long, value_name = "BITS/S")]
+    pub rate: Option<String>,
+    /// Repair symbols per block per pass, percent [default: the profile's, else 10].
+    #[arg(long, value_name = "PCT")]
+    pub overhead: Option<u32>,
+    /// Link MTU in bytes [default: the profile's, else 1500].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u32>,
+    /// Times each bundle is sent [default: the profile's, else 1].
+    #[arg(long, value_name = "N")]
+    pub passes: Option<u16>,
+    /// Blocks interleaved at once [default: the profile's, else 16].
+    #[arg(long, value_name = "BLOCKS")]
+    pub window: Option<u32>,
+    /// Shared link key file (32 raw bytes or 64 hex digits) [default: the public default key].
+    #[arg(long, value_name = "FILE")]
+    pub link_key: Option<PathBuf>,
+    /// Seconds between heartbeat frames, also while idle [default: 1].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_interval: Option<f64>,
+    /// UDP send buffer to request, in bytes [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub sndbuf: Option<usize>,
+    /// Print one JSON line per sent or failed bundle on stdout instead of a human line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    /// The sending options as `udp` takes them, so both commands settle them the same way.
+    fn udp_args(&self) -> udp::Args {
+        udp::Args {
+            to: self.to.clone(),
+            trust: self.trust.clone(),
+            profile: self.profile.clone(),
+            rate: self.rate.clone(),
+            overhead: self.overhead,
+            mtu: self.mtu,
+            passes: self.passes,
+            window: self.window,
+            link_key: self.link_key.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            sndbuf: self.sndbuf,
+            json: self.json,
+            bundles: Vec::new(),
+        }
+    }
+}
+
+/// What `watch` settled on.
+struct WatchSettings {
+    outbox: PathBuf,
+    poll: Duration,
+    stable: Duration,
+    json: bool,
+}
+
+pub fn run(args: Args, config: &Config) -> i32 {
+    match run_inner(args, config) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
+    let mut send_args = args.udp_args();
+    crate::config::merge_send(&mut send_args, &config.send);
+    let settings = udp::settle(&send_args)?;
+    let trust = udp::load_trust(send_args.trust.as_deref())?;
+    let outbox = args.outbox.or(config.watch.outbox.clone()).ok_or_else(|| {
+        Failure::new(
+            exit::USAGE,
+            "--outbox DIR is required (or `outbox` in the --config file's [watch])",
+        )
+    })?;
+    let poll = args.poll.or(config.watch.poll).unwrap_or(DEFAULT_POLL_SECS);
+    if !(0.05..=3600.0).contains(&poll) {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--poll must be 0.05 to 3600 seconds",
+        ));
+    }
+    let stable = args
+        .stable_secs
+        .or(config.watch.stable_secs)
+        .unwrap_or(DEFAULT_STABLE_SECS);
+    if stable > 86_400 {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--stable-secs must be at most 86400",
+        ));
+    }
+    let watch = WatchSettings {
+        outbox,
+        poll: Duration::from_secs_f64(poll),
+        stable: Duration::from_secs(stable),
+        json: send_args.json,
+    };
+    if !watch.outbox.is_dir() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "outbox {} is not a directory; create it (writers rename finished bundles into it)",
+                watch.outbox.display()
+            ),
+        ));
+    }
+    for sub in ["sent", "failed"] {
+        std::fs::create_dir_all(watch.outbox.join(sub)).map_err(|e| {
+            Failure::new(
+                exit::STORAGE,
+                format!("cannot create {}: {e}", watch.outbox.join(sub).display()),
+            )
+        })?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot install a signal handler: {e}"),
+            )
+        })?;
+    }
+    let mut watcher = Watcher {
+        link: Link::open(&settings)?,
+        settings,
+        watch,
+        trust,
+        seen: HashMap::new(),
+    };
+    tracing::info!(outbox = %watcher.watch.outbox.display(), destination = %watcher.settings.destination,
+        "watching the outbox");
+    watcher.run(&stop)
+}
+
+/// The socket and the one [`Sender`] of the run.
+struct Link {
+    socket: DiodeSender,
+    sender: Sender,
+    batch: Vec<u8>,
+    read_buf: Vec<u8>,
+    max_frame: usize,
+    gso_batch: usize,
+    destination: std::net::SocketAddr,
+}
+
+impl Link {
+    fn open(settings: &SendSettings) -> Result<Link, Failure> {
+        let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
+            Failure::new(
+                exit::NETWORK,
+                format!(
+                    "cannot open a UDP socket toward {}: {e}",
+                    settings.destination
+                ),
+            )
+        })?;
+        let datagram = (settings.mtu - 28) as usize;
+        let symbol_size = wire::symbol_size_for_datagram(datagram);
+        let block_size = recommended_block_size(symbol_size);
+        let mut config = SenderConfig::new(
+            settings.link_key.clone(),
+            udp::sender_id(),
+            symbol_size,
+            block_size,
+        );
+        config.window_blocks = settings.window;
+        config.overhead_percent = settings.overhead;
+        config.passes = settings.passes;
+        config.heartbeat_interval = settings.heartbeat;
+        config.rate_bytes_per_sec = settings.rate_bits.map(|b| (b / 8).max(1));
+        let sender = Sender::new(config, Instant::now(), udp::unix_ms())
+            .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
+        let frame_len = wire::data_frame_len(symbol_size);
+        let max_frame = frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES));
+        let gso_batch = socket.max_batch(frame_len);
+        Ok(Link {
+            socket,
+            sender,
+            batch: vec![0u8; gso_batch * frame_len + max_frame],
+            read_buf: Vec::new(),
+            max_frame,
+            gso_batch,
+            destination: settings.destination,
+        })
+    }
+
+    /// Answers the sender's reads from `current` and sends every frame due now, in GSO batches of
+    /// equal-length frames. Returns whether anything happened.
+    fn pump(&mut self, current: Option<&Prepared>) -> Result<bool, Failure> {
+        let mut did_work = false;
+        while let Some(request) = self.sender.poll_read() {
+            did_work = true;
+            let p = current
+                .filter(|p| p.id.object_id() == request.object_id)
+                .ok_or_else(|| {
+                    Failure::new(
+                        exit::FAILURE,
+                        "internal: the sender asked for an unknown object",
+                    )
+                })?;
+            self.read_buf.resize(request.len, 0);
+            p.file
+                .read_exact_at(&mut self.read_buf, request.offset)
+                .map_err(|e| {
+                    Failure::new(
+                        exit::INPUT,
+                        format!("reading {} at {}: {e}", p.path.display(), request.offset),
+                    )
+                })?;
+            self.sender
+                .handle_read(request, std::mem::take(&mut self.read_buf))
+                .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
+        }
+        let now = Instant::now();
+        let (mut filled, mut seg, mut count) = (0usize, 0usize, 0usize);
+        let max_frame = self.max_frame;
+        while let Some(n) = self
+            .sender
+            .poll_transmit(now, &mut self.batch[filled..filled + max_frame])
+        {
+            did_work = true;
+            if count > 0 && n != seg {
+                self.send(0, filled, seg)?;
+                self.send(filled, filled + n, n)?;
+                (filled, count) = (0, 0);
+                continue;
+            }
+            seg = n;
+            filled += n;
+            count += 1;
+            if count >= self.gso_batch {
+                self.send(0, filled, seg)?;
+                (filled, count) = (0, 0);
+            }
+        }
+        if count > 0 {
+            self.send(0, filled, seg)?;
+        }
+        Ok(did_work)
+    }
+
+    fn send(&self, from: usize, to: usize, seg: usize) -> Result<(), Failure> {
+        self.socket
+            .send_batch(&self.batch[from..to], seg)
+            .map_err(|e| {
+                Failure::new(
+                    exit::NETWORK,
+                    format!(
+                        "sending to {} failed: {e}; the bundle in flight stays in the outbox and \
+                         is sent again at the next start",
+                        self.destination
+                    ),
+                )
+            })
+    }
+}
+
+/// A candidate's last observed size and mtime, and since when they have not changed.
+struct Seen {
+    size: u64,
+    mtime: SystemTime,
+    unchanged_since: Instant,
+    /// A file the watcher could not handle (unreadable, cannot be moved) is skipped until it
+    /// changes, instead of being retried every scan.
+    skip: bool,
+}
+
+/// The bundle being sent and the counters when it started.
+struct InFlight {
+    prepared: Prepared,
+    name: OsString,
+    started_unix_ms: u64,
+    started: Instant,
+    stats_at_start: SenderStats,
+}
+
+struct Watcher {
+    link: Link,
+    settings: SendSettings,
+    watch: WatchSettings,
+    trust: TrustStore,
+    seen: HashMap<OsString, Seen>,
+}
+
+enum PrepareError {
+    /// The bundle failed its own verification: it goes to failed/.
+    Invalid(VerifyError),
+    /// The file could not be read (vanished, permissions): skipped until it changes.
+    Io(String),
+}
+
+impl Watcher {
+    fn run(&mut self, stop: &AtomicBool) -> Result<i32, Failure> {
+        let mut current: Option<InFlight> = None;
+        let mut next_scan = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                if let Some(c) = &current {
+                    tracing::warn!(bundle = %c.prepared.path.display(),
+                        "stopping mid-send: the bundle stays in the outbox and is sent again at the next start");
+                }
+                tracing::info!("stopped");
+                return Ok(exit::OK);
+            }
+            let now = Instant::now();
+            if current.is_none() && now >= next_scan {
+                next_scan = now + self.watch.poll;
+                if let Some(next) = self.next_bundle(now)? {
+                    // Start at once, and look again as soon as it is done.
+                    current = Some(next);
+                    next_scan = now;
+                }
+            }
+            let did_work = self.link.pump(current.as_ref().map(|c| &c.prepared))?;
+            if current.is_some() && self.link.sender.is_finished() {
+                if let Some(done) = current.take() {
+                    self.finish(done)?;
+                }
+                continue;
+            }
+            if did_work {
+                continue;
+            }
+            let mut wake = self
+                .link
+                .sender
+                .poll_timeout()
+                .unwrap_or(now + Duration::from_millis(200));
+            if current.is_none() {
+                wake = wake.min(next_scan);
+            }
+            let wait = wake
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    /// Scans the outbox and starts sending the next ready bundle, moving any that fail their own
+    /// verification to failed/ on the way. `None` when nothing is ready.
+    fn next_bundle(&mut self, now: Instant) -> Result<Option<InFlight>, Failure> {
+        loop {
+            let ready = self.scan(now)?;
+            let Some(name) = ready else {
+                return Ok(None);
+            };
+            let path = self.watch.outbox.join(&name);
+            match prepare(&path, &self.trust) {
+                Ok(prepared) => {
+                    let stats_at_start = self.link.sender.stats();
+                    let started_unix_ms = udp::unix_ms();
+                    self.link
+                        .sender
+                        .queue_object(
+                            Instant::now(),
+                            prepared.id.object_id(),
+                            prepared.len,
+                            started_unix_ms,
+                        )
+                        .map_err(|e| {
+                            Failure::new(exit::USAGE, format!("{}: {e}", path.display()))
+                        })?;
+                    tracing::info!(bundle = %path.display(), id = %prepared.id, channel = %prepared.channel,
+                        sequence = prepared.sequence, bytes = prepared.len, "sending");
+                    return Ok(Some(InFlight {
+                        prepared,
+                        name,
+                        started_unix_ms,
+                        started: Instant::now(),
+                        stats_at_start,
+                    }));
+                }
+                Err(PrepareError::Invalid(e)) => self.fail(&name, &e)?,
+                Err(PrepareError::Io(detail)) => {
+                    tracing::warn!(bundle = %path.display(), %detail,
+                        "cannot read this bundle; skipping it until it changes");
+                    if let Some(s) = self.seen.get_mut(&name) {
+                        s.skip = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists the outbox and returns the next bundle that is ready: a regular file named
+    /// `*.sluice` not starting with `.`, whose size and mtime have not changed for the stability
+    /// period (observed by this process, and by its mtime's age). Bundles go out in name order.
+    fn scan(&mut self, now: Instant) -> Result<Option<OsString>, Failure> {
+        let entries = std::fs::read_dir(&self.watch.outbox).map_err(|e| {
+            Failure::new(
+                exit::STORAGE,
+                format!(
+                    "cannot list the outbox {}: {e}",
+                    self.watch.outbox.display()
+                ),
+            )
+        })?;
+        let mut present = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                Failure::new(
+                    exit::STORAGE,
+                    format!(
+                        "cannot list the outbox {}: {e}",
+                        self.watch.outbox.display()
+                    ),
+                )
+            })?;
+            let name = entry.file_name();
+            if !is_candidate_name(&name) {
+                continue;
+            }
+            // Not followed: a symlink or directory named *.sluice is not a bundle.
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+            let size = meta.len();
+            let seen = self.seen.entry(name.clone()).or_insert(Seen {
+                size,
+                mtime,
+                unchanged_since: now,
+                skip: false,
+            });
+            if seen.size != size || seen.mtime != mtime {
+                *seen = Seen {
+                    size,
+                    mtime,
+                    unchanged_since: now,
+                    skip: false,
+                };
+            }
+            present.push(name);
+        }
+        self.seen.retain(|name, _| present.contains(name));
+        present.sort();
+        let stable = self.watch.stable;
+        let wall = SystemTime::now();
+        Ok(present.into_iter().find(|name| {
+            let s = &self.seen[name];
+            let mtime_age = wall.duration_since(s.mtime).unwrap_or(Duration::ZERO);
+            !s.skip && now.duration_since(s.unchanged_since) >= stable && mtime_age >= stable
+        }))
+    }
+
+    /// The last pass is out: move the bundle to sent/ (it is never sent again), then write its
+    /// send record.
+    fn finish(&mut self, done: InFlight) -> Result<(), Failure> {
+        let stats = self.link.sender.stats();
+        let ended_unix_ms = udp::unix_ms();
+        let elapsed = done.started.elapsed().as_secs_f64().max(1e-9);
+        let p = &done.prepared;
+        let sent_dir = self.watch.outbox.join("sent");
+        let target = move_out(&p.path, &sent_dir, &done.name)?;
+        let frames = (stats.data_frames - done.stats_at_start.data_frames)
+            + (stats.end_frames - done.stats_at_start.end_frames);
+        let wire_bytes = frames * (wire::data_frame_len(self.link_symbol_size()) as u64 + 28);
+        let record = serde_json::json!({
+            "event": "sent",
+            "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "bundle_id": p.id.to_hex(),
+            "object_id": p.id.to_hex()[..32].to_string(),
+            "channel": p.channel,
+            "sequence": p.sequence,
+            "bytes": p.len,
+            "frames": frames,
+            "passes": self.settings.passes,
+            "overhead_percent": self.settings.overhead,
+            "destination": self.settings.destination.to_string(),
+            "start_unix_ms": done.started_unix_ms,
+            "end_unix_ms": ended_unix_ms,
+            "start_rfc3339": rfc3339_ms(done.started_unix_ms),
+            "end_rfc3339": rfc3339_ms(ended_unix_ms),
+            "duration_secs": elapsed,
+            "rate_limit_bits_per_sec": self.settings.rate_bits,
+            "goodput_mb_per_sec": p.len as f64 * f64::from(self.settings.passes) / elapsed / 1e6,
+            "wire_mbit_per_sec": wire_bytes as f64 * 8.0 / elapsed / 1e6,
+        });
+        let record_path = sent_dir.join(record_name(&target, ".sent.json"));
+        write_record(&record_path, &record)?;
+        tracing::info!(bundle = %target.display(), id = %p.id, frames, "sent; moved to sent/");
+        if self.watch.json {
+            println!("{record}");
+        } else {
+            println!(
+                "sent {} ({} bytes, channel {}, seq {}) id {} in {:.1} s -> {}",
+                done.name.to_string_lossy(),
+                p.len,
+                p.channel,
+                p.sequence,
+                p.id,
+                elapsed,
+                target.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn link_symbol_size(&self) -> u16 {
+        wire::symbol_size_for_datagram((self.settings.mtu - 28) as usize)
+    }
+
+    /// A bundle that fails its own verification is never sent: it goes to failed/ with a
+    /// reason record an operator can act on.
+    fn fail(&mut self, name: &OsString, e: &VerifyError) -> Result<(), Failure> {
+        let path = self.watch.outbox.join(name);
+        let failed_dir = self.watch.outbox.join("failed");
+        let target = match move_out(&path, &failed_dir, name) {
+            Ok(t) => t,
+            Err(f) => {
+                tracing::error!(bundle = %path.display(), error = %f.message,
+                    "a bundle failed its verification but cannot be moved to failed/; skipping it");
+                if let Some(s) = self.seen.get_mut(name) {
+                    s.skip = true;
+                }
+                return Ok(());
+            }
+        };
+        let now = udp::unix_ms();
+        let record = serde_json::json!({
+            "event": "failed",
+            "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "reason": e.reason.code(),
+            "detail": e.detail,
+            "remediation": e.remediation(),
+            "exit_code": e.reason.exit_code(),
+            "time_unix_ms": now,
+            "time_rfc3339": rfc3339_ms(now),
+        });
+        write_record(
+            &failed_dir.join(record_name(&target, ".reason.json")),
+            &record,
+        )?;
+        tracing::warn!(bundle = %path.display(), reason = e.reason.code(), detail = %e.detail,
+            "bundle failed its own verification; moved to failed/, nothing sent");
+        if self.watch.json {
+            println!("{record}");
+        } else {
+            println!(
+                "FAILED {} ({}: {}) -> {}. {}",
+                name.to_string_lossy(),
+                e.reason.code(),
+                e.detail,
+                target.display(),
+                e.remediation()
+            );
+        }
+        self.seen.remove(name);
+        Ok(())
+    }
+}
+
+/// Whether the watcher considers a directory entry at all: `*.sluice`, not hidden.
+pub fn is_candidate_name(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    !name.starts_with('.') && name.ends_with(BUNDLE_SUFFIX) && name.len() > BUNDLE_SUFFIX.len()
+}
+
+/// Opens and fully verifies a bundle. The same open file is verified and then sent, so a file
+/// replaced after verification is not what goes out.
+fn prepare(path: &Path, trust: &TrustStore) -> Result<Prepared, PrepareError> {
+    let io = |e: std::io::Error| PrepareError::Io(format!("{}: {e}", path.display()));
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let options = VerifyOptions {
+        now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        last_sequence: None,
+    };
+    let verified = verify::verify(
+        std::io::BufReader::with_capacity(1 << 20, &file),
+        trust,
+        &options,
+        &mut DiscardSink,
+    );
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => return Err(PrepareError::Invalid(e)),
+    };
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        file,
+        len,
+        id: verified.id(),
+        channel: verified.header().channel.clone(),
+        sequence: verified.header().sequence,
+    })
+}
+
+/// Renames `path` into `dir` (same filesystem: atomic) under `name`, or `STEM.N.sluice` when
+/// that name is taken, and makes the rename durable. Returns the new path.
+fn move_out(path: &Path, dir: &Path, name: &OsString) -> Result<PathBuf, Failure> {
+    let text = name.to_string_lossy();
+    let stem = text
+        .strip_suffix(BUNDLE_SUFFIX)
+        .unwrap_or(&text)
+        .to_string();
+    let mut target = dir.join(name);
+    let mut n = 1u32;
+    while target.exists() {
+        target = dir.join(format!("{stem}.{n}{BUNDLE_SUFFIX}"));
+        n += 1;
+    }
+    std::fs::rename(path, &target).map_err(|e| {
+        Failure::new(
+            exit::STORAGE,
+            format!(
+                "cannot move {} to {}: {e}",
+                path.display(),
+                target.display()
+            ),
+        )
+    })?;
+    for d in [dir, path.parent().unwrap_or(Path::new("."))] {
+        if let Ok(f) = File::open(d) {
+            let _ = f.sync_all();
+        }
+    }
+    Ok(target)
+}
+
+/// `NAME.sluice` → `NAME.sluice<suffix>`.
+fn record_name(target: &Path, suffix: &str) -> String {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{name}{suffix}")
+}
+
+/// Writes a JSON record durably (temporary name, fsync, rename).
+fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), Failure> {
+    let tmp = path.with_extension("json.tmp");
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(value)?.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        Failure::new(
+            exit::STORAGE,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })
+}
+
+fn rfc3339_ms(unix_ms: u64) -> String {
+    crate::time::rfc3339(unix_ms / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_finished_bundle_names_are_candidates() {
+        for ok in ["a.sluice", "2026-11-27.updates.sluice"] {
+            assert!(is_candidate_name(ok.as_ref()), "{ok}");
+        }
+        for no in [
+            ".a.sluice",
+            "a.sluice.tmp",
+            "a.tmp",
+            ".sluice",
+            "a.sluice.part",
+            "sent",
+        ] {
+            assert!(!is_candidate_name(no.as_ref()), "{no}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `--config FILE`: the sender's TOML configuration (docs/configuration.md).
+//!
+//! Every option of `udp` and `watch` can live in the file; a flag given on the command line wins
+//! over the file, and the file wins over a `--profile`'s values and the built-in defaults. The
+//! merge is one `flag.or(file)` per option here; the defaults are applied where each command
+//! settles its options (`udp::settle`, `watch::settle`), which is also what `--help` shows.
+//!
+//! ```toml
+//! [send]
+//! to = "10.0.0.2:7000"
+//! trust = "/etc/sluice/trust"
+//! profile = "gbe-fibre-1500"
+//! rate = "800M"            # or a number of bits per second
+//! link_key = "/etc/sluice/link.key"
+//!
+//! [watch]
+//! outbox = "/var/spool/sluice/outbox"
+//! poll = 2
+//! stable_secs = 2
+//! ```
+//!
+//! Unknown keys are errors naming the key, so a typo never silently falls back to a default.
+//! Relative paths are taken relative to the directory holding the config file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Options shared by `udp` and `watch`.
+    #[serde(default)]
+    pub send: SendSection,
+    /// Options of `watch` only.
+    #[serde(default)]
+    pub watch: WatchSection,
+}
+
+/// `[send]`: the options of `sluice-send udp` (and the sending half of `watch`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendSection {
+    pub to: Option<String>,
+    pub trust: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub rate: Option<Rate>,
+    pub overhead: Option<u32>,
+    pub mtu: Option<u32>,
+    pub passes: Option<u16>,
+    pub window: Option<u32>,
+    pub link_key: Option<PathBuf>,
+    pub heartbeat_interval: Option<f64>,
+    pub sndbuf: Option<usize>,
+    pub json: Option<bool>,
+}
+
+/// `[watch]`: the outbox watcher's own options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    pub outbox: Option<PathBuf>,
+    pub poll: Option<f64>,
+    pub stable_secs: Option<u64>,
+}
+
+/// A rate as the flag takes it (`"800M"`) or a plain number of bits per second.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Rate {
+    Text(String),
+    Bits(u64),
+}
+
+impl Rate {
+    /// The flag's spelling, for `udp::parse_rate`.
+    pub fn to_flag(&self) -> String {
+        match self {
+            Rate::Text(t) => t.clone(),
+            Rate::Bits(b) => b.to_string(),
+        }
+    }
+}
+
+/// Reads and parses a config file. The error names the file and, for a typo, the unknown key.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let mut config: Config =
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let s = &mut config.send;
+    for p in [&mut s.trust, &mut s.link_key] {
+        rebase(p, base);
+    }
+    rebase(&mut config.watch.outbox, base);
+    Ok(config)
+}
+
+/// Relative paths in a config file are relative to the file, not to the working directory.
+fn rebase(path: &mut Option<PathBuf>, base: &Path) {
+    if let Some(p) = path.as_mut()
+        && p.is_relative()
+    {
+        *p = base.join(&*p);
+    }
+}
+
+/// Fills every option of `udp` (or `watch`'s sending half) not given as a flag from `[send]`.
+pub fn merge_send(args: &mut crate::commands::udp::Args, file: &SendSection) {
+    macro_rules! or {
+        ($($field:ident),*) => { $( if args.$field.is_none() { args.$field = file.$field.clone(); } )* };
+    }
+    or!(
+        to,
+        trust,
+        profile,
+        overhead,
+        mtu,
+        passes,
+        window,
+        link_key,
+        heartbeat_interval,
+        sndbuf
+    );
+    if args.rate.is_none() {
+        args.rate = file.rate.as_ref().map(Rate::to_flag);
+    }
+    args.json = args.json || file.json.unwrap_or(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = toml::from_str::<Config>("[send]\nrat = \"1M\"\n").unwrap_err();
+        assert!(e.to_string().contains("rat"), "{e}");
+        let e = toml::from_str::<Config>("[sned]\n").unwrap_err();
+        assert!(e.to_string().contains("sned"), "{e}");
+    }
+
+    #[test]
+    fn rates_as_text_or_number() {
+        let c: Config = toml::from_str("[send]\nrate = 800000000\n").unwrap();
+        assert_eq!(c.send.rate.unwrap().to_flag(), "800000000");
+        let c: Config = toml::from_str("[send]\nrate = \"800M\"\n").unwrap();
+        assert_eq!(c.send.rate.unwrap().to_flag(), "800M");
+    }
+}
