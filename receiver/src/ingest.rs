@@ -233,11 +233,12 @@ impl Pipeline {
                 .name("verify".into())
                 .spawn(move || {
                     let mut recent = RecentDecisions::default();
+                    let mut budget = RecordBudget::new();
                     for job in verify_rx {
                         let outcome = if job.replay {
                             record_replay(&store, &recent, job)
                         } else {
-                            Some(verify_and_commit(&store, &trust, job))
+                            Some(verify_and_commit(&store, &trust, &mut budget, job))
                         };
                         if let Some(outcome) = &outcome {
                             recent.remember(outcome);
@@ -762,7 +763,12 @@ fn record_replay(
 }
 
 /// Verifies a complete staged object and commits or rejects it. Runs on the verifier thread.
-fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -> Outcome {
+fn verify_and_commit(
+    store: &Mutex<Store>,
+    trust: &TrustStore,
+    budget: &mut RecordBudget,
+    job: VerifyJob,
+) -> Outcome {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
     let VerifyJob {
         object_id, figures, ..
@@ -794,6 +800,7 @@ fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -
         Err(e) => {
             outcome.kind = reject(
                 &mut lock(),
+                budget,
                 &RejectSubject {
                     object_id: Some(object_id),
                     bundle_id: None,
@@ -822,6 +829,7 @@ fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -
         // mix-and-match attempt, and would defeat duplicate detection.
         outcome.kind = reject(
             &mut lock(),
+            budget,
             &subject,
             RejectReason::Malformed,
             "the transport object id does not match the bundle inside it",
@@ -899,7 +907,7 @@ fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -
             match (e.reason, storage_failure) {
                 // The disk failed, not the bundle: keep the object for the next pass.
                 (RejectReason::StorageError, Some(detail)) => OutcomeKind::StorageError { detail },
-                (reason, _) => reject(&mut lock(), &subject, reason, &e.detail, &figures),
+                (reason, _) => reject(&mut lock(), budget, &subject, reason, &e.detail, &figures),
             }
         }
     };
@@ -907,13 +915,91 @@ fn verify_and_commit(store: &Mutex<Store>, trust: &TrustStore, job: VerifyJob) -
     outcome
 }
 
+/// How many records of *unauthenticated* rejections the store writes: a burst of
+/// [`RecordBudget::BURST`], refilled at that many per hour.
+///
+/// With the public default link key anyone can make the receiver assemble one-frame junk objects
+/// that fail before any signature verified (malformed, truncated, bad signature, unknown signer).
+/// Recording each would let a flood grow `rejected/` and `audit.jsonl` without bound (research
+/// P8). Past the budget such objects are still discarded and counted (metrics, status, `--json`),
+/// just not written to disk. Rejections of bundles a trusted signer really signed are always
+/// recorded: those are rare and matter.
+pub struct RecordBudget {
+    tokens: f64,
+    refilled_at: Instant,
+    suppressed: u64,
+    warned_at: Option<Instant>,
+}
+
+impl RecordBudget {
+    pub const BURST: f64 = 200.0;
+    const PER_SECOND: f64 = Self::BURST / 3600.0;
+
+    pub fn new() -> Self {
+        RecordBudget {
+            tokens: Self::BURST,
+            refilled_at: Instant::now(),
+            suppressed: 0,
+            warned_at: None,
+        }
+    }
+
+    /// Whether a rejection for `reason` may be written.
+    fn allow(&mut self, reason: RejectReason) -> bool {
+        let unauthenticated = matches!(
+            reason,
+            RejectReason::Malformed
+                | RejectReason::Truncated
+                | RejectReason::BadSignature
+                | RejectReason::UnknownSigner
+                | RejectReason::WeakKey
+        );
+        if !unauthenticated {
+            return true;
+        }
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled_at).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + earned).min(Self::BURST);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        self.suppressed += 1;
+        if self
+            .warned_at
+            .is_none_or(|t| now.duration_since(t).as_secs() >= 60)
+        {
+            self.warned_at = Some(now);
+            tracing::warn!(
+                suppressed = self.suppressed,
+                "many unauthenticated objects are failing verification (a flood, or a sender with \
+                 the wrong link key?); their records are no longer written, only counted"
+            );
+        }
+        false
+    }
+}
+
 fn reject(
     store: &mut Store,
+    budget: &mut RecordBudget,
     subject: &RejectSubject,
     reason: RejectReason,
     detail: &str,
     figures: &TransportFigures,
 ) -> OutcomeKind {
+    if !budget.allow(reason) {
+        if let Some(id) = subject.object_id {
+            let _ = store.remove_object(id);
+        }
+        return OutcomeKind::Rejected {
+            reason,
+            detail: format!(
+                "{detail} (not recorded: over the budget for unauthenticated rejections)"
+            ),
+        };
+    }
     match store.reject(subject, reason, detail, Some(figures.clone())) {
         Ok(_) => OutcomeKind::Rejected {
             reason,
