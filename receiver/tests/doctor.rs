@@ -41,9 +41,10 @@ fn fake_tree(root: &Path, rmem_max: u64) {
     );
     write(&root.join("sys/class/net/lo/mtu"), "1500\n");
     write(&root.join("profile.toml"), PROFILE);
+    let officer = sluice_common::bundle::keys::SecretKey::from_seed(&[7; 32]);
     write(
         &root.join("trust/officer.pub"),
-        "sluice-ed25519-pub AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+        &officer.public().to_sluice_text("officer"),
     );
     std::fs::create_dir_all(root.join("store")).unwrap();
 }
@@ -139,7 +140,7 @@ fn empty_trust_dir_fails() {
     let trust = find(&json, "trust");
     assert_eq!(trust["status"], "fail");
     assert!(
-        trust["detail"].as_str().unwrap().contains("no *.pub"),
+        trust["detail"].as_str().unwrap().contains("no .pub"),
         "{trust}"
     );
 }

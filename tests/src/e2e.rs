@@ -530,7 +530,9 @@ pub fn staging_leftovers(store: &Path) -> Vec<String> {
             let rel = p.strip_prefix(&root).expect("below").display().to_string();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(p.clone());
-                if rel == "objects" || rel == "extract" {
+                // The store's fixed layout directories (objects/, extract/, media/) are expected;
+                // anything inside them is a leftover.
+                if rel == "objects" || rel == "extract" || rel == "media" {
                     continue;
                 }
             }
