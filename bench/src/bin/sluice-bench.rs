@@ -387,11 +387,40 @@ fn run_case(
     let (send_status, send_stats) = send_watch.wait(&mut send)?;
     send_done.store(true, Ordering::Relaxed);
     let t_send_exit = Instant::now();
+    // The listener exits by itself after a decision (accepted/rejected). An "incomplete" outcome
+    // is not a decision (it would wait for another pass until its idle timeout), so stop it then,
+    // or when it has not decided within a grace period after the sender finished.
+    let grace = Duration::from_secs_f64((t_send_exit - t_spawn).as_secs_f64().max(20.0) * 3.0);
+    let mut lines: Vec<(Instant, String)> = Vec::new();
+    loop {
+        match line_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((t, l)) => {
+                let word = serde_json::from_str::<Value>(&l)
+                    .ok()
+                    .and_then(|v| v["outcome"].as_str().map(str::to_string));
+                lines.push((t, l));
+                if word.as_deref() == Some("incomplete") {
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(recv_pid.to_string())
+                        .status();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if t_send_exit.elapsed() > grace {
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(recv_pid.to_string())
+                        .status();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     let (recv_status, recv_stats) = recv_watch.wait(&mut recv)?;
     recv_done.store(true, Ordering::Relaxed);
     let t_recv_exit = Instant::now();
     let _ = reader.join();
-    let lines: Vec<(Instant, String)> = line_rx.try_iter().collect();
 
     let send_json: Value = send_out
         .lines()
@@ -456,6 +485,9 @@ fn run_case(
         "goodput_mb_s": r2(goodput),
         "secs": r3(secs),
         "e2e_secs_incl_sender_verify": r3(e2e_secs),
+        "send_secs": send_secs.map(r3),
+        // Sender finished → quarantine commit: the receiver's last blocks, verification, commit.
+        "commit_tail_secs": r3(t_commit.saturating_duration_since(t_send_exit).as_secs_f64()),
         "ceiling_sendmmsg_mb_s": r2(ceil.sendmmsg_mb_s),
         "ceiling_gso_mb_s": r2(ceil.gso_mb_s),
         "ratio_sendmmsg": r3(ratio(ceil.sendmmsg_mb_s)),
