@@ -62,7 +62,8 @@ pub struct Args {
     /// Times each bundle is sent; passes after the first carry only fresh repair symbols.
     #[arg(long, value_name = "N")]
     pub passes: Option<u16>,
-    /// Blocks interleaved at once (memory: window × block size).
+    /// Blocks interleaved at once (memory: window × block size). Default: the profile's, else
+    /// as many blocks as fit in 20 MiB, at most 16 (16 at MTU 1500, 4 at MTU 9000).
     #[arg(long, value_name = "BLOCKS")]
     pub window: Option<u32>,
     /// Shared link key (32 raw bytes or 64 hex digits); must match the receiver's. Default: the
@@ -226,12 +227,28 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
         window: args
             .window
             .or(profile.as_ref().map(|p| p.window_blocks))
-            .unwrap_or(16)
+            .unwrap_or_else(|| default_window(mtu))
             .clamp(1, 1024),
         heartbeat: Duration::from_secs_f64(args.heartbeat_interval),
         link_key,
         sndbuf: args.sndbuf,
     })
+}
+
+/// Bytes of blocks a default window spans. The receiver buffers every block of a window at its
+/// worst case at once, and its default memory budget is 48 MiB (`sluice-recv listen --memory`):
+/// 16 blocks of 1 MiB fit at MTU 1500, but 16 jumbo blocks (471 × 8914 B ≈ 4.2 MB) do not, and
+/// a receiver that cannot hold a window evicts blocks before any completes. The sender holds
+/// about 3 × the window (block copy, RaptorQ source and intermediate symbols), so 20 MiB keeps
+/// both sides near 64 MiB of RSS at either MTU.
+const DEFAULT_WINDOW_BYTES: u32 = 20 << 20;
+
+/// Blocks per window when neither --window nor a profile says: as many as fit in
+/// [`DEFAULT_WINDOW_BYTES`], at most 16.
+pub fn default_window(mtu: u32) -> u32 {
+    let datagram = mtu.saturating_sub(28) as usize;
+    let block = recommended_block_size(wire::symbol_size_for_datagram(datagram));
+    (DEFAULT_WINDOW_BYTES / block.max(1)).clamp(1, 16)
 }
 
 /// Finds a profile by name (in `$SLUICE_PROFILES`, hardware/profiles beside the binary's source
@@ -590,6 +607,15 @@ pub fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_window_fits_the_receivers_default_budget() {
+        assert_eq!(default_window(1500), 16);
+        let jumbo = default_window(9000);
+        assert!((1..16).contains(&jumbo), "{jumbo}");
+        let block = recommended_block_size(wire::symbol_size_for_datagram(8972));
+        assert!(u64::from(jumbo) * u64::from(block) <= 20 << 20);
+    }
 
     #[test]
     fn rates_parse_with_suffixes() {
