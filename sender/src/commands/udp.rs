@@ -505,6 +505,8 @@ pub fn send(
                     "internal: the sender asked for an unknown object",
                 )
             })?;
+            // Room for the zero padding to K × T, so the encoder pads in place (no copy).
+            read_buf.reserve_exact(request.len.next_multiple_of(usize::from(symbol_size)));
             read_buf.resize(request.len, 0);
             p.file
                 .read_exact_at(&mut read_buf, request.offset)
