@@ -133,18 +133,39 @@ impl BlockEncoder {
                 got: block_bytes.len(),
             });
         }
-        let t = params.symbol_size;
-        let mut padded = Vec::with_capacity(k as usize * usize::from(t));
+        let mut padded = Vec::with_capacity(k as usize * usize::from(params.symbol_size));
         padded.extend_from_slice(block_bytes);
+        Ok(Self::from_padded(params.symbol_size, block, k, padded))
+    }
+
+    /// Like [`new`](Self::new) but takes ownership of the block's bytes and pads them in place,
+    /// saving a copy of the block (give `block_bytes` a capacity of K × T to avoid a
+    /// reallocation).
+    pub fn from_vec(
+        params: &ObjectParams,
+        block: u32,
+        block_bytes: Vec<u8>,
+    ) -> Result<Self, FecError> {
+        let (block_len, k) = block_geometry(params, block)?;
+        if block_bytes.len() != block_len as usize {
+            return Err(FecError::BlockLength {
+                expected: block_len,
+                got: block_bytes.len(),
+            });
+        }
+        Ok(Self::from_padded(params.symbol_size, block, k, block_bytes))
+    }
+
+    fn from_padded(t: u16, block: u32, k: u32, mut padded: Vec<u8>) -> Self {
         padded.resize(k as usize * usize::from(t), 0);
         let inner = SourceBlockEncoder::new(0, &block_oti(k, t), &padded);
-        Ok(Self {
+        Self {
             block,
             k,
             symbol_size: t,
             padded,
             inner,
-        })
+        }
     }
 
     /// Our block number.

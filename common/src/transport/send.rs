@@ -125,7 +125,7 @@ impl EncodeJob {
     /// Build the encoder (the expensive RaptorQ intermediate-symbol solve).
     pub fn run(self) -> EncodedBlock {
         let block = u32::try_from(self.request.block).unwrap_or(u32::MAX);
-        let encoder = BlockEncoder::new(&self.params, block, &self.data)
+        let encoder = BlockEncoder::from_vec(&self.params, block, self.data)
             .map_err(|_| SendError::Invalid("block refused by the FEC encoder"));
         EncodedBlock {
             request: self.request,

@@ -63,7 +63,8 @@ pub struct Args {
     /// Times each bundle is sent; passes after the first carry only fresh repair symbols.
     #[arg(long, value_name = "N")]
     pub passes: Option<u16>,
-    /// Blocks interleaved at once (memory: window × block size).
+    /// Blocks interleaved at once (memory: window × block size). Default: the profile's, else
+    /// as many blocks as fit in 20 MiB, at most 16 (16 at MTU 1500, 4 at MTU 9000).
     #[arg(long, value_name = "BLOCKS")]
     pub window: Option<u32>,
     /// Shared link key (32 raw bytes or 64 hex digits); must match the receiver's. Default: the
@@ -242,12 +243,28 @@ pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
         window: args
             .window
             .or(profile.as_ref().map(|p| p.window_blocks))
-            .unwrap_or(16)
+            .unwrap_or_else(|| default_window(mtu))
             .clamp(1, 1024),
         heartbeat: Duration::from_secs_f64(heartbeat_interval),
         link_key,
         sndbuf: args.sndbuf.unwrap_or(8 << 20),
     })
+}
+
+/// Bytes of blocks a default window spans. The receiver buffers every block of a window at its
+/// worst case at once, and its default memory budget is 48 MiB (`sluice-recv listen --memory`):
+/// 16 blocks of 1 MiB fit at MTU 1500, but 16 jumbo blocks (471 × 8914 B ≈ 4.2 MB) do not, and
+/// a receiver that cannot hold a window evicts blocks before any completes. The sender holds
+/// about 3 × the window (block copy, RaptorQ source and intermediate symbols), so 20 MiB keeps
+/// both sides near 64 MiB of RSS at either MTU.
+const DEFAULT_WINDOW_BYTES: u32 = 20 << 20;
+
+/// Blocks per window when neither --window nor a profile says: as many as fit in
+/// [`DEFAULT_WINDOW_BYTES`], at most 16.
+pub fn default_window(mtu: u32) -> u32 {
+    let datagram = mtu.saturating_sub(28) as usize;
+    let block = recommended_block_size(wire::symbol_size_for_datagram(datagram));
+    (DEFAULT_WINDOW_BYTES / block.max(1)).clamp(1, 16)
 }
 
 /// Finds a profile by name (in `$SLUICE_PROFILES`, hardware/profiles beside the binary's source
@@ -504,6 +521,8 @@ pub fn send(
                     "internal: the sender asked for an unknown object",
                 )
             })?;
+            // Room for the zero padding to K × T, so the encoder pads in place (no copy).
+            read_buf.reserve_exact(request.len.next_multiple_of(usize::from(symbol_size)));
             read_buf.resize(request.len, 0);
             p.file
                 .read_exact_at(&mut read_buf, request.offset)
@@ -563,7 +582,12 @@ pub fn send(
             continue;
         }
         if let Some(deadline) = sender.poll_timeout() {
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let mut wait = deadline.saturating_duration_since(Instant::now());
+            // Paced, the token bucket frees one frame at a time: waking for each would send
+            // one datagram per syscall (no GSO) and sleep per frame. Wait until a whole GSO
+            // batch is due instead; the pacer's burst allowance (64 frames) covers it, so the
+            // average rate is unchanged.
+            wait += batch_pacing_delay(settings.rate_bits, gso_batch, frame_len);
             if !wait.is_zero() {
                 std::thread::sleep(wait.min(Duration::from_millis(50)));
             }
@@ -573,6 +597,18 @@ pub fn send(
     report.passes = sender.stats().passes_completed;
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// How long a paced sender needs to earn `gso_batch − 1` more frames of `frame_len` bytes (plus
+/// IP/UDP headers) at `rate_bits` bit/s; zero when unpaced.
+fn batch_pacing_delay(rate_bits: Option<u64>, gso_batch: usize, frame_len: usize) -> Duration {
+    match rate_bits {
+        Some(rate) if rate > 0 && gso_batch > 1 => {
+            let bits = (gso_batch - 1) as f64 * (frame_len + 28) as f64 * 8.0;
+            Duration::from_secs_f64(bits / rate as f64)
+        }
+        _ => Duration::ZERO,
+    }
 }
 
 fn net_failure(settings: &SendSettings, e: std::io::Error) -> Failure {
@@ -606,6 +642,30 @@ pub fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_window_fits_the_receivers_default_budget() {
+        assert_eq!(default_window(1500), 16);
+        let jumbo = default_window(9000);
+        assert!((1..16).contains(&jumbo), "{jumbo}");
+        let block = recommended_block_size(wire::symbol_size_for_datagram(8972));
+        assert!(u64::from(jumbo) * u64::from(block) <= 20 << 20);
+    }
+
+    #[test]
+    fn paced_waits_cover_a_gso_batch() {
+        assert_eq!(batch_pacing_delay(None, 44, 1470), Duration::ZERO);
+        assert_eq!(
+            batch_pacing_delay(Some(1_000_000_000), 1, 1470),
+            Duration::ZERO
+        );
+        // 43 frames of 1498 wire bytes at 1 Gbit/s: 515 µs.
+        let d = batch_pacing_delay(Some(1_000_000_000), 44, 1470);
+        assert!(
+            (d.as_secs_f64() - 43.0 * 1498.0 * 8.0 / 1e9).abs() < 1e-9,
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn rates_parse_with_suffixes() {

@@ -1,0 +1,714 @@
+//! `sluice-bench`: end-to-end goodput, CPU and peak RSS of `sluice-send udp` → namespace diode →
+//! `sluice-recv listen`, beside the raw UDP ceilings measured on the same path in the same run.
+//! Needs root (network namespaces). See bench/README.md.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rand::{RngCore, SeedableRng};
+use serde_json::{Value, json};
+use sluice_bench::blast::{self, Mode, RecvOpts, SendOpts};
+use sluice_tests::{DiodeOptions, Netns, ProcessWatch, Side};
+
+/// End-to-end Sluice throughput against the raw UDP ceiling of the same run (needs root).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Small bundles (64 MiB) and short ceiling blasts, for CI: figures printed, never asserted.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object per case (and a final summary object) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Bundle size(s), comma-separated, with K/M/G suffixes (binary): e.g. 1G or 256M,1G,4G.
+    /// Default 1G (64M with --quick).
+    #[arg(long, value_delimiter = ',')]
+    size: Vec<String>,
+    /// Cases: mtu<N>-loss<PCT>[-oh<PCT>][-rate<BITS>], comma-separated.
+    /// Default: mtu1500-loss0,mtu1500-loss5,mtu9000-loss0,mtu9000-loss5.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Repair overhead in percent when a case does not say (-oh<PCT>).
+    #[arg(long, default_value_t = 10)]
+    overhead: u32,
+    /// sluice-send --rate when a case does not say (-rate<BITS>); 0 = unpaced.
+    #[arg(long, default_value = "0")]
+    rate: String,
+    /// Run every case this many times (each run its own row).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Seconds of each raw-ceiling blast (default 3, 1.5 with --quick); 0 skips the ceilings.
+    #[arg(long)]
+    ceiling_secs: Option<f64>,
+    /// Extra argument for sluice-send udp (repeatable), e.g. --send-arg=--window=8.
+    #[arg(long = "send-arg", allow_hyphen_values = true)]
+    send_args: Vec<String>,
+    /// Extra argument for sluice-recv listen (repeatable), e.g. --recv-arg=--decode-threads=2.
+    #[arg(long = "recv-arg", allow_hyphen_values = true)]
+    recv_args: Vec<String>,
+    /// Give up on a transfer after this many seconds.
+    #[arg(long, default_value_t = 900.0)]
+    timeout: f64,
+    /// Working directory for bundles and stores (default: a fresh temporary directory).
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Keep the working directory (and each case's store) afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Use these binaries instead of building them (directory holding sluice-send, sluice-recv).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    name: String,
+    mtu: u32,
+    loss: f64,
+    overhead: u32,
+    rate: String,
+}
+
+fn parse_case(s: &str, overhead: u32, rate: &str) -> anyhow::Result<Case> {
+    let mut c = Case {
+        name: s.to_string(),
+        mtu: 1500,
+        loss: 0.0,
+        overhead,
+        rate: rate.to_string(),
+    };
+    for tok in s.split('-') {
+        if let Some(v) = tok.strip_prefix("mtu") {
+            c.mtu = v.parse().with_context(|| format!("case {s}: mtu"))?;
+        } else if let Some(v) = tok.strip_prefix("loss") {
+            c.loss = v.parse().with_context(|| format!("case {s}: loss"))?;
+        } else if let Some(v) = tok.strip_prefix("oh") {
+            c.overhead = v.parse().with_context(|| format!("case {s}: oh"))?;
+        } else if let Some(v) = tok.strip_prefix("rate") {
+            c.rate = v.to_string();
+        } else {
+            bail!("case {s:?}: unknown part {tok:?} (mtu<N>, loss<PCT>, oh<PCT>, rate<BITS>)");
+        }
+    }
+    Ok(c)
+}
+
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().with_context(|| format!("size {s:?}"))?;
+    Ok((n * mul as f64) as u64)
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{}G", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{:.0}M", bytes as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{bytes}")
+    }
+}
+
+/// Raw ceilings on the case's path: what arrives of an unpaced blast.
+#[derive(Clone, Debug, Default)]
+struct Ceilings {
+    sendmmsg_mb_s: f64,
+    gso_mb_s: f64,
+    sendmmsg: Value,
+    gso: Value,
+}
+
+fn measure_ceiling(ns: &Netns, size: usize, mode: Mode, secs: f64) -> anyhow::Result<(f64, Value)> {
+    let addr = SocketAddr::from((ns.rx_addr, 9100));
+    let ropts = RecvOpts {
+        addr,
+        secs: secs + 5.0,
+        rcvbuf: Some(64 << 20),
+        idle_exit: 1.0,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = ns.run_in(Side::Rx, move || {
+        let sock = match blast::bind_recv(&ropts) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let _ = tx.send(Ok(()));
+        blast::run_recv(&sock, &ropts)
+    })?;
+    rx.recv()
+        .context("ceiling receiver died")?
+        .map_err(anyhow::Error::msg)?;
+    let sopts = SendOpts {
+        addr,
+        size,
+        secs,
+        mode,
+        batch: 64,
+        sndbuf: Some(8 << 20),
+    };
+    let s = ns.run_in(Side::Tx, move || blast::run_send(&sopts))?;
+    let sent = s
+        .join()
+        .map_err(|_| anyhow::anyhow!("blast sender panicked"))??;
+    let got = r
+        .join()
+        .map_err(|_| anyhow::anyhow!("blast receiver panicked"))??;
+    let v = json!({"send": sent.to_json(), "recv": got.to_json()});
+    Ok((got.mb_per_s(), v))
+}
+
+struct Fixture {
+    size: u64,
+    src_root: PathBuf,
+    bundle: PathBuf,
+    bundle_bytes: u64,
+    tree: std::collections::BTreeMap<String, blake3::Hash>,
+}
+
+struct Bins {
+    send: PathBuf,
+    recv: PathBuf,
+}
+
+fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A bundle of `size` bytes of random content: one big file plus a small one.
+fn make_fixture(work: &Path, bins: &Bins, size: u64, seq: u64) -> anyhow::Result<Fixture> {
+    let src_root = work.join(format!("src-{}", human(size)));
+    let dir = src_root.join("payload");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("README.txt"), b"sluice-bench payload\n")?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(size);
+    let mut f =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("data.bin"))?);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = size.saturating_sub(4096);
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let bundle = work.join(format!("bench-{}.sluice", human(size)));
+    let _ = std::fs::remove_file(&bundle);
+    run_ok(
+        Command::new(&bins.send)
+            .args(["bundle", "create", "--key"])
+            .arg(work.join("keys/bench.key"))
+            .args(["--channel", "bench", "--seq", &seq.to_string(), "--out"])
+            .arg(&bundle)
+            .arg(&dir),
+    )?;
+    let bundle_bytes = std::fs::metadata(&bundle)?.len();
+    let tree = sluice_tests::blake3_tree(&src_root)?;
+    Ok(Fixture {
+        size,
+        src_root,
+        bundle,
+        bundle_bytes,
+        tree,
+    })
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Whether `pid` (in its own namespace) has a UDP socket bound to `port`.
+fn udp_bound(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X} ");
+    std::fs::read_to_string(format!("/proc/{pid}/net/udp"))
+        .map(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").contains(&want))
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn terminate_after(pid: u32, deadline: Instant, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+                std::thread::sleep(Duration::from_secs(5));
+                if !done.load(Ordering::Relaxed) {
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_case(
+    cli: &Cli,
+    bins: &Bins,
+    work: &Path,
+    fx: &Fixture,
+    case: &Case,
+    run: u32,
+    ceiling_secs: f64,
+) -> anyhow::Result<Value> {
+    let load_before = load_avg();
+    let mut ns = Netns::up(&DiodeOptions {
+        loss_pct: (case.loss > 0.0).then_some(case.loss),
+        rate: None,
+        mtu: case.mtu,
+    })?;
+    let datagram = (case.mtu - 28) as usize;
+    let mut ceil = Ceilings::default();
+    if ceiling_secs > 0.0 {
+        (ceil.sendmmsg_mb_s, ceil.sendmmsg) =
+            measure_ceiling(&ns, datagram, Mode::Sendmmsg, ceiling_secs)?;
+        (ceil.gso_mb_s, ceil.gso) = measure_ceiling(&ns, datagram, Mode::Gso, ceiling_secs)?;
+    }
+    let loss_before = ns.status()?.loss_drops;
+
+    let store = work.join(format!("store-{}-{}-{run}", case.name, human(fx.size)));
+    let _ = std::fs::remove_dir_all(&store);
+    let port = 7000u16;
+    let bind = SocketAddr::from((ns.rx_addr, port));
+    let mut recv_cmd = ns.command(Side::Rx, &bins.recv);
+    recv_cmd
+        .args(["listen", "--bind", &bind.to_string(), "--store"])
+        .arg(&store)
+        .arg("--trust")
+        .arg(work.join("trust"))
+        .args([
+            "--max-bundles",
+            "1",
+            "--json",
+            "--max-datagram",
+            &datagram.to_string(),
+        ])
+        .args(&cli.recv_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(store.with_extension("recv.log"))?);
+    let mut recv = recv_cmd.spawn().context("spawning sluice-recv")?;
+    let recv_watch = ProcessWatch::child(&recv);
+    let recv_pid = recv.id();
+    let recv_stdout = recv.stdout.take().expect("piped");
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(recv_stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send((Instant::now(), line));
+        }
+    });
+    let bound_by = Instant::now() + Duration::from_secs(10);
+    while !udp_bound(recv_pid, port) {
+        if Instant::now() > bound_by {
+            let _ = recv.kill();
+            bail!("sluice-recv did not bind {bind} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recv_done = Arc::new(AtomicBool::new(false));
+    terminate_after(
+        recv_pid,
+        Instant::now() + Duration::from_secs_f64(cli.timeout),
+        recv_done.clone(),
+    );
+
+    let mtu = case.mtu.to_string();
+    let overhead = case.overhead.to_string();
+    let mut send_cmd = ns.command(Side::Tx, &bins.send);
+    send_cmd
+        .args(["udp", "--to", &bind.to_string(), "--trust"])
+        .arg(work.join("trust"))
+        .args([
+            "--mtu",
+            &mtu,
+            "--overhead",
+            &overhead,
+            "--rate",
+            &case.rate,
+            "--json",
+        ])
+        .args(&cli.send_args)
+        .arg(&fx.bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(store.with_extension("send.log"))?);
+    let t_spawn = Instant::now();
+    let mut send = send_cmd.spawn().context("spawning sluice-send")?;
+    let send_watch = ProcessWatch::child(&send);
+    let send_done = Arc::new(AtomicBool::new(false));
+    terminate_after(
+        send.id(),
+        Instant::now() + Duration::from_secs_f64(cli.timeout),
+        send_done.clone(),
+    );
+    let mut send_out = String::new();
+    send.stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut send_out)?;
+    let (send_status, send_stats) = send_watch.wait(&mut send)?;
+    send_done.store(true, Ordering::Relaxed);
+    let t_send_exit = Instant::now();
+    // The listener exits by itself after a decision (accepted/rejected). An "incomplete" outcome
+    // is not a decision (it would wait for another pass until its idle timeout), so stop it then,
+    // or when it has not decided within a grace period after the sender finished.
+    let grace = Duration::from_secs_f64((t_send_exit - t_spawn).as_secs_f64().max(20.0) * 3.0);
+    let mut lines: Vec<(Instant, String)> = Vec::new();
+    loop {
+        match line_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((t, l)) => {
+                let word = serde_json::from_str::<Value>(&l)
+                    .ok()
+                    .and_then(|v| v["outcome"].as_str().map(str::to_string));
+                lines.push((t, l));
+                if word.as_deref() == Some("incomplete") {
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(recv_pid.to_string())
+                        .status();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if t_send_exit.elapsed() > grace {
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(recv_pid.to_string())
+                        .status();
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let (recv_status, recv_stats) = recv_watch.wait(&mut recv)?;
+    recv_done.store(true, Ordering::Relaxed);
+    let t_recv_exit = Instant::now();
+    let _ = reader.join();
+
+    let send_json: Value = send_out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    let send_secs = send_json["duration_secs"].as_f64();
+    // The sender verifies the bundle before its clock starts: send start = exit - its duration.
+    let t_send_start = send_secs
+        .map(|s| {
+            t_send_exit
+                .checked_sub(Duration::from_secs_f64(s))
+                .unwrap_or(t_spawn)
+        })
+        .unwrap_or(t_spawn)
+        .max(t_spawn);
+    let outcome = lines
+        .iter()
+        .filter_map(|(t, l)| serde_json::from_str::<Value>(l).ok().map(|v| (*t, v)))
+        .find(|(_, v)| v["outcome"] == "accepted" || v["outcome"] == "rejected");
+    let (t_commit, outcome) = match outcome {
+        Some((t, v)) => (t, v),
+        None => (t_recv_exit, Value::Null),
+    };
+    let accepted = outcome["outcome"] == "accepted";
+    let secs = t_commit
+        .saturating_duration_since(t_send_start)
+        .as_secs_f64();
+    let e2e_secs = t_commit.saturating_duration_since(t_spawn).as_secs_f64();
+    let goodput = if accepted {
+        fx.bundle_bytes as f64 / secs.max(1e-9) / 1e6
+    } else {
+        0.0
+    };
+
+    let intact = accepted
+        && outcome["bundle_id"]
+            .as_str()
+            .map(|id| store.join("quarantine").join(id).join("files"))
+            .and_then(|p| sluice_tests::blake3_tree(&p).ok())
+            .is_some_and(|t| t == fx.tree);
+    let status: Value = std::fs::read(store.join("state/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let loss_drops = ns.status()?.loss_drops.saturating_sub(loss_before);
+    ns.down()?;
+    if !cli.keep {
+        let _ = std::fs::remove_dir_all(&store);
+    }
+    let gib = fx.bundle_bytes as f64 / (1u64 << 30) as f64;
+    let cpu_total = send_stats.cpu_secs + recv_stats.cpu_secs;
+    let ratio = |c: f64| if c > 0.0 { goodput / c } else { 0.0 };
+    Ok(json!({
+        "case": case.name,
+        "run": run,
+        "mtu": case.mtu,
+        "loss_percent": case.loss,
+        "overhead_percent": case.overhead,
+        "rate": case.rate,
+        "bundle_bytes": fx.bundle_bytes,
+        "goodput_mb_s": r2(goodput),
+        "secs": r3(secs),
+        "e2e_secs_incl_sender_verify": r3(e2e_secs),
+        "send_secs": send_secs.map(r3),
+        // Sender finished → quarantine commit: the receiver's last blocks, verification, commit.
+        "commit_tail_secs": r3(t_commit.saturating_duration_since(t_send_exit).as_secs_f64()),
+        "ceiling_sendmmsg_mb_s": r2(ceil.sendmmsg_mb_s),
+        "ceiling_gso_mb_s": r2(ceil.gso_mb_s),
+        "ratio_sendmmsg": r3(ratio(ceil.sendmmsg_mb_s)),
+        "ratio_gso": r3(ratio(ceil.gso_mb_s)),
+        "send_cpu_s": r2(send_stats.cpu_secs),
+        "recv_cpu_s": r2(recv_stats.cpu_secs),
+        "cpu_s_per_gib": r2(cpu_total / gib),
+        "send_peak_rss_mib": r2(send_stats.peak_rss_kib as f64 / 1024.0),
+        "recv_peak_rss_mib": r2(recv_stats.peak_rss_kib as f64 / 1024.0),
+        "sent_frames": send_json["frames"],
+        "gso_segments_per_send": send_json["gso_segments_per_send"],
+        "recv_frames": outcome["frames"],
+        "repaired_blocks": outcome["repaired_blocks"],
+        "nft_loss_drops": loss_drops,
+        "socket_drops": status["kernel_drops"],
+        "outcome": outcome["outcome"],
+        "intact": intact,
+        "send_exit": send_status.code(),
+        "recv_exit": recv_status.code(),
+        "load_before": load_before,
+        "load_after": load_avg(),
+        "ceilings": {"sendmmsg": ceil.sendmmsg, "gso": ceil.gso},
+    }))
+}
+
+fn r2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+const COLUMNS: &[(&str, &str, usize)] = &[
+    ("case", "case", 14),
+    ("size", "size", 5),
+    ("goodput_mb_s", "MB/s", 7),
+    ("ceiling_sendmmsg_mb_s", "mmsg", 7),
+    ("ceiling_gso_mb_s", "gso", 7),
+    ("ratio_sendmmsg", "x_mmsg", 6),
+    ("ratio_gso", "x_gso", 6),
+    ("send_cpu_s", "cpuS", 6),
+    ("recv_cpu_s", "cpuR", 6),
+    ("cpu_s_per_gib", "cpu/GiB", 7),
+    ("send_peak_rss_mib", "rssS", 6),
+    ("recv_peak_rss_mib", "rssR", 6),
+    ("sent_frames", "sent", 8),
+    ("nft_loss_drops", "nftdrop", 7),
+    ("socket_drops", "sockdrp", 7),
+    ("repaired_blocks", "repair", 6),
+    ("intact", "intact", 6),
+];
+
+fn cell(v: &Value, key: &str) -> String {
+    match (key, &v[key]) {
+        ("size", _) => human(v["bundle_bytes"].as_u64().unwrap_or(0)),
+        ("intact", Value::Bool(b)) => if *b { "yes" } else { "NO" }.into(),
+        (_, Value::Null) => "-".into(),
+        (_, Value::String(s)) => s.clone(),
+        (_, Value::Number(n)) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.2}"),
+            _ => n.to_string(),
+        },
+        (_, other) => other.to_string(),
+    }
+}
+
+fn print_header() {
+    let line: Vec<String> = COLUMNS
+        .iter()
+        .map(|(_, h, w)| format!("{h:>w$}", w = *w))
+        .collect();
+    println!("{}", line.join(" "));
+}
+
+fn print_row(v: &Value) {
+    let line: Vec<String> = COLUMNS
+        .iter()
+        .map(|(k, _, w)| format!("{:>w$}", cell(v, k), w = *w))
+        .collect();
+    println!("{}", line.join(" "));
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("sluice-bench needs root: it builds network namespaces (hardware/diode-sim.sh)");
+    }
+    let sizes: Vec<u64> = if cli.size.is_empty() {
+        vec![if cli.quick { 64 << 20 } else { 1 << 30 }]
+    } else {
+        cli.size
+            .iter()
+            .map(|s| parse_size(s))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let case_names: Vec<String> = if cli.cases.is_empty() {
+        [
+            "mtu1500-loss0",
+            "mtu1500-loss5",
+            "mtu9000-loss0",
+            "mtu9000-loss5",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        cli.cases.clone()
+    };
+    let cases: Vec<Case> = case_names
+        .iter()
+        .map(|c| parse_case(c, cli.overhead, &cli.rate))
+        .collect::<anyhow::Result<_>>()?;
+    let ceiling_secs = cli
+        .ceiling_secs
+        .unwrap_or(if cli.quick { 1.5 } else { 3.0 });
+
+    let bins = match &cli.bin_dir {
+        Some(d) => Bins {
+            send: d.join("sluice-send"),
+            recv: d.join("sluice-recv"),
+        },
+        None => Bins {
+            send: sluice_tests::build_bin("sluice-send", "sluice-send"),
+            recv: sluice_tests::build_bin("sluice-recv", "sluice-recv"),
+        },
+    };
+    let mut tmp = None;
+    let work: PathBuf = match &cli.workdir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            // On disk, not tmpfs: a 4 GiB bundle, its staging copy and quarantine copy.
+            let parent =
+                std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+            let t = tempfile::Builder::new()
+                .prefix("sluice-bench-")
+                .tempdir_in(parent)?;
+            let p = t.path().to_path_buf();
+            tmp = Some(t);
+            p
+        }
+    };
+    std::fs::create_dir_all(work.join("keys"))?;
+    std::fs::create_dir_all(work.join("trust"))?;
+    if !work.join("keys/bench.key").exists() {
+        run_ok(
+            Command::new(&bins.send)
+                .args(["keygen", "--name", "bench", "--out"])
+                .arg(work.join("keys/bench")),
+        )?;
+    }
+    std::fs::copy(work.join("keys/bench.pub"), work.join("trust/bench.pub"))?;
+
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let date = run_ok(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let rev = run_ok(
+        Command::new("git")
+            .current_dir(sluice_tests::workspace_root())
+            .args(["rev-parse", "--short", "HEAD"]),
+    )
+    .unwrap_or_default()
+    .trim()
+    .to_string();
+    let header = json!({
+        "date": date, "git": rev, "load_avg": load_avg(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "args": std::env::args().skip(1).collect::<Vec<_>>(),
+    });
+    if cli.json {
+        println!("{}", json!({"header": header}));
+    } else {
+        println!(
+            "# sluice-bench {date} git {rev} load {} cpus {} | MB = 10^6 B of bundle; goodput = bundle bytes / (send start -> quarantine commit); ceilings = what arrives of an unpaced blast of the same datagram size on the same diode",
+            load_avg(),
+            header["cpus"]
+        );
+        print_header();
+    }
+    let _ = std::io::stdout().flush();
+    let mut rows = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let fx = make_fixture(&work, &bins, size, started + i as u64)?;
+        for case in &cases {
+            for run in 1..=cli.repeat {
+                let row = run_case(&cli, &bins, &work, &fx, case, run, ceiling_secs)
+                    .with_context(|| format!("case {} size {}", case.name, human(size)))?;
+                if cli.json {
+                    println!("{row}");
+                } else {
+                    print_row(&row);
+                }
+                let _ = std::io::stdout().flush();
+                rows.push(row);
+            }
+        }
+        if !cli.keep {
+            let _ = std::fs::remove_dir_all(&fx.src_root);
+            let _ = std::fs::remove_file(&fx.bundle);
+        }
+    }
+    if cli.json {
+        println!(
+            "{}",
+            json!({"summary": {"rows": rows.len(), "load_avg_end": load_avg(),
+            "all_intact": rows.iter().all(|r| r["intact"] == true)}})
+        );
+    } else {
+        println!("# load at end {}", load_avg());
+    }
+    if cli.keep {
+        eprintln!("kept {}", work.display());
+        if let Some(t) = tmp.take() {
+            let _ = t.keep();
+        }
+    }
+    Ok(())
+}
