@@ -22,7 +22,7 @@ pub struct Profile {
     /// Largest UDP payload per datagram (MTU − 28 for IPv4 + UDP headers).
     pub datagram_bytes: u32,
     pub recommended_overhead_percent: u32,
-    /// Pacing target in bits per second, a little under the line rate.
+    /// Pacing target in bits per second, a little under the line rate; 0 = unpaced (media).
     pub recommended_rate_bps: u64,
     pub window_blocks: u32,
     pub passes: u16,
@@ -61,8 +61,8 @@ impl Profile {
         if self.datagram_bytes < 128 || self.datagram_bytes > self.mtu.saturating_sub(28) {
             return out("datagram_bytes must be at least 128 and at most mtu - 28");
         }
-        if self.line_rate_bps == 0 || self.recommended_rate_bps == 0 {
-            return out("rates must be positive");
+        if self.line_rate_bps == 0 {
+            return out("line_rate_bps must be positive");
         }
         if self.recommended_rate_bps > self.line_rate_bps {
             return out(
@@ -103,6 +103,21 @@ passes = 1
         let p = Profile::parse(GOOD).unwrap();
         assert_eq!(p.datagram_bytes, 1472);
         assert_eq!(p.notes, None);
+    }
+
+    /// Every profile shipped in hardware/profiles must parse: an operator's `--profile NAME`
+    /// must never be the first to find a typo.
+    #[test]
+    fn shipped_profiles_parse() {
+        for (name, text) in [
+            ("gbe-fibre-1500", include_str!("../../hardware/profiles/gbe-fibre-1500.toml")),
+            ("10gbe-jumbo-9000", include_str!("../../hardware/profiles/10gbe-jumbo-9000.toml")),
+            ("loopback-test", include_str!("../../hardware/profiles/loopback-test.toml")),
+            ("usb-media", include_str!("../../hardware/profiles/usb-media.toml")),
+        ] {
+            let p = Profile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(p.name, name);
+        }
     }
 
     #[test]
