@@ -110,10 +110,22 @@ passes = 1
     #[test]
     fn shipped_profiles_parse() {
         for (name, text) in [
-            ("gbe-fibre-1500", include_str!("../../hardware/profiles/gbe-fibre-1500.toml")),
-            ("10gbe-jumbo-9000", include_str!("../../hardware/profiles/10gbe-jumbo-9000.toml")),
-            ("loopback-test", include_str!("../../hardware/profiles/loopback-test.toml")),
-            ("usb-media", include_str!("../../hardware/profiles/usb-media.toml")),
+            (
+                "gbe-fibre-1500",
+                include_str!("../../hardware/profiles/gbe-fibre-1500.toml"),
+            ),
+            (
+                "10gbe-jumbo-9000",
+                include_str!("../../hardware/profiles/10gbe-jumbo-9000.toml"),
+            ),
+            (
+                "loopback-test",
+                include_str!("../../hardware/profiles/loopback-test.toml"),
+            ),
+            (
+                "usb-media",
+                include_str!("../../hardware/profiles/usb-media.toml"),
+            ),
         ] {
             let p = Profile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(p.name, name);
