@@ -136,6 +136,13 @@ pub fn run(args: Args) -> i32 {
 
 fn run_inner(args: Args) -> Result<i32, Failure> {
     let settings = settle(&args)?;
+    if settings.rate_bits.is_none() {
+        tracing::warn!(
+            "sending unpaced (no --rate and no --profile): a diode has no back-pressure, so frames \
+             the link or the receiver cannot absorb are lost; pace a little under the line rate, \
+             e.g. --profile gbe-fibre-1500 or --rate 900M"
+        );
+    }
     let trust = load_trust(args.trust.as_deref())?;
     let mut prepared = Vec::new();
     for path in &args.bundles {
