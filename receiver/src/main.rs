@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod hostcheck;
 mod ingest;
 mod logging;
 mod media;

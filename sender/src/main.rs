@@ -9,7 +9,10 @@ mod config;
 mod logging;
 mod net;
 mod progress;
-// The trust-directory loader is the receiver's file, compiled here too: one loader, two binaries.
+// The doctor's host checks and the trust-directory loader are the receiver's files, compiled
+// here too: one implementation, two binaries.
+#[path = "../../receiver/src/hostcheck.rs"]
+mod hostcheck;
 #[path = "../../receiver/src/trust_dir.rs"]
 mod trust_dir;
 // Unix seconds to RFC 3339 without a date crate, for send records: the store's helper.

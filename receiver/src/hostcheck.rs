@@ -1,0 +1,243 @@
+//! Host checks both `doctor` commands share: findings and their printing, sysctl readers under
+//! an injectable /proc root, profile lookup, IPv4 route parsing and the interface MTU check.
+//!
+//! Compiled into both binaries (the sender includes this file with `#[path]`), like
+//! `trust_dir.rs`: one implementation, no copy to drift. The parsers are pure text functions so
+//! tests can feed fake /proc and /sys trees.
+#![allow(dead_code)] // each binary uses a different subset
+
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sluice_common::profile::Profile;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+pub fn finding(check: &str, status: Status, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        check: check.to_string(),
+        status,
+        detail,
+        fix,
+    }
+}
+
+pub fn print_findings(findings: &[Finding], json: bool) {
+    if json {
+        let doc = serde_json::json!({ "findings": findings });
+        println!("{doc}");
+        return;
+    }
+    for f in findings {
+        let tag = match f.status {
+            Status::Ok => "  ok",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        println!("[{tag}] {}: {}", f.check, f.detail);
+        if let Some(fix) = &f.fix {
+            for line in fix.lines() {
+                println!("       fix: {line}");
+            }
+        }
+    }
+    let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
+    println!(
+        "{} checks: {fails} failed, {warns} warnings",
+        findings.len()
+    );
+}
+
+pub fn fmt_rate(bps: u64) -> String {
+    if bps >= 1_000_000_000 {
+        format!("{:.2} Gbit/s", bps as f64 / 1e9)
+    } else {
+        format!("{:.0} Mbit/s", bps as f64 / 1e6)
+    }
+}
+
+/// Bytes the link carries in `ms` milliseconds.
+pub fn bytes_for_ms(rate_bps: u64, ms: u64) -> u64 {
+    rate_bps / 8 * ms / 1000
+}
+
+pub fn read_sysctl(proc_root: &Path, name: &str) -> Result<String, String> {
+    let path = proc_root.join("sys").join(name.replace('.', "/"));
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("could not read {}: {e}", path.display()))
+}
+
+pub fn read_sysctl_u64(proc_root: &Path, name: &str) -> Result<u64, String> {
+    let text = read_sysctl(proc_root, name)?;
+    text.parse::<u64>()
+        .map_err(|_| format!("{name} is not a number: {text:?}"))
+}
+
+pub fn profile_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("SLUICE_PROFILE_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push("/etc/sluice/profiles".into());
+    dirs.push("/usr/share/sluice/profiles".into());
+    dirs.push("hardware/profiles".into());
+    dirs
+}
+
+pub fn resolve_profile(spec: &str) -> Option<PathBuf> {
+    let direct = PathBuf::from(spec);
+    if spec.contains('/') || spec.ends_with(".toml") {
+        return direct.is_file().then_some(direct);
+    }
+    profile_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{spec}.toml")))
+        .find(|p| p.is_file())
+}
+
+/// One IPv4 route from /proc/net/route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub iface: String,
+    pub dest: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mask: Ipv4Addr,
+    pub metric: u32,
+}
+
+/// Parses /proc/net/route (addresses are hex in host byte order, i.e. little-endian on x86).
+pub fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(u32::from_be(v)))
+    };
+    let mut routes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 {
+            continue;
+        }
+        let flags = u32::from_str_radix(f[3], 16).unwrap_or(0);
+        if flags & 1 == 0 {
+            continue; // RTF_UP not set
+        }
+        if let (Some(dest), Some(gateway), Some(mask)) = (hex(f[1]), hex(f[2]), hex(f[7])) {
+            routes.push(Route {
+                iface: f[0].to_string(),
+                dest,
+                gateway,
+                mask,
+                metric: f[6].parse().unwrap_or(0),
+            });
+        }
+    }
+    routes
+}
+
+/// Longest-prefix match, lowest metric first among equals.
+pub fn route_to(routes: &[Route], ip: Ipv4Addr) -> Option<&Route> {
+    let ipn = u32::from(ip);
+    routes
+        .iter()
+        .filter(|r| ipn & u32::from(r.mask) == u32::from(r.dest))
+        .max_by(|a, b| {
+            u32::from(a.mask)
+                .count_ones()
+                .cmp(&u32::from(b.mask).count_ones())
+                .then(b.metric.cmp(&a.metric))
+        })
+}
+
+/// Resolves HOST:PORT to an address without DNS surprises: literal IPs are used as is.
+pub fn resolve(spec: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = spec.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    spec.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {spec:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{spec:?} resolves to no address"))
+}
+
+/// Reads the MTU of `iface` from the sys tree and compares it with the profile.
+pub fn check_mtu(sys_root: &Path, iface: &str, profile: Option<&Profile>, how: &str) -> Finding {
+    let path = sys_root.join("class/net").join(iface).join("mtu");
+    let mtu = match std::fs::read_to_string(&path) {
+        Ok(t) => match t.trim().parse::<u32>() {
+            Ok(m) => m,
+            Err(_) => {
+                return finding(
+                    "mtu",
+                    Status::Warn,
+                    format!("{} holds {:?}, not a number", path.display(), t.trim()),
+                    None,
+                );
+            }
+        },
+        Err(e) => {
+            return finding(
+                "mtu",
+                Status::Warn,
+                format!("could not check: cannot read {}: {e}", path.display()),
+                None,
+            );
+        }
+    };
+    match profile {
+        None => finding(
+            "mtu",
+            Status::Ok,
+            format!("{iface} ({how}) has MTU {mtu}; no --profile to compare against"),
+            None,
+        ),
+        Some(p) if p.mtu == mtu => finding(
+            "mtu",
+            Status::Ok,
+            format!(
+                "{iface} ({how}) has MTU {mtu}, as profile {} expects",
+                p.name
+            ),
+            None,
+        ),
+        Some(p) => finding(
+            "mtu",
+            if mtu < p.mtu {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            format!(
+                "{iface} ({how}) has MTU {mtu} but profile {} expects {}{}",
+                p.name,
+                p.mtu,
+                if mtu < p.mtu {
+                    ": datagrams of the profile's size would be fragmented or dropped"
+                } else {
+                    ": the other end may drop frames larger than the profile's MTU"
+                }
+            ),
+            Some(format!(
+                "ip link set dev {iface} mtu {}  (persist it in the interface configuration; both NICs of the diode and any media converter must agree), or use the profile that matches this link",
+                p.mtu
+            )),
+        ),
+    }
+}
