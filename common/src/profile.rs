@@ -30,6 +30,32 @@ pub struct Profile {
     pub notes: Option<String>,
 }
 
+/// The profiles shipped in `hardware/profiles`, compiled in so `--profile NAME` works on a host
+/// where only the binary was installed; a file of the same name in a profile directory wins.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "gbe-fibre-1500",
+        include_str!("../../hardware/profiles/gbe-fibre-1500.toml"),
+    ),
+    (
+        "10gbe-jumbo-9000",
+        include_str!("../../hardware/profiles/10gbe-jumbo-9000.toml"),
+    ),
+    (
+        "loopback-test",
+        include_str!("../../hardware/profiles/loopback-test.toml"),
+    ),
+    (
+        "usb-media",
+        include_str!("../../hardware/profiles/usb-media.toml"),
+    ),
+];
+
+/// The text of the built-in profile `name`, if there is one.
+pub fn builtin(name: &str) -> Option<&'static str> {
+    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 /// Why a profile was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -105,28 +131,11 @@ passes = 1
         assert_eq!(p.notes, None);
     }
 
-    /// Every profile shipped in hardware/profiles must parse: an operator's `--profile NAME`
-    /// must never be the first to find a typo.
+    /// Every built-in profile must parse: an operator's `--profile NAME` must never be the first
+    /// to find a typo. (sender's `profile_lookup` test checks every shipped file is built in.)
     #[test]
     fn shipped_profiles_parse() {
-        for (name, text) in [
-            (
-                "gbe-fibre-1500",
-                include_str!("../../hardware/profiles/gbe-fibre-1500.toml"),
-            ),
-            (
-                "10gbe-jumbo-9000",
-                include_str!("../../hardware/profiles/10gbe-jumbo-9000.toml"),
-            ),
-            (
-                "loopback-test",
-                include_str!("../../hardware/profiles/loopback-test.toml"),
-            ),
-            (
-                "usb-media",
-                include_str!("../../hardware/profiles/usb-media.toml"),
-            ),
-        ] {
+        for &(name, text) in BUILTIN {
             let p = Profile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(p.name, name);
         }

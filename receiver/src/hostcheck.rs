@@ -90,26 +90,115 @@ pub fn read_sysctl_u64(proc_root: &Path, name: &str) -> Result<u64, String> {
         .map_err(|_| format!("{name} is not a number: {text:?}"))
 }
 
+/// Directories searched for `NAME.toml`, in order: `$SLUICE_PROFILES`, then the site's
+/// /etc/sluice/profiles, then the packaged /usr/share/sluice/profiles. The built-in copies of the
+/// shipped profiles come last, so a site file of the same name always wins.
 pub fn profile_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os("SLUICE_PROFILE_DIR") {
+    if let Some(d) = std::env::var_os("SLUICE_PROFILES") {
         dirs.push(PathBuf::from(d));
     }
     dirs.push("/etc/sluice/profiles".into());
     dirs.push("/usr/share/sluice/profiles".into());
-    dirs.push("hardware/profiles".into());
     dirs
 }
 
-pub fn resolve_profile(spec: &str) -> Option<PathBuf> {
-    let direct = PathBuf::from(spec);
-    if spec.contains('/') || spec.ends_with(".toml") {
-        return direct.is_file().then_some(direct);
+/// A profile found by [`find_profile`], with where it came from (for messages and `doctor`).
+#[derive(Clone, Debug)]
+pub struct FoundProfile {
+    pub profile: Profile,
+    /// A file path, or `built-in NAME`.
+    pub origin: String,
+}
+
+/// Why `--profile` could not be used; each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileLookupError {
+    #[error(
+        "no diode profile named {name:?} in {searched} or built in ({builtin}); give a path \
+         to a .toml file or put {name}.toml in one of those directories"
+    )]
+    NotFound {
+        name: String,
+        searched: String,
+        builtin: String,
+    },
+    #[error("cannot read profile {path}: {reason}; check the path and its permissions")]
+    Unreadable { path: String, reason: String },
+    #[error("profile {origin}: {reason}; fix it (field meanings: hardware/README.md)")]
+    Invalid { origin: String, reason: String },
+}
+
+/// Resolves `--profile`: a spec containing `/` or ending in `.toml` is a file; anything else is a
+/// name looked up in [`profile_dirs`] and then among the built-in profiles.
+pub fn find_profile(spec: &str) -> Result<FoundProfile, ProfileLookupError> {
+    let is_path = spec.contains('/') || spec.ends_with(".toml");
+    let file = if is_path {
+        Some(PathBuf::from(spec))
+    } else {
+        profile_dirs()
+            .into_iter()
+            .map(|d| d.join(format!("{spec}.toml")))
+            .find(|p| p.is_file())
+    };
+    let (text, origin) = match (file, sluice_common::profile::builtin(spec)) {
+        (Some(path), _) => (read_profile_file(&path)?, path.display().to_string()),
+        (None, Some(text)) if !is_path => (text.to_string(), format!("built-in {spec}")),
+        (None, _) => {
+            return Err(ProfileLookupError::NotFound {
+                name: spec.to_string(),
+                searched: profile_dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                builtin: sluice_common::profile::BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
+    let profile = Profile::parse(&text).map_err(|e| ProfileLookupError::Invalid {
+        origin: origin.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(FoundProfile { profile, origin })
+}
+
+/// Reads a profile file without trusting its size: at most one byte past the limit is read, so
+/// `--profile /dev/zero` is an error, not an allocation.
+fn read_profile_file(path: &Path) -> Result<String, ProfileLookupError> {
+    use std::io::Read;
+    let unreadable = |reason: String| ProfileLookupError::Unreadable {
+        path: path.display().to_string(),
+        reason,
+    };
+    let limit = sluice_common::profile::MAX_PROFILE_BYTES as u64 + 1;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit).read_to_string(&mut text))
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok(text)
+}
+
+/// `doctor`'s profile check: the lookup as a finding, and the profile when it is usable.
+pub fn profile_finding(spec: &str) -> (Finding, Option<Profile>) {
+    match find_profile(spec) {
+        Ok(found) => {
+            let p = found.profile;
+            let detail = format!(
+                "{} parses: {} (mtu {}, line rate {})",
+                found.origin,
+                p.name,
+                p.mtu,
+                fmt_rate(p.line_rate_bps)
+            );
+            (finding("profile", Status::Ok, detail, None), Some(p))
+        }
+        Err(e) => (finding("profile", Status::Fail, e.to_string(), None), None),
     }
-    profile_dirs()
-        .into_iter()
-        .map(|d| d.join(format!("{spec}.toml")))
-        .find(|p| p.is_file())
 }
 
 /// One IPv4 route from /proc/net/route.

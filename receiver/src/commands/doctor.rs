@@ -30,8 +30,8 @@ pub struct Args {
     /// The address `listen` will bind; enables the MTU and granted-buffer checks on it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub bind: Option<String>,
-    /// Diode profile: a name from /usr/share/sluice/profiles (or /etc/sluice/profiles,
-    /// $SLUICE_PROFILE_DIR, ./hardware/profiles) or a path to a .toml file.
+    /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
+    /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
     /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
@@ -498,57 +498,9 @@ fn check_clock(now: SystemTime) -> Finding {
 }
 
 fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
-    let spec = env.profile.as_ref()?;
-    let path = match resolve_profile(spec) {
-        Some(p) => p,
-        None => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("profile {spec:?} not found as a file nor in {}", profile_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
-                Some("pass a path to the .toml, or install the profiles into /usr/share/sluice/profiles (the .deb does)".into()),
-            ));
-            return None;
-        }
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("cannot read {}: {e}", path.display()),
-                Some("make the file readable by the sluice user".into()),
-            ));
-            return None;
-        }
-    };
-    match Profile::parse(&text) {
-        Ok(p) => {
-            out.push(finding(
-                "profile",
-                Status::Ok,
-                format!(
-                    "{} parses: {} (mtu {}, line rate {})",
-                    path.display(),
-                    p.name,
-                    p.mtu,
-                    fmt_rate(p.line_rate_bps)
-                ),
-                None,
-            ));
-            Some(p)
-        }
-        Err(e) => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("{}: {e}", path.display()),
-                Some("fix the named key or value (field meanings: hardware/README.md)".into()),
-            ));
-            None
-        }
-    }
+    let (found, profile) = profile_finding(env.profile.as_ref()?);
+    out.push(found);
+    profile
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use crate::hostcheck::*;
 /// and profile. Prints one finding per check with the exact fix; exit 0 if nothing failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Diode profile: a name from /usr/share/sluice/profiles (or /etc/sluice/profiles,
-    /// $SLUICE_PROFILE_DIR, ./hardware/profiles) or a path to a .toml file.
+    /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
+    /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
     /// The receiver address the sender will send to; enables the MTU and neighbour checks.
@@ -91,57 +91,9 @@ pub fn run_checks(env: &Env) -> Vec<Finding> {
 }
 
 fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
-    let spec = env.profile.as_ref()?;
-    let path = match resolve_profile(spec) {
-        Some(p) => p,
-        None => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("profile {spec:?} not found as a file nor in {}", profile_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
-                Some("pass a path to the .toml, or install the profiles into /usr/share/sluice/profiles (the .deb does)".into()),
-            ));
-            return None;
-        }
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("cannot read {}: {e}", path.display()),
-                Some("make the file readable by the sluice user".into()),
-            ));
-            return None;
-        }
-    };
-    match Profile::parse(&text) {
-        Ok(p) => {
-            out.push(finding(
-                "profile",
-                Status::Ok,
-                format!(
-                    "{} parses: {} (mtu {}, line rate {})",
-                    path.display(),
-                    p.name,
-                    p.mtu,
-                    fmt_rate(p.line_rate_bps)
-                ),
-                None,
-            ));
-            Some(p)
-        }
-        Err(e) => {
-            out.push(finding(
-                "profile",
-                Status::Fail,
-                format!("{}: {e}", path.display()),
-                Some("fix the named key or value (field meanings: hardware/README.md)".into()),
-            ));
-            None
-        }
-    }
+    let (found, profile) = profile_finding(env.profile.as_ref()?);
+    out.push(found);
+    profile
 }
 
 fn check_wmem(env: &Env, rate: u64, rate_note: &str) -> Finding {

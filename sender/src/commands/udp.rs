@@ -274,39 +274,19 @@ pub fn default_window(mtu: u32) -> u32 {
     (DEFAULT_WINDOW_BYTES / block.max(1)).clamp(1, 16)
 }
 
-/// Finds a profile by name (in `$SLUICE_PROFILES`, hardware/profiles beside the binary's source
-/// tree, /usr/share/sluice/profiles, /etc/sluice/profiles) or reads it as a file path.
+/// Resolves `--profile` (a file, a name in a profile directory, or a built-in profile; see
+/// `hostcheck::find_profile`) and maps lookup failures onto the exit-code contract.
 pub fn load_profile(name_or_path: &str) -> Result<Profile, Failure> {
-    let direct = Path::new(name_or_path);
-    let mut candidates = vec![direct.to_path_buf()];
-    let file = format!("{name_or_path}.toml");
-    if let Ok(dir) = std::env::var("SLUICE_PROFILES") {
-        candidates.push(Path::new(&dir).join(&file));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../hardware/profiles")
-            .join(&file),
-    );
-    candidates.push(Path::new("/usr/share/sluice/profiles").join(&file));
-    candidates.push(Path::new("/etc/sluice/profiles").join(&file));
-    let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-        Failure::new(
-            exit::USAGE,
-            format!(
-                "no diode profile named {name_or_path:?}: give a TOML file path or a name from \
-                     hardware/profiles (set SLUICE_PROFILES to another directory)"
-            ),
-        )
-    })?;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            exit::INPUT,
-            format!("cannot read profile {}: {e}", path.display()),
-        )
-    })?;
-    Profile::parse(&text)
-        .map_err(|e| Failure::new(exit::USAGE, format!("profile {}: {e}", path.display())))
+    use crate::hostcheck::{ProfileLookupError, find_profile};
+    find_profile(name_or_path)
+        .map(|found| found.profile)
+        .map_err(|e| {
+            let code = match e {
+                ProfileLookupError::Unreadable { .. } => exit::INPUT,
+                _ => exit::USAGE,
+            };
+            Failure::new(code, e.to_string())
+        })
 }
 
 /// Parses `800M`, `1.5G`, `250k`, `0` (bits per second).
