@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod heap;
 mod hostcheck;
 mod ingest;
 mod logging;
@@ -19,6 +20,7 @@ mod trust_dir;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    heap::keep_block_buffers();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);
     let code = commands::dispatch(cli.command, cli.config.as_deref());

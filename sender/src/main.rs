@@ -6,11 +6,14 @@
 mod cli;
 mod commands;
 mod config;
+mod link;
 mod logging;
 mod net;
 mod progress;
 // The doctor's host checks and the trust-directory loader are the receiver's files, compiled
 // here too: one implementation, two binaries.
+#[path = "../../receiver/src/heap.rs"]
+mod heap;
 #[path = "../../receiver/src/hostcheck.rs"]
 mod hostcheck;
 #[path = "../../receiver/src/trust_dir.rs"]
@@ -23,6 +26,7 @@ mod time;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    heap::keep_block_buffers();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);
     let code = commands::dispatch(cli.command, cli.config.as_deref());
