@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::fec::BlockEncoder;
+use super::fec::{RepairEncoder, RepairJob, SourceBlock};
 use super::pacer::{DEFAULT_BURST_FRAMES, IP_UDP_OVERHEAD, Pacer};
 use super::params::{ESI_LIMIT, ObjectParams};
 use super::wire::{self, DataHeader, Frame, Heartbeat, LedgerEntry, LinkKey, ObjectEnd};
@@ -111,25 +111,27 @@ pub struct ReadRequest {
     pub pass: u16,
 }
 
-/// The expensive part of answering a [`ReadRequest`]: building the RaptorQ encoder of one
-/// block. Pure; the driver may run it on a worker thread and give the result to
-/// [`Sender::handle_encoded`], or let [`Sender::handle_read`] run it inline.
+/// The expensive part of encoding a block: RaptorQ's intermediate-symbol solve, needed only for
+/// its repair symbols. Pure and `Send`: the driver runs it on a worker thread while the block's
+/// source symbols are already on the wire, and gives the result to
+/// [`Sender::handle_encoded`].
 #[derive(Debug)]
 pub struct EncodeJob {
     request: ReadRequest,
-    params: ObjectParams,
-    data: Vec<u8>,
+    job: RepairJob,
 }
 
 impl EncodeJob {
-    /// Build the encoder (the expensive RaptorQ intermediate-symbol solve).
+    /// The block this job solves.
+    pub fn request(&self) -> &ReadRequest {
+        &self.request
+    }
+
+    /// Solve the block's intermediate symbols.
     pub fn run(self) -> EncodedBlock {
-        let block = u32::try_from(self.request.block).unwrap_or(u32::MAX);
-        let encoder = BlockEncoder::from_vec(&self.params, block, self.data)
-            .map_err(|_| SendError::Invalid("block refused by the FEC encoder"));
         EncodedBlock {
             request: self.request,
-            encoder,
+            encoder: self.job.run(),
         }
     }
 }
@@ -138,7 +140,7 @@ impl EncodeJob {
 #[derive(Debug)]
 pub struct EncodedBlock {
     request: ReadRequest,
-    encoder: Result<BlockEncoder, SendError>,
+    encoder: RepairEncoder,
 }
 
 /// Counters (monotonic, for metrics and tests).
@@ -175,14 +177,22 @@ struct Current {
     pass: u16,
     /// First block of the window.
     window_start: u64,
-    /// Encoders of the window's blocks (None until read and encoded).
-    slots: Vec<Option<BlockEncoder>>,
+    /// The window's blocks (None until read).
+    slots: Vec<Option<Slot>>,
     /// Blocks of the window already requested from the caller.
     requested: usize,
     /// Symbol round within the window and the slot within the round.
     round: u32,
     slot: usize,
     frames_this_pass: u64,
+}
+
+/// One block of the window: its source symbols as soon as it is read, its repair encoder once
+/// the solve is done.
+#[derive(Debug)]
+struct Slot {
+    source: SourceBlock,
+    repair: Option<RepairEncoder>,
 }
 
 enum Next {
@@ -205,10 +215,12 @@ struct PendingEnd {
 ///    another, each with all its passes before the next: pass 1 of A, pass 2 of A, …, then B.
 /// 2. Loop:
 ///    - while [`poll_read`](Self::poll_read) returns a request, read those bytes from the
-///      object and call [`handle_read`](Self::handle_read) (or run an [`EncodeJob`] from
-///      [`encode_job`](Self::encode_job) elsewhere and call
-///      [`handle_encoded`](Self::handle_encoded)). Each pass reads the object again; at most
-///      one window of blocks is held.
+///      object and call [`handle_read`](Self::handle_read), which also encodes inline; or call
+///      [`handle_source`](Self::handle_source), run the [`EncodeJob`] it returns on a worker
+///      thread and give the result to [`handle_encoded`](Self::handle_encoded). RaptorQ is
+///      systematic, so the block's source symbols go out while its repair solve runs: the
+///      solve only has to finish before the window reaches its repair rounds. Each pass reads
+///      the object again; at most one window of blocks is held.
 ///    - while [`poll_transmit`](Self::poll_transmit)`(now, buf)` returns `Some(n)`, send
 ///      `buf[..n]` as one datagram (or spool record). Batch them for GSO if you like.
 ///    - sleep until [`poll_timeout`](Self::poll_timeout) (pacing or the next heartbeat), or
@@ -330,36 +342,57 @@ impl Sender {
         })
     }
 
-    /// Wrap a read answer into a job for a worker thread.
-    pub fn encode_job(&self, request: ReadRequest, data: Vec<u8>) -> Result<EncodeJob, SendError> {
+    /// Answer a [`ReadRequest`] with the block's bytes and encode it inline.
+    pub fn handle_read(&mut self, request: ReadRequest, data: Vec<u8>) -> Result<(), SendError> {
+        let job = self.handle_source(request, data)?;
+        self.handle_encoded(job.run())
+    }
+
+    /// Answer a [`ReadRequest`] with the block's bytes: its source symbols may be sent from now
+    /// on. Returns the block's repair solve, to run anywhere and hand to
+    /// [`handle_encoded`](Self::handle_encoded) before the window needs its repair symbols.
+    pub fn handle_source(
+        &mut self,
+        request: ReadRequest,
+        data: Vec<u8>,
+    ) -> Result<EncodeJob, SendError> {
+        let idx = self.slot_index(&request)?;
         if data.len() != request.len {
             return Err(SendError::ShortRead {
                 want: request.len,
                 got: data.len(),
             });
         }
-        let cur = self.current.as_ref().ok_or(SendError::UnexpectedRead)?;
-        Ok(EncodeJob {
-            request,
-            params: cur.params,
-            data,
-        })
-    }
-
-    /// Answer a [`ReadRequest`] with the block's bytes; encodes inline.
-    pub fn handle_read(&mut self, request: ReadRequest, data: Vec<u8>) -> Result<(), SendError> {
-        self.slot_index(&request)?;
-        let job = self.encode_job(request, data)?;
-        self.handle_encoded(job.run())
-    }
-
-    /// Accept an encoded block produced by an [`EncodeJob`].
-    pub fn handle_encoded(&mut self, block: EncodedBlock) -> Result<(), SendError> {
-        let idx = self.slot_index(&block.request)?;
         let cur = self.current.as_mut().ok_or(SendError::UnexpectedRead)?;
+        let block = u32::try_from(request.block).map_err(|_| SendError::UnexpectedRead)?;
+        let source = SourceBlock::new(&cur.params, block, data)
+            .map_err(|_| SendError::Invalid("block refused by the FEC encoder"))?;
+        let job = source.repair_job();
         let slot = cur.slots.get_mut(idx).ok_or(SendError::UnexpectedRead)?;
-        *slot = Some(block.encoder?);
-        Ok(())
+        *slot = Some(Slot {
+            source,
+            repair: None,
+        });
+        Ok(EncodeJob { request, job })
+    }
+
+    /// Accept the repair encoder of a block whose source was given to
+    /// [`handle_source`](Self::handle_source).
+    pub fn handle_encoded(&mut self, block: EncodedBlock) -> Result<(), SendError> {
+        let r = &block.request;
+        let cur = self.current.as_mut().ok_or(SendError::UnexpectedRead)?;
+        if cur.object_id != r.object_id || cur.pass != r.pass || r.block < cur.window_start {
+            return Err(SendError::UnexpectedRead);
+        }
+        let idx =
+            usize::try_from(r.block - cur.window_start).map_err(|_| SendError::UnexpectedRead)?;
+        match cur.slots.get_mut(idx) {
+            Some(Some(slot)) if slot.repair.is_none() => {
+                slot.repair = Some(block.encoder);
+                Ok(())
+            }
+            _ => Err(SendError::UnexpectedRead),
+        }
     }
 
     fn slot_index(&self, r: &ReadRequest) -> Result<usize, SendError> {
@@ -439,11 +472,56 @@ impl Sender {
     }
 
     fn has_frame_ready(&self) -> bool {
-        !self.pending_ends.is_empty()
-            || self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.slots.iter().all(Option::is_some) && !c.slots.is_empty())
+        if !self.pending_ends.is_empty() {
+            return true;
+        }
+        let Some(cur) = self.current.as_ref() else {
+            return false;
+        };
+        if cur.slots.is_empty() || cur.slots.iter().any(Option::is_none) {
+            return false;
+        }
+        // Window done (the next poll opens the next one), or the next symbol can be written.
+        Self::next_position(&self.config, cur)
+            .is_none_or(|(round, slot)| Self::symbol_ready(&self.config, cur, round, slot))
+    }
+
+    /// The next (round, slot) from the window cursor on whose block still has a symbol in
+    /// this pass, or `None` when the window is done. The first block of a window is never
+    /// shorter than the others, so it bounds the rounds.
+    fn next_position(config: &SenderConfig, cur: &Current) -> Option<(u32, usize)> {
+        let nslots = cur.slots.len();
+        let max_round = Self::per_pass(config, &cur.params, cur.window_start);
+        let (mut round, mut slot) = (cur.round, cur.slot);
+        while round < max_round {
+            let block = cur.window_start + slot as u64;
+            if round < Self::per_pass(config, &cur.params, block) {
+                return Some((round, slot));
+            }
+            slot += 1;
+            if slot >= nslots {
+                slot = 0;
+                round += 1;
+            }
+        }
+        None
+    }
+
+    /// Whether the symbol at (round, slot) can be written now: source symbols as soon as the
+    /// block is read, repair symbols once its solve came back.
+    fn symbol_ready(config: &SenderConfig, cur: &Current, round: u32, slot: usize) -> bool {
+        let Some(Some(s)) = cur.slots.get(slot) else {
+            return false;
+        };
+        Self::esi(config, cur, round, slot) < s.source.source_symbol_count() || s.repair.is_some()
+    }
+
+    /// The ESI sent at (round, slot) in the current pass.
+    fn esi(config: &SenderConfig, cur: &Current, round: u32, slot: usize) -> u32 {
+        let per_pass = Self::per_pass(config, &cur.params, cur.window_start + slot as u64);
+        u32::from(cur.pass - 1)
+            .saturating_mul(per_pass)
+            .saturating_add(round)
     }
 
     /// Write the next frame into `buf` (at least [`wire::data_frame_len`]`(symbol_size)` bytes,
@@ -460,9 +538,17 @@ impl Sender {
                 let t = usize::from(header.params.symbol_size);
                 let len = wire::data_frame_len(header.params.symbol_size);
                 let frame = buf.get_mut(..len)?;
-                let encoder = self.current.as_ref()?.slots.get(slot)?.as_ref()?;
+                let block = self.current.as_ref()?.slots.get(slot)?.as_ref()?;
                 let payload = frame.get_mut(wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + t)?;
-                encoder.write_symbol(header.esi, payload).ok()?;
+                if header.esi < block.source.source_symbol_count() {
+                    payload.copy_from_slice(block.source.source_symbol(header.esi).ok()?);
+                } else {
+                    block
+                        .repair
+                        .as_ref()?
+                        .write_repair_symbol(header.esi, payload)
+                        .ok()?;
+                }
                 wire::seal_data_in_place(&self.config.link_key, &header, frame).ok()?;
                 len
             }
@@ -522,33 +608,27 @@ impl Sender {
         if cur.slots.iter().any(Option::is_none) {
             return None;
         }
-        // The next (round, slot) whose block still has a symbol in this round. The first block
-        // of a window is never shorter than the others, so it bounds the rounds.
-        let nslots = cur.slots.len();
-        let max_round = Self::per_pass(config, &cur.params, cur.window_start);
-        while cur.round < max_round {
-            let (round, slot) = (cur.round, cur.slot);
-            cur.slot += 1;
-            if cur.slot >= nslots {
+        if let Some((round, slot)) = Self::next_position(config, cur) {
+            if !Self::symbol_ready(config, cur, round, slot) {
+                // Its repair solve is still running: wait for handle_encoded.
+                return None;
+            }
+            let esi = Self::esi(config, cur, round, slot);
+            cur.round = round;
+            cur.slot = slot + 1;
+            if cur.slot >= cur.slots.len() {
                 cur.slot = 0;
                 cur.round += 1;
             }
-            let block = cur.window_start + slot as u64;
-            let per_pass = Self::per_pass(config, &cur.params, block);
-            if round >= per_pass {
-                continue;
-            }
-            let esi = u32::from(cur.pass - 1)
-                .saturating_mul(per_pass)
-                .saturating_add(round);
             cur.frames_this_pass += 1;
             let header = DataHeader {
                 params: cur.params,
-                block: u32::try_from(block).ok()?,
+                block: u32::try_from(cur.window_start + slot as u64).ok()?,
                 esi,
             };
             return Some((header, slot));
         }
+        let nslots = cur.slots.len();
         // Window done: next window, next pass, or next object.
         let next_start = cur.window_start + nslots as u64;
         if next_start < cur.params.block_count() {
