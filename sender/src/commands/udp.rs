@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +12,9 @@ use sluice_common::bundle::verify::{self, DiscardSink, VerifyOptions};
 use sluice_common::exit;
 use sluice_common::profile::Profile;
 use sluice_common::transport::params::recommended_block_size;
-use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, LinkKey};
 
-use crate::net::DiodeSender;
+use crate::link::Link;
 
 /// Send signed bundles one way across a data diode as RaptorQ forward-error-corrected UDP frames.
 ///
@@ -365,7 +363,6 @@ pub fn prepare(
 pub struct SendReport {
     pub frames: u64,
     pub wire_bytes: u64,
-    pub passes: u64,
     pub elapsed: Duration,
     pub interrupted: bool,
     pub gso_batch: usize,
@@ -440,35 +437,10 @@ pub fn send(
     stop: &AtomicBool,
     show_progress: bool,
 ) -> Result<SendReport, Failure> {
-    let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
-        Failure::new(
-            exit::NETWORK,
-            format!(
-                "cannot open a UDP socket toward {}: {e}",
-                settings.destination
-            ),
-        )
-    })?;
-    tracing::info!(destination = %settings.destination, send_buffer = socket.send_buffer, "socket open");
-    let datagram = (settings.mtu - 28) as usize;
-    let symbol_size = wire::symbol_size_for_datagram(datagram);
-    let block_size = recommended_block_size(symbol_size);
-    let mut config = SenderConfig::new(
-        settings.link_key.clone(),
-        sender_id(),
-        symbol_size,
-        block_size,
-    );
-    config.window_blocks = settings.window;
-    config.overhead_percent = settings.overhead;
-    config.passes = settings.passes;
-    config.heartbeat_interval = settings.heartbeat;
-    config.rate_bytes_per_sec = settings.rate_bits.map(|b| (b / 8).max(1));
+    let mut link = Link::open(settings)?;
     let start = Instant::now();
-    let mut sender = Sender::new(config, start, unix_ms())
-        .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
     for p in prepared {
-        sender
+        link.sender
             .queue_object(start, p.id.object_id(), p.len, unix_ms())
             .map_err(|e| Failure::new(exit::USAGE, format!("{}: {e}", p.path.display())))?;
     }
@@ -481,131 +453,31 @@ pub fn send(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let frame_len = wire::data_frame_len(symbol_size);
-    let max_frame = frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES));
-    let gso_batch = socket.max_batch(frame_len);
-    let mut batch = vec![0u8; gso_batch * frame_len + max_frame];
-    let mut read_buf = Vec::new();
-    let mut report = SendReport {
-        frames: 0,
-        wire_bytes: 0,
-        passes: 0,
-        elapsed: Duration::ZERO,
-        interrupted: false,
-        gso_batch,
-    };
+    let mut interrupted = false;
     loop {
         if stop.load(Ordering::Relaxed) {
-            report.interrupted = true;
+            interrupted = true;
             break;
         }
-        let mut did_work = false;
-        while let Some(request) = sender.poll_read() {
-            did_work = true;
-            let p = by_object.get(&request.object_id).ok_or_else(|| {
-                Failure::new(
-                    exit::FAILURE,
-                    "internal: the sender asked for an unknown object",
-                )
-            })?;
-            // Room for the zero padding to K × T, so the encoder pads in place (no copy).
-            read_buf.reserve_exact(request.len.next_multiple_of(usize::from(symbol_size)));
-            read_buf.resize(request.len, 0);
-            p.file
-                .read_exact_at(&mut read_buf, request.offset)
-                .map_err(|e| {
-                    Failure::new(
-                        exit::INPUT,
-                        format!("reading {} at {}: {e}", p.path.display(), request.offset),
-                    )
-                })?;
-            progress.inc(request.len as u64);
-            sender
-                .handle_read(request, std::mem::take(&mut read_buf))
-                .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
-        }
-        // Fill a GSO batch with equal-length frames; a frame of another length (heartbeat,
-        // end-of-pass) goes out on its own.
-        let now = Instant::now();
-        let mut filled = 0usize;
-        let mut seg = 0usize;
-        let mut count = 0usize;
-        while let Some(n) = sender.poll_transmit(now, &mut batch[filled..filled + max_frame]) {
-            did_work = true;
-            report.frames += 1;
-            report.wire_bytes += n as u64 + 28;
-            if count > 0 && n != seg {
-                // Different length: send what we have, then this one alone.
-                socket
-                    .send_batch(&batch[..filled], seg)
-                    .map_err(|e| net_failure(settings, e))?;
-                socket
-                    .send_batch(&batch[filled..filled + n], n)
-                    .map_err(|e| net_failure(settings, e))?;
-                filled = 0;
-                count = 0;
-                continue;
-            }
-            seg = n;
-            filled += n;
-            count += 1;
-            if count >= gso_batch {
-                socket
-                    .send_batch(&batch[..filled], seg)
-                    .map_err(|e| net_failure(settings, e))?;
-                filled = 0;
-                count = 0;
-            }
-        }
-        if count > 0 {
-            socket
-                .send_batch(&batch[..filled], seg)
-                .map_err(|e| net_failure(settings, e))?;
-        }
-        if sender.is_finished() {
+        let pumped = link.pump(|id| by_object.get(id).copied())?;
+        progress.inc(pumped.bytes_read);
+        if link.sender.is_finished() {
             break;
         }
-        if did_work {
-            continue;
-        }
-        if let Some(deadline) = sender.poll_timeout() {
-            let mut wait = deadline.saturating_duration_since(Instant::now());
-            // Paced, the token bucket frees one frame at a time: waking for each would send
-            // one datagram per syscall (no GSO) and sleep per frame. Wait until a whole GSO
-            // batch is due instead; the pacer's burst allowance (64 frames) covers it, so the
-            // average rate is unchanged.
-            wait += batch_pacing_delay(settings.rate_bits, gso_batch, frame_len);
-            if !wait.is_zero() {
-                std::thread::sleep(wait.min(Duration::from_millis(50)));
-            }
+        if !pumped.did_work {
+            let wake = link.next_wake(Instant::now() + Duration::from_millis(50));
+            link.wait(wake)?;
         }
     }
     progress.finish_and_clear();
-    report.passes = sender.stats().passes_completed;
-    report.elapsed = start.elapsed();
-    Ok(report)
-}
-
-/// How long a paced sender needs to earn `gso_batch − 1` more frames of `frame_len` bytes (plus
-/// IP/UDP headers) at `rate_bits` bit/s; zero when unpaced.
-fn batch_pacing_delay(rate_bits: Option<u64>, gso_batch: usize, frame_len: usize) -> Duration {
-    match rate_bits {
-        Some(rate) if rate > 0 && gso_batch > 1 => {
-            let bits = (gso_batch - 1) as f64 * (frame_len + 28) as f64 * 8.0;
-            Duration::from_secs_f64(bits / rate as f64)
-        }
-        _ => Duration::ZERO,
-    }
-}
-
-fn net_failure(settings: &SendSettings, e: std::io::Error) -> Failure {
-    Failure::new(
-        exit::NETWORK,
-        format!(
-            "sending to {} failed: {e}. Check the route and MTU toward the diode (`sluice-send doctor`).",
-            settings.destination
-        ),
-    )
+    let stats = link.sender.stats();
+    Ok(SendReport {
+        frames: stats.frames,
+        wire_bytes: stats.bytes + 28 * stats.frames,
+        elapsed: start.elapsed(),
+        interrupted,
+        gso_batch: link.gso_batch(),
+    })
 }
 
 /// A stable identity for heartbeats: derived from the host name, so the high side sees the same
@@ -637,21 +509,6 @@ mod tests {
         assert!((1..16).contains(&jumbo), "{jumbo}");
         let block = recommended_block_size(wire::symbol_size_for_datagram(8972));
         assert!(u64::from(jumbo) * u64::from(block) <= 20 << 20);
-    }
-
-    #[test]
-    fn paced_waits_cover_a_gso_batch() {
-        assert_eq!(batch_pacing_delay(None, 44, 1470), Duration::ZERO);
-        assert_eq!(
-            batch_pacing_delay(Some(1_000_000_000), 1, 1470),
-            Duration::ZERO
-        );
-        // 43 frames of 1498 wire bytes at 1 Gbit/s: 515 µs.
-        let d = batch_pacing_delay(Some(1_000_000_000), 44, 1470);
-        assert!(
-            (d.as_secs_f64() - 43.0 * 1498.0 * 8.0 / 1e9).abs() < 1e-9,
-            "{d:?}"
-        );
     }
 
     #[test]

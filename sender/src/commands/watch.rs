@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,13 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::bundle::verify::{self, DiscardSink, VerifyError, VerifyOptions};
 use sluice_common::exit;
-use sluice_common::transport::params::recommended_block_size;
-use sluice_common::transport::send::{Sender, SenderConfig, SenderStats};
+use sluice_common::transport::send::SenderStats;
 use sluice_common::transport::wire;
 
 use super::udp::{self, Failure, Prepared, SendSettings};
 use crate::config::Config;
-use crate::net::DiodeSender;
+use crate::link::Link;
 
 /// Default seconds between outbox scans.
 pub const DEFAULT_POLL_SECS: f64 = 2.0;
@@ -224,129 +222,6 @@ fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
     watcher.run(&stop)
 }
 
-/// The socket and the one [`Sender`] of the run.
-struct Link {
-    socket: DiodeSender,
-    sender: Sender,
-    batch: Vec<u8>,
-    read_buf: Vec<u8>,
-    max_frame: usize,
-    gso_batch: usize,
-    destination: std::net::SocketAddr,
-}
-
-impl Link {
-    fn open(settings: &SendSettings) -> Result<Link, Failure> {
-        let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
-            Failure::new(
-                exit::NETWORK,
-                format!(
-                    "cannot open a UDP socket toward {}: {e}",
-                    settings.destination
-                ),
-            )
-        })?;
-        let datagram = (settings.mtu - 28) as usize;
-        let symbol_size = wire::symbol_size_for_datagram(datagram);
-        let block_size = recommended_block_size(symbol_size);
-        let mut config = SenderConfig::new(
-            settings.link_key.clone(),
-            udp::sender_id(),
-            symbol_size,
-            block_size,
-        );
-        config.window_blocks = settings.window;
-        config.overhead_percent = settings.overhead;
-        config.passes = settings.passes;
-        config.heartbeat_interval = settings.heartbeat;
-        config.rate_bytes_per_sec = settings.rate_bits.map(|b| (b / 8).max(1));
-        let sender = Sender::new(config, Instant::now(), udp::unix_ms())
-            .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
-        let frame_len = wire::data_frame_len(symbol_size);
-        let max_frame = frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES));
-        let gso_batch = socket.max_batch(frame_len);
-        Ok(Link {
-            socket,
-            sender,
-            batch: vec![0u8; gso_batch * frame_len + max_frame],
-            read_buf: Vec::new(),
-            max_frame,
-            gso_batch,
-            destination: settings.destination,
-        })
-    }
-
-    /// Answers the sender's reads from `current` and sends every frame due now, in GSO batches of
-    /// equal-length frames. Returns whether anything happened.
-    fn pump(&mut self, current: Option<&Prepared>) -> Result<bool, Failure> {
-        let mut did_work = false;
-        while let Some(request) = self.sender.poll_read() {
-            did_work = true;
-            let p = current
-                .filter(|p| p.id.object_id() == request.object_id)
-                .ok_or_else(|| {
-                    Failure::new(
-                        exit::FAILURE,
-                        "internal: the sender asked for an unknown object",
-                    )
-                })?;
-            self.read_buf.resize(request.len, 0);
-            p.file
-                .read_exact_at(&mut self.read_buf, request.offset)
-                .map_err(|e| {
-                    Failure::new(
-                        exit::INPUT,
-                        format!("reading {} at {}: {e}", p.path.display(), request.offset),
-                    )
-                })?;
-            self.sender
-                .handle_read(request, std::mem::take(&mut self.read_buf))
-                .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
-        }
-        let now = Instant::now();
-        let (mut filled, mut seg, mut count) = (0usize, 0usize, 0usize);
-        let max_frame = self.max_frame;
-        while let Some(n) = self
-            .sender
-            .poll_transmit(now, &mut self.batch[filled..filled + max_frame])
-        {
-            did_work = true;
-            if count > 0 && n != seg {
-                self.send(0, filled, seg)?;
-                self.send(filled, filled + n, n)?;
-                (filled, count) = (0, 0);
-                continue;
-            }
-            seg = n;
-            filled += n;
-            count += 1;
-            if count >= self.gso_batch {
-                self.send(0, filled, seg)?;
-                (filled, count) = (0, 0);
-            }
-        }
-        if count > 0 {
-            self.send(0, filled, seg)?;
-        }
-        Ok(did_work)
-    }
-
-    fn send(&self, from: usize, to: usize, seg: usize) -> Result<(), Failure> {
-        self.socket
-            .send_batch(&self.batch[from..to], seg)
-            .map_err(|e| {
-                Failure::new(
-                    exit::NETWORK,
-                    format!(
-                        "sending to {} failed: {e}; the bundle in flight stays in the outbox and \
-                         is sent again at the next start",
-                        self.destination
-                    ),
-                )
-            })
-    }
-}
-
 /// A candidate's last observed size and mtime, and since when they have not changed.
 struct Seen {
     size: u64,
@@ -403,7 +278,11 @@ impl Watcher {
                     next_scan = now;
                 }
             }
-            let did_work = self.link.pump(current.as_ref().map(|c| &c.prepared))?;
+            let prepared = current.as_ref().map(|c| &c.prepared);
+            let did_work = self
+                .link
+                .pump(|id| prepared.filter(|p| p.id.object_id() == *id))?
+                .did_work;
             if current.is_some() && self.link.sender.is_finished() {
                 if let Some(done) = current.take() {
                     self.finish(done)?;
@@ -413,20 +292,13 @@ impl Watcher {
             if did_work {
                 continue;
             }
-            let mut wake = self
-                .link
-                .sender
-                .poll_timeout()
-                .unwrap_or(now + Duration::from_millis(200));
-            if current.is_none() {
-                wake = wake.min(next_scan);
-            }
-            let wait = wake
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200));
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+            let cap = if current.is_none() {
+                next_scan.min(now + Duration::from_millis(200))
+            } else {
+                now + Duration::from_millis(200)
+            };
+            let wake = self.link.next_wake(cap);
+            self.link.wait(wake)?;
         }
     }
 
