@@ -90,8 +90,10 @@ impl DiodeSocket {
         Ok(0)
     }
 
-    /// The kernel's count of datagrams dropped on this socket because its buffer was full
-    /// (the `drops` column of /proc/net/udp for our socket's inode).
+    /// The kernel's count of drops on this socket because its buffer was full (the `drops`
+    /// column of /proc/net/udp for our socket's inode). It counts socket buffers, not
+    /// datagrams: with UDP GRO (which quinn-udp enables) one drop is a whole coalesced train of
+    /// up to 64 datagrams — measured 436 drops = 19 184 datagrams (44 per train) on veth.
     pub fn kernel_drops(&self) -> Option<u64> {
         let table = if self.local.is_ipv4() {
             "/proc/net/udp"

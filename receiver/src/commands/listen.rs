@@ -474,7 +474,7 @@ fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64
         pipeline.session_count() as f64,
     );
     if let Some(drops) = kernel_drops {
-        e.counter("sluice_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (overrun, not wire loss).", drops);
+        e.counter("sluice_kernel_drops_total", "Receive-queue overflows of the UDP socket (overrun, not wire loss). With UDP GRO one overflow drops a whole coalesced train, up to 64 datagrams, so multiply when estimating symbols lost.", drops);
     }
     if let Some(hb) = pipeline.last_heartbeat() {
         e.gauge(
