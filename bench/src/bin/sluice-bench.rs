@@ -279,6 +279,33 @@ fn terminate_after(pid: u32, deadline: Instant, done: Arc<AtomicBool>) {
     });
 }
 
+/// Bytes written by the page-cache probe (at most the bundle size).
+const PAGE_CACHE_PROBE_BYTES: u64 = 256 << 20;
+
+/// The receiver writes every delivered byte twice into the page cache (staging object, then the
+/// extracted files), so how fast this machine fills fresh page-cache pages bounds it as much as
+/// the UDP path does. On a VM that hands free memory back to its host (free page reporting),
+/// that speed varies 4x with what was freed recently: measured 1.5 GB/s and 0.3 GB/s on the
+/// same VM within the hour. Writes `bytes` in 1 MiB `write`s to a file in the work directory
+/// (the stores' filesystem), without fsync, and reports MB/s; the file is removed.
+fn measure_page_cache_write(work: &Path, bytes: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let path = work.join("page-cache-probe");
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut file = std::fs::File::create(&path).context("page-cache probe")?;
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).context("page-cache probe")?;
+        left -= n as u64;
+    }
+    drop(file);
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(bytes as f64 / 1e6 / secs.max(1e-9))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_case(
     cli: &Cli,
@@ -302,6 +329,7 @@ fn run_case(
             measure_ceiling(&ns, datagram, Mode::Sendmmsg, ceiling_secs)?;
         (ceil.gso_mb_s, ceil.gso) = measure_ceiling(&ns, datagram, Mode::Gso, ceiling_secs)?;
     }
+    let write_ceiling = measure_page_cache_write(work, fx.size.min(PAGE_CACHE_PROBE_BYTES))?;
     let loss_before = ns.status()?.loss_drops;
 
     let store = work.join(format!("store-{}-{}-{run}", case.name, human(fx.size)));
@@ -490,6 +518,7 @@ fn run_case(
         "commit_tail_secs": r3(t_commit.saturating_duration_since(t_send_exit).as_secs_f64()),
         "ceiling_sendmmsg_mb_s": r2(ceil.sendmmsg_mb_s),
         "ceiling_gso_mb_s": r2(ceil.gso_mb_s),
+        "ceiling_page_cache_write_mb_s": r2(write_ceiling),
         "ratio_sendmmsg": r3(ratio(ceil.sendmmsg_mb_s)),
         "ratio_gso": r3(ratio(ceil.gso_mb_s)),
         "send_cpu_s": r2(send_stats.cpu_secs),
@@ -528,6 +557,7 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("ceiling_gso_mb_s", "gso", 7),
     ("ratio_sendmmsg", "x_mmsg", 6),
     ("ratio_gso", "x_gso", 6),
+    ("ceiling_page_cache_write_mb_s", "pcwrite", 7),
     ("send_cpu_s", "cpuS", 6),
     ("recv_cpu_s", "cpuR", 6),
     ("cpu_s_per_gib", "cpu/GiB", 7),
