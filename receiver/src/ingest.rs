@@ -154,6 +154,8 @@ impl RecentDecisions {
 /// See the module documentation.
 pub struct Pipeline {
     receiver: Receiver,
+    /// How long an object whose staging failed is refused before a retry (from the config).
+    staging_retry: std::time::Duration,
     store: Arc<Mutex<Store>>,
     source: Source,
     tallies: HashMap<[u8; 16], Tally>,
@@ -195,6 +197,7 @@ impl Pipeline {
         now: Instant,
     ) -> Result<Pipeline, StoreError> {
         let limits = config.limits;
+        let staging_retry = config.staging_retry;
         let mut receiver = Receiver::new(config);
         let staged = store.load_all_progress()?;
         let store = Arc::new(Mutex::new(store));
@@ -253,6 +256,7 @@ impl Pipeline {
 
         let mut pipeline = Pipeline {
             receiver: Receiver::new(ReceiverConfig::new(Default::default())),
+            staging_retry,
             store,
             source,
             tallies: HashMap::new(),
@@ -493,9 +497,7 @@ impl Pipeline {
                     .lock_store()
                     .create_object(params.object_id, params.object_len);
                 if let Err(e) = result {
-                    self.storage_errors += 1;
-                    tracing::error!(object = %hex::encode(params.object_id), error = %e,
-                        "cannot stage a new object; its frames will be dropped until space is freed");
+                    self.staging_failed(now, params.object_id, "cannot stage a new object", &e);
                 }
             }
             Effect::Write {
@@ -506,9 +508,7 @@ impl Pipeline {
             } => {
                 let result = self.lock_store().write_at(object_id, offset, &data);
                 if let Err(e) = result {
-                    self.storage_errors += 1;
-                    tracing::error!(object = %hex::encode(object_id), error = %e,
-                        "writing a decoded block to staging failed");
+                    self.staging_failed(now, object_id, "writing a block to staging failed", &e);
                 }
             }
             Effect::Decode(task) => {
@@ -717,6 +717,35 @@ impl Pipeline {
     }
 
     /// Outcomes decided on this thread (incomplete, abandoned) queue beside the verifier's.
+    /// Staging an object failed (disk full, quota, I/O error). The transport drops the session
+    /// and its frames for `staging_retry`, then the next frame retries from scratch, so space
+    /// freed while the listener runs is used by the next pass or resend (no restart). One error
+    /// line and one `storage_error` outcome per attempt, not one per block.
+    fn staging_failed(&mut self, now: Instant, object_id: [u8; 16], what: &str, e: &StoreError) {
+        self.storage_errors += 1;
+        self.receiver.handle_staging_failed(now, object_id);
+        let released = self.lock_store().release_object(object_id);
+        if let Err(e) = released {
+            tracing::warn!(object = %hex::encode(object_id), error = %e,
+                "releasing the failed staging object failed");
+        }
+        let figures = self.figures(object_id);
+        self.tallies.remove(&object_id);
+        let detail = format!(
+            "{what}: {e}; its frames are dropped for {} s, then the next pass or resend \
+             retries staging",
+            self.staging_retry.as_secs()
+        );
+        self.report(Outcome {
+            object_id,
+            bundle_id: None,
+            channel: None,
+            sequence: None,
+            kind: OutcomeKind::StorageError { detail },
+            figures,
+        });
+    }
+
     fn report(&mut self, outcome: Outcome) {
         log_outcome(&outcome);
         self.local_outcomes.push(outcome);
@@ -1026,7 +1055,7 @@ fn log_outcome(outcome: &Outcome) {
         OutcomeKind::Incomplete { missing_blocks } => tracing::warn!(decision = "incomplete",
             %object, missing_blocks, "transfer ended short of symbols; progress kept for the next pass"),
         OutcomeKind::StorageError { detail } => tracing::error!(decision = "storage_error",
-            %object, %detail, "store failure; the object stays staged and the next pass retries"),
+            %object, %detail, "store failure; the detail says what is kept and what is retried"),
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ReceiverConfig {
     pub end_grace: Duration,
     /// Emit [`Effect::Checkpoint`] every this many written blocks of an object. Default 64.
     pub checkpoint_every_blocks: u32,
+    /// After [`Receiver::handle_staging_failed`], frames of that object are dropped for this
+    /// long; the next frame after it opens a new session (and a new staging attempt). Default 5 s.
+    pub staging_retry: Duration,
 }
 
 impl ReceiverConfig {
@@ -73,6 +76,7 @@ impl ReceiverConfig {
             object_deadline: Duration::from_secs(24 * 3600),
             end_grace: Duration::from_secs(2),
             checkpoint_every_blocks: 64,
+            staging_retry: Duration::from_secs(5),
         }
     }
 }
@@ -284,6 +288,8 @@ pub struct ReceiverStats {
     pub blocks_evicted: u64,
     /// Operator events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Frames dropped because their object's staging failed and its retry is not due yet.
+    pub staging_refused: u64,
 }
 
 struct Symbol<'a> {
@@ -374,6 +380,9 @@ pub struct Receiver {
     in_flight: HashMap<([u8; 16], u64), u64>,
     buffered: u64,
     staging: u64,
+    /// Objects whose staging failed, and when a new session may try again. At most
+    /// `max_sessions` entries (one per session that could have failed).
+    staging_failed: HashMap<[u8; 16], Instant>,
     effects: VecDeque<Effect>,
     events: VecDeque<Event>,
     stats: ReceiverStats,
@@ -392,6 +401,7 @@ impl Receiver {
             in_flight: HashMap::new(),
             buffered: 0,
             staging: 0,
+            staging_failed: HashMap::new(),
             effects: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -580,6 +590,13 @@ impl Receiver {
             }
             s.last_activity = now;
             return Some(());
+        }
+        if let Some(retry_at) = self.staging_failed.get(&params.object_id) {
+            if now < *retry_at {
+                self.stats.staging_refused += 1;
+                return None;
+            }
+            self.staging_failed.remove(&params.object_id);
         }
         if !self.admit(params) {
             return None;
@@ -787,6 +804,60 @@ impl Receiver {
                 }));
             }
         }
+    }
+
+    /// The driver could not stage object `object_id` (its [`Effect::Open`] or a later write
+    /// failed: disk full, quota, I/O error). Drops the session, its buffers and every effect
+    /// still queued for it (their budget released), and drops its frames for
+    /// `config.staging_retry`; the first frame after that opens a fresh session, so a resend or
+    /// a later pass retries staging once space is freed, with no restart. Progress saved
+    /// earlier for the object is the driver's to keep or discard.
+    pub fn handle_staging_failed(&mut self, now: Instant, object_id: [u8; 16]) {
+        if self.remove_session(&object_id).is_some() {
+            self.stats.objects_abandoned += 1;
+        }
+        // It may have completed in the state machine already (its Complete still queued): it
+        // is not complete on disk, so resends must not be dropped as replays.
+        if self.completed.remove(&object_id).is_some() {
+            self.completed_order.retain(|id| *id != object_id);
+            self.stats.objects_completed = self.stats.objects_completed.saturating_sub(1);
+        }
+        let mut kept = VecDeque::with_capacity(self.effects.len());
+        for effect in std::mem::take(&mut self.effects) {
+            match effect {
+                Effect::Write {
+                    object_id: id,
+                    data,
+                    ..
+                } if id == object_id => self.release(data.len() as u64),
+                Effect::Decode(task) if task.object_id == object_id => {
+                    let cost = self.in_flight.remove(&(object_id, task.block)).unwrap_or(0);
+                    self.release(cost);
+                }
+                Effect::Open { params } if params.object_id == object_id => {}
+                Effect::Checkpoint { object_id: id }
+                | Effect::Complete { object_id: id, .. }
+                | Effect::Incomplete { object_id: id, .. }
+                    if id == object_id => {}
+                other => kept.push_back(other),
+            }
+        }
+        self.effects = kept;
+        if self.staging_failed.len() >= self.config.max_sessions.max(1)
+            && !self.staging_failed.contains_key(&object_id)
+        {
+            // Forget the retry that is due first: it only shortens that object's pause.
+            if let Some(first) = self
+                .staging_failed
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(id, _)| *id)
+            {
+                self.staging_failed.remove(&first);
+            }
+        }
+        self.staging_failed
+            .insert(object_id, now + self.config.staging_retry);
     }
 
     /// Accept the result of a [`DecodeTask`].

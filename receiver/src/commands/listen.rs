@@ -384,6 +384,11 @@ fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64
         s.budget_drops,
     )
     .counter(
+        "sluice_frames_staging_refused_total",
+        "Frames dropped while their object's staging failure waits out its retry pause.",
+        s.staging_refused,
+    )
+    .counter(
         "sluice_frames_over_cap_total",
         "Symbols beyond K + repair surplus for their block.",
         s.over_cap_symbols,
@@ -535,6 +540,7 @@ fn write_status(
             "late_symbols": s.late_symbols, "over_cap_symbols": s.over_cap_symbols,
             "budget_drops": s.budget_drops, "sessions_refused": s.sessions_refused,
             "sessions_opened": s.sessions_opened, "sessions_abandoned": s.objects_abandoned,
+            "staging_refused": s.staging_refused,
         },
     });
     write_json_atomically(path, &status);

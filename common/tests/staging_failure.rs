@@ -1,0 +1,143 @@
+//! A staging failure (disk full, I/O error) drops the object's session and everything queued for
+//! it, refuses its frames for `staging_retry`, and then lets the next resend start over — while
+//! the listener runs, with no restart (threat model G5, BUGS.md B2).
+
+mod sim;
+
+use std::time::{Duration, Instant};
+
+use sim::{content, key, oid};
+use sluice_common::transport::recv::{Effect, Receiver, ReceiverConfig};
+use sluice_common::transport::send::{Sender, SenderConfig};
+
+const T: u16 = 256;
+const BLOCK: u32 = 256 * 16;
+const LEN: u64 = 5 * BLOCK as u64 + 100;
+const SEED: u64 = 31;
+
+/// Every frame of one pass of the object.
+fn frames(now: Instant) -> Vec<Vec<u8>> {
+    let mut c = SenderConfig::new(key(), [9; 16], T, BLOCK);
+    c.window_blocks = 2;
+    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
+    s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
+        .expect("queue");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while !s.is_finished() {
+        while let Some(r) = s.poll_read() {
+            let data = content(SEED, r.offset, r.len);
+            s.handle_read(r, data).expect("read");
+        }
+        while let Some(n) = s.poll_transmit(now, &mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+    }
+    out
+}
+
+fn for_object(e: &Effect) -> bool {
+    let id = oid(SEED);
+    match e {
+        Effect::Open { params } => params.object_id == id,
+        Effect::Write { object_id, .. }
+        | Effect::Checkpoint { object_id }
+        | Effect::Complete { object_id, .. }
+        | Effect::Incomplete { object_id, .. }
+        | Effect::Replayed { object_id }
+        | Effect::Abandoned { object_id, .. } => *object_id == id,
+        Effect::Decode(task) => task.object_id() == id,
+    }
+}
+
+fn drain(r: &mut Receiver) -> Vec<Effect> {
+    std::iter::from_fn(|| r.poll_effect()).collect()
+}
+
+#[test]
+fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
+    let t0 = Instant::now();
+    let all = frames(t0);
+    let mut config = ReceiverConfig::new(key());
+    config.staging_retry = Duration::from_secs(5);
+    let mut r = Receiver::new(config);
+
+    // Enough frames for several blocks to complete before the driver performs Open.
+    for f in &all[..all.len() / 2] {
+        r.handle_datagram(t0, f);
+    }
+    let first = r.poll_effect().expect("an effect");
+    assert!(matches!(first, Effect::Open { .. }), "{first:?}");
+    // Open failed: everything queued behind it for this object is dropped, its budget freed.
+    r.handle_staging_failed(t0, oid(SEED));
+    let rest = drain(&mut r);
+    assert!(!rest.iter().any(for_object), "{rest:?}");
+    assert_eq!(r.session_count(), 0);
+    assert_eq!(r.buffered_bytes(), 0);
+    assert_eq!(r.staging_bytes(), 0);
+
+    // The rest of the pass, within the retry pause: refused, no session, no effect.
+    let refused_before = r.stats().staging_refused;
+    for f in &all[all.len() / 2..] {
+        r.handle_datagram(t0 + Duration::from_secs(1), f);
+    }
+    assert!(r.stats().staging_refused > refused_before);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.session_count(), 0);
+
+    // A resend after the pause opens a fresh session and completes the object.
+    let later = t0 + Duration::from_secs(6);
+    for f in &all {
+        r.handle_datagram(later, f);
+    }
+    let effects = drain(&mut r);
+    assert!(
+        matches!(effects.first(), Some(Effect::Open { .. })),
+        "{effects:?}"
+    );
+    let written: u64 = effects
+        .iter()
+        .map(|e| match e {
+            Effect::Write { data, .. } => data.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(written, LEN);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Complete { len, .. } if *len == LEN)),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_failure_after_some_writes_drops_only_what_is_still_queued() {
+    let t0 = Instant::now();
+    let all = frames(t0);
+    let mut r = Receiver::new(ReceiverConfig::new(key()));
+    for f in &all {
+        r.handle_datagram(t0, f);
+    }
+    // Open and the first write succeed; the second write fails (EIO).
+    assert!(matches!(r.poll_effect(), Some(Effect::Open { .. })));
+    assert!(matches!(r.poll_effect(), Some(Effect::Write { .. })));
+    assert!(matches!(r.poll_effect(), Some(Effect::Write { .. })));
+    r.handle_staging_failed(t0, oid(SEED));
+    let rest = drain(&mut r);
+    assert!(!rest.iter().any(for_object), "{rest:?}");
+    assert_eq!(r.buffered_bytes(), 0);
+    // The state machine had completed it (its Complete was still queued): a resend after the
+    // pause is a new transfer, not a replay of a completed object.
+    let later = t0 + ReceiverConfig::new(key()).staging_retry + Duration::from_millis(1);
+    for f in &all {
+        r.handle_datagram(later, f);
+    }
+    let effects = drain(&mut r);
+    assert!(
+        matches!(effects.first(), Some(Effect::Open { .. })),
+        "{effects:?}"
+    );
+    assert!(effects.iter().any(|e| matches!(e, Effect::Complete { .. })));
+    assert_eq!(r.stats().replays, 0);
+}
