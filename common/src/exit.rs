@@ -18,7 +18,8 @@ pub const UNTRUSTED: i32 = 5;
 /// Trust is fine but policy refused it: expired, rollback, too large, too many files.
 pub const POLICY: i32 = 6;
 /// Not enough data yet: a media import waits for more volumes, or a transfer ended with blocks
-/// that could not be recovered. Progress is kept; another pass or volume may finish it.
+/// that could not be recovered (progress is kept; another pass or volume may finish it), or
+/// `status` found a channel overdue or a bundle the sender reported missing.
 pub const INCOMPLETE: i32 = 7;
 /// The local store failed: disk full, read-only, permissions, fsync error.
 pub const STORAGE: i32 = 8;

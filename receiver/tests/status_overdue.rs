@@ -101,10 +101,25 @@ fn crafted(root: &Path) -> (String, String) {
     (missing, recent)
 }
 
+/// `status --json`, checking the exit contract: 7 (INCOMPLETE) exactly when a channel is overdue
+/// or a bundle the sender reported is missing, else 0.
 fn status_json(args: &[&str]) -> serde_json::Value {
     let o = recv(args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("status --json")
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json ({e}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let attention = !r["overdue_channels"].as_array().unwrap().is_empty()
+        || !r["sent_not_received"].as_array().unwrap().is_empty();
+    assert_eq!(
+        o.status.code(),
+        Some(if attention { 7 } else { 0 }),
+        "{r:#}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    r
 }
 
 fn ids(list: &serde_json::Value) -> Vec<String> {

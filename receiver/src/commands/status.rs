@@ -9,7 +9,8 @@ use crate::store::inspect;
 
 /// Show what the store holds: quarantine, rejected, staging, audit, channel marks; with --trust,
 /// channels overdue against policy.toml's `expect_every`; and bundles the sender's heartbeat
-/// ledger says were sent but that never arrived.
+/// ledger says were sent but that never arrived. Exit 0 when nothing is overdue or missing,
+/// 7 (INCOMPLETE) when something is, 8 (STORAGE) when the store cannot be read.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The store directory. Required (here or as `store` in the --config file's [listen]).
@@ -51,6 +52,13 @@ pub fn run(args: Status) -> i32 {
             return exit::STORAGE;
         }
     };
+    // A monitoring timer alerts on non-zero: something the policy or the sender's ledger says
+    // should be here is not.
+    let code = if report.overdue_channels.is_empty() && report.sent_not_received.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    };
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
@@ -59,7 +67,7 @@ pub fn run(args: Status) -> i32 {
                 return exit::FAILURE;
             }
         }
-        return exit::OK;
+        return code;
     }
     println!("store:       {}", report.store);
     println!("quarantine:  {} bundle(s)", report.quarantine_entries);
@@ -174,5 +182,13 @@ pub fn run(args: Status) -> i32 {
         (None, Some(e)) => println!("listener:    unreadable: {e}"),
         (None, None) => println!("listener:    no state/status.json (no listener has reported)"),
     }
-    exit::OK
+    if code != exit::OK {
+        println!(
+            "attention:   {} channel(s) overdue, {} bundle(s) sent but not received (exit {code}); \
+             check the link and the low side's outbox, or run `sluice-recv status --json`",
+            report.overdue_channels.len(),
+            report.sent_not_received.len()
+        );
+    }
+    code
 }
