@@ -3,8 +3,11 @@
 //! recorded rejection.
 //!
 //! Threads, and why:
-//! - the caller's thread owns the [`Receiver`] state machine and performs its effects (object
-//!   writes are short `pwrite`s under the store lock);
+//! - the caller's thread owns the [`Receiver`] state machine and performs its effects, except
+//!   staging I/O;
+//! - one staging writer ([`crate::stager`]) creates, writes, checkpoints and fsyncs staged
+//!   objects in effect order, so copying blocks into the page cache (the receive thread's
+//!   largest cost) never stops the socket from being drained;
 //! - decode workers run RaptorQ [`DecodeTask`]s, the only CPU-heavy step of reception, so a decode
 //!   never delays draining the socket;
 //! - one verifier thread verifies complete objects and commits them. Verification streams the
@@ -14,7 +17,8 @@
 //!
 //! Memory stays bounded: the [`Receiver`] caps buffered symbols, in-flight decodes and queued
 //! writes at its budget; the decode queue holds at most `2 × workers` tasks (each already counted
-//! in that budget); the verifier queue holds object ids only.
+//! in that budget); blocks handed to the staging writer are capped at
+//! [`crate::stager::QUEUE_BYTES`] (32 MiB) on top; the verifier queue holds object ids only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +36,7 @@ use sluice_common::transport::recv::{
 };
 use sluice_common::transport::wire::LedgerEntry;
 
+use crate::stager::{StageDone, StageOp, Stager};
 use crate::store::{Decision, RejectSubject, Source, Store, StoreError, TransportFigures};
 
 /// What became of one object, as reported to the operator and counted in metrics.
@@ -157,6 +162,12 @@ pub struct Pipeline {
     /// How long an object whose staging failed is refused before a retry (from the config).
     staging_retry: std::time::Duration,
     store: Arc<Mutex<Store>>,
+    /// Staging I/O (object files, block writes, checkpoints, the final fsync) in effect order.
+    stager: Stager,
+    /// The current staging attempt of each object with one (bumped at every Open), so a late
+    /// failure of an abandoned attempt cannot end a newer one.
+    generations: HashMap<[u8; 16], u64>,
+    next_generation: u64,
     source: Source,
     tallies: HashMap<[u8; 16], Tally>,
     decode_tx: Option<SyncSender<DecodeTask>>,
@@ -257,6 +268,9 @@ impl Pipeline {
         let mut pipeline = Pipeline {
             receiver: Receiver::new(ReceiverConfig::new(Default::default())),
             staging_retry,
+            stager: Stager::spawn(Arc::clone(&store)),
+            generations: HashMap::new(),
+            next_generation: 0,
             store,
             source,
             tallies: HashMap::new(),
@@ -344,6 +358,7 @@ impl Pipeline {
         }
         self.collect_decoded(now);
         self.drain_effects(now);
+        self.collect_staged(now);
     }
 
     /// When [`drive`](Self::drive) next has work, if nothing arrives before.
@@ -441,6 +456,19 @@ impl Pipeline {
     /// outcomes not yet taken.
     pub fn finish(mut self) -> Vec<Outcome> {
         self.decode_tx = None;
+        // Everything queued for staging lands first; objects it completes still get verified.
+        for done in self.stager.finish() {
+            if let StageDone::Synced { object_id, .. } = done {
+                self.enqueue_verification(object_id);
+            } else if let StageDone::Failed {
+                object_id, error, ..
+            } = done
+            {
+                self.storage_errors += 1;
+                tracing::error!(object = %hex::encode(object_id), %error,
+                    "staging failed while stopping; a resend after the restart delivers it");
+            }
+        }
         self.verify_tx = None;
         if let Some(v) = self.verifier.take() {
             let _ = v.join();
@@ -493,12 +521,14 @@ impl Pipeline {
         match effect {
             Effect::Open { params } => {
                 self.tallies.entry(params.object_id).or_default();
-                let result = self
-                    .lock_store()
-                    .create_object(params.object_id, params.object_len);
-                if let Err(e) = result {
-                    self.staging_failed(now, params.object_id, "cannot stage a new object", &e);
-                }
+                self.next_generation += 1;
+                let generation = self.next_generation;
+                self.generations.insert(params.object_id, generation);
+                self.stager.submit(StageOp::Open {
+                    object_id: params.object_id,
+                    generation,
+                    len: params.object_len,
+                });
             }
             Effect::Write {
                 object_id,
@@ -506,10 +536,13 @@ impl Pipeline {
                 data,
                 ..
             } => {
-                let result = self.lock_store().write_at(object_id, offset, &data);
-                if let Err(e) = result {
-                    self.staging_failed(now, object_id, "writing a block to staging failed", &e);
-                }
+                let generation = self.generation(object_id);
+                self.stager.submit(StageOp::Write {
+                    object_id,
+                    generation,
+                    offset,
+                    data,
+                });
             }
             Effect::Decode(task) => {
                 self.tallies
@@ -536,21 +569,13 @@ impl Pipeline {
             }
             Effect::Checkpoint { object_id } => self.checkpoint(object_id),
             Effect::Complete { object_id, .. } => {
-                let synced = self.lock_store().sync_object(object_id);
-                match synced {
-                    Ok(()) => {
-                        // The object is whole on disk; record that so a crash before the
-                        // verdict re-verifies instead of re-receiving.
-                        self.checkpoint_complete(object_id);
-                        self.enqueue_verification(object_id);
-                    }
-                    Err(e) => {
-                        self.storage_errors += 1;
-                        tracing::error!(object = %hex::encode(object_id), error = %e,
-                            "fsync of a complete object failed; it will be received again");
-                        let _ = self.lock_store().remove_object(object_id);
-                    }
-                }
+                let generation = self.generation(object_id);
+                let progress = self.receiver.progress(&object_id).map(|p| p.to_bytes());
+                self.stager.submit(StageOp::Complete {
+                    object_id,
+                    generation,
+                    progress,
+                });
             }
             Effect::Incomplete {
                 object_id,
@@ -603,13 +628,10 @@ impl Pipeline {
                 };
                 tracing::warn!(object = %hex::encode(object_id), missing_blocks,
                     "transfer abandoned: {why}; saved progress (if any) is kept for a later resend");
-                // Close its file and, when nothing was saved, free its staging reservation.
-                let released = self.lock_store().release_object(object_id);
-                if let Err(e) = released {
-                    self.storage_errors += 1;
-                    tracing::error!(object = %hex::encode(object_id), error = %e,
-                        "releasing an abandoned object failed");
-                }
+                // Close its file and, when nothing was saved, free its staging reservation
+                // (after its queued writes).
+                self.stager.submit(StageOp::Release { object_id });
+                self.generations.remove(&object_id);
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
                 self.report(Outcome {
@@ -659,26 +681,50 @@ impl Pipeline {
         let Some(progress) = self.receiver.progress(&object_id) else {
             return;
         };
-        self.save_progress(object_id, &progress);
+        let generation = self.generation(object_id);
+        self.stager.submit(StageOp::Checkpoint {
+            object_id,
+            generation,
+            progress: Some(progress.to_bytes()),
+        });
     }
 
-    fn checkpoint_complete(&mut self, object_id: [u8; 16]) {
-        if let Some(progress) = self.receiver.progress(&object_id) {
-            self.save_progress(object_id, &progress);
-        }
+    /// The object's current staging attempt (0 if it never opened one in this run: restored).
+    fn generation(&self, object_id: [u8; 16]) -> u64 {
+        self.generations.get(&object_id).copied().unwrap_or(0)
     }
 
-    fn save_progress(&mut self, object_id: [u8; 16], progress: &Progress) {
-        // Data first, then the claim: progress must never name a block whose bytes are not
-        // durable.
-        let mut store = self.lock_store();
-        let result = store
-            .sync_object(object_id)
-            .and_then(|()| store.save_progress(object_id, &progress.to_bytes()));
-        drop(store);
-        if let Err(e) = result {
-            self.storage_errors += 1;
-            tracing::error!(object = %hex::encode(object_id), error = %e, "saving progress failed");
+    /// Results of the staging writer: a durable complete object goes to verification; a failed
+    /// attempt (if still the current one) ends the session until its retry.
+    fn collect_staged(&mut self, now: Instant) {
+        for done in self.stager.poll() {
+            match done {
+                StageDone::Synced {
+                    object_id,
+                    generation,
+                } => {
+                    if self.generations.get(&object_id) == Some(&generation) {
+                        self.generations.remove(&object_id);
+                    }
+                    self.enqueue_verification(object_id);
+                }
+                StageDone::Failed {
+                    object_id,
+                    generation,
+                    what,
+                    error,
+                } => {
+                    if self.generation(object_id) == generation {
+                        self.generations.remove(&object_id);
+                        self.staging_failed(now, object_id, what, &error);
+                        self.drain_effects(now);
+                    }
+                }
+                StageDone::Warning { object_id, error } => {
+                    self.storage_errors += 1;
+                    tracing::error!(object = %hex::encode(object_id), %error, "staging");
+                }
+            }
         }
     }
 
@@ -716,19 +762,14 @@ impl Pipeline {
         }
     }
 
-    /// Outcomes decided on this thread (incomplete, abandoned) queue beside the verifier's.
     /// Staging an object failed (disk full, quota, I/O error). The transport drops the session
     /// and its frames for `staging_retry`, then the next frame retries from scratch, so space
     /// freed while the listener runs is used by the next pass or resend (no restart). One error
     /// line and one `storage_error` outcome per attempt, not one per block.
-    fn staging_failed(&mut self, now: Instant, object_id: [u8; 16], what: &str, e: &StoreError) {
+    fn staging_failed(&mut self, now: Instant, object_id: [u8; 16], what: &str, e: &str) {
         self.storage_errors += 1;
         self.receiver.handle_staging_failed(now, object_id);
-        let released = self.lock_store().release_object(object_id);
-        if let Err(e) = released {
-            tracing::warn!(object = %hex::encode(object_id), error = %e,
-                "releasing the failed staging object failed");
-        }
+        self.stager.submit(StageOp::Release { object_id });
         let figures = self.figures(object_id);
         self.tallies.remove(&object_id);
         let detail = format!(
@@ -746,6 +787,7 @@ impl Pipeline {
         });
     }
 
+    /// Outcomes decided on this thread (incomplete, abandoned) queue beside the verifier's.
     fn report(&mut self, outcome: Outcome) {
         log_outcome(&outcome);
         self.local_outcomes.push(outcome);

@@ -14,6 +14,7 @@ mod logging;
 mod media;
 mod metrics;
 mod net;
+mod stager;
 mod store;
 mod trust_dir;
 
