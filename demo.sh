@@ -36,7 +36,10 @@ head -c $((MB * 1024 * 1024)) /dev/urandom > "$OUT/approved/data/payload.bin"
 say "the officer signs it into one bundle"
 "$BIN/sluice-send" bundle create --key "$OUT/keys/officer.key" --channel demo \
   --note "demo bundle" --out "$OUT/update.sluice" "$OUT/approved"
-"$BIN/sluice-send" bundle inspect "$OUT/update.sluice" | head -12
+# To a file first: `inspect | head` under `set -o pipefail` fails whenever head exits before
+# inspect has written everything (inspect then dies by SIGPIPE, status 141).
+"$BIN/sluice-send" bundle inspect "$OUT/update.sluice" > "$OUT/inspect.txt"
+head -12 "$OUT/inspect.txt"
 
 # Two free-ish ports on loopback (the relay picks its own with :0 and prints it).
 RECV_PORT=$(( 20000 + RANDOM % 20000 ))

@@ -14,6 +14,7 @@ mod logging;
 mod media;
 mod metrics;
 mod net;
+mod sigpipe;
 mod stager;
 mod store;
 mod trust_dir;
@@ -21,6 +22,7 @@ mod trust_dir;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    sigpipe::quiet_on_closed_stdout();
     heap::keep_block_buffers();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);

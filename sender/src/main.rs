@@ -16,6 +16,8 @@ mod progress;
 mod heap;
 #[path = "../../receiver/src/hostcheck.rs"]
 mod hostcheck;
+#[path = "../../receiver/src/sigpipe.rs"]
+mod sigpipe;
 #[path = "../../receiver/src/trust_dir.rs"]
 mod trust_dir;
 // Unix seconds to RFC 3339 without a date crate, for send records: the store's helper.
@@ -26,6 +28,7 @@ mod time;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    sigpipe::quiet_on_closed_stdout();
     heap::keep_block_buffers();
     let cli = cli::Cli::parse();
     logging::init(cli.log_format, cli.verbose);

@@ -309,3 +309,51 @@ fn openssh_key_signs_and_verifies() {
         stderr(&o)
     );
 }
+
+/// `bundle inspect X | head`: when the reader of stdout goes away, the tool dies by SIGPIPE like
+/// coreutils (shell status 141), without a panic message or backtrace.
+#[test]
+fn a_closed_stdout_ends_quietly_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let t = tempfile::tempdir().expect("tempdir");
+    // Enough entries that the listing is larger than a pipe buffer.
+    for i in 0..3000 {
+        std::fs::create_dir_all(t.path().join("approved/d")).expect("mkdir");
+        std::fs::write(t.path().join(format!("approved/d/file-{i:05}.txt")), b"x").expect("write");
+    }
+    assert!(
+        send(t.path(), &["keygen", "--out", "alice"])
+            .status
+            .success()
+    );
+    let o = send(
+        t.path(),
+        &[
+            "bundle",
+            "create",
+            "--key",
+            "alice.key",
+            "--channel",
+            "updates",
+            "--out",
+            "many.sluice",
+            "approved",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
+        .args(["bundle", "inspect", "many.sluice"])
+        .current_dir(t.path())
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The reader goes away before reading anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "{:?} {err}", out.status);
+}
