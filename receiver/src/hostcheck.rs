@@ -183,6 +183,45 @@ fn read_profile_file(path: &Path) -> Result<String, ProfileLookupError> {
     Ok(text)
 }
 
+/// Line rate assumed when no profile is given (GbE, the common diode).
+pub const DEFAULT_LINE_RATE_BPS: u64 = 1_000_000_000;
+/// The sysctl file both doctors point at in their fixes.
+pub const SYSCTL_CONF: &str = "hardware/sysctl/90-sluice.conf";
+
+/// The profile and line rate both doctors size buffers against: with `--profile`, its finding
+/// is pushed to `out` and its line rate used; without, [`DEFAULT_LINE_RATE_BPS`]. Also returns
+/// the phrase naming where the rate came from, for the findings' text.
+pub fn profile_and_rate(
+    spec: Option<&str>,
+    out: &mut Vec<Finding>,
+) -> (Option<Profile>, u64, String) {
+    let profile = spec.and_then(|spec| {
+        let (found, profile) = profile_finding(spec);
+        out.push(found);
+        profile
+    });
+    let rate = profile
+        .as_ref()
+        .map_or(DEFAULT_LINE_RATE_BPS, |p| p.line_rate_bps);
+    let note = if profile.is_some() {
+        format!("the profile's line rate {}", fmt_rate(rate))
+    } else {
+        format!("an assumed line rate {} (no --profile)", fmt_rate(rate))
+    };
+    (profile, rate, note)
+}
+
+/// Prints the findings and maps them onto the exit contract: 1 (FAILURE) if any check failed,
+/// else 0; warnings do not change it.
+pub fn report(findings: &[Finding], json: bool) -> i32 {
+    print_findings(findings, json);
+    if findings.iter().any(|f| f.status == Status::Fail) {
+        sluice_common::exit::FAILURE
+    } else {
+        sluice_common::exit::OK
+    }
+}
+
 /// `doctor`'s profile check: the lookup as a finding, and the profile when it is usable.
 pub fn profile_finding(spec: &str) -> (Finding, Option<Profile>) {
     match find_profile(spec) {

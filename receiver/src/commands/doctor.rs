@@ -11,7 +11,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_common::exit;
 use sluice_common::profile::Profile;
 
 use crate::hostcheck::*;
@@ -54,9 +53,6 @@ pub struct Env {
     pub now: SystemTime,
 }
 
-/// Line rate assumed when no profile is given (GbE, the common diode).
-const DEFAULT_LINE_RATE_BPS: u64 = 1_000_000_000;
-const SYSCTL_CONF: &str = "hardware/sysctl/90-sluice.conf";
 /// The receive buffer `listen` asks for (hardware/sysctl/90-sluice.conf).
 const LISTEN_RCVBUF: usize = 32 << 20;
 const GIB: u64 = 1 << 30;
@@ -75,26 +71,12 @@ pub fn run(args: Args) -> i32 {
         trust: args.trust,
         now: SystemTime::now(),
     };
-    let findings = run_checks(&env);
-    print_findings(&findings, args.json);
-    if findings.iter().any(|f| f.status == Status::Fail) {
-        exit::FAILURE
-    } else {
-        exit::OK
-    }
+    report(&run_checks(&env), args.json)
 }
 
 pub fn run_checks(env: &Env) -> Vec<Finding> {
     let mut out = Vec::new();
-    let profile = load_profile(env, &mut out);
-    let rate = profile
-        .as_ref()
-        .map_or(DEFAULT_LINE_RATE_BPS, |p| p.line_rate_bps);
-    let rate_note = if profile.is_some() {
-        format!("the profile's line rate {}", fmt_rate(rate))
-    } else {
-        format!("an assumed line rate {} (no --profile)", fmt_rate(rate))
-    };
+    let (profile, rate, rate_note) = profile_and_rate(env.profile.as_deref(), &mut out);
     out.extend(check_rmem(env, rate, &rate_note));
     out.extend(check_bind(env, profile.as_ref(), rate));
     let max_bundle = check_trust(&env.trust, &mut out);
@@ -495,12 +477,6 @@ fn check_clock(now: SystemTime) -> Finding {
             None,
         )
     }
-}
-
-fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
-    let (found, profile) = profile_finding(env.profile.as_ref()?);
-    out.push(found);
-    profile
 }
 
 #[cfg(test)]

@@ -115,30 +115,22 @@ pub fn create_file_excl(dir: impl AsFd, name: &str, mode: u32) -> io::Result<Fil
 
 /// Opens an existing regular file read-only without following a symlink.
 pub fn open_file_read(dir: impl AsFd, name: &str) -> io::Result<File> {
-    check_component(name)?;
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let st = rfs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{name:?} is not a regular file"),
-        ));
-    }
-    Ok(File::from(fd))
+    open_regular(dir, name, OFlags::RDONLY)
 }
 
 /// Opens an existing regular file read-write without following a symlink.
 pub fn open_file_rw(dir: impl AsFd, name: &str) -> io::Result<File> {
+    open_regular(dir, name, OFlags::RDWR)
+}
+
+/// Opens `name` in `dir` with `access`, refusing symlinks (NOFOLLOW) and anything that is not a
+/// regular file (a FIFO or device planted at the name).
+fn open_regular(dir: impl AsFd, name: &str, access: OFlags) -> io::Result<File> {
     check_component(name)?;
     let fd = rfs::openat(
         dir,
         name,
-        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        access | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
     let st = rfs::fstat(&fd)?;

@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice_common::exit;
 use sluice_common::profile::Profile;
 
 use crate::hostcheck::*;
@@ -49,10 +48,6 @@ pub struct Env {
     pub link_key: Option<PathBuf>,
 }
 
-/// Line rate assumed when no profile is given (GbE, the common diode).
-const DEFAULT_LINE_RATE_BPS: u64 = 1_000_000_000;
-const SYSCTL_CONF: &str = "hardware/sysctl/90-sluice.conf";
-
 pub fn run(args: Args) -> i32 {
     let env = Env {
         proc_root: args.proc_root,
@@ -62,38 +57,18 @@ pub fn run(args: Args) -> i32 {
         to: args.to,
         link_key: args.link_key,
     };
-    let findings = run_checks(&env);
-    print_findings(&findings, args.json);
-    if findings.iter().any(|f| f.status == Status::Fail) {
-        exit::FAILURE
-    } else {
-        exit::OK
-    }
+    report(&run_checks(&env), args.json)
 }
 
 pub fn run_checks(env: &Env) -> Vec<Finding> {
     let mut out = Vec::new();
-    let profile = load_profile(env, &mut out);
-    let rate = profile
-        .as_ref()
-        .map_or(DEFAULT_LINE_RATE_BPS, |p| p.line_rate_bps);
-    let rate_note = if profile.is_some() {
-        format!("the profile's line rate {}", fmt_rate(rate))
-    } else {
-        format!("an assumed line rate {} (no --profile)", fmt_rate(rate))
-    };
+    let (profile, rate, rate_note) = profile_and_rate(env.profile.as_deref(), &mut out);
     out.push(check_wmem(env, rate, &rate_note));
     out.extend(check_path(env, profile.as_ref()));
     if let Some(key) = &env.link_key {
         out.push(check_link_key(key));
     }
     out
-}
-
-fn load_profile(env: &Env, out: &mut Vec<Finding>) -> Option<Profile> {
-    let (found, profile) = profile_finding(env.profile.as_ref()?);
-    out.push(found);
-    profile
 }
 
 fn check_wmem(env: &Env, rate: u64, rate_note: &str) -> Finding {
