@@ -108,7 +108,7 @@ fn rebase(path: &mut Option<PathBuf>, base: &Path) {
 }
 
 /// Fills every option of `udp` (or `watch`'s sending half) not given as a flag from `[send]`.
-pub fn merge_send(args: &mut crate::commands::udp::Args, file: &SendSection) {
+pub fn merge_send(args: &mut crate::commands::udp::LinkArgs, json: &mut bool, file: &SendSection) {
     macro_rules! or {
         ($($field:ident),*) => { $( if args.$field.is_none() { args.$field = file.$field.clone(); } )* };
     }
@@ -127,7 +127,7 @@ pub fn merge_send(args: &mut crate::commands::udp::Args, file: &SendSection) {
     if args.rate.is_none() {
         args.rate = file.rate.as_ref().map(Rate::to_flag);
     }
-    args.json = args.json || file.json.unwrap_or(false);
+    *json = *json || file.json.unwrap_or(false);
 }
 
 #[cfg(test)]

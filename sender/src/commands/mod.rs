@@ -25,7 +25,7 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> i32 {
         Command::Keygen(args) => keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Udp(mut args) => {
-            crate::config::merge_send(&mut args, &config.send);
+            crate::config::merge_send(&mut args.link, &mut args.json, &config.send);
             udp::run(args)
         }
         Command::Watch(args) => watch::run(args, &config),

@@ -35,15 +35,29 @@ use crate::link::Link;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// Print a JSON summary on stdout instead of the human one.
+    #[arg(long)]
+    pub json: bool,
+    /// Bundle files to send, in order.
+    #[arg(required = true, value_name = "BUNDLE")]
+    pub bundles: Vec<PathBuf>,
+}
+
+/// How to send: the options `udp` and `watch` share (and `[send]` in a --config file fills).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LinkArgs {
     /// The diode's far side: receiver address and UDP port. Required (here or as `to` in the
     /// --config file's [send] section).
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
     /// Trust directory (*.pub signer keys, optional policy.toml) to check each bundle against
-    /// before sending. Required (here or in --config).
+    /// before sending (`watch` reads it once at start). Required (here or in --config).
     #[arg(long, value_name = "DIR")]
     pub trust: Option<PathBuf>,
-    /// Diode profile: a name from hardware/profiles (e.g. gbe-fibre-1500) or a TOML file. It
+    /// Diode profile: a name (e.g. gbe-fibre-1500; looked up in $SLUICE_PROFILES,
+    /// /etc/sluice/profiles, /usr/share/sluice/profiles, then built in) or a TOML file. It
     /// supplies defaults for --mtu, --rate, --overhead, --window and --passes.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
@@ -69,18 +83,12 @@ pub struct Args {
     /// documented public key, which lets the receiver detect corruption but not forgery.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
-    /// Seconds between heartbeat frames [default: 1].
+    /// Seconds between heartbeat frames, also while idle [default: 1].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
     /// UDP send buffer to request, in bytes [default: 8388608].
     #[arg(long, value_name = "BYTES")]
     pub sndbuf: Option<usize>,
-    /// Print a JSON summary on stdout instead of the human one.
-    #[arg(long)]
-    pub json: bool,
-    /// Bundle files to send, in order.
-    #[arg(required = true, value_name = "BUNDLE")]
-    pub bundles: Vec<PathBuf>,
 }
 
 /// What `udp` settled on after applying the profile and flags.
@@ -133,7 +141,7 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn run_inner(args: Args) -> Result<i32, Failure> {
-    let settings = settle(&args)?;
+    let settings = settle(&args.link)?;
     if settings.rate_bits.is_none() {
         tracing::warn!(
             "sending unpaced (no --rate and no --profile): a diode has no back-pressure, so frames \
@@ -141,7 +149,7 @@ fn run_inner(args: Args) -> Result<i32, Failure> {
              e.g. --profile gbe-fibre-1500 or --rate 900M"
         );
     }
-    let trust = load_trust(args.trust.as_deref())?;
+    let trust = load_trust(args.link.trust.as_deref())?;
     let mut prepared = Vec::new();
     for path in &args.bundles {
         prepared.push(prepare(path, &trust)?);
@@ -181,7 +189,7 @@ pub fn load_trust(dir: Option<&Path>) -> Result<sluice_common::bundle::trust::Tr
 
 /// Applies profile defaults, then flags (already merged with --config, which wins over the
 /// profile), then the built-in defaults.
-pub fn settle(args: &Args) -> Result<SendSettings, Failure> {
+pub fn settle(args: &LinkArgs) -> Result<SendSettings, Failure> {
     let profile = match &args.profile {
         Some(p) => Some(load_profile(p)?),
         None => None,

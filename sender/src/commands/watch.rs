@@ -71,65 +71,11 @@ pub struct Args {
     /// Seconds a bundle's size and mtime must stay unchanged before it is sent [default: 2].
     #[arg(long, value_name = "SECS")]
     pub stable_secs: Option<u64>,
-    /// The diode's far side: receiver address and UDP port. Required (here or in --config).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub to: Option<String>,
-    /// Trust directory (*.pub signer keys, optional policy.toml) each bundle is verified against
-    /// before it is sent. Read once at start. Required (here or in --config).
-    #[arg(long, value_name = "DIR")]
-    pub trust: Option<PathBuf>,
-    /// Diode profile name or TOML file: defaults for --mtu, --rate, --overhead, --window, --passes.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub profile: Option<String>,
-    /// Pacing rate in bits per second (k/M/G suffix); `0` unpaced [default: the profile's, else
-    /// unpaced].
-    #[arg(long, value_name = "BITS/S")]
-    pub rate: Option<String>,
-    /// Repair symbols per block per pass, percent [default: the profile's, else 10].
-    #[arg(long, value_name = "PCT")]
-    pub overhead: Option<u32>,
-    /// Link MTU in bytes [default: the profile's, else 1500].
-    #[arg(long, value_name = "BYTES")]
-    pub mtu: Option<u32>,
-    /// Times each bundle is sent [default: the profile's, else 1].
-    #[arg(long, value_name = "N")]
-    pub passes: Option<u16>,
-    /// Blocks interleaved at once [default: the profile's, else 16].
-    #[arg(long, value_name = "BLOCKS")]
-    pub window: Option<u32>,
-    /// Shared link key file (32 raw bytes or 64 hex digits) [default: the public default key].
-    #[arg(long, value_name = "FILE")]
-    pub link_key: Option<PathBuf>,
-    /// Seconds between heartbeat frames, also while idle [default: 1].
-    #[arg(long, value_name = "SECS")]
-    pub heartbeat_interval: Option<f64>,
-    /// UDP send buffer to request, in bytes [default: 8388608].
-    #[arg(long, value_name = "BYTES")]
-    pub sndbuf: Option<usize>,
+    #[command(flatten)]
+    pub link: udp::LinkArgs,
     /// Print one JSON line per sent or failed bundle on stdout instead of a human line.
     #[arg(long)]
     pub json: bool,
-}
-
-impl Args {
-    /// The sending options as `udp` takes them, so both commands settle them the same way.
-    fn udp_args(&self) -> udp::Args {
-        udp::Args {
-            to: self.to.clone(),
-            trust: self.trust.clone(),
-            profile: self.profile.clone(),
-            rate: self.rate.clone(),
-            overhead: self.overhead,
-            mtu: self.mtu,
-            passes: self.passes,
-            window: self.window,
-            link_key: self.link_key.clone(),
-            heartbeat_interval: self.heartbeat_interval,
-            sndbuf: self.sndbuf,
-            json: self.json,
-            bundles: Vec::new(),
-        }
-    }
 }
 
 /// What `watch` settled on.
@@ -151,10 +97,11 @@ pub fn run(args: Args, config: &Config) -> i32 {
 }
 
 fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
-    let mut send_args = args.udp_args();
-    crate::config::merge_send(&mut send_args, &config.send);
-    let settings = udp::settle(&send_args)?;
-    let trust = udp::load_trust(send_args.trust.as_deref())?;
+    let mut link = args.link;
+    let mut json = args.json;
+    crate::config::merge_send(&mut link, &mut json, &config.send);
+    let settings = udp::settle(&link)?;
+    let trust = udp::load_trust(link.trust.as_deref())?;
     let outbox = args.outbox.or(config.watch.outbox.clone()).ok_or_else(|| {
         Failure::new(
             exit::USAGE,
@@ -182,7 +129,7 @@ fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
         outbox,
         poll: Duration::from_secs_f64(poll),
         stable: Duration::from_secs(stable),
-        json: send_args.json,
+        json,
     };
     if !watch.outbox.is_dir() {
         return Err(Failure::new(
