@@ -325,9 +325,9 @@ impl Pipeline {
 
     /// One datagram or spool record. Never fails: the state machine counts what it drops.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
-        let before = self.receiver.stats().symbols_accepted;
+        let before = self.receiver.symbols_accepted();
         self.receiver.handle_datagram(now, datagram);
-        if self.receiver.stats().symbols_accepted != before
+        if self.receiver.symbols_accepted() != before
             && let Some(id) = datagram.get(4..20)
         {
             let mut object_id = [0u8; 16];

@@ -408,6 +408,12 @@ impl Receiver {
         }
     }
 
+    /// Symbols stored so far ([`ReceiverStats::symbols_accepted`] without copying every
+    /// counter: drivers read it once per datagram).
+    pub fn symbols_accepted(&self) -> u64 {
+        self.stats.symbols_accepted
+    }
+
     /// Counters.
     pub fn stats(&self) -> ReceiverStats {
         self.stats
