@@ -385,3 +385,36 @@ proptest! {
         prop_assert!(verify(b.as_slice(), &trust(), &opts(), &mut DiscardSink).is_err());
     }
 }
+
+/// A bundle verified while it arrived is re-checked at acceptance time against that moment's
+/// clock and high-water mark: exactly the two inputs of `verify` that can change meanwhile.
+#[test]
+fn recheck_freshness_applies_the_clock_and_sequence_of_the_later_moment() {
+    let src = source();
+    let mut out = Vec::new();
+    let mut s = src.clone();
+    let spec = BundleSpec {
+        expires: Some(1_800_000_100),
+        ..spec()
+    };
+    build(&spec, src.entries(), &alice(), &mut s, &mut out, &mut |_, _| {}).expect("build");
+    let at = |now, last_sequence| VerifyOptions { now, last_sequence };
+    let verified = verify(
+        out.as_slice(),
+        &trust(),
+        &at(1_800_000_001, Some(41)),
+        &mut DiscardSink,
+    )
+    .expect("verifies before its expiry");
+    let recheck = |o: VerifyOptions| verify::recheck_freshness(&verified, &trust(), &o);
+    assert!(recheck(at(1_800_000_099, Some(41))).is_ok());
+    assert_eq!(
+        recheck(at(1_800_000_100, Some(41))).unwrap_err().reason,
+        RejectReason::Expired
+    );
+    assert_eq!(
+        recheck(at(1_800_000_050, Some(42))).unwrap_err().reason,
+        RejectReason::Rollback
+    );
+    assert!(recheck(at(1_800_000_050, None)).is_ok());
+}

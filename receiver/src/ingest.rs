@@ -13,7 +13,10 @@
 //! - one verifier thread verifies complete objects and commits them. Verification streams the
 //!   whole bundle through blake3 and into an extraction directory (seconds for a large bundle), so
 //!   it runs outside the store lock: the lock is taken only to open the object, stage the
-//!   extraction, and commit.
+//!   extraction, and commit;
+//! - up to [`early::MAX_RUNNING`] early verifiers ([`crate::early`]) do that streaming while an
+//!   object still arrives, following the bytes the staging writer has written, so the verifier
+//!   thread usually only re-checks freshness and commits. They never decide a rejection.
 //!
 //! Memory stays bounded: the [`Receiver`] caps buffered symbols, in-flight decodes and queued
 //! writes at its budget; the decode queue holds at most `2 × workers` tasks (each already counted
@@ -36,6 +39,7 @@ use sluice_common::transport::recv::{
 };
 use sluice_common::transport::wire::LedgerEntry;
 
+use crate::early::{self, EarlyVerify};
 use crate::stager::{StageDone, StageOp, Stager};
 use crate::store::{Decision, RejectSubject, Source, Store, StoreError, TransportFigures};
 
@@ -54,6 +58,9 @@ pub struct Outcome {
 pub enum OutcomeKind {
     Accepted {
         path: String,
+        /// The files were verified and extracted while the bundle arrived ([`crate::early`]),
+        /// not after its last block.
+        verified_early: bool,
     },
     Duplicate,
     Rejected {
@@ -115,6 +122,8 @@ struct VerifyJob {
     figures: TransportFigures,
     /// A resend of an object this run already completed: record a duplicate, verify nothing.
     replay: bool,
+    /// The early verifier that followed this object while it arrived, if one did.
+    early: Option<EarlyVerify>,
 }
 
 /// What the verifier thread remembers of recent decisions, so a resend of an object it already
@@ -162,6 +171,9 @@ pub struct Pipeline {
     /// How long an object whose staging failed is refused before a retry (from the config).
     staging_retry: std::time::Duration,
     store: Arc<Mutex<Store>>,
+    trust: Arc<TrustStore>,
+    /// Early verifiers of objects still arriving (at most [`early::MAX_RUNNING`] running).
+    early: HashMap<[u8; 16], EarlyVerify>,
     /// Staging I/O (object files, block writes, checkpoints, the final fsync) in effect order.
     stager: Stager,
     /// The current staging attempt of each object with one (bumped at every Open), so a late
@@ -243,6 +255,7 @@ impl Pipeline {
         let (outcome_tx, outcome_rx) = mpsc::channel::<Option<Outcome>>();
         let verifier = {
             let store = Arc::clone(&store);
+            let trust = Arc::clone(&trust);
             std::thread::Builder::new()
                 .name("verify".into())
                 .spawn(move || {
@@ -269,6 +282,8 @@ impl Pipeline {
             receiver: Receiver::new(ReceiverConfig::new(Default::default())),
             staging_retry,
             stager: Stager::spawn(Arc::clone(&store)),
+            trust,
+            early: HashMap::new(),
             generations: HashMap::new(),
             next_generation: 0,
             store,
@@ -469,6 +484,10 @@ impl Pipeline {
                     "staging failed while stopping; a resend after the restart delivers it");
             }
         }
+        // Objects still arriving will not complete in this run: their extractions go now.
+        for (_, e) in self.early.drain() {
+            e.abort_and_wait();
+        }
         self.verify_tx = None;
         if let Some(v) = self.verifier.take() {
             let _ = v.join();
@@ -524,10 +543,14 @@ impl Pipeline {
                 self.next_generation += 1;
                 let generation = self.next_generation;
                 self.generations.insert(params.object_id, generation);
+                let frontier = self
+                    .start_early(params.object_id, params.object_len)
+                    .map(|e| e.frontier());
                 self.stager.submit(StageOp::Open {
                     object_id: params.object_id,
                     generation,
                     len: params.object_len,
+                    frontier,
                 });
             }
             Effect::Write {
@@ -571,10 +594,12 @@ impl Pipeline {
             Effect::Complete { object_id, .. } => {
                 let generation = self.generation(object_id);
                 let progress = self.receiver.progress(&object_id).map(|p| p.to_bytes());
+                let durable = !self.early.contains_key(&object_id);
                 self.stager.submit(StageOp::Complete {
                     object_id,
                     generation,
                     progress,
+                    durable,
                 });
             }
             Effect::Incomplete {
@@ -611,6 +636,7 @@ impl Pipeline {
                             object_id,
                             figures,
                             replay: true,
+                            early: None,
                         })
                         .is_ok()
                 {
@@ -632,6 +658,7 @@ impl Pipeline {
                 // (after its queued writes).
                 self.stager.submit(StageOp::Release { object_id });
                 self.generations.remove(&object_id);
+                self.early.remove(&object_id);
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
                 self.report(Outcome {
@@ -743,9 +770,27 @@ impl Pipeline {
         }
     }
 
+    /// Starts an early verifier for a newly opened object when a slot is free.
+    fn start_early(&mut self, object_id: [u8; 16], len: u64) -> Option<&EarlyVerify> {
+        // A newer attempt of the same object replaces the older one's verifier.
+        self.early.remove(&object_id);
+        let running = self.early.values().filter(|e| e.is_running()).count();
+        if running >= early::MAX_RUNNING {
+            return None;
+        }
+        let verifier = EarlyVerify::spawn(
+            Arc::clone(&self.store),
+            Arc::clone(&self.trust),
+            object_id,
+            len,
+        )?;
+        Some(self.early.entry(object_id).or_insert(verifier))
+    }
+
     fn enqueue_verification(&mut self, object_id: [u8; 16]) {
         let figures = self.figures(object_id);
         self.tallies.remove(&object_id);
+        let early = self.early.remove(&object_id);
         if let Some(tx) = &self.verify_tx {
             // Blocking here (queue full) is intentional back-pressure: 64 complete objects are
             // already waiting on disk.
@@ -754,6 +799,7 @@ impl Pipeline {
                     object_id,
                     figures,
                     replay: false,
+                    early,
                 })
                 .is_ok()
             {
@@ -770,6 +816,7 @@ impl Pipeline {
         self.storage_errors += 1;
         self.receiver.handle_staging_failed(now, object_id);
         self.stager.submit(StageOp::Release { object_id });
+        self.early.remove(&object_id);
         let figures = self.figures(object_id);
         self.tallies.remove(&object_id);
         let detail = format!(
@@ -842,7 +889,10 @@ fn verify_and_commit(
 ) -> Outcome {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
     let VerifyJob {
-        object_id, figures, ..
+        object_id,
+        figures,
+        early: early_job,
+        ..
     } = job;
     let mut outcome = Outcome {
         object_id,
@@ -927,35 +977,80 @@ fn verify_and_commit(
         }
     }
 
-    // 3. Full verification into a private extraction, outside the store lock.
-    let (reader, extraction, last_sequence) = {
-        let store = lock();
-        let staged = store.open_object_reader(object_id).and_then(|reader| {
-            let extraction = store.stage_extract()?;
-            Ok((reader, extraction))
-        });
-        let last = store.high_water_mark(&header.channel);
-        match (staged, last) {
-            (Ok((r, x)), Ok(last)) => (r, x, last),
-            (Err(e), _) | (_, Err(e)) => {
-                drop(store);
-                outcome.kind = storage(e);
-                log_outcome(&outcome);
-                return outcome;
+    // 3. Verification. An early verifier that followed the object while it arrived has usually
+    //    streamed it already: its work counts only if it succeeded, names this bundle and the
+    //    freshness rules (expiry, sequence) still hold now. Anything else is verified here from
+    //    the start, into a private extraction, outside the store lock.
+    let now_secs = unix_ms() / 1000;
+    let mut verified_early = false;
+    let mut done_early = None;
+    if let Some(early) = early_job {
+        match early.join() {
+            Ok((verified, extraction)) => {
+                let fresh = lock()
+                    .high_water_mark(&header.channel)
+                    .map_err(|e| e.to_string())
+                    .and_then(|last_sequence| {
+                        let options = VerifyOptions {
+                            now: now_secs,
+                            last_sequence,
+                        };
+                        verify::recheck_freshness(&verified, trust, &options)
+                            .map_err(|e| e.to_string())
+                    });
+                match fresh {
+                    Ok(()) if verified.id() == envelope.id => {
+                        verified_early = true;
+                        done_early = Some((Ok(verified), extraction));
+                    }
+                    Ok(()) => extraction.discard(),
+                    Err(why) => {
+                        tracing::debug!(object = %hex::encode(object_id), %why,
+                            "early verification no longer holds; verifying the complete object");
+                        extraction.discard();
+                    }
+                }
+            }
+            Err(why) => {
+                tracing::debug!(object = %hex::encode(object_id), %why,
+                    "early verification gave up; verifying the complete object");
             }
         }
+    }
+    let (verified, extraction) = match done_early {
+        Some(done) => done,
+        None => {
+            let (reader, extraction, last_sequence) = {
+                let store = lock();
+                let staged = store.open_object_reader(object_id).and_then(|reader| {
+                    let extraction = store.stage_extract()?;
+                    Ok((reader, extraction))
+                });
+                let last = store.high_water_mark(&header.channel);
+                match (staged, last) {
+                    (Ok((r, x)), Ok(last)) => (r, x, last),
+                    (Err(e), _) | (_, Err(e)) => {
+                        drop(store);
+                        outcome.kind = storage(e);
+                        log_outcome(&outcome);
+                        return outcome;
+                    }
+                }
+            };
+            let mut extraction = extraction;
+            let options = VerifyOptions {
+                now: now_secs,
+                last_sequence,
+            };
+            let verified = verify::verify(
+                std::io::BufReader::with_capacity(1 << 20, reader),
+                trust,
+                &options,
+                &mut extraction,
+            );
+            (verified, extraction)
+        }
     };
-    let mut extraction = extraction;
-    let options = VerifyOptions {
-        now: unix_ms() / 1000,
-        last_sequence,
-    };
-    let verified = verify::verify(
-        std::io::BufReader::with_capacity(1 << 20, reader),
-        trust,
-        &options,
-        &mut extraction,
-    );
     let require_increasing = trust
         .rule(&header.channel)
         .is_some_and(|r| r.require_increasing_sequence);
@@ -964,6 +1059,7 @@ fn verify_and_commit(
             match lock().commit(extraction, &verified, require_increasing, figures.clone()) {
                 Ok(Decision::Accepted { path }) => OutcomeKind::Accepted {
                     path: path.display().to_string(),
+                    verified_early,
                 },
                 Ok(Decision::Duplicate { .. }) => OutcomeKind::Duplicate,
                 Ok(Decision::Rejected { reason, detail }) => {
@@ -1087,8 +1183,11 @@ fn log_outcome(outcome: &Outcome) {
     let bundle = outcome.bundle_id.map(|b| b.to_hex()).unwrap_or_default();
     let channel = outcome.channel.clone().unwrap_or_default();
     match &outcome.kind {
-        OutcomeKind::Accepted { path } => tracing::info!(decision = "accepted", %bundle, %channel,
-            sequence = outcome.sequence, %path, frames = outcome.figures.frames,
+        OutcomeKind::Accepted {
+            path,
+            verified_early,
+        } => tracing::info!(decision = "accepted", %bundle, %channel,
+            sequence = outcome.sequence, %path, verified_early, frames = outcome.figures.frames,
             repaired_blocks = outcome.figures.repaired_blocks, "bundle accepted into quarantine"),
         OutcomeKind::Duplicate => tracing::info!(decision = "duplicate", %bundle, %channel,
             "bundle already in quarantine; recorded as a duplicate, no second copy"),

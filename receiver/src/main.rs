@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod early;
 mod heap;
 mod hostcheck;
 mod ingest;

@@ -17,13 +17,14 @@
 //! Memory: queued block bytes are capped at [`QUEUE_BYTES`]; past it the receive thread waits
 //! (the same back-pressure as writing inline, just later). Worst case 32 MiB plus one block.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::early::Frontier;
 use crate::store::Store;
 
 /// Block bytes that may wait for the writer.
@@ -36,6 +37,8 @@ pub enum StageOp {
         object_id: [u8; 16],
         generation: u64,
         len: u64,
+        /// Told about every block written, for an early verifier following the object.
+        frontier: Option<Arc<Frontier>>,
     },
     Write {
         object_id: [u8; 16],
@@ -50,10 +53,15 @@ pub enum StageOp {
         progress: Option<Vec<u8>>,
     },
     /// Every block is written: fsync, save `progress` (if any), report [`StageDone::Synced`].
+    /// With `durable: false` (an early verifier has the object's files already) neither the
+    /// fsync nor the progress happens: the object is deleted at commit, and should the receiver
+    /// stop before that, the last checkpoint still describes durable bytes, so a restart
+    /// receives the rest again instead of trusting bytes that may not have reached the disk.
     Complete {
         object_id: [u8; 16],
         generation: u64,
         progress: Option<Vec<u8>>,
+        durable: bool,
     },
     /// The transfer was abandoned: close the file; free it unless progress was saved.
     Release { object_id: [u8; 16] },
@@ -157,6 +165,9 @@ pub struct Stager {
     store: Arc<Mutex<Store>>,
     /// Results produced inline (after the writer died), delivered like the writer's.
     inline_done: Vec<StageDone>,
+    /// The writer's memory when staging inline. Attempts queued to the dead writer are lost
+    /// with it; their frontiers were aborted when its state dropped (`WriterState`'s `Drop`).
+    inline_state: WriterState,
 }
 
 impl Stager {
@@ -172,10 +183,10 @@ impl Stager {
                 .name("stage".into())
                 .spawn(move || {
                     let _alive = AliveFlag(Arc::clone(&gate));
-                    let mut failed = FailedAttempts::default();
+                    let mut state = WriterState::default();
                     for op in ops_rx {
                         let n = op.queued_bytes();
-                        let result = perform(&store, &mut failed, op);
+                        let result = perform(&store, &mut state, op);
                         gate.release(n);
                         if let Some(done) = result
                             && done_tx.send(done).is_err()
@@ -196,6 +207,7 @@ impl Stager {
             thread,
             store,
             inline_done: Vec::new(),
+            inline_state: WriterState::default(),
         }
     }
 
@@ -217,8 +229,7 @@ impl Stager {
     }
 
     fn run_inline(&mut self, op: StageOp) {
-        // Inline there is no queue to skip, so a fresh failure set is exact enough.
-        if let Some(done) = perform(&self.store, &mut FailedAttempts::default(), op) {
+        if let Some(done) = perform(&self.store, &mut self.inline_state, op) {
             self.inline_done.push(done);
         }
     }
@@ -277,48 +288,113 @@ impl FailedAttempts {
     }
 }
 
-fn perform(store: &Mutex<Store>, failed: &mut FailedAttempts, op: StageOp) -> Option<StageDone> {
-    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(attempt) = op.attempt() {
-        if matches!(op, StageOp::Open { .. }) {
-            failed.0.retain(|(id, _)| *id != attempt.0);
-        } else if failed.0.contains(&attempt) {
-            return None;
+/// What the writer remembers between operations.
+#[derive(Default)]
+struct WriterState {
+    failed: FailedAttempts,
+    /// The frontier of each open attempt that has an early verifier: (generation, frontier).
+    /// At most one per staged object, removed when the attempt completes, fails or is released.
+    frontiers: HashMap<[u8; 16], (u64, Arc<Frontier>)>,
+}
+
+impl WriterState {
+    fn frontier(&self, object_id: &[u8; 16], generation: u64) -> Option<&Arc<Frontier>> {
+        self.frontiers
+            .get(object_id)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, f)| f)
+    }
+
+    /// Ends the attempt's frontier: its early verifier stops waiting for bytes.
+    fn end_frontier(&mut self, object_id: &[u8; 16], abort: bool) {
+        if let Some((_, f)) = self.frontiers.remove(object_id)
+            && abort
+        {
+            f.abort();
         }
     }
-    let fail = |failed: &mut FailedAttempts, object_id, generation, what, e: String| {
-        failed.insert((object_id, generation));
+
+    fn fail(
+        &mut self,
+        object_id: [u8; 16],
+        generation: u64,
+        what: &'static str,
+        error: String,
+    ) -> Option<StageDone> {
+        self.failed.insert((object_id, generation));
+        if self.frontier(&object_id, generation).is_some() {
+            self.end_frontier(&object_id, true);
+        }
         Some(StageDone::Failed {
             object_id,
             generation,
             what,
-            error: e,
+            error,
         })
-    };
+    }
+}
+
+impl Drop for WriterState {
+    /// A writer that stops (shutdown, or a panic) reports no more writes: no early verifier may
+    /// keep waiting for them.
+    fn drop(&mut self) {
+        for (_, (_, f)) in self.frontiers.drain() {
+            f.abort();
+        }
+    }
+}
+
+fn perform(store: &Mutex<Store>, state: &mut WriterState, op: StageOp) -> Option<StageDone> {
+    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(attempt) = op.attempt() {
+        if matches!(op, StageOp::Open { .. }) {
+            state.failed.0.retain(|(id, _)| *id != attempt.0);
+        } else if state.failed.0.contains(&attempt) {
+            return None;
+        }
+    }
     match op {
         StageOp::Open {
             object_id,
             generation,
             len,
-        } => match lock().create_object(object_id, len) {
-            Ok(_) => None,
-            Err(e) => fail(
-                failed,
-                object_id,
-                generation,
-                "cannot stage a new object",
-                e.to_string(),
-            ),
-        },
+            frontier,
+        } => {
+            // A newer attempt replaces an older one's frontier (whose verifier then gives up).
+            state.end_frontier(&object_id, true);
+            match lock().create_object(object_id, len) {
+                Ok(_) => {
+                    if let Some(f) = frontier {
+                        state.frontiers.insert(object_id, (generation, f));
+                    }
+                    None
+                }
+                Err(e) => {
+                    if let Some(f) = frontier {
+                        f.abort();
+                    }
+                    state.fail(
+                        object_id,
+                        generation,
+                        "cannot stage a new object",
+                        e.to_string(),
+                    )
+                }
+            }
+        }
         StageOp::Write {
             object_id,
             generation,
             offset,
             data,
         } => match lock().write_at(object_id, offset, &data) {
-            Ok(()) => None,
-            Err(e) => fail(
-                failed,
+            Ok(()) => {
+                if let Some(f) = state.frontier(&object_id, generation) {
+                    f.written(offset, data.len() as u64);
+                }
+                None
+            }
+            Err(e) => state.fail(
                 object_id,
                 generation,
                 "writing a block to staging failed",
@@ -346,7 +422,20 @@ fn perform(store: &Mutex<Store>, failed: &mut FailedAttempts, op: StageOp) -> Op
             object_id,
             generation,
             progress,
+            durable,
         } => {
+            // Every write is in; the early verifier reads the rest by itself. A frontier short of
+            // the end here would leave it waiting for bytes that will never be reported.
+            if let Some(f) = state.frontier(&object_id, generation) {
+                let whole = f.is_whole();
+                state.end_frontier(&object_id, !whole);
+            }
+            if !durable {
+                return Some(StageDone::Synced {
+                    object_id,
+                    generation,
+                });
+            }
             let mut store = lock();
             match store.sync_object(object_id) {
                 Ok(()) => {
@@ -367,8 +456,7 @@ fn perform(store: &Mutex<Store>, failed: &mut FailedAttempts, op: StageOp) -> Op
                 Err(e) => {
                     let _ = store.remove_object(object_id);
                     drop(store);
-                    fail(
-                        failed,
+                    state.fail(
                         object_id,
                         generation,
                         "fsync of a complete object failed",
@@ -378,6 +466,7 @@ fn perform(store: &Mutex<Store>, failed: &mut FailedAttempts, op: StageOp) -> Op
             }
         }
         StageOp::Release { object_id } => {
+            state.end_frontier(&object_id, true);
             lock()
                 .release_object(object_id)
                 .err()
@@ -426,6 +515,7 @@ mod tests {
             object_id: id,
             generation: 1,
             len: 4 * block,
+            frontier: None,
         });
         for i in 0..4u64 {
             stager.submit(StageOp::Write {
@@ -444,6 +534,7 @@ mod tests {
             object_id: id,
             generation: 1,
             progress: None,
+            durable: true,
         });
         let done = wait_for(&mut stager, 1);
         assert!(
@@ -482,6 +573,7 @@ mod tests {
             object_id: id,
             generation: 1,
             len: 8 << 20,
+            frontier: None,
         });
         for i in 0..8u64 {
             stager.submit(StageOp::Write {
@@ -495,12 +587,14 @@ mod tests {
             object_id: id,
             generation: 1,
             progress: None,
+            durable: true,
         });
         // The next attempt fits.
         stager.submit(StageOp::Open {
             object_id: id,
             generation: 2,
             len: 1000,
+            frontier: None,
         });
         stager.submit(StageOp::Write {
             object_id: id,
@@ -512,6 +606,7 @@ mod tests {
             object_id: id,
             generation: 2,
             progress: None,
+            durable: true,
         });
         let done = stager.finish();
         assert_eq!(done.len(), 2, "{done:?}");
@@ -537,6 +632,7 @@ mod tests {
             object_id: id,
             generation: 1,
             len: 64 << 20,
+            frontier: None,
         });
         let held = shared.lock().unwrap();
         let gate = Arc::clone(&stager.gate);

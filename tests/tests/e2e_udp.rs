@@ -166,6 +166,8 @@ fn smoke_small_bundle_over_loopback() {
     let outcomes = l.wait_outcomes(1, LONG).to_vec();
     assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
     assert_eq!(outcomes[0]["bundle_id"], bundle.id.as_str());
+    // Verified and extracted while it arrived (receiver/src/early.rs), not after.
+    assert_eq!(outcomes[0]["verified_early"], true, "{outcomes:?}");
     let (code, stats) = l.stop();
     assert_eq!(code, 0);
     assert_accepted(&rig.store, &bundle, &src, "smoke");
@@ -204,6 +206,8 @@ fn relay_impairments_deliver_byte_identical_and_corruption_is_caught_by_the_tag(
     let outcomes = l.wait_outcomes(1, LONG).to_vec();
     let relay_stats = relay.stop().expect("relay stats");
     assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
+    // Reordered, duplicated and repaired blocks still let the early verifier follow it.
+    assert_eq!(outcomes[0]["verified_early"], true, "{outcomes:?}");
     assert!(
         outcomes[0]["repaired_blocks"].as_u64().unwrap_or(0) > 0,
         "with 1 % loss some blocks need RaptorQ: {outcomes:?}"
@@ -441,6 +445,8 @@ fn receiver_killed_mid_transfer_resumes_and_the_next_pass_completes() {
     let second_report = rig.send(addr, "300M", &[], &[&bundle.path]);
     let outcomes = l.wait_outcomes(1, LONG).to_vec();
     assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
+    // A restored object gets no early verifier: it is verified whole after completion.
+    assert_eq!(outcomes[0]["verified_early"], false, "{outcomes:?}");
     // Symbols the second listener needed: only the blocks missing after the restart.
     let needed = outcomes[0]["frames"].as_u64().unwrap();
     let sent = second_report["frames"].as_u64().unwrap();
@@ -666,6 +672,7 @@ fn namespace_diode_delivers_a_large_mixed_bundle_through_5pct_loss() {
 
     assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
     assert_eq!(outcomes[0]["bundle_id"], bundle.id.as_str());
+    assert_eq!(outcomes[0]["verified_early"], true, "{outcomes:?}");
     assert_eq!(code, 0);
     assert!(
         diode_status.loss_drops > 0,

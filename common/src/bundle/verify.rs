@@ -313,37 +313,7 @@ pub fn verify<R: Read, S: FileSink>(
             ));
         }
     }
-    match header.expires {
-        None if rule.require_expiry => {
-            return Err(VerifyError::new(
-                RejectReason::Expired,
-                format!(
-                    "channel {:?} requires an expiry and the bundle has none",
-                    header.channel
-                ),
-            ));
-        }
-        Some(e) if opts.now >= e => {
-            return Err(VerifyError::new(
-                RejectReason::Expired,
-                format!("bundle expired at {e} (unix seconds); now is {}", opts.now),
-            ));
-        }
-        _ => {}
-    }
-    if rule.require_increasing_sequence {
-        check_sequence(opts.last_sequence, header.sequence).map_err(|r| {
-            VerifyError::new(
-                r,
-                format!(
-                    "sequence {} is not above the last accepted {} on channel {:?}",
-                    header.sequence,
-                    opts.last_sequence.unwrap_or(0),
-                    header.channel
-                ),
-            )
-        })?;
-    }
+    check_freshness(&header, rule, opts)?;
     let limits = Limits {
         max_entries: rule.max_files,
         max_total_bytes: rule.max_bundle_bytes,
@@ -440,6 +410,69 @@ pub fn verify<R: Read, S: FileSink>(
         signer.name.clone(),
         bundle_bytes,
     ))
+}
+
+/// The rules whose answer depends on when and after what a bundle is checked: expiry against
+/// `opts.now`, sequence against `opts.last_sequence`. Everything else `verify` decides is a
+/// function of the bytes and the trust store alone.
+fn check_freshness(
+    header: &Header,
+    rule: &super::trust::ChannelRule,
+    opts: &VerifyOptions,
+) -> Result<(), VerifyError> {
+    match header.expires {
+        None if rule.require_expiry => {
+            return Err(VerifyError::new(
+                RejectReason::Expired,
+                format!(
+                    "channel {:?} requires an expiry and the bundle has none",
+                    header.channel
+                ),
+            ));
+        }
+        Some(e) if opts.now >= e => {
+            return Err(VerifyError::new(
+                RejectReason::Expired,
+                format!("bundle expired at {e} (unix seconds); now is {}", opts.now),
+            ));
+        }
+        _ => {}
+    }
+    if rule.require_increasing_sequence {
+        check_sequence(opts.last_sequence, header.sequence).map_err(|r| {
+            VerifyError::new(
+                r,
+                format!(
+                    "sequence {} is not above the last accepted {} on channel {:?}",
+                    header.sequence,
+                    opts.last_sequence.unwrap_or(0),
+                    header.channel
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Re-applies the time- and sequence-dependent rules to a bundle verified earlier, as they
+/// stand at `opts` — for a verification that ran while the bundle was still arriving, so that
+/// accepting it later gives exactly the verdict a verification at that moment would give.
+pub fn recheck_freshness(
+    verified: &Verified,
+    trust: &TrustStore,
+    opts: &VerifyOptions,
+) -> Result<(), VerifyError> {
+    let header = verified.header();
+    let rule = trust.rule(&header.channel).ok_or_else(|| {
+        VerifyError::new(
+            RejectReason::SignerNotAllowed,
+            format!(
+                "channel {:?} is no longer listed in policy.toml",
+                header.channel
+            ),
+        )
+    })?;
+    check_freshness(header, rule, opts)
 }
 
 /// A sink that keeps nothing (for `sluice-recv verify`).

@@ -493,7 +493,7 @@ fn report(json: bool, id: [u8; 16], s: &ObjectState) {
     }
     let obj = hex::encode(id);
     match s.outcome.as_ref().map(|o| &o.kind) {
-        Some(OutcomeKind::Accepted { path }) => {
+        Some(OutcomeKind::Accepted { path, .. }) => {
             let o = s.outcome.as_ref().expect("matched");
             println!(
                 "complete: bundle {} (channel {}, seq {}) accepted into {path} from volumes {} of {}",

@@ -321,7 +321,13 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
         "passes": outcome.figures.passes,
     });
     match &outcome.kind {
-        OutcomeKind::Accepted { path } => v["path"] = path.clone().into(),
+        OutcomeKind::Accepted {
+            path,
+            verified_early,
+        } => {
+            v["path"] = path.clone().into();
+            v["verified_early"] = (*verified_early).into();
+        }
         OutcomeKind::Rejected { reason, detail } => {
             v["reason"] = reason.code().into();
             v["detail"] = detail.clone().into();

@@ -25,7 +25,14 @@ struct Current {
     path: String,
     expected: u64,
     written: u64,
+    /// Bytes `0..this` are already queued for writeback.
+    writeback_from: u64,
 }
+
+/// Dirty bytes of a file being extracted after which their writeback is started. Without this
+/// nothing reaches the disk until `end_file`'s fsync (the kernel's background threshold is 10 %
+/// of RAM, GiBs), so a large file's whole write-out would wait at the end of the transfer.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 pub struct Extraction {
     /// `staging/extract/`.
@@ -203,6 +210,7 @@ impl Extraction {
             path: entry.path.clone(),
             expected: entry.size,
             written: 0,
+            writeback_from: 0,
         });
         Ok(())
     }
@@ -225,6 +233,15 @@ impl Extraction {
         cur.file.write_all(bytes)?;
         cur.written = new_len;
         self.bytes_written += bytes.len() as u64;
+        if cur.written - cur.writeback_from >= WRITEBACK_STEP {
+            // A head start only; `end_file`'s fsync is what makes the bytes durable.
+            let _ = fsutil::start_writeback(
+                &cur.file,
+                cur.writeback_from,
+                cur.written - cur.writeback_from,
+            );
+            cur.writeback_from = cur.written;
+        }
         Ok(())
     }
 
