@@ -397,7 +397,15 @@ fn recheck_freshness_applies_the_clock_and_sequence_of_the_later_moment() {
         expires: Some(1_800_000_100),
         ..spec()
     };
-    build(&spec, src.entries(), &alice(), &mut s, &mut out, &mut |_, _| {}).expect("build");
+    build(
+        &spec,
+        src.entries(),
+        &alice(),
+        &mut s,
+        &mut out,
+        &mut |_, _| {},
+    )
+    .expect("build");
     let at = |now, last_sequence| VerifyOptions { now, last_sequence };
     let verified = verify(
         out.as_slice(),

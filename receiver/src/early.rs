@@ -177,7 +177,14 @@ struct GrowingReader {
     /// Opened at the first read, when the staging writer has certainly created the file.
     file: Option<File>,
     pos: u64,
+    /// Bytes `0..this` were last dropped from the page cache.
+    dropped_to: u64,
 }
+
+/// Read bytes of a staged object after which they leave the page cache: they are on disk (or
+/// will be, by the next checkpoint) for a fallback verification or a resume, and keeping GiBs of
+/// transit data cached only pushes out what the host needs.
+const DROP_STEP: u64 = 16 << 20;
 
 impl Read for GrowingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -211,6 +218,10 @@ impl Read for GrowingReader {
             ));
         }
         self.pos += n as u64;
+        if self.pos.saturating_sub(self.dropped_to) >= DROP_STEP {
+            let _ = crate::store::drop_behind(file, self.pos);
+            self.dropped_to = self.pos;
+        }
         Ok(n)
     }
 }
@@ -243,6 +254,7 @@ impl EarlyVerify {
             object_id,
             file: None,
             pos: 0,
+            dropped_to: 0,
         };
         let thread = std::thread::Builder::new()
             .name("verify-early".into())
@@ -316,6 +328,7 @@ fn run(mut reader: GrowingReader, store: &Mutex<Store>, trust: &TrustStore) -> E
         (store.stage_extract().map_err(|e| e.to_string())?, last)
     };
     reader.pos = 0;
+    reader.dropped_to = 0;
     let mut extraction = extraction;
     let options = VerifyOptions {
         now: crate::ingest::unix_ms() / 1000,

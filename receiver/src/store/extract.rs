@@ -25,14 +25,15 @@ struct Current {
     path: String,
     expected: u64,
     written: u64,
-    /// Bytes `0..this` are already queued for writeback.
-    writeback_from: u64,
+    /// Bytes `0..this` were last handed to [`fsutil::drop_behind`].
+    dropped_to: u64,
 }
 
-/// Dirty bytes of a file being extracted after which their writeback is started. Without this
-/// nothing reaches the disk until `end_file`'s fsync (the kernel's background threshold is 10 %
-/// of RAM, GiBs), so a large file's whole write-out would wait at the end of the transfer.
-const WRITEBACK_STEP: u64 = 8 << 20;
+/// Bytes of a file being extracted after which their writeback is started and what is already
+/// written back leaves the page cache. Without this nothing reaches the disk until `end_file`'s
+/// fsync (the kernel's background threshold is 10 % of RAM, GiBs), so a large file's whole
+/// write-out would wait at the end of the transfer.
+const DROP_STEP: u64 = 8 << 20;
 
 pub struct Extraction {
     /// `staging/extract/`.
@@ -210,7 +211,7 @@ impl Extraction {
             path: entry.path.clone(),
             expected: entry.size,
             written: 0,
-            writeback_from: 0,
+            dropped_to: 0,
         });
         Ok(())
     }
@@ -233,14 +234,10 @@ impl Extraction {
         cur.file.write_all(bytes)?;
         cur.written = new_len;
         self.bytes_written += bytes.len() as u64;
-        if cur.written - cur.writeback_from >= WRITEBACK_STEP {
-            // A head start only; `end_file`'s fsync is what makes the bytes durable.
-            let _ = fsutil::start_writeback(
-                &cur.file,
-                cur.writeback_from,
-                cur.written - cur.writeback_from,
-            );
-            cur.writeback_from = cur.written;
+        if cur.written - cur.dropped_to >= DROP_STEP {
+            // Advice only; `end_file`'s fsync is what makes the bytes durable.
+            let _ = fsutil::drop_behind(&cur.file, cur.written);
+            cur.dropped_to = cur.written;
         }
         Ok(())
     }

@@ -162,36 +162,17 @@ pub fn fsync(fd: impl AsFd) -> io::Result<()> {
     rfs::fsync(fd).map_err(Into::into)
 }
 
-/// Starts writing back the dirty pages of `offset..offset + len` of `file` without waiting for
-/// them, so the `fsync` that makes the file durable later finds little left to do. Only a head
-/// start: durability still comes from that fsync, so an error here is not reported as one.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off64_t::try_from(offset),
-        libc::off64_t::try_from(len),
-    ) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    // SAFETY: sync_file_range takes an fd and three integers and touches no memory of ours. The
-    // fd is valid for the call because `file` is borrowed for its duration (it cannot be closed
-    // and reused underneath), and SYNC_FILE_RANGE_WRITE only queues writeback of that file's
-    // pages. Tested in `start_writeback_queues_dirty_pages` below.
-    let rc = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// Tells the kernel the first `len` bytes of `file` will not be read again soon: it starts
+/// writing back what is dirty and drops from the page cache what is already clean. Used behind a
+/// stream (a staged object the verifier has read, a file being extracted), so a large transfer
+/// neither waits for one huge write-out at its final fsync nor fills the page cache with GiBs it
+/// will not read. Only advice: data is never lost, durability still comes from fsync, and a
+/// failure is harmless, so callers ignore it.
+pub fn drop_behind(file: &File, len: u64) -> io::Result<()> {
+    match std::num::NonZeroU64::new(len) {
+        Some(len) => rfs::fadvise(file, 0, Some(len), rfs::Advice::DontNeed).map_err(Into::into),
+        None => Ok(()),
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    Ok(())
 }
 
 /// The type of `name` below `dir`, without following a symlink; `None` if it does not exist.
