@@ -57,6 +57,32 @@ fn time_going_backwards_is_harmless() {
     assert!(p.can_send(t0 + Duration::from_secs(2)));
 }
 
+/// A sender that keeps up loses no rate; one that sleeps past a full bucket loses exactly what
+/// the bucket could not hold, and the pacer reports it.
+#[test]
+fn rate_left_unused_by_a_late_sender_is_counted() {
+    let t0 = Instant::now();
+    // 1 MB/s, burst of 10 frames of 1000 wire bytes; drain the initial burst.
+    let mut p = Pacer::new(Some(1_000_000), 10_000);
+    while p.can_send(t0) {
+        p.consume(t0, 1000);
+    }
+    // On time: every frame sent the moment it is allowed, for 100 ms.
+    let mut now = t0;
+    while now < t0 + Duration::from_millis(100) {
+        now = p.ready_at().unwrap_or(now);
+        assert!(p.can_send(now));
+        p.consume(now, 1000);
+    }
+    assert_eq!(p.unused_bytes(), 0);
+    // Late: 50 ms with nothing sent earns 50 000 bytes, the bucket holds 10 000 of them (after
+    // repaying the one frame of debt).
+    let late = now + Duration::from_millis(50);
+    assert!(p.can_send(late));
+    let unused = p.unused_bytes();
+    assert!((39_000..=40_000).contains(&unused), "{unused}");
+}
+
 mod sim;
 
 /// A paced sender through the simulated link: the virtual time the transfer takes matches its

@@ -33,6 +33,9 @@ pub struct Pacer {
     balance: i128,
     /// Time of the last refill.
     last: Option<Instant>,
+    /// Byte-nanoseconds the full bucket could not hold: rate the sender did not use because it
+    /// was busy, asleep past its wake-up time, or had nothing ready.
+    unused: u128,
 }
 
 impl Pacer {
@@ -45,6 +48,7 @@ impl Pacer {
             capacity,
             balance: capacity,
             last: None,
+            unused: 0,
         }
     }
 
@@ -58,7 +62,13 @@ impl Pacer {
         if let Some(last) = self.last {
             let elapsed = now.saturating_duration_since(last).as_nanos();
             let add = i128::try_from(elapsed.saturating_mul(u128::from(rate))).unwrap_or(i128::MAX);
-            self.balance = self.balance.saturating_add(add).min(self.capacity);
+            let filled = self.balance.saturating_add(add);
+            if filled > self.capacity {
+                self.unused = self
+                    .unused
+                    .saturating_add((filled - self.capacity).unsigned_abs());
+            }
+            self.balance = filled.min(self.capacity);
             if now > last {
                 self.last = Some(now);
             }
@@ -81,6 +91,12 @@ impl Pacer {
         self.refill(now);
         let cost = (wire_bytes as i128).saturating_mul(NANOS_PER_SEC as i128);
         self.balance = self.balance.saturating_sub(cost);
+    }
+
+    /// Wire bytes of rate that went unused since the start (the bucket was full when more
+    /// arrived): how far a paced sender fell short of its rate, whatever the reason.
+    pub fn unused_bytes(&self) -> u64 {
+        u64::try_from(self.unused / NANOS_PER_SEC).unwrap_or(u64::MAX)
     }
 
     /// If the bucket is in debt, the instant at which it will be back to zero (a frame may be

@@ -162,6 +162,9 @@ pub struct SenderStats {
     pub passes_completed: u64,
     /// Objects whose last pass finished.
     pub objects_completed: u64,
+    /// Paced only: wire bytes of the rate left unused because the token bucket was full (the
+    /// sender was late, busy or had nothing ready). Unpaced: 0.
+    pub pacing_unused_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -316,7 +319,10 @@ impl Sender {
 
     /// Counters.
     pub fn stats(&self) -> SenderStats {
-        self.stats
+        SenderStats {
+            pacing_unused_bytes: self.pacer.unused_bytes(),
+            ..self.stats
+        }
     }
 
     /// Everything queued was sent, all passes, with its end frames.

@@ -371,6 +371,8 @@ pub fn prepare(
 pub struct SendReport {
     pub frames: u64,
     pub wire_bytes: u64,
+    /// Paced: wire bytes of the configured rate left unused (see `SenderStats`).
+    pub pacing_unused_bytes: u64,
     pub elapsed: Duration,
     pub interrupted: bool,
     pub gso_batch: usize,
@@ -395,6 +397,7 @@ impl SendReport {
             "bytes": Self::payload_bytes(prepared),
             "frames": self.frames,
             "wire_bytes": self.wire_bytes,
+            "pacing_unused_bytes": self.pacing_unused_bytes,
             "passes": settings.passes,
             "overhead_percent": settings.overhead,
             "mtu": settings.mtu,
@@ -482,6 +485,7 @@ pub fn send(
     Ok(SendReport {
         frames: stats.frames,
         wire_bytes: stats.bytes + 28 * stats.frames,
+        pacing_unused_bytes: stats.pacing_unused_bytes,
         elapsed: start.elapsed(),
         interrupted,
         gso_batch: link.gso_batch(),
