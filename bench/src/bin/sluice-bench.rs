@@ -514,6 +514,8 @@ fn run_case(
         "secs": r3(secs),
         "e2e_secs_incl_sender_verify": r3(e2e_secs),
         "send_secs": send_secs.map(r3),
+        // Paced: wire bytes of the set rate the sender left unused (its token bucket was full).
+        "send_pacing_unused_bytes": send_json["pacing_unused_bytes"],
         // Sender finished → quarantine commit: the receiver's last blocks, verification, commit.
         "commit_tail_secs": r3(t_commit.saturating_duration_since(t_send_exit).as_secs_f64()),
         "ceiling_sendmmsg_mb_s": r2(ceil.sendmmsg_mb_s),
