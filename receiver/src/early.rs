@@ -139,6 +139,12 @@ impl Frontier {
         s.contiguous >= s.len
     }
 
+    /// Whether the frontier was aborted.
+    #[cfg(test)]
+    pub fn is_aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
     /// The contiguous written prefix.
     #[cfg(test)]
     pub fn contiguous(&self) -> u64 {
@@ -491,7 +497,6 @@ mod tests {
                     object_id: f.object_id,
                     generation: 1,
                     progress: None,
-                    durable: false,
                 });
             }
             stager

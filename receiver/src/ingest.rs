@@ -594,12 +594,10 @@ impl Pipeline {
             Effect::Complete { object_id, .. } => {
                 let generation = self.generation(object_id);
                 let progress = self.receiver.progress(&object_id).map(|p| p.to_bytes());
-                let durable = !self.early.contains_key(&object_id);
                 self.stager.submit(StageOp::Complete {
                     object_id,
                     generation,
                     progress,
-                    durable,
                 });
             }
             Effect::Incomplete {
@@ -721,7 +719,7 @@ impl Pipeline {
         self.generations.get(&object_id).copied().unwrap_or(0)
     }
 
-    /// Results of the staging writer: a durable complete object goes to verification; a failed
+    /// Results of the staging writer: a complete object goes to verification; a failed
     /// attempt (if still the current one) ends the session until its retry.
     fn collect_staged(&mut self, now: Instant) {
         for done in self.stager.poll() {

@@ -53,15 +53,15 @@ pub enum StageOp {
         progress: Option<Vec<u8>>,
     },
     /// Every block is written: fsync, save `progress` (if any), report [`StageDone::Synced`].
-    /// With `durable: false` (an early verifier has the object's files already) neither the
-    /// fsync nor the progress happens: the object is deleted at commit, and should the receiver
-    /// stop before that, the last checkpoint still describes durable bytes, so a restart
-    /// receives the rest again instead of trusting bytes that may not have reached the disk.
+    /// For an attempt an early verifier followed to its end (its frontier is whole) neither the
+    /// fsync nor the progress happens: the verifier has the files, the object is deleted at
+    /// commit, and should the receiver stop before that, the last checkpoint still describes
+    /// durable bytes, so a restart receives the rest again instead of trusting bytes that may
+    /// not have reached the disk.
     Complete {
         object_id: [u8; 16],
         generation: u64,
         progress: Option<Vec<u8>>,
-        durable: bool,
     },
     /// The transfer was abandoned: close the file; free it unless progress was saved.
     Release { object_id: [u8; 16] },
@@ -112,7 +112,8 @@ pub enum StageDone {
         what: &'static str,
         error: String,
     },
-    /// The complete object is durable (and its progress saved): verify it.
+    /// Every block of the object is written (and durable with its progress saved, unless an
+    /// early verifier followed it to the end): verify it.
     Synced {
         object_id: [u8; 16],
         generation: u64,
@@ -422,15 +423,15 @@ fn perform(store: &Mutex<Store>, state: &mut WriterState, op: StageOp) -> Option
             object_id,
             generation,
             progress,
-            durable,
         } => {
             // Every write is in; the early verifier reads the rest by itself. A frontier short of
             // the end here would leave it waiting for bytes that will never be reported.
-            if let Some(f) = state.frontier(&object_id, generation) {
-                let whole = f.is_whole();
-                state.end_frontier(&object_id, !whole);
+            let whole = state.frontier(&object_id, generation).map(|f| f.is_whole());
+            let followed = whole == Some(true);
+            if whole.is_some() {
+                state.end_frontier(&object_id, !followed);
             }
-            if !durable {
+            if followed {
                 return Some(StageDone::Synced {
                     object_id,
                     generation,
@@ -534,7 +535,6 @@ mod tests {
             object_id: id,
             generation: 1,
             progress: None,
-            durable: true,
         });
         let done = wait_for(&mut stager, 1);
         assert!(
@@ -558,6 +558,69 @@ mod tests {
         }
         let saved = store.load_all_progress().unwrap();
         assert_eq!(saved, vec![(id, b"four blocks".to_vec())]);
+    }
+
+    /// An attempt an early verifier followed to its end completes without the final fsync and
+    /// "complete" progress (the last checkpoint stays the claim); one whose frontier is short at
+    /// Complete has its verifier aborted and is made durable as usual.
+    #[test]
+    fn a_followed_object_completes_without_claiming_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = store(dir.path(), 64 << 20);
+        let mut stager = Stager::spawn(Arc::clone(&shared));
+        let block = 1u64 << 20;
+        let run = |stager: &mut Stager, id: [u8; 16], frontier: &Arc<Frontier>, blocks: u64| {
+            stager.submit(StageOp::Open {
+                object_id: id,
+                generation: 1,
+                len: 2 * block,
+                frontier: Some(Arc::clone(frontier)),
+            });
+            stager.submit(StageOp::Checkpoint {
+                object_id: id,
+                generation: 1,
+                progress: Some(b"none yet".to_vec()),
+            });
+            for i in 0..blocks {
+                stager.submit(StageOp::Write {
+                    object_id: id,
+                    generation: 1,
+                    offset: i * block,
+                    data: vec![1; block as usize],
+                });
+            }
+            stager.submit(StageOp::Complete {
+                object_id: id,
+                generation: 1,
+                progress: Some(b"complete".to_vec()),
+            });
+        };
+        let (followed, short) = ([1u8; 16], [2u8; 16]);
+        let whole = Frontier::new(2 * block);
+        run(&mut stager, followed, &whole, 2);
+        // The transport never completes an object with a block missing; if the writer's view
+        // disagrees, the verifier must not wait forever for the missing bytes.
+        let partial = Frontier::new(2 * block);
+        run(&mut stager, short, &partial, 1);
+        let done = wait_for(&mut stager, 2);
+        assert!(
+            done.iter().all(|d| matches!(d, StageDone::Synced { .. })),
+            "{done:?}"
+        );
+        assert!(whole.is_whole() && !whole.is_aborted());
+        assert!(
+            partial.is_aborted(),
+            "a short frontier is aborted at Complete"
+        );
+        let mut saved = shared.lock().unwrap().load_all_progress().unwrap();
+        saved.sort();
+        assert_eq!(
+            saved,
+            vec![
+                (followed, b"none yet".to_vec()),
+                (short, b"complete".to_vec())
+            ]
+        );
     }
 
     /// A failed Open is reported once; the rest of that attempt is skipped silently (no Synced,
@@ -587,7 +650,6 @@ mod tests {
             object_id: id,
             generation: 1,
             progress: None,
-            durable: true,
         });
         // The next attempt fits.
         stager.submit(StageOp::Open {
@@ -606,7 +668,6 @@ mod tests {
             object_id: id,
             generation: 2,
             progress: None,
-            durable: true,
         });
         let done = stager.finish();
         assert_eq!(done.len(), 2, "{done:?}");
