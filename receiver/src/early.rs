@@ -36,7 +36,7 @@ use sluice_common::bundle::Verified;
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::bundle::verify::{self, VerifyOptions};
 
-use crate::store::{Extraction, Store};
+use crate::store::{DropBehind, Extraction, Store};
 
 /// Early verifiers running at once. Two lets one bundle's verification overlap the next one's
 /// reception (a sender's queue of bundles) without letting a flood of junk objects (one per
@@ -183,8 +183,7 @@ struct GrowingReader {
     /// Opened at the first read, when the staging writer has certainly created the file.
     file: Option<File>,
     pos: u64,
-    /// Bytes `0..this` were last dropped from the page cache.
-    dropped_to: u64,
+    drop_behind: DropBehind,
 }
 
 /// Read bytes of a staged object after which they leave the page cache: they are on disk (or
@@ -224,10 +223,7 @@ impl Read for GrowingReader {
             ));
         }
         self.pos += n as u64;
-        if self.pos.saturating_sub(self.dropped_to) >= DROP_STEP {
-            let _ = crate::store::drop_behind(file, self.pos);
-            self.dropped_to = self.pos;
-        }
+        self.drop_behind.advance(file, self.pos);
         Ok(n)
     }
 }
@@ -260,7 +256,7 @@ impl EarlyVerify {
             object_id,
             file: None,
             pos: 0,
-            dropped_to: 0,
+            drop_behind: DropBehind::new(DROP_STEP),
         };
         let thread = std::thread::Builder::new()
             .name("verify-early".into())
@@ -334,7 +330,7 @@ fn run(mut reader: GrowingReader, store: &Mutex<Store>, trust: &TrustStore) -> E
         (store.stage_extract().map_err(|e| e.to_string())?, last)
     };
     reader.pos = 0;
-    reader.dropped_to = 0;
+    reader.drop_behind.rewind();
     let mut extraction = extraction;
     let options = VerifyOptions {
         now: crate::ingest::unix_ms() / 1000,

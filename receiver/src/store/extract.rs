@@ -25,8 +25,7 @@ struct Current {
     path: String,
     expected: u64,
     written: u64,
-    /// Bytes `0..this` were last handed to [`fsutil::drop_behind`].
-    dropped_to: u64,
+    drop_behind: fsutil::DropBehind,
 }
 
 /// Bytes of a file being extracted after which their writeback is started and what is already
@@ -211,7 +210,7 @@ impl Extraction {
             path: entry.path.clone(),
             expected: entry.size,
             written: 0,
-            dropped_to: 0,
+            drop_behind: fsutil::DropBehind::new(DROP_STEP),
         });
         Ok(())
     }
@@ -234,11 +233,8 @@ impl Extraction {
         cur.file.write_all(bytes)?;
         cur.written = new_len;
         self.bytes_written += bytes.len() as u64;
-        if cur.written - cur.dropped_to >= DROP_STEP {
-            // Advice only; `end_file`'s fsync is what makes the bytes durable.
-            let _ = fsutil::drop_behind(&cur.file, cur.written);
-            cur.dropped_to = cur.written;
-        }
+        // Advice only; `end_file`'s fsync is what makes the bytes durable.
+        cur.drop_behind.advance(&cur.file, cur.written);
         Ok(())
     }
 

@@ -175,6 +175,34 @@ pub fn drop_behind(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// [`drop_behind`] for a stream through a file: once it has advanced `step` bytes since the last
+/// call, everything before its position is dropped.
+#[derive(Debug)]
+pub struct DropBehind {
+    step: u64,
+    done: u64,
+}
+
+impl DropBehind {
+    pub const fn new(step: u64) -> DropBehind {
+        DropBehind { step, done: 0 }
+    }
+
+    /// The stream is at `pos` in `file`.
+    pub fn advance(&mut self, file: &File, pos: u64) {
+        if pos.saturating_sub(self.done) >= self.step {
+            // Advice only (see `drop_behind`).
+            let _ = drop_behind(file, pos);
+            self.done = pos;
+        }
+    }
+
+    /// The stream starts over at 0.
+    pub fn rewind(&mut self) {
+        self.done = 0;
+    }
+}
+
 /// The type of `name` below `dir`, without following a symlink; `None` if it does not exist.
 pub fn type_at(dir: impl AsFd, name: &str) -> io::Result<Option<FileType>> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -51,7 +51,7 @@ use sluice_common::bundle::{BundleId, Entry, EntryKind, KeyId, RejectReason, Ver
 
 use audit::AuditLog;
 pub use extract::Extraction;
-pub use fsutil::drop_behind;
+pub use fsutil::DropBehind;
 use records::{AuditRecord, ChannelMark, Receipt, ReceiptEntry, RejectedRecord, SignerInfo};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub use records::{Source, TransportFigures};

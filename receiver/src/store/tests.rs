@@ -1243,10 +1243,10 @@ fn drop_behind_keeps_the_bytes() {
     let mut f = tempfile::tempfile().unwrap();
     let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 253) as u8).collect();
     f.write_all(&data).unwrap();
-    drop_behind(&f, data.len() as u64).unwrap();
-    drop_behind(&f, 0).unwrap();
+    fsutil::drop_behind(&f, data.len() as u64).unwrap();
+    fsutil::drop_behind(&f, 0).unwrap();
     f.sync_all().unwrap();
-    drop_behind(&f, data.len() as u64).unwrap();
+    fsutil::drop_behind(&f, data.len() as u64).unwrap();
     let mut back = Vec::new();
     f.rewind().unwrap();
     f.read_to_end(&mut back).unwrap();
@@ -1254,6 +1254,6 @@ fn drop_behind_keeps_the_bytes() {
 
     let (reader, _writer) = io::pipe().unwrap();
     let reader = File::from(OwnedFd::from(reader));
-    let err = drop_behind(&reader, 1).unwrap_err();
+    let err = fsutil::drop_behind(&reader, 1).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ESPIPE));
 }
