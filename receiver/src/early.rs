@@ -465,6 +465,17 @@ mod tests {
             }
         }
 
+        /// An early verifier for the fixture's bundle.
+        fn follow(f: &Fixture) -> EarlyVerify {
+            EarlyVerify::spawn(
+                Arc::clone(&f.store),
+                Arc::clone(&f.trust),
+                f.object_id,
+                f.bundle.len() as u64,
+            )
+            .expect("spawn the early verifier")
+        }
+
         /// Writes the bundle through a real staging writer in the order given (block indexes),
         /// pausing so the verifier really waits on the frontier, then completes it.
         fn stage(f: &Fixture, early: &EarlyVerify, order: &[usize], complete: bool) -> Stager {
@@ -524,13 +535,7 @@ mod tests {
         #[test]
         fn follows_out_of_order_blocks_to_a_committable_extraction() {
             let f = fixture();
-            let early = EarlyVerify::spawn(
-                Arc::clone(&f.store),
-                Arc::clone(&f.trust),
-                f.object_id,
-                f.bundle.len() as u64,
-            )
-            .unwrap();
+            let early = follow(&f);
             let n = blocks(&f);
             let order: Vec<usize> = (0..n)
                 .collect::<Vec<_>>()
@@ -571,13 +576,7 @@ mod tests {
             let mut f = fixture();
             let last = f.bundle.len() - 10;
             f.bundle[last] ^= 1;
-            let early = EarlyVerify::spawn(
-                Arc::clone(&f.store),
-                Arc::clone(&f.trust),
-                f.object_id,
-                f.bundle.len() as u64,
-            )
-            .unwrap();
+            let early = follow(&f);
             let order: Vec<usize> = (0..blocks(&f)).collect();
             let mut stager = stage(&f, &early, &order, true);
             stager.finish();
@@ -593,13 +592,7 @@ mod tests {
         #[test]
         fn an_abandoned_transfer_stops_the_verifier_and_deletes_its_extraction() {
             let f = fixture();
-            let early = EarlyVerify::spawn(
-                Arc::clone(&f.store),
-                Arc::clone(&f.trust),
-                f.object_id,
-                f.bundle.len() as u64,
-            )
-            .unwrap();
+            let early = follow(&f);
             let half: Vec<usize> = (0..blocks(&f) / 2).collect();
             let stager = stage(&f, &early, &half, false);
             let written = (half.len() * BLOCK) as u64;
@@ -621,13 +614,7 @@ mod tests {
         #[test]
         fn a_staging_failure_aborts_the_frontier() {
             let f = fixture();
-            let early = EarlyVerify::spawn(
-                Arc::clone(&f.store),
-                Arc::clone(&f.trust),
-                f.object_id,
-                f.bundle.len() as u64,
-            )
-            .unwrap();
+            let early = follow(&f);
             let mut stager = stage(&f, &early, &[0], false);
             // A write past the object's end is refused by the store: the attempt fails.
             stager.submit(StageOp::Write {
