@@ -21,7 +21,7 @@
 //! buffers and an extraction directory that grows to the bundle's file bytes, the same disk the
 //! after-completion path would use); objects beyond that are verified after completion. A
 //! frontier remembers at most [`MAX_AHEAD_RANGES`] written ranges beyond its contiguous prefix
-//! (16 bytes each, 1 MiB worst case); past that it gives up rather than grow.
+//! (a `BTreeMap<u64, u64>`: about 1.5 MiB at the cap); past that it gives up rather than grow.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -295,6 +295,68 @@ fn sent_twice_to_one_listener_gives_a_duplicate_record() {
     sent_twice(false);
 }
 
+/// Junk objects (valid frames under the public default key, never completed) can hold both of
+/// the receiver's early verifiers (`receiver/src/early.rs`, `MAX_RUNNING` = 2) until their idle
+/// timeout. A genuine bundle sent after them must still be accepted byte-identical, only verified
+/// after its last block instead of while it arrived (docs/threat-model.md, ADV1).
+#[test]
+fn junk_objects_holding_the_early_verifiers_only_delay_verification() {
+    use sluice_common::transport::params::{ObjectParams, recommended_block_size};
+    use sluice_common::transport::wire::{self, DataHeader, LinkKey};
+    let _g = serial();
+    let rig = Rig::new();
+    let (bundle, src) = rig.bundle("after-junk", 4 * MIB, 3, 1);
+    let (mut l, addr) = rig.listener();
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind junk socket");
+    let symbol = wire::symbol_size_for_datagram(1472);
+    let mut frame = vec![0u8; wire::data_frame_len(symbol)];
+    for junk in 0..2u8 {
+        let header = DataHeader {
+            params: ObjectParams {
+                object_id: [0xE0 + junk; 16],
+                object_len: 64 << 20,
+                block_size: recommended_block_size(symbol),
+                symbol_size: symbol,
+            },
+            block: 0,
+            esi: 0,
+        };
+        let payload = vec![0x5A; usize::from(symbol)];
+        let len = wire::encode_data(&LinkKey::public_default(), &header, &payload, &mut frame)
+            .expect("encode junk frame");
+        socket
+            .send_to(&frame[..len], addr)
+            .expect("send junk frame");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = l.fresh_status(e2e_now_ms());
+        let live = status["live_transfers"].as_array().map_or(0, Vec::len);
+        if live >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "junk sessions never opened: {status}"
+        );
+    }
+
+    rig.send(addr, "200M", &[], &[&bundle.path]);
+    let outcomes = l.wait_outcomes(1, LONG).to_vec();
+    let mine = outcome_for(&outcomes, &bundle);
+    assert_eq!(mine.len(), 1, "{outcomes:?}");
+    assert_eq!(mine[0]["outcome"], "accepted", "{outcomes:?}");
+    assert_eq!(mine[0]["verified_early"], false, "{outcomes:?}");
+    // Stopping aborts the two waiting verifiers; the junk stays staged for its idle timeout.
+    let (code, _) = l.stop();
+    assert_eq!(code, 0);
+    e2e::assert_delivered(&rig.store, &bundle, &src, "after-junk");
+    let extractions = std::fs::read_dir(rig.store.join("staging/extract"))
+        .expect("staging/extract")
+        .count();
+    assert_eq!(extractions, 0, "no early extraction left behind");
+}
+
 /// Sends `bytes` as `object_id` straight through the transport state machine (no sender-side
 /// verification) and returns the listener's next outcome.
 fn inject(l: &mut Listener, addr: SocketAddr, bytes: &[u8], object_id: [u8; 16]) -> Value {
