@@ -36,6 +36,20 @@ fn frames(now: Instant) -> Vec<Vec<u8>> {
     out
 }
 
+/// Feeds every frame again at `at` and returns the effects, which must start with a fresh
+/// session's `Open`.
+fn resend_opens_afresh(r: &mut Receiver, all: &[Vec<u8>], at: Instant) -> Vec<Effect> {
+    for f in all {
+        r.handle_datagram(at, f);
+    }
+    let effects = drain(r);
+    assert!(
+        matches!(effects.first(), Some(Effect::Open { .. })),
+        "{effects:?}"
+    );
+    effects
+}
+
 fn for_object(e: &Effect) -> bool {
     let id = oid(SEED);
     match e {
@@ -86,15 +100,7 @@ fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
     assert_eq!(r.session_count(), 0);
 
     // A resend after the pause opens a fresh session and completes the object.
-    let later = t0 + Duration::from_secs(6);
-    for f in &all {
-        r.handle_datagram(later, f);
-    }
-    let effects = drain(&mut r);
-    assert!(
-        matches!(effects.first(), Some(Effect::Open { .. })),
-        "{effects:?}"
-    );
+    let effects = resend_opens_afresh(&mut r, &all, t0 + Duration::from_secs(6));
     let written: u64 = effects
         .iter()
         .map(|e| match e {
@@ -130,14 +136,7 @@ fn a_failure_after_some_writes_drops_only_what_is_still_queued() {
     // The state machine had completed it (its Complete was still queued): a resend after the
     // pause is a new transfer, not a replay of a completed object.
     let later = t0 + ReceiverConfig::new(key()).staging_retry + Duration::from_millis(1);
-    for f in &all {
-        r.handle_datagram(later, f);
-    }
-    let effects = drain(&mut r);
-    assert!(
-        matches!(effects.first(), Some(Effect::Open { .. })),
-        "{effects:?}"
-    );
+    let effects = resend_opens_afresh(&mut r, &all, later);
     assert!(effects.iter().any(|e| matches!(e, Effect::Complete { .. })));
     assert_eq!(r.stats().replays, 0);
 }
