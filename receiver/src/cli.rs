@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands;
-use crate::logging::LogFormat;
+use sluice_host::logging::LogFormat;
 
 /// Receive signed bundles from a data diode or removable media, verify every byte against
 /// trusted signers, and commit them to a quarantine store. Never transmits anything.

@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands;
-use crate::logging::LogFormat;
+use sluice_host::logging::LogFormat;
 
 /// Sign approved files into a bundle and send it one way: over a data diode as RaptorQ
 /// forward-error-corrected UDP frames, or onto removable media as spool volumes.

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_common::profile::Profile;
 
-use crate::hostcheck::*;
+use sluice_host::hostcheck::*;
 
 /// Check the high-side host: socket buffers, MTU of the bind interface, store writability and
 /// free space, trust store, clock. Prints one finding per check with the exact fix; exit 0 if
@@ -305,7 +305,7 @@ fn check_granted_buffer(addr: SocketAddr, rate: u64) -> Finding {
 /// Loads the trust directory exactly as `listen` and `verify` will (every key parsed, weak keys
 /// and unknown policy keys refused) and returns the largest `max_bundle_bytes` in its policy.
 fn check_trust(dir: &Path, out: &mut Vec<Finding>) -> Option<u64> {
-    match crate::trust_dir::load_trust_dir(dir) {
+    match sluice_host::trust_dir::load_trust_dir(dir) {
         Ok(trust) => {
             let largest = trust
                 .channels()

@@ -97,7 +97,7 @@ pub fn run(args: Args) -> i32 {
             return exit::USAGE;
         }
     };
-    let trust = match crate::trust_dir::load_trust_dir(&args.trust) {
+    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e:#}");

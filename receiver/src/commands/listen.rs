@@ -117,7 +117,7 @@ pub fn run(args: Listen) -> i32 {
              frames; share a secret key with the sender (`sluice-send link-keygen`)"
         );
     }
-    let trust = match crate::trust_dir::load_trust_dir(&args.trust) {
+    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -226,14 +226,14 @@ pub fn run(args: Listen) -> i32 {
         for outcome in pipeline.take_outcomes() {
             if let (OutcomeKind::Accepted { .. }, Some(channel)) = (&outcome.kind, &outcome.channel)
             {
-                overdue.accepted(channel, ingest::unix_ms() / 1000);
+                overdue.accepted(channel, sluice_host::time::now_unix_ms() / 1000);
             }
             exit_code = totals.record(&outcome, args.json).max(exit_code);
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let drops = socket.kernel_drops();
-            overdue.check(ingest::unix_ms() / 1000);
+            overdue.check(sluice_host::time::now_unix_ms() / 1000);
             page.set(render_metrics(&pipeline, &totals, drops) + &overdue.metrics_text());
             write_status(
                 &status_path,
@@ -530,7 +530,7 @@ fn write_status(
         "running": true,
         "pid": std::process::id(),
         "bind": args.bind.to_string(),
-        "updated_at_unix_ms": ingest::unix_ms(),
+        "updated_at_unix_ms": sluice_host::time::now_unix_ms(),
         "last_heartbeat": heartbeat,
         "live_transfers": live,
         "overdue_channels": overdue_channels,
@@ -558,7 +558,7 @@ fn write_status_final(path: &Path, totals: &Totals, drops: Option<u64>) {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .unwrap_or_else(|| serde_json::json!({}));
     status["running"] = false.into();
-    status["updated_at_unix_ms"] = ingest::unix_ms().into();
+    status["updated_at_unix_ms"] = sluice_host::time::now_unix_ms().into();
     status["kernel_drops"] = drops.into();
     status["counters"]["accepted"] = totals.accepted.into();
     write_json_atomically(path, &status);

@@ -32,7 +32,7 @@ pub struct Args {
 pub fn run(args: Status) -> i32 {
     let trust = match &args.trust {
         None => None,
-        Some(dir) => match crate::trust_dir::load_trust_dir(dir) {
+        Some(dir) => match sluice_host::trust_dir::load_trust_dir(dir) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -42,7 +42,7 @@ pub fn run(args: Status) -> i32 {
     };
     let options = inspect::StatusOptions {
         trust: trust.as_ref(),
-        now_unix_ms: crate::ingest::unix_ms(),
+        now_unix_ms: sluice_host::time::now_unix_ms(),
         sent_grace_secs: args.sent_grace_secs,
     };
     let report = match inspect::status_with(&args.store, &options) {

@@ -44,7 +44,7 @@ pub struct Args {
 
 /// Largest `.pub` file read.
 pub fn run(args: Args) -> i32 {
-    let trust = match crate::trust_dir::load_trust_dir(&args.trust) {
+    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

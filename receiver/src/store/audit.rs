@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 use rustix::fs::{Mode, OFlags};
 
 use super::records::{AuditRecord, GENESIS};
-use super::time;
+use sluice_host::time;
 
 pub const AUDIT_FILE: &str = "audit.jsonl";
 

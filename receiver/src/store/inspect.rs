@@ -14,8 +14,8 @@ use super::audit::{self, ChainReport};
 use super::extract::file_mode;
 use super::fsutil;
 use super::records::{AuditRecord, ChannelMark, Receipt};
-use super::time;
 use sluice_common::bundle::TrustStore;
+use sluice_host::time;
 
 /// Largest receipt.json we read.
 pub const MAX_RECEIPT_BYTES: u64 = 64 << 20;

@@ -36,7 +36,6 @@ pub mod media;
 mod records;
 #[cfg(test)]
 mod tests;
-mod time;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,6 +47,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FallocateFlags, FileType, FlockOperation, Mode, OFlags};
 use sluice_common::bundle::{BundleId, Entry, EntryKind, KeyId, RejectReason, Verified};
+
+use sluice_host::time;
 
 use audit::AuditLog;
 pub use extract::Extraction;

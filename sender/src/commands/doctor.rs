@@ -11,7 +11,7 @@ use std::process::Command;
 
 use sluice_common::profile::Profile;
 
-use crate::hostcheck::*;
+use sluice_host::hostcheck::*;
 
 /// Check the low-side host: socket buffers, MTU, static neighbour for the diode peer, link key
 /// and profile. Prints one finding per check with the exact fix; exit 0 if nothing failed.

@@ -292,7 +292,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
             format!("--out {} is not a directory", args.out.display()),
         ));
     }
-    let trust = crate::trust_dir::load_trust_dir(&args.trust)
+    let trust = sluice_host::trust_dir::load_trust_dir(&args.trust)
         .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     let mut work = Vec::new();
     for path in &args.bundles {

@@ -184,7 +184,8 @@ pub fn load_trust(dir: Option<&Path>) -> Result<sluice_common::bundle::trust::Tr
             "--trust DIR is required (or `trust` in the --config file's [send])",
         )
     })?;
-    crate::trust_dir::load_trust_dir(dir).map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))
+    sluice_host::trust_dir::load_trust_dir(dir)
+        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))
 }
 
 /// Applies profile defaults, then flags (already merged with --config, which wins over the
@@ -283,7 +284,7 @@ pub fn default_window(mtu: u32) -> u32 {
 /// Resolves `--profile` (a file, a name in a profile directory, or a built-in profile; see
 /// `hostcheck::find_profile`) and maps lookup failures onto the exit-code contract.
 pub fn load_profile(name_or_path: &str) -> Result<Profile, Failure> {
-    use crate::hostcheck::{ProfileLookupError, find_profile};
+    use sluice_host::hostcheck::{ProfileLookupError, find_profile};
     find_profile(name_or_path)
         .map(|found| found.profile)
         .map_err(|e| {

@@ -567,7 +567,7 @@ fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), Failure> {
 }
 
 fn rfc3339_ms(unix_ms: u64) -> String {
-    crate::time::rfc3339(unix_ms / 1000)
+    sluice_host::time::rfc3339(unix_ms / 1000)
 }
 
 #[cfg(test)]

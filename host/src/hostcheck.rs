@@ -1,10 +1,8 @@
 //! Host checks both `doctor` commands share: findings and their printing, sysctl readers under
 //! an injectable /proc root, profile lookup, IPv4 route parsing and the interface MTU check.
 //!
-//! Compiled into both binaries (the sender includes this file with `#[path]`), like
-//! `trust_dir.rs`: one implementation, no copy to drift. The parsers are pure text functions so
-//! tests can feed fake /proc and /sys trees.
-#![allow(dead_code)] // each binary uses a different subset
+//! One implementation for both binaries, no copy to drift. The parsers are pure text functions
+//! so tests can feed fake /proc and /sys trees.
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! freed block be reused straight from the heap. Peak memory is unchanged, still bounded by the
 //! window and the receive budget; it is just not handed back to the kernel between windows.
 //!
-//! Compiled into both binaries (the sender includes this file with `#[path]`).
+//! Used by both binaries.
 
 /// Allocations below this come from the heap. glibc's ceiling for the setting on 64-bit.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

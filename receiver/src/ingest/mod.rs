@@ -14,7 +14,7 @@
 //!   whole bundle through blake3 and into an extraction directory (seconds for a large bundle), so
 //!   it runs outside the store lock: the lock is taken only to open the object, stage the
 //!   extraction, and commit;
-//! - up to [`early::MAX_RUNNING`] early verifiers ([`crate::early`]) do that streaming while an
+//! - up to [`early::MAX_RUNNING`] early verifiers ([`crate::ingest::early`]) do that streaming while an
 //!   object still arrives, following the bytes the staging writer has written, so the verifier
 //!   thread usually only re-checks freshness and commits. They never decide a rejection.
 //!
@@ -28,7 +28,9 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use sluice_host::time::now_unix_ms as unix_ms;
 
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::bundle::verify::{self, VerifyOptions};
@@ -39,9 +41,13 @@ use sluice_common::transport::recv::{
 };
 use sluice_common::transport::wire::LedgerEntry;
 
-use crate::early::{self, EarlyVerify};
-use crate::stager::{StageDone, StageOp, Stager};
+pub mod early;
+pub mod frontier;
+pub mod stager;
+
 use crate::store::{Decision, RejectSubject, Source, Store, StoreError, TransportFigures};
+use early::EarlyVerify;
+use stager::{StageDone, StageOp, Stager};
 
 /// What became of one object, as reported to the operator and counted in metrics.
 #[derive(Clone, Debug)]
@@ -58,7 +64,7 @@ pub struct Outcome {
 pub enum OutcomeKind {
     Accepted {
         path: String,
-        /// The files were verified and extracted while the bundle arrived ([`crate::early`]),
+        /// The files were verified and extracted while the bundle arrived ([`crate::ingest::early`]),
         /// not after its last block.
         verified_early: bool,
     },
@@ -1096,6 +1102,12 @@ pub struct RecordBudget {
     warned_at: Option<Instant>,
 }
 
+impl Default for RecordBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecordBudget {
     pub const BURST: f64 = 200.0;
     const PER_SECOND: f64 = Self::BURST / 3600.0;
@@ -1196,13 +1208,6 @@ fn log_outcome(outcome: &Outcome) {
         OutcomeKind::StorageError { detail } => tracing::error!(decision = "storage_error",
             %object, %detail, "store failure; the detail says what is kept and what is retried"),
     }
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Opens the store and trust directory with the errors an operator can act on.

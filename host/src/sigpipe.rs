@@ -7,7 +7,7 @@
 //! only that one panic is turned into the default SIGPIPE death; every other panic keeps the
 //! normal hook.
 //!
-//! Compiled into both binaries (the sender includes this file with `#[path]`).
+//! Used by both binaries.
 
 /// Installs the panic hook. Call once, first thing in `main`.
 pub fn quiet_on_closed_stdout() {

@@ -20,159 +20,27 @@
 //! Bounds: at most [`MAX_RUNNING`] early verifiers run at once (each holds a thread, two 1 MiB
 //! buffers and an extraction directory that grows to the bundle's file bytes, the same disk the
 //! after-completion path would use); objects beyond that are verified after completion. A
-//! frontier remembers at most [`MAX_AHEAD_RANGES`] written ranges beyond its contiguous prefix
+//! frontier remembers at most [`super::frontier::MAX_AHEAD_RANGES`] written ranges beyond its contiguous prefix
 //! (a `BTreeMap<u64, u64>`: about 1.5 MiB at the cap); past that it gives up rather than grow.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use sluice_common::bundle::Verified;
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::bundle::verify::{self, VerifyOptions};
 
+use super::frontier::Frontier;
 use crate::store::{DropBehind, Extraction, Store};
 
 /// Early verifiers running at once. Two lets one bundle's verification overlap the next one's
 /// reception (a sender's queue of bundles) without letting a flood of junk objects (one per
 /// forged frame with the public link key) spawn threads without bound.
 pub const MAX_RUNNING: usize = 2;
-
-/// Written ranges a [`Frontier`] keeps beyond its contiguous prefix. Blocks complete within a
-/// window of 16 (at most a few hundred with decode lag), so this is never reached in practice;
-/// it caps memory if a sender orders blocks adversarially.
-pub const MAX_AHEAD_RANGES: usize = 65_536;
-
-/// How much of a staged object is written, as far as a reader may rely on: the contiguous prefix
-/// `0..contiguous`, plus ranges written ahead of it. Shared by the staging writer (which reports
-/// each block it wrote) and an early verifier (which waits for the prefix to grow).
-pub struct Frontier {
-    state: Mutex<FrontierState>,
-    grew: Condvar,
-}
-
-struct FrontierState {
-    len: u64,
-    contiguous: u64,
-    /// start → end of ranges written beyond `contiguous`.
-    ahead: BTreeMap<u64, u64>,
-    aborted: bool,
-}
-
-impl std::fmt::Debug for Frontier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.lock();
-        f.debug_struct("Frontier")
-            .field("len", &s.len)
-            .field("contiguous", &s.contiguous)
-            .field("ahead", &s.ahead.len())
-            .field("aborted", &s.aborted)
-            .finish()
-    }
-}
-
-impl Frontier {
-    pub fn new(len: u64) -> Arc<Frontier> {
-        Arc::new(Frontier {
-            state: Mutex::new(FrontierState {
-                len,
-                contiguous: 0,
-                ahead: BTreeMap::new(),
-                aborted: false,
-            }),
-            grew: Condvar::new(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, FrontierState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Bytes `offset..offset + len` are written to the staged object (readable, not necessarily
-    /// durable).
-    pub fn written(&self, offset: u64, len: u64) {
-        let mut s = self.lock();
-        if s.aborted {
-            return;
-        }
-        let end = offset.saturating_add(len).min(s.len);
-        if end <= s.contiguous {
-            return;
-        }
-        if offset > s.contiguous {
-            if s.ahead.len() >= MAX_AHEAD_RANGES {
-                s.aborted = true;
-                drop(s);
-                self.grew.notify_all();
-                return;
-            }
-            let e = s.ahead.entry(offset).or_insert(end);
-            *e = (*e).max(end);
-            return;
-        }
-        s.contiguous = end;
-        while let Some((&start, &stop)) = s.ahead.first_key_value() {
-            if start > s.contiguous {
-                break;
-            }
-            s.ahead.pop_first();
-            s.contiguous = s.contiguous.max(stop);
-        }
-        drop(s);
-        self.grew.notify_all();
-    }
-
-    /// The transfer ended (abandoned, staging failed, shutdown): a waiting reader gets an error.
-    pub fn abort(&self) {
-        self.lock().aborted = true;
-        self.grew.notify_all();
-    }
-
-    /// True once every byte of the object is reported written.
-    pub fn is_whole(&self) -> bool {
-        let s = self.lock();
-        s.contiguous >= s.len
-    }
-
-    /// Whether the frontier was aborted.
-    #[cfg(test)]
-    pub fn is_aborted(&self) -> bool {
-        self.lock().aborted
-    }
-
-    /// The contiguous written prefix.
-    #[cfg(test)]
-    pub fn contiguous(&self) -> u64 {
-        self.lock().contiguous
-    }
-
-    /// Waits until bytes at `pos` are written, returning the end of the contiguous prefix, or
-    /// returns at once when `pos` is at or past the object's end (EOF for the reader).
-    fn wait_past(&self, pos: u64) -> io::Result<u64> {
-        let mut s = self.lock();
-        loop {
-            if s.aborted {
-                return Err(io::Error::other(
-                    "the transfer ended before the object was complete",
-                ));
-            }
-            if s.contiguous > pos || pos >= s.len {
-                return Ok(s.contiguous);
-            }
-            // The timeout only guards against a missed wake-up; abort and growth both notify.
-            s = self
-                .grew
-                .wait_timeout(s, Duration::from_millis(500))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-    }
-}
 
 /// Reads a staged object as it is being written: each read waits for the frontier to pass the
 /// position, then reads what is contiguous. Ends exactly at the object's length.
@@ -333,7 +201,7 @@ fn run(mut reader: GrowingReader, store: &Mutex<Store>, trust: &TrustStore) -> E
     reader.drop_behind.rewind();
     let mut extraction = extraction;
     let options = VerifyOptions {
-        now: crate::ingest::unix_ms() / 1000,
+        now: sluice_host::time::now_unix(),
         last_sequence,
     };
     match verify::verify(
@@ -350,6 +218,8 @@ fn run(mut reader: GrowingReader, store: &Mutex<Store>, trust: &TrustStore) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
 
     #[test]
     fn frontier_follows_out_of_order_writes() {
@@ -393,20 +263,19 @@ mod tests {
     #[test]
     fn frontier_gives_up_instead_of_growing_without_bound() {
         let f = Frontier::new(u64::MAX);
-        for i in 0..=MAX_AHEAD_RANGES as u64 {
+        for i in 0..=crate::ingest::frontier::MAX_AHEAD_RANGES as u64 {
             f.written(10 + 2 * i, 1);
         }
         assert!(f.wait_past(0).is_err(), "one range too many aborts it");
     }
 
     mod with_store {
-        use std::collections::BTreeMap;
 
         use sluice_common::bundle::build::{self, BundleSpec, MemSource};
         use sluice_common::bundle::keys::SecretKey;
 
         use super::*;
-        use crate::stager::{StageDone, StageOp, Stager};
+        use crate::ingest::stager::{StageDone, StageOp, Stager};
         use crate::store::{Decision, Source, StoreConfig, TransportFigures};
 
         const BLOCK: usize = 64 << 10;

@@ -1,8 +1,8 @@
 //! Loading a trust directory (`*.pub` signer keys + optional `policy.toml`) from disk.
 //!
 //! Shared by both binaries: `sluice-recv` verifies against it, `sluice-send` checks bundles
-//! against it before sending. `common` parses the contents but may not read files, so this file
-//! is compiled into each binary (the sender includes it with `#[path]`) rather than copied.
+//! against it before sending. `common` parses the contents but may not read files, so the reading
+//! lives here, in the host crate both binaries share.
 
 use std::fs::File;
 use std::io::Read;

@@ -2,11 +2,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Now, in whole unix seconds (0 if the clock is before 1970).
 pub fn now_unix() -> u64 {
+    now_unix_ms() / 1000
+}
+
+/// Now, in unix milliseconds (0 if the clock is before 1970). The one place the binaries read
+/// the wall clock; everything below them takes time as an argument.
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::early::Frontier;
+use super::frontier::Frontier;
 use crate::store::Store;
 
 /// Block bytes that may wait for the writer.
