@@ -241,9 +241,29 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 }
 
 /// The key two paths must not share: NFKC, then upper- and lower-cased (full mappings), then
-/// NFC again. Conservative on purpose: it folds `ß`/`SS`, `K`/`k` (Kelvin sign), `ﬁ`/`fi`,
-/// which some filesystem somewhere treats as one name.
+/// NFC again, repeated until nothing changes. Conservative on purpose: it folds `ß`/`SS`, `K`/`k`
+/// (Kelvin sign), `ﬁ`/`fi`, which some filesystem somewhere treats as one name.
+///
+/// One round is not idempotent: `ẞ` (U+1E9E) upper-cases to itself and lower-cases to `ß`, which
+/// only a second round turns into `ss`; so `STRAẞE` and `straße` would not collide. Iterating to
+/// a fixed point makes `fold_key(fold_key(x)) == fold_key(x)`; [`MAX_FOLD_ROUNDS`] bounds the work
+/// (every known chain settles in two rounds).
 pub fn fold_key(path: &str) -> String {
+    let mut key = fold_round(path);
+    for _ in 1..MAX_FOLD_ROUNDS {
+        let next = fold_round(&key);
+        if next == key {
+            break;
+        }
+        key = next;
+    }
+    key
+}
+
+/// Rounds of [`fold_key`]'s mapping at most; each round is linear in the path's length.
+pub const MAX_FOLD_ROUNDS: usize = 4;
+
+fn fold_round(path: &str) -> String {
     let nfkc: String = path.nfkc().collect();
     nfkc.to_uppercase().to_lowercase().nfc().collect()
 }
@@ -328,6 +348,24 @@ pub fn check_manifest(entries: &[Entry], limits: &Limits) -> Result<(), PathErro
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fold_key_is_idempotent_and_folds_capital_sharp_s() {
+        assert_eq!(super::fold_key("STRAẞE"), super::fold_key("straße"));
+        assert_eq!(super::fold_key("STRAẞE"), "strasse");
+        for p in [
+            "STRAẞE",
+            "straße",
+            "ﬁle",
+            "\u{212A}elvin",
+            "Ǆ",
+            "ΐ",
+            "İstanbul",
+        ] {
+            let once = super::fold_key(p);
+            assert_eq!(super::fold_key(&once), once, "{p:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
