@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::{DecodeTask, Decoded, Effect, Receiver, SYMBOL_OVERHEAD};
+use super::{DecodeTask, Decoded, Effect, Handled, Receiver, SYMBOL_OVERHEAD};
 use crate::transport::fec::{AddOutcome, Assembled, BlockAssembler, NeedMore};
 use crate::transport::params::{ESI_LIMIT, ObjectParams};
 use crate::transport::wire::DataFrame;
@@ -25,6 +25,22 @@ pub(super) struct BlockBuf {
     /// LRU key in `Receiver::lru` (None while a decode is in flight).
     pub(super) tick: Option<u64>,
     pub(super) in_flight: bool,
+    /// Symbol ids from here on count toward lost frames when skipped.
+    pub(super) gap_from: u32,
+    /// One past the highest symbol id stored in this buffer (at least `gap_from`).
+    pub(super) next_esi: u32,
+}
+
+/// Where gap counting starts for a block buffer whose first symbol is `esi`. A source symbol
+/// (`esi < K`) is the start of a send, which sends ids from 0, so ids below it were lost. A
+/// repair symbol first means a later pass, or a refill after the buffer was evicted or
+/// released: what was sent before is unknown, so counting starts at that symbol.
+fn gap_from(params: &ObjectParams, block: u64, esi: u32) -> u32 {
+    if esi < params.source_symbols(block) {
+        0
+    } else {
+        esi
+    }
 }
 
 impl Receiver {
@@ -36,7 +52,7 @@ impl Receiver {
         max * (u64::from(params.symbol_size) + SYMBOL_OVERHEAD) + u64::from(k) * 4
     }
 
-    pub(super) fn handle_data(&mut self, now: Instant, frame: DataFrame<'_>) {
+    pub(super) fn handle_data(&mut self, now: Instant, frame: DataFrame<'_>) -> Handled {
         let params = frame.header.params;
         let d = Symbol {
             block: u64::from(frame.header.block),
@@ -49,36 +65,36 @@ impl Receiver {
             || d.payload.len() != usize::from(params.symbol_size)
         {
             self.stats.over_limit += 1;
-            return;
+            return Handled::Other;
         }
         if self.session_for(now, &params).is_none() {
-            return;
+            return Handled::Other;
         }
         let id = params.object_id;
         let Some(s) = self.sessions.get(&id) else {
-            return;
+            return Handled::Other;
         };
         if s.progress.is_done(d.block) {
             self.stats.late_symbols += 1;
-            return;
+            return Handled::Other;
         }
         if !s.blocks.contains_key(&d.block) {
             // First symbol of this block: reserve its worst case before allocating anything.
             let reserve = self.block_reserve(&params, d.block);
             if !self.make_room(reserve, (id, d.block)) {
                 self.stats.budget_drops += 1;
-                return;
+                return Handled::Other;
             }
             let Ok(block32) = u32::try_from(d.block) else {
                 self.stats.over_limit += 1;
-                return;
+                return Handled::Other;
             };
             let Ok(asm) = BlockAssembler::new(&params, block32, &self.config.limits) else {
                 self.stats.over_limit += 1;
-                return;
+                return Handled::Other;
             };
             let Some(s) = self.sessions.get_mut(&id) else {
-                return;
+                return Handled::Other;
             };
             s.blocks.insert(
                 d.block,
@@ -87,38 +103,49 @@ impl Receiver {
                     reserved: reserve,
                     tick: None,
                     in_flight: false,
+                    gap_from: gap_from(&params, d.block, d.esi),
+                    next_esi: gap_from(&params, d.block, d.esi),
                 },
             );
             self.buffered += reserve;
         }
         self.tick += 1;
         let tick = self.tick;
-        let Some(b) = self
-            .sessions
-            .get_mut(&id)
-            .and_then(|s| s.blocks.get_mut(&d.block))
-        else {
-            return;
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Handled::Other;
+        };
+        let Some(b) = s.blocks.get_mut(&d.block) else {
+            return Handled::Other;
         };
         match b.asm.add(d.esi, d.payload) {
             Ok(AddOutcome::Stored) => self.stats.symbols_accepted += 1,
             Ok(AddOutcome::Duplicate) => {
                 self.stats.duplicate_symbols += 1;
-                return;
+                return Handled::Other;
             }
             Ok(AddOutcome::Full) => {
                 self.stats.over_cap_symbols += 1;
-                return;
+                return Handled::Other;
             }
             Ok(AddOutcome::Finished) => {
                 self.stats.late_symbols += 1;
-                return;
+                return Handled::Other;
             }
             Err(_) => {
                 self.stats.over_limit += 1;
-                return;
+                return Handled::Other;
             }
         }
+        // The sender sends each block's symbol ids in increasing order, so a stored id past the
+        // next expected one means the ids in between were lost; a stored id below it fills a
+        // gap counted earlier (reordering), so that frame was late, not lost.
+        if d.esi >= b.next_esi {
+            s.lost_frames += u64::from(d.esi - b.next_esi);
+            b.next_esi = d.esi + 1;
+        } else if d.esi >= b.gap_from {
+            s.lost_frames = s.lost_frames.saturating_sub(1);
+        }
+        let lost_frames = s.lost_frames;
         if !b.in_flight {
             if let Some(old) = b.tick.replace(tick) {
                 self.lru.remove(&old);
@@ -126,6 +153,10 @@ impl Receiver {
             self.lru.insert(tick, (id, d.block));
         }
         self.poll_block(&id, d.block);
+        Handled::Stored {
+            object_id: id,
+            lost_frames,
+        }
     }
 
     /// Make room for `cost` more bytes, evicting least-recently-fed blocks other than

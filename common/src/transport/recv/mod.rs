@@ -233,6 +233,28 @@ pub struct Decoded {
     result: Result<Vec<u8>, NeedMore>,
 }
 
+/// What [`Receiver::handle_datagram`] did with one datagram, for drivers that keep per-object
+/// figures: they learn which object a stored symbol belongs to without parsing frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// A data frame's symbol was stored for `object_id` (counted in
+    /// [`ReceiverStats::symbols_accepted`]).
+    Stored {
+        /// The object.
+        object_id: [u8; 16],
+        /// The object's data frames inferred lost so far in this session: ids the sender skipped
+        /// from the receiver's point of view, counted per block until the block completes (a
+        /// frame sent after its block was already complete is never needed and not counted).
+        /// A reordered straggler is taken back off when it arrives. Exact on a link that loses
+        /// but does not reorder, as long as no block buffer is evicted; never counts a frame
+        /// that was stored.
+        lost_frames: u64,
+    },
+    /// Anything else: a heartbeat, an end frame, or a frame dropped and counted in
+    /// [`ReceiverStats`].
+    Other,
+}
+
 /// Why [`Receiver::restore`] refused a progress record.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreError {
@@ -309,6 +331,8 @@ pub struct ReceiverStats {
 ///
 /// 1. For each datagram (UDP or spool record): [`handle_datagram`](Self::handle_datagram)`(now,
 ///    bytes)`. It never fails: anything bad is counted in [`stats`](Self::stats) and dropped.
+///    Its [`Handled`] says which object a stored symbol belongs to, with the object's running
+///    count of frames inferred lost.
 /// 2. Drain [`poll_effect`](Self::poll_effect) and perform each [`Effect`] in order: `Open`
 ///    (create the staging file), `Write` (write at offset), `Decode` (run the task, now or on a
 ///    worker, then [`handle_decoded`](Self::handle_decoded)), `Checkpoint` (persist
@@ -371,12 +395,6 @@ impl Receiver {
         }
     }
 
-    /// Symbols stored so far ([`ReceiverStats::symbols_accepted`] without copying every
-    /// counter: drivers read it once per datagram).
-    pub fn symbols_accepted(&self) -> u64 {
-        self.stats.symbols_accepted
-    }
-
     /// Counters.
     pub fn stats(&self) -> ReceiverStats {
         self.stats
@@ -433,20 +451,26 @@ impl Receiver {
     }
 
     /// Handle one datagram. Never fails, never panics; see [`ReceiverStats`] for what is
-    /// dropped and why.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// dropped and why, and [`Handled`] for what it reports back.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Handled {
         self.stats.datagrams += 1;
         let frame = match wire::decode(&self.config.link_key, datagram) {
             Ok(f) => f,
             Err(e) => {
                 self.count_wire_error(&e);
-                return;
+                return Handled::Other;
             }
         };
         match frame {
             Frame::Data(d) => self.handle_data(now, d),
-            Frame::Heartbeat(h) => self.handle_heartbeat(h),
-            Frame::ObjectEnd(e) => self.handle_end(now, e),
+            Frame::Heartbeat(h) => {
+                self.handle_heartbeat(h);
+                Handled::Other
+            }
+            Frame::ObjectEnd(e) => {
+                self.handle_end(now, e);
+                Handled::Other
+            }
         }
     }
 

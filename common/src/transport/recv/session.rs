@@ -26,6 +26,8 @@ pub(super) struct Session {
     /// After the final pass's end: when to declare it incomplete.
     pub(super) incomplete_at: Option<Instant>,
     pub(super) writes_since_checkpoint: u32,
+    /// Data frames inferred lost so far (gaps in each block's symbol ids until it completes).
+    pub(super) lost_frames: u64,
 }
 
 impl Session {
@@ -94,6 +96,7 @@ impl Receiver {
                 last_end: None,
                 incomplete_at: None,
                 writes_since_checkpoint: 0,
+                lost_frames: 0,
             },
         );
     }
