@@ -17,7 +17,10 @@ pub use super::overdue::{
     Expectation, OverdueWatch, SentNotReceived, expectations, rules, sent_not_received,
 };
 use super::records::{AuditRecord, ChannelMark, Receipt};
+use super::staging::MAX_PROGRESS_BYTES;
 use sluice_common::bundle::TrustStore;
+use sluice_common::transport::params::Limits;
+use sluice_common::transport::progress::Progress;
 use sluice_host::time;
 
 /// Largest receipt.json we read.
@@ -275,9 +278,29 @@ pub struct StagingObject {
     pub object_id: String,
     pub bytes: u64,
     pub progress_bytes: Option<u64>,
-    /// Hook for the transport layer: percent complete once its progress format can be decoded
-    /// here. `None` until then (sizes only).
+    /// Blocks written, as a percentage of the object's blocks (one decimal), from the saved
+    /// `.progress`. `None` without a readable progress record that matches the `.part` file.
     pub percent_complete: Option<f64>,
+}
+
+/// How much of staged object `id` (its `.part` is `part_bytes` long) its progress record says is
+/// written, in percent with one decimal. `None` when the record does not parse or names another
+/// object or length. The listener's limits are not known here; the record's own object length,
+/// checked against the `.part` file, is the bound.
+fn percent_complete(id: &str, part_bytes: u64, progress: &[u8]) -> Option<f64> {
+    let limits = Limits {
+        max_object_bytes: part_bytes,
+        ..Limits::default()
+    };
+    let p = Progress::from_bytes(progress, &limits).ok()?;
+    if hex::encode(p.object_id()) != id || p.params.object_len != part_bytes {
+        return None;
+    }
+    let blocks = p.block_count();
+    if blocks == 0 {
+        return Some(100.0);
+    }
+    Some((p.done_count() as f64 * 1000.0 / blocks as f64).round() / 10.0)
 }
 
 #[derive(Debug, Serialize)]
@@ -394,11 +417,15 @@ pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusRep
                     .ok()
                     .map(|s| s.st_size as u64);
                 staging_bytes += bytes;
+                let percent_complete = progress_bytes.and_then(|_| {
+                    let blob = fsutil::read_file_at(&objs, &progress, MAX_PROGRESS_BYTES).ok()?;
+                    percent_complete(id, bytes, &blob)
+                });
                 staging_objects.push(StagingObject {
                     object_id: id.to_owned(),
                     bytes,
                     progress_bytes,
-                    percent_complete: None,
+                    percent_complete,
                 });
             }
         }
