@@ -146,10 +146,11 @@ mod tests {
         // Authenticated rejections are always written.
         assert!(b.allow(RejectReason::Rollback, t0));
         assert!(b.allow(RejectReason::Expired, t0));
-        // 18 s earn one record back (200 per hour).
-        assert!(!b.allow(RejectReason::Truncated, t0 + Duration::from_secs(17)));
-        assert!(b.allow(RejectReason::Truncated, t0 + Duration::from_secs(36)));
-        assert!(!b.allow(RejectReason::Truncated, t0 + Duration::from_secs(36)));
+        // 18 s earn one record back (200 per hour); a refused attempt keeps what was earned.
+        assert!(!b.allow(RejectReason::Truncated, t0 + Duration::from_secs(10)));
+        assert!(b.allow(RejectReason::Truncated, t0 + Duration::from_secs(20)));
+        assert!(!b.allow(RejectReason::Truncated, t0 + Duration::from_secs(20)));
+        assert_eq!(b.suppressed, 3);
         // A long quiet period refills to the burst, never beyond.
         let later = t0 + Duration::from_secs(10 * 3600);
         for _ in 0..RecordBudget::BURST as usize {
