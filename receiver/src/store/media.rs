@@ -18,7 +18,11 @@ use std::os::unix::fs::FileExt;
 use rustix::fs::FileType;
 use sluice_common::bundle::BundleId;
 
-use super::{Store, StoreError, fsutil, ioe, parse_bundle_id, parse_object_id};
+use super::error::{StoreError, ioe};
+use super::fsutil;
+use super::handle::Store;
+use super::reconcile::parse_bundle_id;
+use super::staging::parse_object_id;
 
 const MEDIA_DIR: &str = "media";
 const COPY_BUFFER: usize = 1 << 20;
@@ -97,7 +101,7 @@ impl Store {
     }
 
     /// Length of the staged copy of volume `index` of `object_id`, if there is one.
-    pub fn staged_volume_len(
+    fn staged_volume_len(
         &self,
         object_id: [u8; 16],
         index: u16,
@@ -208,8 +212,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Objects with staged volumes.
-    pub fn staged_media_objects(&self) -> Result<Vec<[u8; 16]>, StoreError> {
+    /// Objects with staged volumes (only the tests list them; `import` works from the volumes
+    /// it is given).
+    #[cfg(test)]
+    fn staged_media_objects(&self) -> Result<Vec<[u8; 16]>, StoreError> {
         let root = self.media_root()?;
         Ok(fsutil::list_dir(&root)
             .map_err(ioe("list staging/media"))?

@@ -1,0 +1,99 @@
+//! What became of an object ([`Outcome`]), as the pipeline reports it to `listen` and `import`,
+//! and the log line every outcome gets. A leaf: the rest of the pipeline imports it, it imports
+//! nothing of the pipeline.
+
+use std::time::Instant;
+
+use sluice_common::bundle::{BundleId, RejectReason};
+use sluice_common::transport::wire::LedgerEntry;
+
+use crate::store::TransportFigures;
+
+/// What became of one object, as reported to the operator and counted in metrics.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub object_id: [u8; 16],
+    pub bundle_id: Option<BundleId>,
+    pub channel: Option<String>,
+    pub sequence: Option<u64>,
+    pub kind: OutcomeKind,
+    pub figures: TransportFigures,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Accepted {
+        path: String,
+        /// The files were verified and extracted while the bundle arrived ([`crate::ingest::early`]),
+        /// not after its last block.
+        verified_early: bool,
+    },
+    Duplicate,
+    Rejected {
+        reason: RejectReason,
+        detail: String,
+    },
+    /// Not enough symbols arrived; progress is kept for a later pass or volume.
+    Incomplete {
+        missing_blocks: u64,
+    },
+    /// The store failed; the staged object is kept so the next pass can retry.
+    StorageError {
+        detail: String,
+    },
+}
+
+impl OutcomeKind {
+    /// Stable word for logs, `--json` and metrics.
+    pub fn word(&self) -> &'static str {
+        match self {
+            OutcomeKind::Accepted { .. } => "accepted",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::Rejected { .. } => "rejected",
+            OutcomeKind::Incomplete { .. } => "incomplete",
+            OutcomeKind::StorageError { .. } => "storage_error",
+        }
+    }
+
+    /// Whether this ends the object's story (as opposed to "waiting for more").
+    pub fn is_decision(&self) -> bool {
+        !matches!(
+            self,
+            OutcomeKind::Incomplete { .. } | OutcomeKind::StorageError { .. }
+        )
+    }
+}
+
+/// The last heartbeat seen, for status and metrics.
+#[derive(Clone, Debug)]
+pub struct LastHeartbeat {
+    pub sender_id: [u8; 16],
+    pub sequence: u64,
+    pub sent_at_unix_ms: u64,
+    pub received_at: Instant,
+    pub received_at_unix_ms: u64,
+    pub ledger: Vec<LedgerEntry>,
+}
+
+/// One log line per outcome: INFO for decisions that went well, WARN/ERROR for the rest.
+pub(super) fn log_outcome(outcome: &Outcome) {
+    let object = hex::encode(outcome.object_id);
+    let bundle = outcome.bundle_id.map(|b| b.to_hex()).unwrap_or_default();
+    let channel = outcome.channel.clone().unwrap_or_default();
+    match &outcome.kind {
+        OutcomeKind::Accepted {
+            path,
+            verified_early,
+        } => tracing::info!(decision = "accepted", %bundle, %channel,
+            sequence = outcome.sequence, %path, verified_early, frames = outcome.figures.frames,
+            repaired_blocks = outcome.figures.repaired_blocks, "bundle accepted into quarantine"),
+        OutcomeKind::Duplicate => tracing::info!(decision = "duplicate", %bundle, %channel,
+            "bundle already in quarantine; recorded as a duplicate, no second copy"),
+        OutcomeKind::Rejected { reason, detail } => tracing::warn!(decision = "rejected", %bundle,
+            %object, %channel, reason = reason.code(), %detail, "bundle rejected"),
+        OutcomeKind::Incomplete { missing_blocks } => tracing::warn!(decision = "incomplete",
+            %object, missing_blocks, "transfer ended short of symbols; progress kept for the next pass"),
+        OutcomeKind::StorageError { detail } => tracing::error!(decision = "storage_error",
+            %object, %detail, "store failure; the detail says what is kept and what is retried"),
+    }
+}
