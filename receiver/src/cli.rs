@@ -98,7 +98,7 @@ mod tests {
             }
             assert!(
                 text.contains(&format!("  sluice-recv {command} "))
-                    || text.contains(&format!("  sluice-recv --config ")),
+                    || text.contains("  sluice-recv --config "),
                 "{command} --help has no example:\n{text}"
             );
         }
