@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Enforces the architecture's two hard rules mechanically, so review does not have to:
+# Enforces the architecture's hard rules mechanically, so review does not have to:
 #  1. sluice-common is pure: nothing OS-facing in its normal dependency tree, no unsafe.
 #  2. sluice-recv contains no code that sends datagrams (the one-way property, in software too).
+#  3. Subcommands are thin adapters over the library: no module imports from a subcommand
+#     module except its own file, the dispatcher (`commands/mod.rs`) and the flag map (`cli.rs`).
+#  4. Every source file is a module of its crate: no `#[path]` includes, and no module-wide
+#     `#![allow(dead_code)]` hiding code nothing uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -31,5 +35,35 @@ if [ -n "$sending" ]; then
   echo "one-way: sending code found in receiver/src (above); the receiver must never transmit" >&2
   fail=1
 fi
-[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code)"
+# Subcommand modules are leaves: what two commands share lives outside `commands/`.
+for crate in sender receiver; do
+  [ -d "$crate/src/commands" ] || continue
+  commands=$(find "$crate/src/commands" -maxdepth 1 -name '*.rs' ! -name mod.rs -printf '%f\n' | sed 's/\.rs$//')
+  while IFS= read -r -d '' file; do
+    rel=${file#"$crate/src/"}
+    case "$rel" in commands/mod.rs | cli.rs | main.rs) continue ;; esac
+    own=""
+    case "$rel" in commands/*.rs) own=$(basename "$rel" .rs) ;; esac
+    for cmd in $commands; do
+      [ "$cmd" = "$own" ] && continue
+      pattern="commands::(\{[^}]*\b)?${cmd}\b"
+      [ -n "$own" ] && pattern="${pattern}|super::(\{[^}]*\b)?${cmd}\b"
+      if grep -nE "$pattern" "$file" | grep -vE '^[0-9]+:\s*//' >/dev/null; then
+        grep -nE "$pattern" "$file" | grep -vE '^[0-9]+:\s*//' | sed "s|^|$file:|" >&2
+        echo "layering: $file uses the \`$cmd\` subcommand module; move what it needs out of commands/ (e.g. $crate/src/<shared>.rs)" >&2
+        fail=1
+      fi
+    done
+  done < <(find "$crate/src" -name '*.rs' -print0)
+done
+# Every file is compiled as the module its path says, once.
+if grep -rnE '^\s*#\[path\s*=' --include='*.rs' ./*/src; then
+  echo "modules: #[path] include above; make the file a module of its own crate (or move it to a shared crate)" >&2
+  fail=1
+fi
+if grep -rnE '^\s*#!\[allow\([^)]*dead_code' --include='*.rs' ./*/src; then
+  echo "dead code: module-wide #![allow(dead_code)] above; delete what nothing uses, or allow it on the one item with a reason" >&2
+  fail=1
+fi
+[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code; commands are leaves; no #[path], no module-wide dead_code allowance)"
 exit $fail

@@ -14,11 +14,17 @@ use sluice_host::logging::LogFormat;
 ///   sluice-recv verify --trust /etc/sluice/trust u.sluice      # check one bundle file
 ///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
 ///
-/// Exit codes: 0 ok, 1 failure, 2 usage/config, 3 input unreadable, 4 invalid bundle,
-/// 5 untrusted signer, 6 policy refused, 7 incomplete, 8 storage, 130 interrupted
-/// (docs/operations.md).
+/// Each command's --help has examples and what each of its exit codes means.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-recv", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "sluice-recv",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    max_term_width = 100,
+    after_help = commands::exit_summary()
+)]
 pub struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for a SIEM.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
@@ -36,16 +42,76 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Each subcommand's help text (short and long, examples, exit codes) comes from its `Args`
+    // doc comment and `EXIT_CODES`: a doc comment on a variant here would replace it.
     Verify(commands::verify::Args),
-    /// Listen for frames from the diode and commit verified bundles to the store.
     Listen(Box<commands::listen::Args>),
-    /// Import spool volumes from removable media and commit verified bundles to the store.
     Import(commands::import::Args),
-    /// Show what the store holds (quarantine, rejected, staging, audit, channel marks), overdue
-    /// channels (with --trust) and bundles sent but never received.
     Status(commands::status::Args),
-    /// Audit-log and quarantine integrity checks.
     Audit(commands::audit::Args),
-    /// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock).
     Doctor(commands::doctor::Args),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).expect(name);
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn top_level_help_names_every_code_a_command_returns() {
+        let top = help(&[]).replace('\n', " ");
+        for (command, codes) in commands::exit_codes() {
+            for (code, _) in codes {
+                let item = format!("{} {}", code.code(), code.summary());
+                assert!(
+                    top.contains(&item),
+                    "{command} returns {code} but --help lacks {item:?}:\n{top}"
+                );
+            }
+        }
+        assert!(top.contains("9 network"), "{top}");
+    }
+
+    #[test]
+    fn every_subcommand_help_has_its_codes_and_an_example() {
+        for (command, codes) in commands::exit_codes() {
+            let path: Vec<&str> = command.split(' ').collect();
+            let text = help(&path);
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for (code, when) in codes {
+                assert!(
+                    text.contains(&format!("{:>3}  {}", code.code(), code.summary()))
+                        && flat.contains(when),
+                    "{command} --help lacks {code}:\n{text}"
+                );
+            }
+            assert!(
+                text.contains(&format!("  sluice-recv {command} "))
+                    || text.contains("  sluice-recv --config "),
+                "{command} --help has no example:\n{text}"
+            );
+        }
+        assert!(help(&["audit"]).contains("  sluice-recv audit verify "));
+    }
+
+    #[test]
+    fn the_example_session_stays_one_command_per_line() {
+        let top = help(&[]);
+        assert!(
+            top.lines()
+                .any(|l| l.trim_start().starts_with("sluice-recv listen --bind")),
+            "{top}"
+        );
+    }
 }

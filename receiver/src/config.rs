@@ -1,8 +1,10 @@
 //! `--config FILE`: the receiver's TOML configuration (docs/configuration.md).
 //!
 //! Every option of `listen` can live in `[listen]`; a flag on the command line wins over the
-//! file, and the file over the built-in default. Each option is resolved exactly once, here, as
-//! `flag.or(file).unwrap_or(DEFAULT)`; the defaults below are the ones `--help` states.
+//! file, and the file over the built-in default. Each option is resolved exactly once, as
+//! `flag.or(file).unwrap_or(DEFAULT)`, where each command settles its flags (`listen::settle`,
+//! `status::settle`) into the resolved [`Listen`] and [`Status`] below; the defaults below are
+//! the ones `--help` states.
 //!
 //! ```toml
 //! [listen]
@@ -22,8 +24,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-
-use crate::commands::{listen, status};
+use sluice_common::exit::CommandError;
 
 pub const DEFAULT_RCVBUF: usize = 64 << 20;
 pub const DEFAULT_MAX_DATAGRAM: usize = 8972;
@@ -74,12 +75,14 @@ pub struct StatusSection {
     pub sent_grace_secs: Option<u64>,
 }
 
-/// Reads and parses a config file; the error names the file and, for a typo, the unknown key.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let mut config: Config =
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+/// Reads and parses a config file; the error (a usage error) names the file and, for a typo,
+/// the unknown key.
+pub fn load(path: &Path) -> Result<Config, CommandError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CommandError::usage(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    let mut config: Config = toml::from_str(&text)
+        .map_err(|e| CommandError::usage(format!("config file {}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let l = &mut config.listen;
     for p in [&mut l.store, &mut l.trust, &mut l.link_key] {
@@ -112,46 +115,12 @@ pub struct Listen {
     pub json: bool,
 }
 
-fn required<T>(value: Option<T>, flag: &str, key: &str) -> Result<T, String> {
-    value.ok_or_else(|| format!("{flag} is required (or `{key}` in the --config file's [listen])"))
-}
-
-/// Flags over `[listen]` over defaults.
-pub fn resolve_listen(a: listen::Args, f: &ListenSection) -> Result<Listen, String> {
-    Ok(Listen {
-        bind: required(a.bind.or(f.bind), "--bind ADDR:PORT", "bind")?,
-        store: required(a.store.or(f.store.clone()), "--store DIR", "store")?,
-        trust: required(a.trust.or(f.trust.clone()), "--trust DIR", "trust")?,
-        link_key: a.link_key.or(f.link_key.clone()),
-        metrics: a.metrics.or(f.metrics),
-        rcvbuf: a.rcvbuf.or(f.rcvbuf).unwrap_or(DEFAULT_RCVBUF),
-        max_datagram: a
-            .max_datagram
-            .or(f.max_datagram)
-            .unwrap_or(DEFAULT_MAX_DATAGRAM),
-        memory: a.memory.or(f.memory).unwrap_or(DEFAULT_MEMORY_MIB),
-        staging_quota: a
-            .staging_quota
-            .or(f.staging_quota)
-            .unwrap_or(DEFAULT_STAGING_QUOTA_GIB),
-        max_object: a
-            .max_object
-            .or(f.max_object)
-            .unwrap_or(DEFAULT_MAX_OBJECT_GIB),
-        max_sessions: a
-            .max_sessions
-            .or(f.max_sessions)
-            .unwrap_or(DEFAULT_MAX_SESSIONS),
-        idle_timeout: a
-            .idle_timeout
-            .or(f.idle_timeout)
-            .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
-        decode_threads: a
-            .decode_threads
-            .or(f.decode_threads)
-            .unwrap_or(DEFAULT_DECODE_THREADS),
-        max_bundles: a.max_bundles.or(f.max_bundles),
-        json: a.json || f.json.unwrap_or(false),
+/// A required option: the flag, else the `[listen]` key, else a usage error naming both.
+pub fn required<T>(value: Option<T>, flag: &str, key: &str) -> Result<T, CommandError> {
+    value.ok_or_else(|| {
+        CommandError::usage(format!(
+            "{flag} is required (or `{key}` in the --config file's [listen])"
+        ))
     })
 }
 
@@ -162,21 +131,6 @@ pub struct Status {
     pub trust: Option<PathBuf>,
     pub sent_grace_secs: u64,
     pub json: bool,
-}
-
-/// Flags over the file (`store`/`trust` from `[listen]`) over defaults.
-pub fn resolve_status(a: status::Args, c: &Config) -> Result<Status, String> {
-    Ok(Status {
-        store: a.store.or(c.listen.store.clone()).ok_or_else(|| {
-            "--store DIR is required (or `store` in the --config file's [listen])".to_string()
-        })?,
-        trust: a.trust.or(c.listen.trust.clone()),
-        sent_grace_secs: a
-            .sent_grace
-            .or(c.status.sent_grace_secs)
-            .unwrap_or(DEFAULT_SENT_GRACE_SECS),
-        json: a.json,
-    })
 }
 
 #[cfg(test)]

@@ -13,12 +13,19 @@ use sluice_host::logging::LogFormat;
 ///
 ///   sluice-send keygen --out officer            # once: officer.key (secret) + officer.pub
 ///   sluice-send bundle create --key officer.key --channel updates --out u.sluice ./approved/
-///   sluice-send udp --to 10.0.0.2:7000 --rate 800M u.sluice
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --rate 800M u.sluice
 ///
-/// Exit codes: 0 ok, 1 failure, 2 usage/config, 3 input unreadable, 4 invalid bundle,
-/// 7 incomplete, 8 storage, 9 network, 130 interrupted (docs/operations.md).
+/// Each command's --help has examples and what each of its exit codes means.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-send", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "sluice-send",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    max_term_width = 100,
+    after_help = commands::exit_summary()
+)]
 pub struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for a SIEM.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
@@ -36,17 +43,81 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    // Help text (short and long) comes from `keygen::Args`' doc comment.
+    // Each subcommand's help text (short and long, examples, exit codes) comes from its `Args`
+    // doc comment and `EXIT_CODES`: a doc comment on a variant here would replace it.
     Keygen(commands::keygen::Args),
-    /// Create or inspect signed bundles.
-    #[command(subcommand)]
+    /// Create or inspect signed bundles
+    ///
+    /// Examples:
+    ///
+    ///   sluice-send bundle create --key alice.key --channel updates --out u.sluice approved/
+    ///   sluice-send bundle inspect u.sluice
+    #[command(subcommand, verbatim_doc_comment)]
     Bundle(commands::bundle::BundleCommand),
-    /// Send bundles across a diode as paced RaptorQ UDP frames.
     Udp(commands::udp::Args),
-    // Help text (short and long: the outbox convention, exit codes) comes from `watch::Args`.
     Watch(commands::watch::Args),
-    /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile).
     Doctor(commands::doctor::Args),
-    /// Write bundles onto removable media as spool volumes.
     Media(commands::media::Args),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).expect(name);
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn top_level_help_names_every_code_a_command_returns() {
+        let top = help(&[]);
+        for (command, codes) in commands::exit_codes() {
+            for (code, _) in codes {
+                let item = format!("{} {}", code.code(), code.summary());
+                assert!(
+                    top.replace('\n', " ").contains(&item),
+                    "{command} returns {code} but --help lacks {item:?}:\n{top}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_subcommand_help_has_its_codes_and_an_example() {
+        for (command, codes) in commands::exit_codes() {
+            let path: Vec<&str> = command.split(' ').collect();
+            let text = help(&path);
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for (code, when) in codes {
+                assert!(
+                    text.contains(&format!("{:>3}  {}", code.code(), code.summary()))
+                        && flat.contains(when),
+                    "{command} --help lacks {code}:\n{text}"
+                );
+            }
+            assert!(
+                text.contains(&format!("  sluice-send {command} ")),
+                "{command} --help has no example:\n{text}"
+            );
+        }
+        assert!(help(&["bundle"]).contains("  sluice-send bundle inspect "));
+    }
+
+    #[test]
+    fn the_example_session_stays_one_command_per_line() {
+        let top = help(&[]);
+        assert!(
+            top.lines()
+                .any(|l| l.trim_start().starts_with("sluice-send bundle create")),
+            "{top}"
+        );
+    }
 }

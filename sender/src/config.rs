@@ -3,7 +3,7 @@
 //! Every option of `udp` and `watch` can live in the file; a flag given on the command line wins
 //! over the file, and the file wins over a `--profile`'s values and the built-in defaults. The
 //! merge is one `flag.or(file)` per option here; the defaults are applied where each command
-//! settles its options (`udp::settle`, `watch::settle`), which is also what `--help` shows.
+//! settles its options (`settings::settle`, `watch::run`), which is also what `--help` shows.
 //!
 //! ```toml
 //! [send]
@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sluice_common::exit::CommandError;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -74,7 +75,7 @@ pub enum Rate {
 }
 
 impl Rate {
-    /// The flag's spelling, for `udp::parse_rate`.
+    /// The flag's spelling, for `settings::parse_rate`.
     pub fn to_flag(&self) -> String {
         match self {
             Rate::Text(t) => t.clone(),
@@ -83,12 +84,14 @@ impl Rate {
     }
 }
 
-/// Reads and parses a config file. The error names the file and, for a typo, the unknown key.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let mut config: Config =
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+/// Reads and parses a config file. The error (a usage error) names the file and, for a typo,
+/// the unknown key.
+pub fn load(path: &Path) -> Result<Config, CommandError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CommandError::usage(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    let mut config: Config = toml::from_str(&text)
+        .map_err(|e| CommandError::usage(format!("config file {}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let s = &mut config.send;
     for p in [&mut s.trust, &mut s.link_key] {
@@ -108,7 +111,7 @@ fn rebase(path: &mut Option<PathBuf>, base: &Path) {
 }
 
 /// Fills every option of `udp` (or `watch`'s sending half) not given as a flag from `[send]`.
-pub fn merge_send(args: &mut crate::commands::udp::LinkArgs, json: &mut bool, file: &SendSection) {
+pub fn merge_send(args: &mut crate::settings::LinkArgs, json: &mut bool, file: &SendSection) {
     macro_rules! or {
         ($($field:ident),*) => { $( if args.$field.is_none() { args.$field = file.$field.clone(); } )* };
     }

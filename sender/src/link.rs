@@ -13,13 +13,15 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_common::exit;
+use sluice_common::exit::CommandError;
+use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_common::transport::params::recommended_block_size;
 use sluice_common::transport::send::{EncodeJob, EncodedBlock, Sender, SenderConfig};
 use sluice_common::transport::wire;
 
-use crate::commands::udp::{self, Failure, Prepared, SendSettings};
 use crate::net::DiodeSender;
+use crate::prepare::Prepared;
+use crate::settings::SendSettings;
 
 /// The longest one wait may last, so a stop request or a new outbox file is noticed promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -49,23 +51,19 @@ pub struct Pumped {
 }
 
 impl Link {
-    pub fn open(settings: &SendSettings) -> Result<Link, Failure> {
+    pub fn open(settings: &SendSettings) -> Result<Link, CommandError> {
         let socket = DiodeSender::open(settings.destination, settings.sndbuf).map_err(|e| {
-            Failure::new(
-                exit::NETWORK,
-                format!(
-                    "cannot open a UDP socket toward {}: {e}",
-                    settings.destination
-                ),
-            )
+            CommandError::network(format!(
+                "cannot open a UDP socket toward {}: {e}",
+                settings.destination
+            ))
         })?;
         tracing::info!(destination = %settings.destination, send_buffer = socket.send_buffer, "socket open");
-        let datagram = (settings.mtu - 28) as usize;
-        let symbol_size = wire::symbol_size_for_datagram(datagram);
+        let symbol_size = wire::symbol_size_for_datagram(settings.datagram_len());
         let block_size = recommended_block_size(symbol_size);
         let mut config = SenderConfig::new(
             settings.link_key.clone(),
-            udp::sender_id(),
+            sender_id(),
             symbol_size,
             block_size,
         );
@@ -74,8 +72,8 @@ impl Link {
         config.passes = settings.passes;
         config.heartbeat_interval = settings.heartbeat;
         config.rate_bytes_per_sec = settings.rate_bits.map(|b| (b / 8).max(1));
-        let sender = Sender::new(config, Instant::now(), udp::unix_ms())
-            .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
+        let sender = Sender::new(config, Instant::now(), sluice_host::time::now_unix_ms())
+            .map_err(|e| CommandError::usage(format!("sender configuration refused: {e}")))?;
         let frame_len = wire::data_frame_len(symbol_size);
         let max_frame = frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES));
         let gso_batch = socket.max_batch(frame_len);
@@ -104,7 +102,7 @@ impl Link {
     pub fn pump<'a>(
         &mut self,
         object: impl Fn(&[u8; 16]) -> Option<&'a Prepared>,
-    ) -> Result<Pumped, Failure> {
+    ) -> Result<Pumped, CommandError> {
         let mut pumped = Pumped::default();
         while let Some(done) = self.solver.try_collect()? {
             pumped.did_work = true;
@@ -112,12 +110,8 @@ impl Link {
         }
         while let Some(request) = self.sender.poll_read() {
             pumped.did_work = true;
-            let p = object(&request.object_id).ok_or_else(|| {
-                Failure::new(
-                    exit::FAILURE,
-                    "internal: the sender asked for an unknown object",
-                )
-            })?;
+            let p = object(&request.object_id)
+                .ok_or_else(|| CommandError::internal("the sender asked for an unknown object"))?;
             // Room for the zero padding to K × T, so the block is padded in place (no copy).
             self.read_buf
                 .reserve_exact(request.len.next_multiple_of(usize::from(self.symbol_size)));
@@ -125,16 +119,17 @@ impl Link {
             p.file
                 .read_exact_at(&mut self.read_buf, request.offset)
                 .map_err(|e| {
-                    Failure::new(
-                        exit::INPUT,
-                        format!("reading {} at {}: {e}", p.path.display(), request.offset),
-                    )
+                    CommandError::input(format!(
+                        "reading {} at {}: {e}",
+                        p.path.display(),
+                        request.offset
+                    ))
                 })?;
             pumped.bytes_read += request.len as u64;
             let job = self
                 .sender
                 .handle_source(request, std::mem::take(&mut self.read_buf))
-                .map_err(internal)?;
+                .map_err(CommandError::internal)?;
             if let Some(job) = self.solver.submit(job) {
                 // The worker is gone (it cannot panic on checked input, but never hang on it).
                 self.accept(job.run())?;
@@ -144,13 +139,15 @@ impl Link {
         Ok(pumped)
     }
 
-    fn accept(&mut self, done: EncodedBlock) -> Result<(), Failure> {
-        self.sender.handle_encoded(done).map_err(internal)
+    fn accept(&mut self, done: EncodedBlock) -> Result<(), CommandError> {
+        self.sender
+            .handle_encoded(done)
+            .map_err(CommandError::internal)
     }
 
     /// Fills GSO batches with equal-length frames; a frame of another length (heartbeat,
     /// end-of-pass) goes out on its own.
-    fn transmit(&mut self) -> Result<bool, Failure> {
+    fn transmit(&mut self) -> Result<bool, CommandError> {
         let now = Instant::now();
         let (mut filled, mut seg, mut count) = (0usize, 0usize, 0usize);
         let mut sent_any = false;
@@ -180,18 +177,12 @@ impl Link {
         Ok(sent_any)
     }
 
-    fn send(&self, from: usize, to: usize, seg: usize) -> Result<(), Failure> {
+    fn send(&self, from: usize, to: usize, seg: usize) -> Result<(), CommandError> {
         self.socket
             .send_batch(&self.batch[from..to], seg)
             .map_err(|e| {
-                Failure::new(
-                    exit::NETWORK,
-                    format!(
-                        "sending to {} failed: {e}. Check the route and MTU toward the diode \
-                         (`sluice-send doctor`).",
-                        self.destination
-                    ),
-                )
+                CommandError::network(format!("sending to {} failed: {e}", self.destination))
+                    .help("check the route and MTU toward the diode (`sluice-send doctor`)")
             })
     }
 
@@ -208,7 +199,7 @@ impl Link {
     }
 
     /// Sleeps until `until` (at most [`MAX_WAIT`]) or until a solve comes back.
-    pub fn wait(&mut self, until: Instant) -> Result<(), Failure> {
+    pub fn wait(&mut self, until: Instant) -> Result<(), CommandError> {
         let wait = until
             .saturating_duration_since(Instant::now())
             .min(MAX_WAIT);
@@ -222,8 +213,15 @@ impl Link {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Failure {
-    Failure::new(exit::FAILURE, format!("internal: {e}"))
+/// A stable identity for heartbeats: derived from the host name, so the high side sees the same
+/// sender across restarts.
+pub fn sender_id() -> [u8; 16] {
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_bytes();
+    let hash = blake3::derive_key("sluice 2026 sender id v1", host);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash[..16]);
+    id
 }
 
 /// How long a paced sender needs to earn `gso_batch − 1` more frames of `frame_len` bytes (plus
@@ -231,7 +229,7 @@ fn internal(e: impl std::fmt::Display) -> Failure {
 pub fn batch_pacing_delay(rate_bits: Option<u64>, gso_batch: usize, frame_len: usize) -> Duration {
     match rate_bits {
         Some(rate) if rate > 0 && gso_batch > 1 => {
-            let bits = (gso_batch - 1) as f64 * (frame_len + 28) as f64 * 8.0;
+            let bits = (gso_batch - 1) as f64 * (frame_len + IP_UDP_OVERHEAD) as f64 * 8.0;
             Duration::from_secs_f64(bits / rate as f64)
         }
         _ => Duration::ZERO,
@@ -288,7 +286,7 @@ impl Solver {
         }
     }
 
-    fn try_collect(&mut self) -> Result<Option<EncodedBlock>, Failure> {
+    fn try_collect(&mut self) -> Result<Option<EncodedBlock>, CommandError> {
         if self.outstanding == 0 {
             return Ok(None);
         }
@@ -303,7 +301,7 @@ impl Solver {
     }
 
     /// Waits up to `timeout` for a solve, or just sleeps when none is outstanding.
-    fn wait(&mut self, timeout: Duration) -> Result<Option<EncodedBlock>, Failure> {
+    fn wait(&mut self, timeout: Duration) -> Result<Option<EncodedBlock>, CommandError> {
         if self.outstanding == 0 {
             std::thread::sleep(timeout);
             return Ok(None);
@@ -320,8 +318,8 @@ impl Solver {
 
     /// The worker died with solves outstanding: they never come back and the sender would wait
     /// for them forever, so stop with an internal error instead.
-    fn lost() -> Failure {
-        internal(
+    fn lost() -> CommandError {
+        CommandError::internal(
             "the RaptorQ solve thread stopped with blocks outstanding; the transfer was cut short",
         )
     }

@@ -15,6 +15,7 @@ use clap::Parser;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
 use sluice_bench::blast::{self, Mode, RecvOpts, SendOpts};
+use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_tests::{DiodeOptions, Netns, ProcessWatch, Side};
 
 /// End-to-end Sluice throughput against the raw UDP ceiling of the same run (needs root).
@@ -322,7 +323,7 @@ fn run_case(
         rate: None,
         mtu: case.mtu,
     })?;
-    let datagram = (case.mtu - 28) as usize;
+    let datagram = case.mtu as usize - IP_UDP_OVERHEAD;
     let mut ceil = Ceilings::default();
     if ceiling_secs > 0.0 {
         (ceil.sendmmsg_mb_s, ceil.sendmmsg) =

@@ -3,11 +3,27 @@
 
 use std::path::PathBuf;
 
-use sluice_common::exit;
+use sluice_common::exit::{self, CommandError, Exit};
 
 use crate::store::inspect;
 
+/// What each exit code means for `audit verify` (rendered into `--help`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "the chain and every quarantined bundle check out"),
+    (
+        Exit::Invalid,
+        "a problem was found (each is named): treat as a security event",
+    ),
+    (Exit::Storage, "the store cannot be read"),
+];
+
+/// Audit-log and quarantine integrity checks
+///
+/// Examples:
+///
+///   sluice-recv audit verify --store /var/lib/sluice
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     #[command(subcommand)]
     pub command: AuditCommand,
@@ -15,13 +31,25 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit chain (every `prev` matches, `seq` has no gaps) and every quarantined
-    /// bundle (every file re-hashed; no missing, extra or symlinked files; receipt unchanged).
-    /// Exit 0 if everything checks out, 4 naming each problem otherwise.
     Verify(VerifyArgs),
 }
 
+/// Check the audit chain and every quarantined bundle
+///
+/// The chain: every record's `prev` matches the hash of the one before, and `seq` has no gaps.
+/// Every quarantined bundle: every file re-hashed; no missing, extra or symlinked files; receipt
+/// unchanged. Read-only, safe while a listener runs.
+///
+/// Examples:
+///
+///   sluice-recv audit verify --store /var/lib/sluice
+///   sluice-recv audit verify --store /var/lib/sluice --json | jq .problems
 #[derive(Debug, clap::Args)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(EXIT_CODES)
+)]
 pub struct VerifyArgs {
     /// The store directory.
     #[arg(long, value_name = "DIR")]
@@ -31,20 +59,16 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> i32 {
+pub fn run(args: Args) -> Result<Exit, CommandError> {
     match args.command {
         AuditCommand::Verify(v) => verify(v),
     }
 }
 
-fn verify(args: VerifyArgs) -> i32 {
-    let report = match inspect::verify_store(&args.store) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot read store {}: {e}", args.store.display());
-            return exit::STORAGE;
-        }
-    };
+fn verify(args: VerifyArgs) -> Result<Exit, CommandError> {
+    let report = inspect::verify_store(&args.store).map_err(|e| {
+        CommandError::storage(format!("cannot read store {}: {e}", args.store.display()))
+    })?;
     let ok = report.problems.is_empty();
     if args.json {
         let v = serde_json::json!({
@@ -66,5 +90,5 @@ fn verify(args: VerifyArgs) -> i32 {
             report.problems.len()
         );
     }
-    if ok { exit::OK } else { exit::INVALID }
+    Ok(if ok { Exit::Ok } else { Exit::Invalid })
 }

@@ -11,14 +11,32 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_common::exit::{self, CommandError, Exit};
 use sluice_common::profile::Profile;
 
 use sluice_host::hostcheck::*;
 
+/// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "no check failed (warnings allowed)"),
+    (Exit::Failure, "at least one check failed; apply each `fix`"),
+];
+
+/// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock)
+///
 /// Check the high-side host: socket buffers, MTU of the bind interface, store writability and
-/// free space, trust store, clock. Prints one finding per check with the exact fix; exit 0 if
-/// nothing failed.
+/// free space, trust store, clock. Prints one finding per check with the exact fix to apply.
+///
+/// Examples:
+///
+///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --bind 10.0.0.2:7000
+///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --profile gbe-fibre-1500 --json
 #[derive(Debug, clap::Args)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(EXIT_CODES)
+)]
 pub struct Args {
     /// The quarantine store directory `listen`/`import` will use.
     #[arg(long, value_name = "DIR")]
@@ -61,7 +79,8 @@ const CLOCK_FLOOR: u64 = 1_704_067_200;
 /// 2100-01-01T00:00:00Z: later than this, the clock is wrong, not the calendar.
 const CLOCK_CEILING: u64 = 4_102_444_800;
 
-pub fn run(args: Args) -> i32 {
+/// Runs every check; failed checks are the exit code, not an error.
+pub fn run(args: Args) -> Result<Exit, CommandError> {
     let env = Env {
         proc_root: args.proc_root,
         sys_root: args.sys_root,
@@ -71,7 +90,10 @@ pub fn run(args: Args) -> i32 {
         trust: args.trust,
         now: SystemTime::now(),
     };
-    report(&run_checks(&env), args.json)
+    Ok(exit::from_code_or_failure(report(
+        &run_checks(&env),
+        args.json,
+    )))
 }
 
 pub fn run_checks(env: &Env) -> Vec<Finding> {

@@ -5,16 +5,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice_common::exit;
+use sluice_common::exit::{CommandError, Exit};
 use sluice_common::spool::{HEADER_LEN, VolumeHeader};
 use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
 
-use crate::commands::listen::load_link_key;
-use crate::ingest::{self, Outcome, OutcomeKind, Pipeline};
+use crate::ingest::{Outcome, OutcomeKind, Pipeline};
 use crate::media::{self, OpenVolume, RecordReader};
+use crate::report::{outcome_json, rejected_exit};
+use crate::setup;
 use crate::store::media::StageError;
 use crate::store::{Source, StoreError, TransportFigures};
+
+/// What each exit code means for `import` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "every bundle complete (or already accepted)"),
+    (Exit::Usage, "bad flags, link key or trust directory"),
+    (
+        Exit::Input,
+        "an input path unreadable or skipped, or no volume found",
+    ),
+    (Exit::Invalid, "a bundle failed verification"),
+    (Exit::Untrusted, "a bundle's signer is not trusted"),
+    (Exit::Policy, "a bundle was refused by policy"),
+    (
+        Exit::Incomplete,
+        "waiting for more volumes (they stay staged)",
+    ),
+    (Exit::Storage, "the store failed"),
+];
 
 /// Import spool volumes written by `sluice-send media` into the quarantine store.
 ///
@@ -33,12 +52,11 @@ use crate::store::{Source, StoreError, TransportFigures};
 ///
 ///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust /media/usb
 ///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust --json /media/disc2
-///
-/// Exit codes: 0 every bundle complete (or already accepted); 7 waiting for more volumes;
-/// 4-6 a bundle was rejected (its reason's code); 3 an input path unreadable or no volume
-/// found; 8 the store failed. When several apply: 8, then 4-6, then 7, then 3.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = sluice_common::exit::help_table_combined(EXIT_CODES)
+)]
 pub struct Args {
     /// Store directory (the same one `listen` uses; one receiver at a time).
     #[arg(long, value_name = "DIR")]
@@ -89,21 +107,31 @@ struct Waiting {
     blocks: Option<u64>,
 }
 
-pub fn run(args: Args) -> i32 {
-    let link_key = match load_link_key(args.link_key.as_deref()) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::USAGE;
-        }
-    };
+/// Per-item problems of one import: each is reported on stderr as it is found and raises the
+/// run's exit code; the run goes on with the other volumes and bundles.
+#[derive(Default)]
+struct Problems {
+    worst: Exit,
+}
+
+impl Problems {
+    /// An input that is not used (unreadable, not a volume, contradicting): `skipped PATH: WHY`.
+    fn skipped(&mut self, path: &std::path::Path, why: impl std::fmt::Display) {
+        eprintln!("skipped {}: {why}", path.display());
+        self.worst = self.worst.worst(Exit::Input);
+    }
+
+    /// A failure of the run that did not stop it: `error: MESSAGE`.
+    fn error(&mut self, code: Exit, message: impl std::fmt::Display) {
+        eprintln!("error: {message}");
+        self.worst = self.worst.worst(code);
+    }
+}
+
+/// Imports every volume found, then reports one line per bundle.
+pub fn run(args: Args) -> Result<Exit, CommandError> {
+    let link_key = setup::load_link_key(args.link_key.as_deref())?;
+    let trust = setup::load_trust(&args.trust)?;
     let limits = Limits {
         max_object_bytes: args.max_object << 30,
         ..Limits::default()
@@ -111,23 +139,21 @@ pub fn run(args: Args) -> i32 {
 
     // 1. Find and authenticate volumes; nothing is staged yet.
     let scan = media::scan(&args.paths);
-    let mut input_error = false;
+    let mut problems = Problems::default();
     for (path, why) in &scan.unreadable {
-        eprintln!("error: cannot read {}: {why}", path.display());
-        input_error = true;
+        problems.error(
+            Exit::Input,
+            format!("cannot read {}: {why}", path.display()),
+        );
     }
     for (path, why) in &scan.problems {
-        eprintln!("skipped {}: {why}", path.display());
-        input_error = true;
+        problems.skipped(path, why);
     }
     let mut volumes: Vec<OpenVolume> = Vec::new();
     for path in &scan.candidates {
         match media::open_volume(path, &link_key, &limits) {
             Ok(v) => volumes.push(v),
-            Err(why) => {
-                eprintln!("skipped {}: {why}", path.display());
-                input_error = true;
-            }
+            Err(why) => problems.skipped(path, why),
         }
     }
     if scan.unknown > 0 {
@@ -153,12 +179,13 @@ pub fn run(args: Args) -> i32 {
         if (state.count, state.object_len, state.frame_len)
             != (h.volume_count, h.object_len, h.frame_len)
         {
-            eprintln!(
-                "skipped {}: its header contradicts other volumes of object {}",
-                v.path.display(),
-                hex::encode(h.object_id)
+            problems.skipped(
+                &v.path,
+                format!(
+                    "its header contradicts other volumes of object {}",
+                    hex::encode(h.object_id)
+                ),
             );
-            input_error = true;
             continue;
         }
         if v.truncated() {
@@ -180,20 +207,14 @@ pub fn run(args: Args) -> i32 {
         usable.push(v);
     }
     if objects.is_empty() {
-        eprintln!("error: no usable spool volume found in the given path(s)");
-        return exit::INPUT;
+        return Err(CommandError::input(
+            "no usable spool volume found in the given path(s)",
+        ));
     }
 
-    let mut store = match ingest::open_store(&args.store, args.staging_quota << 30) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot open the store {}: {e}", args.store.display());
-            return e.exit_code();
-        }
-    };
+    let mut store = setup::open_store(&args.store, args.staging_quota << 30)?;
 
     // 2. Already accepted: a duplicate record, nothing staged.
-    let mut storage_error = false;
     for (id, state) in objects.iter_mut() {
         if let Some(bundle) = store.accepted_bundle_for_object(*id) {
             let figures = media_figures();
@@ -211,8 +232,7 @@ pub fn run(args: Args) -> i32 {
                 figures,
             });
             if let Err(e) = store.remove_staged_volumes(*id) {
-                eprintln!("error: {e}");
-                storage_error = true;
+                problems.error(Exit::Storage, e);
             }
         }
     }
@@ -239,16 +259,14 @@ pub fn run(args: Args) -> i32 {
                 v.header.volume_index + 1,
                 v.header.volume_count
             ),
-            Err(StageError::Source(e)) => {
-                eprintln!(
-                    "skipped {}: read failed while copying ({e}); the medium may be failing or was removed",
-                    v.path.display()
-                );
-                input_error = true;
-            }
+            Err(StageError::Source(e)) => problems.skipped(
+                &v.path,
+                format!(
+                    "read failed while copying ({e}); the medium may be failing or was removed"
+                ),
+            ),
             Err(StageError::Store(e)) => {
-                eprintln!("error: staging {}: {e}", v.path.display());
-                storage_error = true;
+                problems.error(Exit::Storage, format!("staging {}: {e}", v.path.display()));
             }
         }
     }
@@ -268,31 +286,25 @@ pub fn run(args: Args) -> i32 {
         config.max_staging_bytes = args.staging_quota << 30;
         config.idle_timeout = Duration::from_secs(3600);
         let now = Instant::now();
-        let mut pipeline = match Pipeline::start(
+        let mut pipeline = Pipeline::start(
             store,
             trust,
             config,
             Source::Media,
             args.decode_threads,
             now,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: cannot resume staged transfers: {e}");
-                return e.exit_code();
-            }
-        };
+        )
+        .map_err(|e| CommandError::storage(format!("cannot resume staged transfers: {e}")))?;
         let shared = pipeline.store();
         for id in &rebuild {
             let Some(state) = objects.get_mut(id) else {
                 continue;
             };
-            match feed_object(&mut pipeline, &shared, *id, &link_key, state) {
-                Ok(()) => {}
-                Err(e) => {
-                    eprintln!("error: rebuilding {}: {e}", hex::encode(id));
-                    storage_error = true;
-                }
+            if let Err(e) = feed_object(&mut pipeline, &shared, *id, &link_key, state) {
+                problems.error(
+                    Exit::Storage,
+                    format!("rebuilding {}: {e}", hex::encode(id)),
+                );
             }
             pipeline.checkpoint_all(Instant::now());
             let live = pipeline.live_objects();
@@ -310,8 +322,7 @@ pub fn run(args: Args) -> i32 {
             let id = outcome.object_id;
             if outcome.kind.is_decision() {
                 if let Err(e) = store.remove_staged_volumes(id) {
-                    eprintln!("error: removing staged volumes: {e}");
-                    storage_error = true;
+                    problems.error(Exit::Storage, format!("removing staged volumes: {e}"));
                 }
             }
             match objects.get_mut(&id) {
@@ -347,35 +358,21 @@ pub fn run(args: Args) -> i32 {
         drop(trust);
     }
 
-    // 5. Report, one line per bundle.
-    let mut code = exit::OK;
-    let mut rejected_code = None;
-    let mut waiting = false;
+    // 5. Report, one line per bundle; the exit code is the worst of the run (`Exit::worst`).
+    let mut code = problems.worst;
     for id in &order {
         let Some(state) = objects.get(id) else {
             continue;
         };
         report(args.json, *id, state);
-        match state.outcome.as_ref().map(|o| &o.kind) {
-            Some(OutcomeKind::Rejected { reason, .. }) => {
-                rejected_code = Some(reason.exit_code().max(rejected_code.unwrap_or(0)));
-            }
-            Some(OutcomeKind::StorageError { .. }) => storage_error = true,
-            Some(OutcomeKind::Incomplete { .. }) => waiting = true,
-            Some(_) => {}
-            None => waiting = true,
-        }
+        code = code.worst(match state.outcome.as_ref().map(|o| &o.kind) {
+            Some(OutcomeKind::Rejected { reason, .. }) => rejected_exit(*reason),
+            Some(OutcomeKind::StorageError { .. }) => Exit::Storage,
+            Some(OutcomeKind::Incomplete { .. }) | None => Exit::Incomplete,
+            Some(OutcomeKind::Accepted { .. } | OutcomeKind::Duplicate) => Exit::Ok,
+        });
     }
-    if storage_error {
-        code = exit::STORAGE;
-    } else if let Some(c) = rejected_code {
-        code = c;
-    } else if waiting {
-        code = exit::INCOMPLETE;
-    } else if input_error {
-        code = exit::INPUT;
-    }
-    code
+    Ok(code)
 }
 
 fn media_figures() -> TransportFigures {
@@ -389,6 +386,21 @@ fn media_figures() -> TransportFigures {
     }
 }
 
+/// Why the staged volumes of one object could not be fed (the store's own copy failed us).
+enum FeedError {
+    Store(StoreError),
+    Read(String),
+}
+
+impl std::fmt::Display for FeedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedError::Store(e) => write!(f, "{e}"),
+            FeedError::Read(what) => write!(f, "reading {what}"),
+        }
+    }
+}
+
 /// Feeds every staged volume of `id` into the pipeline, interleaved by each volume's progress
 /// through its own share so records arrive in (nearly) the sender's order and the receiver's
 /// bounded window of blocks suffices.
@@ -398,12 +410,10 @@ fn feed_object(
     id: [u8; 16],
     key: &sluice_common::transport::wire::LinkKey,
     state: &mut ObjectState,
-) -> Result<(), String> {
+) -> Result<(), FeedError> {
     let staged = {
         let store = shared.lock().unwrap_or_else(|p| p.into_inner());
-        store
-            .staged_volumes(id)
-            .map_err(|e: StoreError| e.to_string())?
+        store.staged_volumes(id).map_err(FeedError::Store)?
     };
     let mut readers = Vec::new();
     let mut frame_len = 0usize;
@@ -412,7 +422,7 @@ fn feed_object(
         use std::os::unix::fs::FileExt;
         v.file
             .read_exact_at(&mut hb, 0)
-            .map_err(|e| format!("reading staged volume {}: {e}", v.index))?;
+            .map_err(|e| FeedError::Read(format!("staged volume {}: {e}", v.index)))?;
         let Ok(h) = VolumeHeader::decode(&hb, key.as_bytes()) else {
             continue;
         };
@@ -424,7 +434,7 @@ fn feed_object(
         frame_len = h.frame_len as usize;
         readers.push(
             RecordReader::new(v.file, &h, v.len)
-                .map_err(|e| format!("reading staged volume {}: {e}", v.index))?,
+                .map_err(|e| FeedError::Read(format!("staged volume {}: {e}", v.index)))?,
         );
     }
     let mut buf = vec![0u8; frame_len];
@@ -433,7 +443,7 @@ fn feed_object(
     while let Some(i) = media::pick_next(&readers) {
         readers[i]
             .read_next(&mut buf)
-            .map_err(|e| format!("reading a staged volume: {e}"))?;
+            .map_err(|e| FeedError::Read(format!("a staged volume: {e}")))?;
         pipeline.handle_datagram(now, &buf);
         n += 1;
         // Collect finished decodes often: a decoded block waiting in the result queue still
@@ -465,7 +475,7 @@ fn report(json: bool, id: [u8; 16], s: &ObjectState) {
     };
     if json {
         let mut v = match &s.outcome {
-            Some(o) => crate::commands::listen::outcome_json(o),
+            Some(o) => outcome_json(o),
             None => serde_json::json!({
                 "outcome": "waiting",
                 "object_id": hex::encode(id),

@@ -6,17 +6,48 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_common::exit;
+use sluice_common::exit::{CommandError, Exit};
 use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
-use sluice_common::transport::wire::LinkKey;
 
-use crate::config::Listen;
-use crate::ingest::{self, Outcome, OutcomeKind, Pipeline};
+use crate::config::{
+    DEFAULT_DECODE_THREADS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_DATAGRAM,
+    DEFAULT_MAX_OBJECT_GIB, DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_MIB, DEFAULT_RCVBUF,
+    DEFAULT_STAGING_QUOTA_GIB, Listen, ListenSection, required,
+};
+use crate::ingest::{Outcome, OutcomeKind, Pipeline};
 use crate::metrics::{Exposition, MetricsPage};
 use crate::net::{DiodeSocket, buffer_advice};
+use crate::report::{outcome_json, rejected_exit};
+use crate::setup;
 use crate::store::Source;
 use crate::store::inspect;
+
+/// What each exit code means for `listen` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (
+        Exit::Ok,
+        "stopped; every bundle decided was accepted or a duplicate",
+    ),
+    (Exit::Failure, "internal error"),
+    (
+        Exit::Usage,
+        "bad flags, config, link key or trust directory",
+    ),
+    (Exit::Input, "the link key unreadable"),
+    (Exit::Invalid, "stopped; a bundle failed verification"),
+    (Exit::Untrusted, "stopped; a bundle's signer is not trusted"),
+    (Exit::Policy, "stopped; a bundle was refused by policy"),
+    (
+        Exit::Incomplete,
+        "stopped; a transfer was rejected short of symbols",
+    ),
+    (
+        Exit::Storage,
+        "the store cannot be opened, or a bundle failed to commit",
+    ),
+    (Exit::Network, "cannot bind the address or serve metrics"),
+];
 
 /// Listen on the diode's receiving interface and commit verified bundles to the store.
 ///
@@ -31,9 +62,13 @@ use crate::store::inspect;
 ///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
 ///   sluice-recv listen --bind 0.0.0.0:7000 --store ./store --trust ./trust --metrics 127.0.0.1:9187
 ///
-/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written) and exits 0.
+/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written), or after
+/// --max-bundles decisions; the exit code is then the worst verdict of the run.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    after_help = sluice_common::exit::help_table_combined(EXIT_CODES)
+)]
 pub struct Args {
     /// Address and UDP port to receive on (the diode-facing interface). Required (here or as
     /// `bind` in the --config file's [listen] section).
@@ -88,65 +123,67 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Reads a link-key file, or the public default.
-pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, String> {
-    match path {
-        None => Ok(LinkKey::public_default()),
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read link key {}: {e}", path.display()))?;
-            sluice_common::linkkey::parse_link_key(&bytes)
-                .map_err(|e| format!("link key {}: {e}", path.display()))
-        }
-    }
+/// Flags over `[listen]` over defaults.
+pub fn settle(a: Args, f: &ListenSection) -> Result<Listen, CommandError> {
+    Ok(Listen {
+        bind: required(a.bind.or(f.bind), "--bind ADDR:PORT", "bind")?,
+        store: required(a.store.or(f.store.clone()), "--store DIR", "store")?,
+        trust: required(a.trust.or(f.trust.clone()), "--trust DIR", "trust")?,
+        link_key: a.link_key.or(f.link_key.clone()),
+        metrics: a.metrics.or(f.metrics),
+        rcvbuf: a.rcvbuf.or(f.rcvbuf).unwrap_or(DEFAULT_RCVBUF),
+        max_datagram: a
+            .max_datagram
+            .or(f.max_datagram)
+            .unwrap_or(DEFAULT_MAX_DATAGRAM),
+        memory: a.memory.or(f.memory).unwrap_or(DEFAULT_MEMORY_MIB),
+        staging_quota: a
+            .staging_quota
+            .or(f.staging_quota)
+            .unwrap_or(DEFAULT_STAGING_QUOTA_GIB),
+        max_object: a
+            .max_object
+            .or(f.max_object)
+            .unwrap_or(DEFAULT_MAX_OBJECT_GIB),
+        max_sessions: a
+            .max_sessions
+            .or(f.max_sessions)
+            .unwrap_or(DEFAULT_MAX_SESSIONS),
+        idle_timeout: a
+            .idle_timeout
+            .or(f.idle_timeout)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+        decode_threads: a
+            .decode_threads
+            .or(f.decode_threads)
+            .unwrap_or(DEFAULT_DECODE_THREADS),
+        max_bundles: a.max_bundles.or(f.max_bundles),
+        json: a.json || f.json.unwrap_or(false),
+    })
 }
 
 /// Runs the listener with its options resolved (flags over --config over defaults, in
-/// `crate::config::resolve_listen`).
-pub fn run(args: Listen) -> i32 {
-    let link_key = match load_link_key(args.link_key.as_deref()) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+/// [`settle`]).
+pub fn run(args: Listen) -> Result<Exit, CommandError> {
+    let link_key = setup::load_link_key(args.link_key.as_deref())?;
     if link_key.is_public_default() {
         tracing::warn!(
             "no --link-key: using the public default key, which detects corruption but not forged \
              frames; share a secret key with the sender (`sluice-send link-keygen`)"
         );
     }
-    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::USAGE;
-        }
-    };
-    let store = match ingest::open_store(&args.store, args.staging_quota << 30) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: cannot open the store {}: {e}", args.store.display());
-            return e.exit_code();
-        }
-    };
+    let trust = setup::load_trust(&args.trust)?;
+    let store = setup::open_store(&args.store, args.staging_quota << 30)?;
     // policy.toml `expect_every`: alerts for channels that stopped delivering.
     let last_accepted = inspect::last_accepted_by_channel(&args.store).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read past deliveries; overdue checks start from none");
         Default::default()
     });
     let mut overdue = inspect::OverdueWatch::new(&trust, last_accepted);
-    let socket = match DiodeSocket::bind(args.bind, args.rcvbuf) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "error: cannot bind {}: {e}. Check the address is on this host and the port is free.",
-                args.bind
-            );
-            return exit::NETWORK;
-        }
-    };
+    let socket = DiodeSocket::bind(args.bind, args.rcvbuf).map_err(|e| {
+        CommandError::network(format!("cannot bind {}: {e}", args.bind))
+            .help("check the address is on this host and the port is free")
+    })?;
     if let Some(advice) = buffer_advice(args.rcvbuf, socket.granted_buffer) {
         tracing::warn!("{advice}");
     }
@@ -163,38 +200,31 @@ pub fn run(args: Listen) -> i32 {
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
 
     let started = Instant::now();
-    let mut pipeline = match Pipeline::start(
+    let mut pipeline = Pipeline::start(
         store,
         trust,
         config,
         Source::Udp,
         args.decode_threads,
         started,
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: cannot resume staged transfers: {e}");
-            return e.exit_code();
-        }
-    };
+    )
+    .map_err(|e| CommandError::storage(format!("cannot resume staged transfers: {e}")))?;
 
     let page = MetricsPage::default();
     if let Some(addr) = args.metrics {
-        match crate::metrics::serve(addr, page.clone()) {
-            Ok(bound) => tracing::info!(%bound, "serving metrics"),
-            Err(e) => {
-                eprintln!("error: cannot serve metrics on {addr}: {e}");
-                return exit::NETWORK;
-            }
-        }
+        let bound = crate::metrics::serve(addr, page.clone())
+            .map_err(|e| CommandError::network(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(%bound, "serving metrics");
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
-            eprintln!("error: cannot install a signal handler: {e}");
-            return exit::FAILURE;
-        }
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
+            CommandError::new(
+                Exit::Failure,
+                format!("cannot install a signal handler: {e}"),
+            )
+        })?;
     }
     tracing::info!(bind = %socket.local_addr(), store = %args.store.display(),
         rcvbuf = socket.granted_buffer, "listening");
@@ -203,7 +233,7 @@ pub fn run(args: Listen) -> i32 {
     let mut batch = socket.new_batch(args.max_datagram, 8);
     let mut last_report = Instant::now();
     let status_path = args.store.join("state").join("status.json");
-    let mut exit_code = exit::OK;
+    let mut exit_code = Exit::Ok;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = pipeline
@@ -226,14 +256,14 @@ pub fn run(args: Listen) -> i32 {
         for outcome in pipeline.take_outcomes() {
             if let (OutcomeKind::Accepted { .. }, Some(channel)) = (&outcome.kind, &outcome.channel)
             {
-                overdue.accepted(channel, sluice_host::time::now_unix_ms() / 1000);
+                overdue.accepted(channel, sluice_host::time::now_unix());
             }
-            exit_code = totals.record(&outcome, args.json).max(exit_code);
+            exit_code = exit_code.worst(totals.record(&outcome, args.json));
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let drops = socket.kernel_drops();
-            overdue.check(sluice_host::time::now_unix_ms() / 1000);
+            overdue.check(sluice_host::time::now_unix());
             page.set(render_metrics(&pipeline, &totals, drops) + &overdue.metrics_text());
             write_status(
                 &status_path,
@@ -257,10 +287,10 @@ pub fn run(args: Listen) -> i32 {
     let drops = socket.kernel_drops();
     let remaining = pipeline.finish();
     for outcome in &remaining {
-        exit_code = totals.record(outcome, args.json).max(exit_code);
+        exit_code = exit_code.worst(totals.record(outcome, args.json));
     }
     write_status_final(&status_path, &totals, drops);
-    exit_code
+    Ok(exit_code)
 }
 
 /// Counters across the listener's life, for metrics, status and the exit code.
@@ -276,27 +306,27 @@ pub struct Totals {
 
 impl Totals {
     /// Counts an outcome, prints it as JSON when asked, and returns its exit code.
-    pub fn record(&mut self, outcome: &Outcome, json: bool) -> i32 {
+    pub fn record(&mut self, outcome: &Outcome, json: bool) -> Exit {
         let code = match &outcome.kind {
             OutcomeKind::Accepted { .. } => {
                 self.accepted += 1;
-                exit::OK
+                Exit::Ok
             }
             OutcomeKind::Duplicate => {
                 self.duplicates += 1;
-                exit::OK
+                Exit::Ok
             }
             OutcomeKind::Rejected { reason, .. } => {
                 *self.rejected.entry(reason.code()).or_default() += 1;
-                reason.exit_code()
+                rejected_exit(*reason)
             }
             OutcomeKind::Incomplete { .. } => {
                 self.incomplete += 1;
-                exit::OK
+                Exit::Ok
             }
             OutcomeKind::StorageError { .. } => {
                 self.storage_errors += 1;
-                exit::OK
+                Exit::Ok
             }
         };
         if outcome.kind.is_decision() {
@@ -307,38 +337,6 @@ impl Totals {
         }
         code
     }
-}
-
-pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "outcome": outcome.kind.word(),
-        "object_id": hex::encode(outcome.object_id),
-        "bundle_id": outcome.bundle_id.map(|b| b.to_hex()),
-        "channel": outcome.channel,
-        "sequence": outcome.sequence,
-        "frames": outcome.figures.frames,
-        "repaired_blocks": outcome.figures.repaired_blocks,
-        "passes": outcome.figures.passes,
-    });
-    match &outcome.kind {
-        OutcomeKind::Accepted {
-            path,
-            verified_early,
-        } => {
-            v["path"] = path.clone().into();
-            v["verified_early"] = (*verified_early).into();
-        }
-        OutcomeKind::Rejected { reason, detail } => {
-            v["reason"] = reason.code().into();
-            v["detail"] = detail.clone().into();
-        }
-        OutcomeKind::Incomplete { missing_blocks } => {
-            v["missing_blocks"] = (*missing_blocks).into()
-        }
-        OutcomeKind::StorageError { detail } => v["detail"] = detail.clone().into(),
-        OutcomeKind::Duplicate => {}
-    }
-    v
 }
 
 fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64>) -> String {

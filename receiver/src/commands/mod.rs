@@ -1,4 +1,6 @@
-//! One module per subcommand; each returns an exit code from `sluice_common::exit`.
+//! One thin adapter per subcommand: flags in, `Result<Exit, CommandError>` out. `main` prints
+//! the error once and exits with its code. No command module imports another; what they share
+//! lives outside `commands/` (`setup`, `report`, `config`).
 
 pub mod audit;
 pub mod doctor;
@@ -9,36 +11,43 @@ pub mod verify;
 
 use std::path::Path;
 
-use sluice_common::exit;
+use sluice_common::exit::{CommandError, Exit};
 
 use crate::cli::Command;
 
-pub fn dispatch(command: Command, config: Option<&Path>) -> i32 {
-    let config = match config.map(crate::config::load).transpose() {
-        Ok(c) => c.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+/// Runs one subcommand with the --config file (if any) applied.
+pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
+    let config = config
+        .map(crate::config::load)
+        .transpose()?
+        .unwrap_or_default();
     match command {
         Command::Verify(args) => verify::run(args),
-        Command::Listen(args) => match crate::config::resolve_listen(*args, &config.listen) {
-            Ok(settings) => listen::run(settings),
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::USAGE
-            }
-        },
+        Command::Listen(args) => listen::run(listen::settle(*args, &config.listen)?),
         Command::Import(args) => import::run(args),
-        Command::Status(args) => match crate::config::resolve_status(args, &config) {
-            Ok(settings) => status::run(settings),
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::USAGE
-            }
-        },
+        Command::Status(args) => status::run(status::settle(args, &config)?),
         Command::Audit(args) => audit::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
+}
+
+/// Every subcommand's exit codes with what they mean there, for `--help` and its tests.
+pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {
+    vec![
+        ("verify", verify::EXIT_CODES),
+        ("listen", listen::EXIT_CODES),
+        ("import", import::EXIT_CODES),
+        ("status", status::EXIT_CODES),
+        ("audit verify", audit::EXIT_CODES),
+        ("doctor", doctor::EXIT_CODES),
+    ]
+}
+
+/// The top-level `--help` line: every code any subcommand returns.
+pub fn exit_summary() -> String {
+    let all: Vec<Exit> = exit_codes()
+        .into_iter()
+        .flat_map(|(_, codes)| codes.iter().map(|(e, _)| *e))
+        .collect();
+    sluice_common::exit::help_summary(&all, 96)
 }

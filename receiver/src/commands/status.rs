@@ -2,16 +2,39 @@
 
 use std::path::PathBuf;
 
-use sluice_common::exit;
+use sluice_common::exit::{self, CommandError, Exit};
 
-use crate::config::Status;
+use crate::config::{Config, DEFAULT_SENT_GRACE_SECS, Status, required};
 use crate::store::inspect;
 
-/// Show what the store holds: quarantine, rejected, staging, audit, channel marks; with --trust,
+/// What each exit code means for `status` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "nothing overdue or missing"),
+    (Exit::Failure, "internal error"),
+    (Exit::Usage, "bad flags, config or trust directory"),
+    (
+        Exit::Incomplete,
+        "a channel is overdue, or a bundle was sent but not received",
+    ),
+    (Exit::Storage, "the store cannot be read"),
+];
+
+/// Show what the store holds, overdue channels (with --trust) and bundles sent but never received
+///
+/// What the store holds: quarantine, rejected, staging, audit, channel marks; with --trust,
 /// channels overdue against policy.toml's `expect_every`; and bundles the sender's heartbeat
-/// ledger says were sent but that never arrived. Exit 0 when nothing is overdue or missing,
-/// 7 (INCOMPLETE) when something is, 8 (STORAGE) when the store cannot be read.
+/// ledger says were sent but that never arrived. Read-only, safe while a listener runs.
+///
+/// Examples:
+///
+///   sluice-recv status --store /var/lib/sluice --trust /etc/sluice/trust
+///   sluice-recv --config /etc/sluice/recv.toml status --json | jq .sent_not_received
 #[derive(Debug, clap::Args)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(EXIT_CODES)
+)]
 pub struct Args {
     /// The store directory. Required (here or as `store` in the --config file's [listen]).
     #[arg(long, value_name = "DIR")]
@@ -29,45 +52,45 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Status) -> i32 {
-    let trust = match &args.trust {
-        None => None,
-        Some(dir) => match sluice_host::trust_dir::load_trust_dir(dir) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return exit::USAGE;
-            }
-        },
-    };
+/// Flags over the file (`store`/`trust` from `[listen]`) over defaults.
+pub fn settle(a: Args, c: &Config) -> Result<Status, CommandError> {
+    Ok(Status {
+        store: required(a.store.or(c.listen.store.clone()), "--store DIR", "store")?,
+        trust: a.trust.or(c.listen.trust.clone()),
+        sent_grace_secs: a
+            .sent_grace
+            .or(c.status.sent_grace_secs)
+            .unwrap_or(DEFAULT_SENT_GRACE_SECS),
+        json: a.json,
+    })
+}
+
+/// Prints the report; something overdue or missing is the exit code, not an error.
+pub fn run(args: Status) -> Result<Exit, CommandError> {
+    let trust = args
+        .trust
+        .as_deref()
+        .map(crate::setup::load_trust)
+        .transpose()?;
     let options = inspect::StatusOptions {
         trust: trust.as_ref(),
         now_unix_ms: sluice_host::time::now_unix_ms(),
         sent_grace_secs: args.sent_grace_secs,
     };
-    let report = match inspect::status_with(&args.store, &options) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot read store {}: {e}", args.store.display());
-            return exit::STORAGE;
-        }
-    };
+    let report = inspect::status_with(&args.store, &options).map_err(|e| {
+        CommandError::storage(format!("cannot read store {}: {e}", args.store.display()))
+    })?;
     // A monitoring timer alerts on non-zero: something the policy or the sender's ledger says
     // should be here is not.
     let code = if report.overdue_channels.is_empty() && report.sent_not_received.is_empty() {
-        exit::OK
+        Exit::Ok
     } else {
-        exit::INCOMPLETE
+        Exit::Incomplete
     };
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::FAILURE;
-            }
-        }
-        return code;
+        let text = serde_json::to_string_pretty(&report).map_err(CommandError::internal)?;
+        println!("{text}");
+        return Ok(code);
     }
     println!("store:       {}", report.store);
     println!("quarantine:  {} bundle(s)", report.quarantine_entries);
@@ -182,13 +205,14 @@ pub fn run(args: Status) -> i32 {
         (None, Some(e)) => println!("listener:    unreadable: {e}"),
         (None, None) => println!("listener:    no state/status.json (no listener has reported)"),
     }
-    if code != exit::OK {
+    if code != Exit::Ok {
         println!(
-            "attention:   {} channel(s) overdue, {} bundle(s) sent but not received (exit {code}); \
+            "attention:   {} channel(s) overdue, {} bundle(s) sent but not received (exit {}); \
              check the link and the low side's outbox, or run `sluice-recv status --json`",
             report.overdue_channels.len(),
-            report.sent_not_received.len()
+            report.sent_not_received.len(),
+            code.code()
         );
     }
-    code
+    Ok(code)
 }

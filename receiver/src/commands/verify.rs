@@ -4,10 +4,27 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_common::bundle::{self, DiscardSink, VerifyOptions};
-use sluice_common::exit;
+use sluice_common::exit::{self, CommandError, Exit};
+
+use crate::report::rejected_exit;
+
+/// What each exit code means for `verify` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "valid: every byte checks out"),
+    (Exit::Usage, "bad trust directory"),
+    (Exit::Input, "the bundle file unreadable"),
+    (
+        Exit::Invalid,
+        "tampered, truncated, malformed, or a path the policy refuses",
+    ),
+    (Exit::Untrusted, "the signer is not trusted for the channel"),
+    (
+        Exit::Policy,
+        "refused by policy: expired, too large, rollback",
+    ),
+];
 
 /// Verify one bundle file against a trust directory; exit 0 only if every byte checks out
 ///
@@ -19,15 +36,16 @@ use sluice_common::exit;
 /// Rollback protection needs the store's high-water mark; pass it with --last-seq to check a
 /// bundle against a known last sequence.
 ///
-/// Exit codes: 0 valid, 3 unreadable, 4 invalid (tampered, truncated, malformed, bad path),
-/// 5 untrusted signer, 6 policy refused (expired, too large, rollback), 2 bad trust directory.
-///
 /// Examples:
 ///
 ///   sluice-recv verify --trust /etc/sluice/trust u.sluice
 ///   sluice-recv verify --trust /etc/sluice/trust --json u.sluice | jq .reason
 #[derive(Debug, clap::Args)]
-#[command(long_about, verbatim_doc_comment)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(EXIT_CODES)
+)]
 pub struct Args {
     /// Trust directory: *.pub files plus optional policy.toml.
     #[arg(long, value_name = "DIR")]
@@ -42,31 +60,17 @@ pub struct Args {
     pub file: PathBuf,
 }
 
-/// Largest `.pub` file read.
-pub fn run(args: Args) -> i32 {
-    let trust = match sluice_host::trust_dir::load_trust_dir(&args.trust) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let f = match File::open(&args.file) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "error: cannot read {}: {e}\nhelp: check the path and permissions",
-                args.file.display()
-            );
-            return exit::INPUT;
-        }
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// Verifies the file; a rejected bundle is an error (with `--json`, a JSON verdict on stdout
+/// and the same exit code).
+pub fn run(args: Args) -> Result<Exit, CommandError> {
+    let trust = sluice_host::trust_dir::load_trust_dir(&args.trust)
+        .map_err(|e| CommandError::usage(e.to_string()))?;
+    let f = File::open(&args.file).map_err(|e| {
+        CommandError::input(format!("cannot read {}: {e}", args.file.display()))
+            .help("check the path and permissions")
+    })?;
     let opts = VerifyOptions {
-        now,
+        now: sluice_host::time::now_unix(),
         last_sequence: args.last_seq,
     };
     let started = std::time::Instant::now();
@@ -104,25 +108,22 @@ pub fn run(args: Args) -> i32 {
                     v.bundle_bytes()
                 );
             }
-            exit::OK
+            Ok(Exit::Ok)
         }
-        Err(e) => {
-            if args.json {
-                let j = serde_json::json!({
-                    "valid": false,
-                    "reason": e.reason.code(),
-                    "detail": e.detail,
-                    "help": e.remediation(),
-                });
-                println!("{j}");
-            } else {
-                eprintln!(
-                    "error: bundle {} rejected: {e}\nhelp: {}",
-                    args.file.display(),
-                    e.remediation()
-                );
-            }
-            e.reason.exit_code()
+        Err(e) if args.json => {
+            let j = serde_json::json!({
+                "valid": false,
+                "reason": e.reason.code(),
+                "detail": e.detail,
+                "help": e.remediation(),
+            });
+            println!("{j}");
+            Ok(rejected_exit(e.reason))
         }
+        Err(e) => Err(CommandError::new(
+            rejected_exit(e.reason),
+            format!("bundle {} rejected: {e}", args.file.display()),
+        )
+        .help(e.remediation())),
     }
 }

@@ -6,13 +6,40 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_common::bundle::{
     self, BuildError, BundleSpec, EntryKind, FileSource, Phase, SecretKey, SourceEntry, path,
 };
-use sluice_common::exit;
+use sluice_common::exit::{self, CommandError, Exit};
 
+/// What each exit code means for `bundle create` (rendered into its `--help`).
+pub const CREATE_EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "bundle written"),
+    (
+        Exit::Usage,
+        "bad flags or key, a bad input name, or FILE exists",
+    ),
+    (
+        Exit::Input,
+        "an input or the key unreadable, or not a regular file or directory",
+    ),
+    (
+        Exit::Storage,
+        "the bundle could not be written (nothing is left behind)",
+    ),
+];
+
+/// What each exit code means for `bundle inspect`.
+pub const INSPECT_EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "header shown (the signature is not checked)"),
+    (Exit::Input, "the file unreadable"),
+    (
+        Exit::Invalid,
+        "not a readable bundle (malformed or truncated header)",
+    ),
+];
+
+/// `bundle create` and `bundle inspect` (the group's help text is on `cli::Command::Bundle`).
 #[derive(Debug, clap::Subcommand)]
 pub enum BundleCommand {
     Create(CreateArgs),
@@ -39,7 +66,11 @@ pub enum BundleCommand {
 ///       --note "weekly signatures" --out av.sluice sigs/*.cvd        (one command line)
 ///   SOURCE_DATE_EPOCH=1700000000 sluice-send bundle create --key k.key --channel c --out r.sluice d/
 #[derive(Debug, clap::Args)]
-#[command(long_about, verbatim_doc_comment)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(CREATE_EXIT_CODES)
+)]
 pub struct CreateArgs {
     /// Signing key: a sluice .key file or an unencrypted OpenSSH ed25519 private key.
     #[arg(long, value_name = "KEY")]
@@ -77,7 +108,11 @@ pub struct CreateArgs {
 ///
 ///   sluice-send bundle inspect u.sluice --json | jq .entries
 #[derive(Debug, clap::Args)]
-#[command(long_about, verbatim_doc_comment)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(INSPECT_EXIT_CODES)
+)]
 pub struct InspectArgs {
     /// Bundle file.
     pub file: PathBuf,
@@ -86,30 +121,23 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: BundleCommand) -> i32 {
+pub fn run(cmd: BundleCommand) -> Result<Exit, CommandError> {
     match cmd {
         BundleCommand::Create(a) => create(a),
         BundleCommand::Inspect(a) => inspect(a),
     }
 }
 
-/// An error for the user: message, one line of remediation, exit code.
-struct Fail(String, String, i32);
-
-fn fail(code: i32, msg: impl Into<String>, help: impl Into<String>) -> Fail {
-    Fail(msg.into(), help.into(), code)
-}
-
-fn report(f: Fail) -> i32 {
-    eprintln!("error: {}\nhelp: {}", f.0, f.1);
-    f.2
+/// Every failure of `bundle` says what to do about it.
+fn fail(code: Exit, msg: impl Into<String>, help: impl Into<String>) -> CommandError {
+    CommandError::new(code, msg).help(help)
 }
 
 /// Read a small file (a key), refusing anything over `max` bytes.
-fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, Fail> {
+fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, CommandError> {
     let f = File::open(p).map_err(|e| {
         fail(
-            exit::INPUT,
+            Exit::Input,
             format!("cannot read {}: {e}", p.display()),
             "check the path and permissions",
         )
@@ -117,14 +145,14 @@ fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, Fail> {
     let mut buf = Vec::new();
     f.take(max + 1).read_to_end(&mut buf).map_err(|e| {
         fail(
-            exit::INPUT,
+            Exit::Input,
             format!("cannot read {}: {e}", p.display()),
             "check the path and permissions",
         )
     })?;
     if buf.len() as u64 > max {
         return Err(fail(
-            exit::INPUT,
+            Exit::Input,
             format!("{} is too large to be a key", p.display()),
             "pass the key file itself",
         ));
@@ -132,7 +160,7 @@ fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, Fail> {
     Ok(buf)
 }
 
-fn load_key(p: &Path) -> Result<SecretKey, Fail> {
+fn load_key(p: &Path) -> Result<SecretKey, CommandError> {
     let bytes = zeroize::Zeroizing::new(read_small(p, bundle::keys::MAX_KEY_FILE_BYTES as u64)?);
     if let Ok(m) = std::fs::metadata(p) {
         if m.permissions().mode() & 0o077 != 0 {
@@ -141,7 +169,7 @@ fn load_key(p: &Path) -> Result<SecretKey, Fail> {
     }
     bundle::parse_secret_key(&bytes).map_err(|e| {
         fail(
-            exit::USAGE,
+            Exit::Usage,
             format!("{}: {e}", p.display()),
             "pass a key made by `sluice-send keygen` or an unencrypted OpenSSH ed25519 key",
         )
@@ -149,14 +177,16 @@ fn load_key(p: &Path) -> Result<SecretKey, Fail> {
 }
 
 /// Walk the inputs: bundle path → filesystem path, refusing anything but files and directories.
-fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathBuf>), Fail> {
+fn collect(
+    paths: &[PathBuf],
+) -> Result<(Vec<SourceEntry>, HashMap<String, PathBuf>), CommandError> {
     let mut entries = Vec::new();
     let mut map = HashMap::new();
     let mut stack: Vec<(PathBuf, String)> = Vec::new();
     for p in paths {
         let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             fail(
-                exit::USAGE,
+                Exit::Usage,
                 format!("{} has no usable name to put in the bundle", p.display()),
                 "name the directory itself (e.g. `../approved` rather than `.`), or pass its contents",
             )
@@ -166,14 +196,14 @@ fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathB
     while let Some((fs_path, bpath)) = stack.pop() {
         if let Err(e) = path::check_path(&bpath) {
             return Err(fail(
-                exit::INPUT,
+                Exit::Input,
                 format!("{}: {e}", fs_path.display()),
                 "rename the file to a portable name, or leave it out",
             ));
         }
         let meta = std::fs::symlink_metadata(&fs_path).map_err(|e| {
             fail(
-                exit::INPUT,
+                Exit::Input,
                 format!("cannot read {}: {e}", fs_path.display()),
                 "check the path and permissions",
             )
@@ -195,7 +225,7 @@ fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathB
             });
             let rd = std::fs::read_dir(&fs_path).map_err(|e| {
                 fail(
-                    exit::INPUT,
+                    Exit::Input,
                     format!("cannot list {}: {e}", fs_path.display()),
                     "check permissions",
                 )
@@ -203,7 +233,7 @@ fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathB
             for child in rd {
                 let child = child.map_err(|e| {
                     fail(
-                        exit::INPUT,
+                        Exit::Input,
                         format!("cannot list {}: {e}", fs_path.display()),
                         "check permissions",
                     )
@@ -211,7 +241,7 @@ fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathB
                 let cpath = child.path();
                 let cname = child.file_name().into_string().map_err(|_| {
                     fail(
-                        exit::INPUT,
+                        Exit::Input,
                         format!("{} is not valid UTF-8", cpath.display()),
                         "rename it to a UTF-8 name, or leave it out",
                     )
@@ -225,7 +255,7 @@ fn collect(paths: &[PathBuf]) -> Result<(Vec<SourceEntry>, HashMap<String, PathB
                 "not a regular file or directory (device, FIFO or socket)"
             };
             return Err(fail(
-                exit::INPUT,
+                Exit::Input,
                 format!(
                     "{} is {kind}; bundles hold only regular files and directories",
                     fs_path.display()
@@ -263,33 +293,23 @@ impl FileSource for FsSource {
     }
 }
 
-fn now_or_epoch() -> Result<u64, Fail> {
+fn now_or_epoch() -> Result<u64, CommandError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(s) => s.trim().parse::<u64>().map_err(|_| {
             fail(
-                exit::USAGE,
+                Exit::Usage,
                 format!("SOURCE_DATE_EPOCH={s:?} is not unix seconds"),
                 "set it to an integer like 1700000000 or unset it",
             )
         }),
-        Err(_) => Ok(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)),
+        Err(_) => Ok(sluice_host::time::now_unix()),
     }
 }
 
-fn create(a: CreateArgs) -> i32 {
-    match create_inner(a) {
-        Ok(()) => exit::OK,
-        Err(f) => report(f),
-    }
-}
-
-fn create_inner(a: CreateArgs) -> Result<(), Fail> {
+fn create(a: CreateArgs) -> Result<Exit, CommandError> {
     if a.out.symlink_metadata().is_ok() {
         return Err(fail(
-            exit::USAGE,
+            Exit::Usage,
             format!(
                 "{} already exists; bundle create never overwrites",
                 a.out.display()
@@ -302,10 +322,10 @@ fn create_inner(a: CreateArgs) -> Result<(), Fail> {
         None => None,
         Some(d) => {
             let secs = bundle::parse_duration(d)
-                .map_err(|e| fail(exit::USAGE, format!("--expires: {e}"), "e.g. --expires 7d"))?;
+                .map_err(|e| fail(Exit::Usage, format!("--expires: {e}"), "e.g. --expires 7d"))?;
             Some(created.checked_add(secs).ok_or_else(|| {
                 fail(
-                    exit::USAGE,
+                    Exit::Usage,
                     "--expires is too far in the future",
                     "use a shorter duration",
                 )
@@ -370,7 +390,7 @@ fn create_inner(a: CreateArgs) -> Result<(), Fail> {
             built.header.signer
         );
     }
-    Ok(())
+    Ok(Exit::Ok)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -383,10 +403,10 @@ fn write_bundle(
     out: &Path,
     dir: &Path,
     total: u64,
-) -> Result<bundle::Built, Fail> {
+) -> Result<bundle::Built, CommandError> {
     let storage = |what: &str, e: std::io::Error| {
         fail(
-            exit::STORAGE,
+            Exit::Storage,
             format!("{what}: {e}"),
             "check free space and permissions in the output directory",
         )
@@ -411,12 +431,12 @@ fn write_bundle(
     .map_err(|e| match e {
         BuildError::Write(e) => storage(&format!("writing {}", tmp.display()), e),
         BuildError::Io { .. } | BuildError::Changed { .. } => fail(
-            exit::INPUT,
+            Exit::Input,
             e.to_string(),
             "make sure the inputs are readable and not being modified",
         ),
         other => fail(
-            exit::USAGE,
+            Exit::Usage,
             other.to_string(),
             "fix the input named above and run again",
         ),
@@ -430,7 +450,7 @@ fn write_bundle(
     std::fs::hard_link(tmp, out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             fail(
-                exit::USAGE,
+                Exit::Usage,
                 format!("{} appeared while bundling; not overwritten", out.display()),
                 "choose another --out name",
             )
@@ -445,50 +465,22 @@ fn write_bundle(
     Ok(built)
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn inspect(a: InspectArgs) -> i32 {
-    let f = match File::open(&a.file) {
-        Ok(f) => f,
-        Err(e) => {
-            return report(fail(
-                exit::INPUT,
-                format!("cannot read {}: {e}", a.file.display()),
-                "check the path and permissions",
-            ));
-        }
-    };
+fn inspect(a: InspectArgs) -> Result<Exit, CommandError> {
+    let f = File::open(&a.file).map_err(|e| {
+        fail(
+            Exit::Input,
+            format!("cannot read {}: {e}", a.file.display()),
+            "check the path and permissions",
+        )
+    })?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let (env, h) = match bundle::inspect(std::io::BufReader::new(f)) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!(
-                "error: {} is not a readable bundle: {e}\nhelp: {}",
-                a.file.display(),
-                e.remediation()
-            );
-            return e.reason.exit_code();
-        }
-    };
+    let (env, h) = bundle::inspect(std::io::BufReader::new(f)).map_err(|e| {
+        fail(
+            exit::from_code_or_failure(e.reason.exit_code()),
+            format!("{} is not a readable bundle: {e}", a.file.display()),
+            e.remediation(),
+        )
+    })?;
     let expected = env.len().saturating_add(h.total_file_bytes());
     let policy = path::check_manifest(&h.entries, &path::Limits::default()).err();
     if a.json {
@@ -521,9 +513,13 @@ fn inspect(a: InspectArgs) -> i32 {
         println!("format         {}", h.format_version);
         println!("channel        {}", h.channel);
         println!("sequence       {}", h.sequence);
-        println!("created        {} ({})", utc(h.created), h.created);
+        println!(
+            "created        {} ({})",
+            sluice_host::time::rfc3339(h.created),
+            h.created
+        );
         match h.expires {
-            Some(e) => println!("expires        {} ({e})", utc(e)),
+            Some(e) => println!("expires        {} ({e})", sluice_host::time::rfc3339(e)),
             None => println!("expires        never"),
         }
         if let Some(n) = &h.note {
@@ -566,5 +562,5 @@ fn inspect(a: InspectArgs) -> i32 {
             a.file.display()
         );
     }
-    exit::OK
+    Ok(Exit::Ok)
 }

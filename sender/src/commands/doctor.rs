@@ -9,13 +9,32 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sluice_common::exit::{self, CommandError, Exit};
 use sluice_common::profile::Profile;
 
 use sluice_host::hostcheck::*;
 
+/// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "no check failed (warnings allowed)"),
+    (Exit::Failure, "at least one check failed; apply each `fix`"),
+];
+
+/// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile)
+///
 /// Check the low-side host: socket buffers, MTU, static neighbour for the diode peer, link key
-/// and profile. Prints one finding per check with the exact fix; exit 0 if nothing failed.
+/// and profile. Prints one finding per check with the exact fix to apply.
+///
+/// Examples:
+///
+///   sluice-send doctor --profile gbe-fibre-1500 --to 10.0.0.2:7000
+///   sluice-send doctor --to 10.0.0.2:7000 --link-key /etc/sluice/link.key --json | jq '.findings[] | select(.status != "ok")'
 #[derive(Debug, clap::Args)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = exit::help_table(EXIT_CODES)
+)]
 pub struct Args {
     /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
     /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
@@ -24,7 +43,7 @@ pub struct Args {
     /// The receiver address the sender will send to; enables the MTU and neighbour checks.
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
-    /// Link key file (32 raw bytes) to check for readability and size.
+    /// Link key file (32 raw bytes or 64 hex digits) to check the way `udp` will read it.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
     /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
@@ -48,7 +67,8 @@ pub struct Env {
     pub link_key: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> i32 {
+/// Runs every check; failed checks are the exit code, not an error.
+pub fn run(args: Args) -> Result<Exit, CommandError> {
     let env = Env {
         proc_root: args.proc_root,
         sys_root: args.sys_root,
@@ -57,7 +77,10 @@ pub fn run(args: Args) -> i32 {
         to: args.to,
         link_key: args.link_key,
     };
-    report(&run_checks(&env), args.json)
+    Ok(exit::from_code_or_failure(report(
+        &run_checks(&env),
+        args.json,
+    )))
 }
 
 pub fn run_checks(env: &Env) -> Vec<Finding> {
@@ -281,31 +304,30 @@ fn check_neighbour(ip_cmd: &str, ip: Ipv4Addr, iface: &str) -> Finding {
     }
 }
 
+/// Reads the key with the loader `udp`, `watch` and `media` use, so doctor accepts exactly what
+/// they accept.
 fn check_link_key(path: &Path) -> Finding {
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() == 32 => finding(
+    use sluice_host::linkkey::{LinkKeyError, load_link_key};
+    match load_link_key(Some(path)) {
+        Ok(_) => finding(
             "link-key",
             Status::Ok,
-            format!("{} is readable and 32 bytes", path.display()),
+            format!("{} is readable and a valid link key", path.display()),
             None,
         ),
-        Ok(bytes) => finding(
+        Err(LinkKeyError::Format(detail)) => finding(
             "link-key",
             Status::Fail,
-            format!(
-                "{} is {} bytes; a link key is exactly 32 raw bytes",
-                path.display(),
-                bytes.len()
-            ),
+            detail,
             Some(format!(
                 "head -c 32 /dev/urandom > {0}; chmod 0640 {0}; copy the same file to the receiver",
                 path.display()
             )),
         ),
-        Err(e) => finding(
+        Err(LinkKeyError::Read(detail)) => finding(
             "link-key",
             Status::Fail,
-            format!("cannot read {}: {e}", path.display()),
+            detail,
             Some(format!(
                 "chgrp sluice {0}; chmod 0640 {0}  (the sluice user must read it)",
                 path.display()

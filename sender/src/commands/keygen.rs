@@ -6,8 +6,19 @@ use std::path::{Path, PathBuf};
 
 use sluice_common::bundle::SecretKey;
 use sluice_common::bundle::keys::check_key_name;
-use sluice_common::exit;
+use sluice_common::exit::{CommandError, Exit};
 use zeroize::Zeroizing;
+
+/// What each exit code means for `keygen` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "both files written"),
+    (Exit::Failure, "the OS random number generator failed"),
+    (Exit::Usage, "a bad --name, or a file of that prefix exists"),
+    (
+        Exit::Storage,
+        "a file could not be created (nothing is kept)",
+    ),
+];
 
 /// Make an ed25519 signing key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub
 ///
@@ -20,7 +31,11 @@ use zeroize::Zeroizing;
 ///   sluice-send keygen --out /secure/alice            # alice.key + alice.pub, name "alice"
 ///   sluice-send keygen --out k/officer --name ops-2026 --json
 #[derive(Debug, clap::Args)]
-#[command(long_about, verbatim_doc_comment)]
+#[command(
+    long_about,
+    verbatim_doc_comment,
+    after_help = sluice_common::exit::help_table(EXIT_CODES)
+)]
 pub struct Args {
     /// Path prefix for the two files: PREFIX.key and PREFIX.pub.
     #[arg(long, value_name = "PREFIX")]
@@ -49,7 +64,8 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
-pub fn run(args: Args) -> i32 {
+/// Writes the key pair; never overwrites a file.
+pub fn run(args: Args) -> Result<Exit, CommandError> {
     let key_path = with_ext(&args.out, ".key");
     let pub_path = with_ext(&args.out, ".pub");
     let name = match &args.name {
@@ -60,46 +76,44 @@ pub fn run(args: Args) -> i32 {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    if let Err(e) = check_key_name(&name) {
-        eprintln!("error: {e}\nhelp: pass --name with a simple name such as `alice` or `ops-2026`");
-        return exit::USAGE;
-    }
+    check_key_name(&name).map_err(|e| {
+        CommandError::usage(e.to_string())
+            .help("pass --name with a simple name such as `alice` or `ops-2026`")
+    })?;
     for p in [&key_path, &pub_path] {
         if p.symlink_metadata().is_ok() {
-            eprintln!(
-                "error: {} already exists; keygen never overwrites a key\nhelp: choose another --out prefix, or move the old files away first",
+            return Err(CommandError::usage(format!(
+                "{} already exists; keygen never overwrites a key",
                 p.display()
-            );
-            return exit::USAGE;
+            ))
+            .help("choose another --out prefix, or move the old files away first"));
         }
     }
     let mut seed = Zeroizing::new([0u8; 32]);
-    if let Err(e) = getrandom::fill(&mut seed[..]) {
-        eprintln!(
-            "error: the OS random number generator failed: {e}\nhelp: run keygen on a host with a working /dev/urandom"
-        );
-        return exit::FAILURE;
-    }
+    getrandom::fill(&mut seed[..]).map_err(|e| {
+        CommandError::new(
+            Exit::Failure,
+            format!("the OS random number generator failed: {e}"),
+        )
+        .help("run keygen on a host with a working /dev/urandom")
+    })?;
     let key = SecretKey::from_seed(&seed);
     let secret_text = key.to_sluice_text(&name);
-    if let Err(e) = write_new(&key_path, secret_text.as_bytes(), 0o600) {
-        eprintln!(
-            "error: cannot create {}: {e}\nhelp: check that the directory exists and is writable, and that no file of that name exists",
-            key_path.display()
-        );
-        return exit::STORAGE;
-    }
+    write_new(&key_path, secret_text.as_bytes(), 0o600).map_err(|e| {
+        CommandError::storage(format!("cannot create {}: {e}", key_path.display())).help(
+            "check that the directory exists and is writable, and that no file of that name exists",
+        )
+    })?;
     if let Err(e) = write_new(
         &pub_path,
         key.public().to_sluice_text(&name).as_bytes(),
         0o644,
     ) {
         let _ = std::fs::remove_file(&key_path);
-        eprintln!(
-            "error: cannot create {}: {e}\nhelp: check that the directory is writable; nothing was kept",
-            pub_path.display()
+        return Err(
+            CommandError::storage(format!("cannot create {}: {e}", pub_path.display()))
+                .help("check that the directory is writable; nothing was kept"),
         );
-        return exit::STORAGE;
     }
     let id = key.key_id();
     if args.json {
@@ -121,5 +135,5 @@ pub fn run(args: Args) -> i32 {
             pub_path.display()
         );
     }
-    exit::OK
+    Ok(Exit::Ok)
 }

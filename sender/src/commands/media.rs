@@ -6,15 +6,39 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sluice_common::exit;
+use sluice_common::exit::{CommandError, Exit};
 use sluice_common::spool::{self, HEADER_LEN, MAX_VOLUMES, VolumeHeader};
 use sluice_common::transport::params::{ObjectParams, recommended_block_size};
 use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, LinkKey};
 
-use super::udp::{self, Failure, Prepared};
+use crate::prepare::{self, Prepared};
 
-/// Write signed bundles onto removable media as spool volumes (RaptorQ frames in files).
+/// What each exit code means for `media` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "every bundle written"),
+    (
+        Exit::Failure,
+        "internal error (the partial volume set is removed)",
+    ),
+    (Exit::Usage, "bad flags, link key or trust directory"),
+    (Exit::Input, "a bundle, the link key or --out unreadable"),
+    (
+        Exit::Invalid,
+        "a bundle failed its own verification (nothing is written then)",
+    ),
+    (
+        Exit::Untrusted,
+        "a bundle's signer is not trusted (nothing is written then)",
+    ),
+    (
+        Exit::Policy,
+        "a bundle's policy check failed (nothing is written then)",
+    ),
+    (Exit::Storage, "the medium is full, read-only or failed"),
+];
+
+/// Write signed bundles onto removable media as spool volumes (RaptorQ frames in files)
 ///
 /// Each bundle is first verified against --trust, then cut into blocks, RaptorQ-encoded with
 /// --overhead % repair symbols and written as the same authenticated frames the UDP path sends,
@@ -30,11 +54,8 @@ use super::udp::{self, Failure, Prepared};
 ///   sluice-send media --out /media/usb --trust ./trust update.sluice
 ///   sluice-send media --out ./spool --trust ./trust --volumes 4 update.sluice   # then copy each
 ///                                                                              # volume to a disc
-///
-/// Exit codes: 0 written; 2 bad flags; 3 a bundle or --out unreadable; 4-6 a bundle failed its
-/// own verification (nothing is written then); 8 the medium is full, read-only or failed.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_help = sluice_common::exit::help_table(EXIT_CODES))]
 pub struct Args {
     /// Directory on the medium (must exist) to write the volumes into.
     #[arg(long, value_name = "DIR")]
@@ -105,7 +126,7 @@ pub fn volume_of(block: u32, esi: u32, volumes: u16) -> u16 {
 fn sender_config(link_key: LinkKey, overhead: u32) -> SenderConfig {
     let mut c = SenderConfig::new(
         link_key,
-        udp::sender_id(),
+        crate::link::sender_id(),
         MEDIA_SYMBOL_SIZE,
         recommended_block_size(MEDIA_SYMBOL_SIZE),
     );
@@ -163,13 +184,13 @@ pub fn settle_plan(
     min_volumes: u16,
     overhead: Option<u32>,
     volume_size: u64,
-) -> Result<Plan, String> {
+) -> Result<Plan, CommandError> {
     let frame_len = wire::data_frame_len(MEDIA_SYMBOL_SIZE) as u64;
     if volume_size < HEADER_LEN as u64 + frame_len {
-        return Err(format!(
+        return Err(CommandError::usage(format!(
             "--volume-size {volume_size} is smaller than one volume header plus one frame ({} bytes)",
             HEADER_LEN as u64 + frame_len
-        ));
+        )));
     }
     let mut volumes = min_volumes.max(1);
     loop {
@@ -180,7 +201,9 @@ pub fn settle_plan(
                 .map(|o| plan_for(object_id, len, volumes, o))
                 .find(|p| p.survivable >= 1)
                 .ok_or_else(|| {
-                    format!("no overhead up to {MAX_AUTO_OVERHEAD} % survives losing one of {volumes} volumes")
+                    CommandError::usage(format!(
+                        "no overhead up to {MAX_AUTO_OVERHEAD} % survives losing one of {volumes} volumes"
+                    ))
                 })?,
         };
         let largest = (0..plan.frames.len())
@@ -195,9 +218,9 @@ pub fn settle_plan(
             .unwrap_or(u16::MAX)
             .max(volumes.saturating_add(1));
         if next > MAX_VOLUMES {
-            return Err(format!(
+            return Err(CommandError::usage(format!(
                 "the bundle needs more than {MAX_VOLUMES} volumes of at most {volume_size} bytes; raise --volume-size"
-            ));
+            )));
         }
         volumes = next;
     }
@@ -215,30 +238,6 @@ pub fn survival_text(plan: &Plan) -> String {
     }
 }
 
-pub fn run(args: Args) -> i32 {
-    match run_inner(&args) {
-        Ok(()) => exit::OK,
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            f.code
-        }
-    }
-}
-
-fn load_link_key(path: Option<&Path>) -> Result<LinkKey, Failure> {
-    let Some(path) = path else {
-        return Ok(LinkKey::public_default());
-    };
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::new(
-            exit::INPUT,
-            format!("cannot read link key {}: {e}", path.display()),
-        )
-    })?;
-    sluice_common::linkkey::parse_link_key(&bytes)
-        .map_err(|e| Failure::new(exit::USAGE, format!("link key {}: {e}", path.display())))
-}
-
 struct Written {
     prepared: Prepared,
     plan: Plan,
@@ -250,7 +249,7 @@ fn volume_name(index: usize, count: u16) -> String {
     format!("vol-{:03}-of-{:03}.sluicevol", index + 1, count)
 }
 
-fn io_failure(what: &str, path: &Path, e: &std::io::Error) -> Failure {
+fn io_failure(what: &str, path: &Path, e: &std::io::Error) -> CommandError {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSPC) => {
             " — the medium is full; use a larger medium, or --volume-size with more volumes spread over several media"
@@ -263,40 +262,34 @@ fn io_failure(what: &str, path: &Path, e: &std::io::Error) -> Failure {
         Some(libc::EIO) => " — I/O error: the medium may be failing or was removed",
         _ => "",
     };
-    Failure::new(
-        exit::STORAGE,
-        format!("{what} {}: {e}{hint}", path.display()),
-    )
+    CommandError::storage(format!("{what} {}: {e}{hint}", path.display()))
 }
 
-fn run_inner(args: &Args) -> Result<(), Failure> {
+/// Writes every bundle's volume set and the manifests.
+pub fn run(args: Args) -> Result<Exit, CommandError> {
     if args.volumes == 0 || args.volumes > MAX_VOLUMES {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!("--volumes must be 1..={MAX_VOLUMES}"),
-        ));
+        return Err(CommandError::usage(format!(
+            "--volumes must be 1..={MAX_VOLUMES}"
+        )));
     }
-    let link_key = load_link_key(args.link_key.as_deref())?;
+    let link_key = crate::settings::load_link_key(args.link_key.as_deref())?;
     let out_meta = std::fs::metadata(&args.out).map_err(|e| {
-        Failure::new(
-            exit::INPUT,
-            format!(
-                "--out {}: {e} (mount the medium and give an existing directory)",
-                args.out.display()
-            ),
-        )
+        CommandError::input(format!(
+            "--out {}: {e} (mount the medium and give an existing directory)",
+            args.out.display()
+        ))
     })?;
     if !out_meta.is_dir() {
-        return Err(Failure::new(
-            exit::INPUT,
-            format!("--out {} is not a directory", args.out.display()),
-        ));
+        return Err(CommandError::input(format!(
+            "--out {} is not a directory",
+            args.out.display()
+        )));
     }
-    let trust = sluice_host::trust_dir::load_trust_dir(&args.trust)
-        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let trust = prepare::load_trust(Some(&args.trust), "--trust DIR is required")?;
     let mut work = Vec::new();
     for path in &args.bundles {
-        let prepared = udp::prepare(path, &trust)?;
+        let prepared = prepare::prepare(path, &trust)
+            .map_err(|e| e.into_command_error(path, "nothing was written"))?;
         let plan = settle_plan(
             prepared.id.object_id(),
             prepared.len,
@@ -304,7 +297,7 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
             args.overhead,
             args.volume_size,
         )
-        .map_err(|e| Failure::new(exit::USAGE, format!("{}: {e}", path.display())))?;
+        .map_err(|e| CommandError::new(e.code, format!("{}: {}", path.display(), e.message)))?;
         work.push((prepared, plan));
     }
     // Free space first: a half-written set is worse than none.
@@ -318,27 +311,24 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
     })?;
     let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
     if needed > free {
-        return Err(Failure::new(
-            exit::STORAGE,
-            format!(
-                "the medium is full: {needed} bytes needed, {free} free on {}; use a larger medium or \
-                 --volume-size with more volumes",
-                args.out.display()
-            ),
-        ));
+        return Err(CommandError::storage(format!(
+            "the medium is full: {needed} bytes needed, {free} free on {}; use a larger medium or \
+             --volume-size with more volumes",
+            args.out.display()
+        )));
     }
     let started = Instant::now();
     let total: u64 = work.iter().map(|(p, _)| p.len).sum();
     let bar = crate::progress::bytes(total, "writing");
     let mut written = Vec::new();
     for (prepared, plan) in work {
-        written.push(write_bundle(args, &link_key, prepared, plan, &bar)?);
+        written.push(write_bundle(&args, &link_key, prepared, plan, &bar)?);
     }
     bar.finish_and_clear();
     write_manifests(&args.out, &written)?;
     let elapsed = started.elapsed();
-    report(args, &written, elapsed);
-    Ok(())
+    report(&args, &written, elapsed);
+    Ok(Exit::Ok)
 }
 
 fn write_bundle(
@@ -347,7 +337,7 @@ fn write_bundle(
     prepared: Prepared,
     plan: Plan,
     bar: &indicatif::ProgressBar,
-) -> Result<Written, Failure> {
+) -> Result<Written, CommandError> {
     let dir_name = prepared.id.to_hex()[..16].to_string();
     let dir = args.out.join(&dir_name);
     match std::fs::create_dir(&dir) {
@@ -378,7 +368,7 @@ fn write_bundle(
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Failure> {
+fn sync_dir(dir: &Path) -> Result<(), CommandError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_failure("cannot fsync directory", dir, &e))
@@ -392,7 +382,7 @@ fn write_volumes(
     names: &[String],
     created: &mut Vec<PathBuf>,
     bar: &indicatif::ProgressBar,
-) -> Result<(), Failure> {
+) -> Result<(), CommandError> {
     let object_id = prepared.id.object_id();
     let per_volume_buf = (WRITE_BUFFER_TOTAL / names.len().max(1)).clamp(64 << 10, 4 << 20);
     let mut writers = Vec::with_capacity(names.len());
@@ -422,15 +412,16 @@ fn write_volumes(
     }
 
     let start = Instant::now();
+    let now_ms = sluice_host::time::now_unix_ms();
     let mut sender = Sender::new(
         sender_config(link_key.clone(), plan.overhead),
         start,
-        udp::unix_ms(),
+        now_ms,
     )
-    .map_err(|e| Failure::new(exit::USAGE, format!("sender configuration refused: {e}")))?;
+    .map_err(|e| CommandError::usage(format!("sender configuration refused: {e}")))?;
     sender
-        .queue_object(start, object_id, prepared.len, udp::unix_ms())
-        .map_err(|e| Failure::new(exit::USAGE, format!("{}: {e}", prepared.path.display())))?;
+        .queue_object(start, object_id, prepared.len, now_ms)
+        .map_err(|e| CommandError::usage(format!("{}: {e}", prepared.path.display())))?;
     let frame_len = plan.frame_len as usize;
     let mut buf = vec![0u8; frame_len.max(wire::heartbeat_len(wire::MAX_LEDGER_ENTRIES))];
     let mut read_buf = Vec::new();
@@ -441,19 +432,16 @@ fn write_volumes(
                 .file
                 .read_exact_at(&mut read_buf, request.offset)
                 .map_err(|e| {
-                    Failure::new(
-                        exit::INPUT,
-                        format!(
-                            "reading {} at {}: {e}",
-                            prepared.path.display(),
-                            request.offset
-                        ),
-                    )
+                    CommandError::input(format!(
+                        "reading {} at {}: {e}",
+                        prepared.path.display(),
+                        request.offset
+                    ))
                 })?;
             bar.inc(request.len as u64);
             sender
                 .handle_read(request, std::mem::take(&mut read_buf))
-                .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
+                .map_err(CommandError::internal)?;
         }
         let now = Instant::now();
         while let Some(n) = sender.poll_transmit(now, &mut buf) {
@@ -463,10 +451,9 @@ fn write_volumes(
                 continue;
             }
             if n != frame_len {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!("internal: a data frame of {n} bytes, expected {frame_len}"),
-                ));
+                return Err(CommandError::internal(format!(
+                    "a data frame of {n} bytes, expected {frame_len}"
+                )));
             }
             let block = u32::from_be_bytes([frame[34], frame[35], frame[36], frame[37]]);
             let esi = u32::from_be_bytes([frame[38], frame[39], frame[40], frame[41]]);
@@ -474,14 +461,11 @@ fn write_volumes(
             let (w, path, count) = &mut writers[v];
             *count += 1;
             if *count > plan.frames[v] {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!(
-                        "internal: volume {} received more frames than planned ({}); nothing usable was written",
-                        v + 1,
-                        plan.frames[v]
-                    ),
-                ));
+                return Err(CommandError::internal(format!(
+                    "volume {} received more frames than planned ({}); nothing usable was written",
+                    v + 1,
+                    plan.frames[v]
+                )));
             }
             w.write_all(frame)
                 .map_err(|e| io_failure("cannot write", path, &e))?;
@@ -492,14 +476,11 @@ fn write_volumes(
     }
     for (v, (w, path, count)) in writers.into_iter().enumerate() {
         if count != plan.frames[v] {
-            return Err(Failure::new(
-                exit::FAILURE,
-                format!(
-                    "internal: volume {} got {count} frames, the plan said {}; the set was removed",
-                    v + 1,
-                    plan.frames[v]
-                ),
-            ));
+            return Err(CommandError::internal(format!(
+                "volume {} got {count} frames, the plan said {}; the set was removed",
+                v + 1,
+                plan.frames[v]
+            )));
         }
         let file = w
             .into_inner()
@@ -513,7 +494,7 @@ fn write_volumes(
 fn manifest_json(written: &[Written]) -> serde_json::Value {
     serde_json::json!({
         "format": "sluice-media-manifest-v1",
-        "written_unix_ms": udp::unix_ms(),
+        "written_unix_ms": sluice_host::time::now_unix_ms(),
         "bundles": written.iter().map(|w| serde_json::json!({
             "bundle_id": w.prepared.id.to_hex(),
             "object_id": hex::encode(w.prepared.id.object_id()),
@@ -571,9 +552,9 @@ fn manifest_text(written: &[Written]) -> String {
 
 /// Manifests describe this run. They are replaced atomically (temp + rename) if present, since
 /// they are informational; volumes are never replaced.
-fn write_manifests(out: &Path, written: &[Written]) -> Result<(), Failure> {
-    let mut json = serde_json::to_vec_pretty(&manifest_json(written))
-        .map_err(|e| Failure::new(exit::FAILURE, format!("internal: {e}")))?;
+fn write_manifests(out: &Path, written: &[Written]) -> Result<(), CommandError> {
+    let mut json =
+        serde_json::to_vec_pretty(&manifest_json(written)).map_err(CommandError::internal)?;
     json.push(b'\n');
     for (name, bytes) in [
         ("SLUICE-MANIFEST.txt", manifest_text(written).into_bytes()),

@@ -12,19 +12,20 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_common::bundle::trust::TrustStore;
-use sluice_common::bundle::verify::{self, DiscardSink, VerifyError, VerifyOptions};
-use sluice_common::exit;
+use sluice_common::bundle::verify::VerifyError;
+use sluice_common::exit::{CommandError, Exit};
+use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_common::transport::send::SenderStats;
 use sluice_common::transport::wire;
 
-use super::udp::{self, Failure, Prepared, SendSettings};
 use crate::config::Config;
 use crate::link::Link;
+use crate::prepare::{self, PrepareError, Prepared};
+use crate::settings::{self, LinkArgs, SendSettings};
 
 /// Default seconds between outbox scans.
 pub const DEFAULT_POLL_SECS: f64 = 2.0;
@@ -33,7 +34,23 @@ pub const DEFAULT_STABLE_SECS: u64 = 2;
 /// The only file names the watcher sends.
 pub const BUNDLE_SUFFIX: &str = ".sluice";
 
-/// Watch an outbox directory and send every complete bundle that appears in it.
+/// What each exit code means for `watch` (rendered into `--help` by `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (
+        Exit::Ok,
+        "stopped by SIGINT/SIGTERM (the bundle in flight stays in the outbox)",
+    ),
+    (Exit::Failure, "internal error"),
+    (Exit::Usage, "bad flags, config, profile or trust directory"),
+    (Exit::Input, "the profile or link key unreadable"),
+    (Exit::Storage, "the outbox cannot be read or written"),
+    (
+        Exit::Network,
+        "a socket or send failed (the bundle in flight stays)",
+    ),
+];
+
+/// Watch an outbox directory and send every complete bundle that appears in it
 ///
 /// Writers must make a bundle appear atomically: copy it under a name starting with `.` or
 /// ending in `.tmp` (both ignored), then rename it to `NAME.sluice` in the same directory. As a
@@ -56,10 +73,9 @@ pub const BUNDLE_SUFFIX: &str = ".sluice";
 ///   sluice-send --config /etc/sluice/send.toml watch
 ///
 /// SIGTERM/SIGINT: the current frame batch goes out, the bundle in flight stays in the outbox,
-/// exit 0. Exit codes: 2 bad flags or config; 8 the outbox cannot be read or written;
-/// 9 network error (the bundle in flight stays in the outbox).
+/// exit 0.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_help = sluice_common::exit::help_table(EXIT_CODES))]
 pub struct Args {
     /// The outbox directory to watch (must exist; sent/ and failed/ are created in it).
     /// Required (here or as `outbox` in the --config file's [watch] section).
@@ -72,7 +88,7 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub stable_secs: Option<u64>,
     #[command(flatten)]
-    pub link: udp::LinkArgs,
+    pub link: LinkArgs,
     /// Print one JSON line per sent or failed bundle on stdout instead of a human line.
     #[arg(long)]
     pub json: bool,
@@ -86,44 +102,29 @@ struct WatchSettings {
     json: bool,
 }
 
-pub fn run(args: Args, config: &Config) -> i32 {
-    match run_inner(args, config) {
-        Ok(code) => code,
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            f.code
-        }
-    }
-}
-
-fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
+/// Watches until stopped; `config` fills what the flags leave open.
+pub fn run(args: Args, config: &Config) -> Result<Exit, CommandError> {
     let mut link = args.link;
     let mut json = args.json;
     crate::config::merge_send(&mut link, &mut json, &config.send);
-    let settings = udp::settle(&link)?;
-    let trust = udp::load_trust(link.trust.as_deref())?;
+    let settings = settings::settle(&link)?;
+    let trust = prepare::load_trust(
+        link.trust.as_deref(),
+        "--trust DIR is required (or `trust` in the --config file's [send])",
+    )?;
     let outbox = args.outbox.or(config.watch.outbox.clone()).ok_or_else(|| {
-        Failure::new(
-            exit::USAGE,
-            "--outbox DIR is required (or `outbox` in the --config file's [watch])",
-        )
+        CommandError::usage("--outbox DIR is required (or `outbox` in the --config file's [watch])")
     })?;
     let poll = args.poll.or(config.watch.poll).unwrap_or(DEFAULT_POLL_SECS);
     if !(0.05..=3600.0).contains(&poll) {
-        return Err(Failure::new(
-            exit::USAGE,
-            "--poll must be 0.05 to 3600 seconds",
-        ));
+        return Err(CommandError::usage("--poll must be 0.05 to 3600 seconds"));
     }
     let stable = args
         .stable_secs
         .or(config.watch.stable_secs)
         .unwrap_or(DEFAULT_STABLE_SECS);
     if stable > 86_400 {
-        return Err(Failure::new(
-            exit::USAGE,
-            "--stable-secs must be at most 86400",
-        ));
+        return Err(CommandError::usage("--stable-secs must be at most 86400"));
     }
     let watch = WatchSettings {
         outbox,
@@ -132,31 +133,20 @@ fn run_inner(args: Args, config: &Config) -> Result<i32, Failure> {
         json,
     };
     if !watch.outbox.is_dir() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "outbox {} is not a directory; create it (writers rename finished bundles into it)",
-                watch.outbox.display()
-            ),
-        ));
+        return Err(CommandError::usage(format!(
+            "outbox {} is not a directory; create it (writers rename finished bundles into it)",
+            watch.outbox.display()
+        )));
     }
     for sub in ["sent", "failed"] {
         std::fs::create_dir_all(watch.outbox.join(sub)).map_err(|e| {
-            Failure::new(
-                exit::STORAGE,
-                format!("cannot create {}: {e}", watch.outbox.join(sub).display()),
-            )
+            CommandError::storage(format!(
+                "cannot create {}: {e}",
+                watch.outbox.join(sub).display()
+            ))
         })?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
-            Failure::new(
-                exit::FAILURE,
-                format!("cannot install a signal handler: {e}"),
-            )
-        })?;
-    }
+    let stop = crate::stop::on_signals()?;
     let mut watcher = Watcher {
         link: Link::open(&settings)?,
         settings,
@@ -196,15 +186,8 @@ struct Watcher {
     seen: HashMap<OsString, Seen>,
 }
 
-enum PrepareError {
-    /// The bundle failed its own verification: it goes to failed/.
-    Invalid(VerifyError),
-    /// The file could not be read (vanished, permissions): skipped until it changes.
-    Io(String),
-}
-
 impl Watcher {
-    fn run(&mut self, stop: &AtomicBool) -> Result<i32, Failure> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<Exit, CommandError> {
         let mut current: Option<InFlight> = None;
         let mut next_scan = Instant::now();
         loop {
@@ -214,7 +197,7 @@ impl Watcher {
                         "stopping mid-send: the bundle stays in the outbox and is sent again at the next start");
                 }
                 tracing::info!("stopped");
-                return Ok(exit::OK);
+                return Ok(Exit::Ok);
             }
             let now = Instant::now();
             if current.is_none() && now >= next_scan {
@@ -251,17 +234,19 @@ impl Watcher {
 
     /// Scans the outbox and starts sending the next ready bundle, moving any that fail their own
     /// verification to failed/ on the way. `None` when nothing is ready.
-    fn next_bundle(&mut self, now: Instant) -> Result<Option<InFlight>, Failure> {
+    fn next_bundle(&mut self, now: Instant) -> Result<Option<InFlight>, CommandError> {
         loop {
             let ready = self.scan(now)?;
             let Some(name) = ready else {
                 return Ok(None);
             };
             let path = self.watch.outbox.join(&name);
-            match prepare(&path, &self.trust) {
+            // A bundle that fails its own verification goes to failed/; one that cannot be read
+            // (vanished, permissions) is skipped until it changes.
+            match prepare::prepare(&path, &self.trust) {
                 Ok(prepared) => {
                     let stats_at_start = self.link.sender.stats();
-                    let started_unix_ms = udp::unix_ms();
+                    let started_unix_ms = sluice_host::time::now_unix_ms();
                     self.link
                         .sender
                         .queue_object(
@@ -270,9 +255,7 @@ impl Watcher {
                             prepared.len,
                             started_unix_ms,
                         )
-                        .map_err(|e| {
-                            Failure::new(exit::USAGE, format!("{}: {e}", path.display()))
-                        })?;
+                        .map_err(|e| CommandError::usage(format!("{}: {e}", path.display())))?;
                     tracing::info!(bundle = %path.display(), id = %prepared.id, channel = %prepared.channel,
                         sequence = prepared.sequence, bytes = prepared.len, "sending");
                     return Ok(Some(InFlight {
@@ -284,7 +267,8 @@ impl Watcher {
                     }));
                 }
                 Err(PrepareError::Invalid(e)) => self.fail(&name, &e)?,
-                Err(PrepareError::Io(detail)) => {
+                Err(PrepareError::Open(e) | PrepareError::Stat(e)) => {
+                    let detail = format!("{}: {e}", path.display());
                     tracing::warn!(bundle = %path.display(), %detail,
                         "cannot read this bundle; skipping it until it changes");
                     if let Some(s) = self.seen.get_mut(&name) {
@@ -298,27 +282,17 @@ impl Watcher {
     /// Lists the outbox and returns the next bundle that is ready: a regular file named
     /// `*.sluice` not starting with `.`, whose size and mtime have not changed for the stability
     /// period (observed by this process, and by its mtime's age). Bundles go out in name order.
-    fn scan(&mut self, now: Instant) -> Result<Option<OsString>, Failure> {
-        let entries = std::fs::read_dir(&self.watch.outbox).map_err(|e| {
-            Failure::new(
-                exit::STORAGE,
-                format!(
-                    "cannot list the outbox {}: {e}",
-                    self.watch.outbox.display()
-                ),
-            )
-        })?;
+    fn scan(&mut self, now: Instant) -> Result<Option<OsString>, CommandError> {
+        let unlistable = |e: std::io::Error| {
+            CommandError::storage(format!(
+                "cannot list the outbox {}: {e}",
+                self.watch.outbox.display()
+            ))
+        };
+        let entries = std::fs::read_dir(&self.watch.outbox).map_err(unlistable)?;
         let mut present = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| {
-                Failure::new(
-                    exit::STORAGE,
-                    format!(
-                        "cannot list the outbox {}: {e}",
-                        self.watch.outbox.display()
-                    ),
-                )
-            })?;
+            let entry = entry.map_err(unlistable)?;
             let name = entry.file_name();
             if !is_candidate_name(&name) {
                 continue;
@@ -361,16 +335,17 @@ impl Watcher {
 
     /// The last pass is out: move the bundle to sent/ (it is never sent again), then write its
     /// send record.
-    fn finish(&mut self, done: InFlight) -> Result<(), Failure> {
+    fn finish(&mut self, done: InFlight) -> Result<(), CommandError> {
         let stats = self.link.sender.stats();
-        let ended_unix_ms = udp::unix_ms();
+        let ended_unix_ms = sluice_host::time::now_unix_ms();
         let elapsed = done.started.elapsed().as_secs_f64().max(1e-9);
         let p = &done.prepared;
         let sent_dir = self.watch.outbox.join("sent");
         let target = move_out(&p.path, &sent_dir, &done.name)?;
         let frames = (stats.data_frames - done.stats_at_start.data_frames)
             + (stats.end_frames - done.stats_at_start.end_frames);
-        let wire_bytes = frames * (wire::data_frame_len(self.link_symbol_size()) as u64 + 28);
+        let wire_bytes =
+            frames * (wire::data_frame_len(self.link_symbol_size()) + IP_UDP_OVERHEAD) as u64;
         let record = serde_json::json!({
             "event": "sent",
             "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -413,12 +388,12 @@ impl Watcher {
     }
 
     fn link_symbol_size(&self) -> u16 {
-        wire::symbol_size_for_datagram((self.settings.mtu - 28) as usize)
+        wire::symbol_size_for_datagram(self.settings.datagram_len())
     }
 
     /// A bundle that fails its own verification is never sent: it goes to failed/ with a
     /// reason record an operator can act on.
-    fn fail(&mut self, name: &OsString, e: &VerifyError) -> Result<(), Failure> {
+    fn fail(&mut self, name: &OsString, e: &VerifyError) -> Result<(), CommandError> {
         let path = self.watch.outbox.join(name);
         let failed_dir = self.watch.outbox.join("failed");
         let target = match move_out(&path, &failed_dir, name) {
@@ -432,7 +407,7 @@ impl Watcher {
                 return Ok(());
             }
         };
-        let now = udp::unix_ms();
+        let now = sluice_host::time::now_unix_ms();
         let record = serde_json::json!({
             "event": "failed",
             "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -474,42 +449,9 @@ pub fn is_candidate_name(name: &std::ffi::OsStr) -> bool {
     !name.starts_with('.') && name.ends_with(BUNDLE_SUFFIX) && name.len() > BUNDLE_SUFFIX.len()
 }
 
-/// Opens and fully verifies a bundle. The same open file is verified and then sent, so a file
-/// replaced after verification is not what goes out.
-fn prepare(path: &Path, trust: &TrustStore) -> Result<Prepared, PrepareError> {
-    let io = |e: std::io::Error| PrepareError::Io(format!("{}: {e}", path.display()));
-    let file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let options = VerifyOptions {
-        now: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        last_sequence: None,
-    };
-    let verified = verify::verify(
-        std::io::BufReader::with_capacity(1 << 20, &file),
-        trust,
-        &options,
-        &mut DiscardSink,
-    );
-    let verified = match verified {
-        Ok(v) => v,
-        Err(e) => return Err(PrepareError::Invalid(e)),
-    };
-    Ok(Prepared {
-        path: path.to_path_buf(),
-        file,
-        len,
-        id: verified.id(),
-        channel: verified.header().channel.clone(),
-        sequence: verified.header().sequence,
-    })
-}
-
 /// Renames `path` into `dir` (same filesystem: atomic) under `name`, or `STEM.N.sluice` when
 /// that name is taken, and makes the rename durable. Returns the new path.
-fn move_out(path: &Path, dir: &Path, name: &OsString) -> Result<PathBuf, Failure> {
+fn move_out(path: &Path, dir: &Path, name: &OsString) -> Result<PathBuf, CommandError> {
     let text = name.to_string_lossy();
     let stem = text
         .strip_suffix(BUNDLE_SUFFIX)
@@ -522,14 +464,11 @@ fn move_out(path: &Path, dir: &Path, name: &OsString) -> Result<PathBuf, Failure
         n += 1;
     }
     std::fs::rename(path, &target).map_err(|e| {
-        Failure::new(
-            exit::STORAGE,
-            format!(
-                "cannot move {} to {}: {e}",
-                path.display(),
-                target.display()
-            ),
-        )
+        CommandError::storage(format!(
+            "cannot move {} to {}: {e}",
+            path.display(),
+            target.display()
+        ))
     })?;
     for d in [dir, path.parent().unwrap_or(Path::new("."))] {
         if let Ok(f) = File::open(d) {
@@ -549,7 +488,7 @@ fn record_name(target: &Path, suffix: &str) -> String {
 }
 
 /// Writes a JSON record durably (temporary name, fsync, rename).
-fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), Failure> {
+fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), CommandError> {
     let tmp = path.with_extension("json.tmp");
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -558,12 +497,7 @@ fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), Failure> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
-        Failure::new(
-            exit::STORAGE,
-            format!("cannot write {}: {e}", path.display()),
-        )
-    })
+    result.map_err(|e| CommandError::storage(format!("cannot write {}: {e}", path.display())))
 }
 
 fn rfc3339_ms(unix_ms: u64) -> String {
