@@ -60,9 +60,17 @@ pub const DEFAULT_LINK_KEY_CONTEXT: &str = "sluice 2026 default link key v1";
 ///
 /// With [`LinkKey::public_default`] the tag only detects corruption (anyone can compute it);
 /// with a configured secret key it also stops injection by anyone without the key. The key is
-/// wiped from memory on drop and never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// wiped from memory on drop, never printed, and compared in constant time.
+#[derive(Clone)]
 pub struct LinkKey([u8; 32]);
+
+impl PartialEq for LinkKey {
+    fn eq(&self, other: &Self) -> bool {
+        codec::ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LinkKey {}
 
 impl LinkKey {
     /// A configured secret key.
