@@ -5,8 +5,9 @@
 //! fixed order so that nothing from an unauthenticated frame is interpreted beyond the 4-byte
 //! prefix: (1) prefix (magic, version, kind), (2) total length for that kind, (3) the tag over
 //! every preceding byte, (4) field parsing with the crate's one bounds-checked reader
-//! (`crate::codec`) that refuses trailing bytes, (5) structural field checks that need no configuration. Receiver-configured
-//! limits ([`Limits`](super::params::Limits)) are checked after this by the caller.
+//! (`crate::codec`) that refuses trailing bytes, (5) structural field checks that need no
+//! configuration. Receiver-configured limits ([`Limits`](super::params::Limits)) are checked
+//! after this by the caller.
 //!
 //! Encoding writes into caller buffers and never allocates. Every value that [`decode`] accepts
 //! re-encodes to exactly the same bytes (the format has no optional or variable-width fields
