@@ -19,9 +19,12 @@
 //!   policy, and the streaming verifier whose `Verified` value is the only ticket into quarantine.
 //! - [`spool`]: spool volumes, the same frames written as fixed-size records onto removable media.
 //! - [`exit`]: the exit-code contract both binaries share.
+//! - `codec` (crate-private): the one bounds-checked byte reader, writer and constant-time
+//!   compare that every binary format above is parsed and written with.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+mod codec;
 pub mod exit;
 pub mod linkkey;
 pub mod profile;

@@ -22,6 +22,8 @@
 //! 68          records: frame count × frame length bytes
 //! ```
 
+use crate::codec::{self, CodecError, Reader, Writer};
+
 /// Bytes before the first record.
 pub const HEADER_LEN: usize = 68;
 /// Fewer volumes than this keeps the "which losses survive" arithmetic meaningful and bounds the
@@ -35,6 +37,12 @@ const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
 /// Separates volume-header tags from frame tags made with the same link key.
 const TAG_CONTEXT: &str = "sluice 2026 spool volume header v1";
+
+impl From<CodecError> for VolumeError {
+    fn from(_: CodecError) -> Self {
+        VolumeError::TooShort
+    }
+}
 
 /// A volume's header, as written or as verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,56 +74,57 @@ impl VolumeHeader {
     /// Encodes the header with its tag.
     pub fn encode(&self, link_key: &[u8; 32]) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
-        out[0..8].copy_from_slice(MAGIC);
-        out[8] = VERSION;
-        out[10..12].copy_from_slice(&self.volume_index.to_be_bytes());
-        out[12..14].copy_from_slice(&self.volume_count.to_be_bytes());
-        out[16..32].copy_from_slice(&self.object_id);
-        out[32..40].copy_from_slice(&self.object_len.to_be_bytes());
-        out[40..44].copy_from_slice(&self.frame_len.to_be_bytes());
-        out[44..52].copy_from_slice(&self.frame_count.to_be_bytes());
-        let tag = header_tag(link_key, &out[..HEADER_LEN - TAG_LEN]);
-        out[HEADER_LEN - TAG_LEN..].copy_from_slice(&tag);
+        let (body, tag) = out.split_at_mut(HEADER_LEN - TAG_LEN);
+        let mut w = Writer::new(body);
+        w.bytes(MAGIC);
+        w.u8(VERSION);
+        w.u8(0);
+        w.u16_be(self.volume_index);
+        w.u16_be(self.volume_count);
+        w.u16_be(0);
+        w.bytes(&self.object_id);
+        w.u64_be(self.object_len);
+        w.u32_be(self.frame_len);
+        w.u64_be(self.frame_count);
+        w.finish(HEADER_LEN - TAG_LEN);
+        tag.copy_from_slice(&header_tag(link_key, body));
         out
     }
 
     /// Decodes and authenticates the first [`HEADER_LEN`] bytes of a volume. Trailing bytes (the
     /// records) are the caller's to read, at offsets given by [`record_offset`](Self::record_offset).
+    ///
+    /// Checks in order: length, magic, version, tag, then the authenticated fields.
     pub fn decode(bytes: &[u8], link_key: &[u8; 32]) -> Result<Self, VolumeError> {
         let header = bytes.get(..HEADER_LEN).ok_or(VolumeError::TooShort)?;
-        let field = |range: std::ops::Range<usize>| &header[range];
-        if field(0..8) != MAGIC {
+        let (body, tag) = header.split_at(HEADER_LEN - TAG_LEN);
+        let mut r = Reader::new(body);
+        if r.array::<8>()? != *MAGIC {
             return Err(VolumeError::BadMagic);
         }
-        if header[8] != VERSION {
-            return Err(VolumeError::UnknownVersion(header[8]));
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(VolumeError::UnknownVersion(version));
         }
-        let expected = header_tag(link_key, field(0..HEADER_LEN - TAG_LEN));
-        if !constant_time_eq(&expected, field(HEADER_LEN - TAG_LEN..HEADER_LEN)) {
+        if !codec::ct_eq(&header_tag(link_key, body), tag) {
             return Err(VolumeError::BadTag);
         }
-        if header[9] != 0 || field(14..16) != [0, 0] {
+        let reserved_9 = r.u8()?;
+        let volume_index = r.u16_be()?;
+        let volume_count = r.u16_be()?;
+        let reserved_14 = r.u16_be()?;
+        if reserved_9 != 0 || reserved_14 != 0 {
             return Err(VolumeError::OutOfRange("reserved bytes are not zero"));
         }
-        let u16_at = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
-        let u32_at = |at: usize| {
-            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-        };
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
-        let mut object_id = [0u8; 16];
-        object_id.copy_from_slice(field(16..32));
         let parsed = VolumeHeader {
-            volume_index: u16_at(10),
-            volume_count: u16_at(12),
-            object_id,
-            object_len: u64_at(32),
-            frame_len: u32_at(40),
-            frame_count: u64_at(44),
+            volume_index,
+            volume_count,
+            object_id: r.array()?,
+            object_len: r.u64_be()?,
+            frame_len: r.u32_be()?,
+            frame_count: r.u64_be()?,
         };
+        r.expect_end()?;
         if parsed.volume_count == 0 || parsed.volume_count > MAX_VOLUMES {
             return Err(VolumeError::OutOfRange("volume count"));
         }
@@ -183,10 +192,6 @@ fn header_tag(link_key: &[u8; 32], bytes: &[u8]) -> [u8; TAG_LEN] {
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(&hash.as_bytes()[..TAG_LEN]);
     tag
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
 //! Golden bundle vectors, age-testkit style: one file per case in `testdata/bundle/vectors/`,
-//! a small text header (`expect:`, `trust:`, `now:`, optional `last-seq:`, `comment:`), a blank
-//! line, then the raw `.sluice` bytes. `expect` is `ok` or a `RejectReason` code.
+//! a small text header (`expect:`, `trust:`, `now:`, optional `last-seq:`, `comment:`, and for
+//! accepted bundles one `deliver:` line per delivered entry with its size and blake3), a blank
+//! line, then the raw `.sluice` bytes. `expect` is `ok` or a `RejectReason` code. Every vector
+//! file is its own `#[test]` (`vector::NAME`).
 //!
 //! The vectors are generated deterministically from fixed seeds by [`generate`] and committed,
-//! so a format change shows up as a diff. `vectors_match_generator` fails when they drift;
-//! regenerate with
+//! so a format change shows up as a diff. The expected outcomes, delivered hashes included, are
+//! written from the generator's inputs, never from the verifier. `vectors_match_generator`
+//! fails when they drift; regenerate with
 //! `SLUICE_REGEN_VECTORS=1 cargo test -p sluice-common --test bundle_vectors vectors_match_generator`.
+
+#[macro_use]
+mod vectors;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +37,8 @@ struct Vector {
     trust: &'static str,
     last_seq: Option<u64>,
     comment: String,
+    /// For accepted bundles: what the verifier must hand the sink, as `deliver:` lines.
+    deliver: Vec<String>,
     bytes: Vec<u8>,
 }
 
@@ -43,7 +51,11 @@ impl Vector {
         if let Some(s) = self.last_seq {
             out.push_str(&format!("last-seq: {s}\n"));
         }
-        out.push_str(&format!("comment: {}\n\n", self.comment));
+        out.push_str(&format!("comment: {}\n", self.comment));
+        for d in &self.deliver {
+            out.push_str(&format!("deliver: {d}\n"));
+        }
+        out.push('\n');
         let mut v = out.into_bytes();
         v.extend_from_slice(&self.bytes);
         v
@@ -117,7 +129,39 @@ fn v(name: &str, expect: &'static str, comment: &str, bytes: Vec<u8>) -> Vector 
         trust: "std",
         last_seq: None,
         comment: comment.into(),
+        deliver: Vec::new(),
         bytes,
+    }
+}
+
+/// A `deliver:` line for a directory.
+fn deliver_dir(path: &str) -> String {
+    format!("dir {path}")
+}
+
+/// A `deliver:` line for a file: its size, mode and the blake3 of its contents.
+fn deliver_file(path: &str, body: &[u8], executable: bool) -> String {
+    format!(
+        "file {path} size={} executable={executable} blake3={}",
+        body.len(),
+        blake3::hash(body).to_hex()
+    )
+}
+
+/// What [`valid_with`] delivers.
+fn valid_delivers() -> Vec<String> {
+    vec![
+        deliver_dir("docs"),
+        deliver_file("docs/readme.txt", README, false),
+        deliver_file("run.sh", RUN, true),
+    ]
+}
+
+/// An accepted vector delivering `deliver`.
+fn accepted(name: &str, comment: &str, bytes: Vec<u8>, deliver: Vec<String>) -> Vector {
+    Vector {
+        deliver,
+        ..v(name, "ok", comment, bytes)
     }
 }
 
@@ -132,17 +176,17 @@ fn generate() -> Vec<Vector> {
     let sig_at = PREFIX_LEN + h;
     let body_at = sig_at + 64;
     let mut vs = vec![
-        v(
+        accepted(
             "valid",
-            "ok",
             "alice signs two files and a directory on channel updates",
             valid.clone(),
+            valid_delivers(),
         ),
-        v(
+        accepted(
             "valid_empty",
-            "ok",
             "a bundle with no entries is valid",
             signed(vec![], &[]),
+            vec![],
         ),
     ];
 
@@ -167,11 +211,11 @@ fn generate() -> Vec<Vector> {
         "alice signs for channel restricted, where only carol may publish",
         valid_with(&alice, "restricted"),
     ));
-    vs.push(v(
+    vs.push(accepted(
         "carol_on_restricted",
-        "ok",
         "carol may publish on restricted",
         valid_with(&carol, "restricted"),
+        valid_delivers(),
     ));
     {
         let mut hd = header(&alice, "updates", vec![]);
@@ -199,11 +243,11 @@ fn generate() -> Vec<Vector> {
     );
     rb.last_seq = Some(7);
     vs.push(rb);
-    let mut fwd = v(
+    let mut fwd = accepted(
         "sequence_increases",
-        "ok",
         "sequence 7 after 6",
         valid.clone(),
+        valid_delivers(),
     );
     fwd.last_seq = Some(6);
     vs.push(fwd);
@@ -639,46 +683,63 @@ fn load_trust(set: &str) -> Result<TrustStore, TrustError> {
     TrustStore::from_parts(pubs, policy.as_deref())
 }
 
-/// Run one committed vector file and return (expected, actual) outcome codes.
-fn run_vector(path: &Path) -> (String, String) {
-    let raw = std::fs::read(path).expect("read vector");
-    let split = raw
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .expect("header/body separator");
-    let head = std::str::from_utf8(&raw[..split]).expect("utf-8 header");
-    let body = &raw[split + 2..];
-    let mut fields = BTreeMap::new();
-    for line in head.lines() {
-        let (k, val) = line.split_once(": ").expect("key: value");
-        fields.insert(k.to_string(), val.to_string());
-    }
-    let now: u64 = fields["now"].parse().expect("now");
-    let last_sequence = fields.get("last-seq").map(|s| s.parse().expect("last-seq"));
-    let actual = match load_trust(&fields["trust"]) {
-        Err(e) => e
-            .reject_reason()
-            .map(|r| r.code().to_string())
-            .unwrap_or_else(|| format!("trust error: {e}")),
+/// Run one committed vector file and return its (expected, actual) outcome: the `expect`
+/// line and, for an accepted bundle, the `deliver` lines.
+fn run_vector(path: &Path) -> (Vec<String>, Vec<String>) {
+    let file = vectors::VectorFile::read(path);
+    let now: u64 = file.get("now").parse().expect("now");
+    let last_sequence = file.opt("last-seq").map(|s| s.parse().expect("last-seq"));
+    let mut expected = vec![format!("expect: {}", file.get("expect"))];
+    expected.extend(file.all("deliver").iter().map(|d| format!("deliver: {d}")));
+    let actual = match load_trust(file.get("trust")) {
+        Err(e) => vec![format!(
+            "expect: {}",
+            e.reject_reason()
+                .map(|r| r.code().to_string())
+                .unwrap_or_else(|| format!("trust error: {e}"))
+        )],
         Ok(trust) => {
             let mut sink = MemSink::default();
             match verify(
-                body,
+                file.body.as_slice(),
                 &trust,
                 &VerifyOptions { now, last_sequence },
                 &mut sink,
             ) {
-                Ok(_) => "ok".to_string(),
-                Err(e) => e.reason.code().to_string(),
+                Ok(verified) => {
+                    let mut out = vec!["expect: ok".to_string()];
+                    for (p, body) in &sink.items {
+                        out.push(format!(
+                            "deliver: {}",
+                            match body {
+                                None => deliver_dir(p),
+                                Some(b) => {
+                                    let exec = verified
+                                        .header()
+                                        .entries
+                                        .iter()
+                                        .any(|e| &e.path == p && e.executable);
+                                    deliver_file(p, b, exec)
+                                }
+                            }
+                        ));
+                    }
+                    out
+                }
+                Err(e) => vec![format!("expect: {}", e.reason.code())],
             }
         }
     };
-    (fields["expect"].clone(), actual)
+    (expected, actual)
+}
+
+fn vector_dir() -> PathBuf {
+    dir().join("vectors")
 }
 
 #[test]
 fn vectors_give_their_expected_outcome() {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir().join("vectors"))
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(vector_dir())
         .expect("vectors dir")
         .map(|e| e.expect("entry").path())
         .collect();
@@ -688,10 +749,109 @@ fn vectors_give_their_expected_outcome() {
     for p in &paths {
         let (expect, actual) = run_vector(p);
         if expect != actual {
-            failures.push(format!("{}: expected {expect}, got {actual}", p.display()));
+            failures.push(format!(
+                "{}: expected {expect:?}, got {actual:?}",
+                p.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_vector_file_has_its_own_test() {
+    let mut listed: Vec<String> = ALL_VECTORS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, vectors::committed_names(&vector_dir()));
+}
+
+/// One vector, as its own test: the expected code and, when accepted, exactly the delivered
+/// entries with their sizes, modes and blake3 hashes.
+fn run(name: &str) {
+    let (expect, actual) = run_vector(&vector_dir().join(name));
+    assert_eq!(actual, expect, "{name}");
+}
+
+vector_tests! { run;
+    bad_channel_name,
+    bad_signature,
+    carol_on_restricted,
+    case_collision,
+    case_collision_dirs,
+    dir_with_size,
+    duplicate_path,
+    expired,
+    expiry_required,
+    file_dir_conflict,
+    flip_first_file,
+    flip_header_end,
+    flip_header_len,
+    flip_header_middle,
+    flip_header_start,
+    flip_key_id,
+    flip_last_byte,
+    flip_magic,
+    flip_signature_r,
+    flip_signature_s,
+    flip_version,
+    fold_collision_sharp_s,
+    header_empty,
+    header_too_large,
+    header_trailing_byte,
+    header_version_mismatch,
+    key_id_mismatch,
+    mix_and_match,
+    nfc_nfd_pair,
+    non_canonical_varint,
+    path_absolute,
+    path_backslash_traversal,
+    path_bidi_override,
+    path_bom,
+    path_c1_control,
+    path_component_too_long,
+    path_dot,
+    path_dotdot,
+    path_drive_backslash,
+    path_drive_relative,
+    path_empty,
+    path_empty_component,
+    path_missing_parent,
+    path_nested_dotdot,
+    path_newline,
+    path_nfd,
+    path_nul,
+    path_reserved_aux_txt,
+    path_reserved_com1,
+    path_reserved_con,
+    path_too_deep,
+    path_trailing_dot,
+    path_trailing_space,
+    path_zero_width,
+    rollback,
+    sequence_increases,
+    signer_not_allowed,
+    too_many_bytes,
+    too_many_entries,
+    trailing_bundle,
+    trailing_byte,
+    truncated_after_first_file,
+    truncated_after_header,
+    truncated_after_prefix,
+    truncated_after_signature,
+    truncated_empty,
+    truncated_in_first_file,
+    truncated_in_header,
+    truncated_in_magic,
+    truncated_in_prefix,
+    truncated_in_signature,
+    truncated_last_byte,
+    unknown_entry_kind,
+    unknown_signer,
+    unsorted_entries,
+    unsupported_version,
+    valid,
+    valid_empty,
+    weak_key,
 }
 
 #[test]

@@ -509,3 +509,145 @@ fn write_hostile_seed_corpora() {
     forged.extend_from_slice(&seq);
     write("handle_datagram_sequence", "poisoned_first_symbol", &forged);
 }
+
+// ---- Codec-read disk formats (fuzz/codec_entries.rs): progress records and key files.
+
+mod codec_entries {
+    include!("../../fuzz/codec_entries.rs");
+}
+
+#[test]
+fn progress_record_corpus_replays() {
+    let n = replay("progress_record", codec_entries::progress_record);
+    assert!(n >= 3, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn key_file_corpus_replays() {
+    let n = replay("key_file", codec_entries::key_file);
+    assert!(n >= 4, "seed corpus present ({n} files)");
+}
+
+#[test]
+fn valid_codec_seeds_are_accepted() {
+    // Ties the seeds to reality: the valid ones get past every check, so the fuzzer starts
+    // from inputs that reach the accepting paths.
+    use sluice_common::bundle::{parse_public_key, parse_secret_key};
+    use sluice_common::transport::params::Limits;
+    use sluice_common::transport::progress::Progress;
+    let read = |target: &str, name: &str| {
+        std::fs::read(fuzz_dir().join("corpus").join(target).join(name)).expect("seed present")
+    };
+    let record = read("progress_record", "valid");
+    let p = Progress::from_bytes(&record[1..], &Limits::default()).expect("valid record");
+    assert_eq!(p.done_count(), 2);
+    let key = seed_signer();
+    let pem = read("key_file", "openssh_secret_pem");
+    let parsed = parse_secret_key(&pem[1..]).expect("valid OpenSSH key");
+    assert_eq!(parsed.public(), key.public());
+    let line = read("key_file", "sluice_public");
+    let text = std::str::from_utf8(&line[1..]).expect("utf-8");
+    assert_eq!(parse_public_key(text).expect("valid"), key.public());
+}
+
+fn seed_signer() -> sluice_common::bundle::SecretKey {
+    sluice_common::bundle::SecretKey::from_seed(&[5; 32])
+}
+
+/// An RFC 4251 `string`.
+fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&u32::try_from(s.len()).expect("short").to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// The unencrypted openssh-key-v1 blob of the seed signer.
+fn openssh_blob() -> Vec<u8> {
+    let key = seed_signer();
+    let pk = key.public().0;
+    let mut public = Vec::new();
+    ssh_string(&mut public, b"ssh-ed25519");
+    ssh_string(&mut public, &pk);
+    let mut private = Vec::new();
+    private.extend_from_slice(&0x5EED_5EEDu32.to_be_bytes());
+    private.extend_from_slice(&0x5EED_5EEDu32.to_be_bytes());
+    ssh_string(&mut private, b"ssh-ed25519");
+    ssh_string(&mut private, &pk);
+    ssh_string(&mut private, &[[5u8; 32], pk].concat());
+    ssh_string(&mut private, b"seed@fuzz");
+    let mut pad = 1u8;
+    while private.len() % 8 != 0 {
+        private.push(pad);
+        pad += 1;
+    }
+    let mut blob = b"openssh-key-v1\0".to_vec();
+    ssh_string(&mut blob, b"none");
+    ssh_string(&mut blob, b"none");
+    ssh_string(&mut blob, b"");
+    blob.extend_from_slice(&1u32.to_be_bytes());
+    ssh_string(&mut blob, &public);
+    ssh_string(&mut blob, &private);
+    blob
+}
+
+#[test]
+#[ignore = "writes the codec seed corpora; run by hand after a format change"]
+fn write_codec_seed_corpora() {
+    use base64::Engine;
+    let write = |target: &str, name: &str, mode: u8, bytes: &[u8]| {
+        let dir = fuzz_dir().join("corpus").join(target);
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        let mut v = vec![mode];
+        v.extend_from_slice(bytes);
+        std::fs::write(dir.join(name), v).expect("write seed");
+    };
+
+    // progress_record: 3 blocks of 1 MiB, blocks 0 and 2 done (the layout in progress.rs).
+    let body = |symbol_size: u16, bitmap: u8| {
+        let mut rec = b"SLPG\x01".to_vec();
+        rec.extend_from_slice(&[9; 16]);
+        rec.extend_from_slice(&(3u64 * (1 << 20) - 5).to_le_bytes());
+        rec.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        rec.extend_from_slice(&symbol_size.to_le_bytes());
+        rec.extend_from_slice(&1u32.to_le_bytes());
+        rec.push(bitmap);
+        rec
+    };
+    let mut valid = body(1024, 0b101);
+    valid.extend_from_slice(blake3::hash(&valid).as_bytes());
+    write("progress_record", "valid", 0, &valid);
+    write("progress_record", "truncated", 0, &valid[..20]);
+    write(
+        "progress_record",
+        "resealed_bits_past_end",
+        1,
+        &body(1024, 0b1101),
+    );
+    write("progress_record", "resealed_tiny_symbols", 1, &body(1, 0b1));
+
+    // key_file: each accepted form of the seed signer.
+    let key = seed_signer();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    write(
+        "key_file",
+        "sluice_secret",
+        0,
+        key.to_sluice_text("seed").as_bytes(),
+    );
+    write(
+        "key_file",
+        "sluice_public",
+        1,
+        key.public().to_sluice_text("seed").as_bytes(),
+    );
+    let blob = openssh_blob();
+    write("key_file", "openssh_secret_blob", 2, &blob);
+    let pem = format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+        b64.encode(&blob)
+    );
+    write("key_file", "openssh_secret_pem", 0, pem.as_bytes());
+    let mut public = Vec::new();
+    ssh_string(&mut public, b"ssh-ed25519");
+    ssh_string(&mut public, &key.public().0);
+    write("key_file", "ssh_public_blob", 3, &public);
+}

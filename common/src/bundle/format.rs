@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BundleId, Entry, EntryKind, Header, KeyId};
+use crate::codec::{Reader, Writer};
 
 /// File magic. The high first byte and the trailing newline catch 7-bit and text-mode transfers.
 pub const MAGIC: [u8; 8] = *b"\x89SLUICE\n";
@@ -142,11 +143,34 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, DecodeError> {
 /// The fixed 22-byte prefix.
 pub fn encode_prefix(version: u16, key_id: KeyId, header_len: u32) -> [u8; PREFIX_LEN] {
     let mut p = [0u8; PREFIX_LEN];
-    p[..8].copy_from_slice(&MAGIC);
-    p[8..10].copy_from_slice(&version.to_le_bytes());
-    p[10..18].copy_from_slice(&key_id.0);
-    p[18..22].copy_from_slice(&header_len.to_le_bytes());
+    let mut w = Writer::new(&mut p);
+    w.bytes(&MAGIC);
+    w.u16_le(version);
+    w.bytes(&key_id.0);
+    w.u32_le(header_len);
+    w.finish(PREFIX_LEN);
     p
+}
+
+/// The four fields of a fixed prefix, not yet checked against anything.
+pub(crate) struct Prefix {
+    pub(crate) magic: [u8; 8],
+    pub(crate) version: u16,
+    pub(crate) key_id: KeyId,
+    pub(crate) header_len: u32,
+}
+
+/// Split exactly [`PREFIX_LEN`] bytes into the prefix fields (`None` for any other length).
+pub(crate) fn decode_prefix(bytes: &[u8]) -> Option<Prefix> {
+    let mut r = Reader::new(bytes);
+    let prefix = Prefix {
+        magic: r.array().ok()?,
+        version: r.u16_le().ok()?,
+        key_id: KeyId(r.array().ok()?),
+        header_len: r.u32_le().ok()?,
+    };
+    r.expect_end().ok()?;
+    Some(prefix)
 }
 
 /// The signed digest, which is also the bundle id: blake3(DOMAIN || prefix || header).

@@ -17,6 +17,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use super::KeyId;
+use crate::codec::{CodecError, Reader};
 
 /// First token of a Sluice secret key line.
 pub const SECRET_KEY_TAG: &str = "sluice-ed25519-secret-v1";
@@ -221,13 +222,13 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
                 .try_into()
                 .map_err(|_| KeyError::BadLength("public key must be 32 bytes"))?,
             SSH_ED25519_TAG => {
-                let mut r = SshReader(&data);
-                let t = r.string()?;
+                let mut r = Reader::new(&data);
+                let t = ssh_string(&mut r)?;
                 if t != SSH_ED25519_TAG.as_bytes() {
                     return Err(KeyError::NotEd25519(String::from_utf8_lossy(t).into()));
                 }
-                let pk = r.key32()?;
-                r.end()?;
+                let pk = ssh_key32(&mut r)?;
+                r.expect_end()?;
                 pk
             }
             other if other.starts_with("ssh-") || other.starts_with("ecdsa-") => {
@@ -240,38 +241,26 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
     found.ok_or(KeyError::UnknownFormat)
 }
 
-/// A bounds-checked reader over the SSH wire encoding (RFC 4251 `string`, `uint32`).
-struct SshReader<'a>(&'a [u8]);
+impl From<CodecError> for KeyError {
+    fn from(e: CodecError) -> Self {
+        KeyError::BadOpenSsh(match e {
+            CodecError::Truncated => "a length runs past the end",
+            CodecError::TrailingBytes => "trailing bytes",
+        })
+    }
+}
 
-impl<'a> SshReader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], KeyError> {
-        if n > self.0.len() {
-            return Err(KeyError::BadOpenSsh("a length runs past the end"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u32(&mut self) -> Result<u32, KeyError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn string(&mut self) -> Result<&'a [u8], KeyError> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn key32(&mut self) -> Result<[u8; 32], KeyError> {
-        self.string()?
-            .try_into()
-            .map_err(|_| KeyError::BadLength("ed25519 public key must be 32 bytes"))
-    }
-    fn end(&self) -> Result<(), KeyError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(KeyError::BadOpenSsh("trailing bytes"))
-        }
-    }
+/// An SSH wire `string` (RFC 4251: u32 big-endian length, then that many bytes).
+fn ssh_string<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], KeyError> {
+    let n = r.u32_be()? as usize;
+    Ok(r.take(n)?)
+}
+
+/// An SSH `string` that must hold a 32-byte ed25519 public key.
+fn ssh_key32(r: &mut Reader<'_>) -> Result<[u8; 32], KeyError> {
+    ssh_string(r)?
+        .try_into()
+        .map_err(|_| KeyError::BadLength("ed25519 public key must be 32 bytes"))
 }
 
 fn parse_openssh_secret(text: &str) -> Result<SecretKey, KeyError> {
@@ -282,40 +271,40 @@ fn parse_openssh_secret(text: &str) -> Result<SecretKey, KeyError> {
         + start;
     let body: String = text[start..end].split_ascii_whitespace().collect();
     let data = Zeroizing::new(b64(&body)?);
-    let mut r = SshReader(&data);
+    let mut r = Reader::new(&data);
     if r.take(OPENSSH_MAGIC.len())? != OPENSSH_MAGIC {
         return Err(KeyError::BadOpenSsh("not openssh-key-v1"));
     }
-    let cipher = r.string()?;
-    let kdf = r.string()?;
-    let _kdf_options = r.string()?;
+    let cipher = ssh_string(&mut r)?;
+    let kdf = ssh_string(&mut r)?;
+    let _kdf_options = ssh_string(&mut r)?;
     if cipher != b"none" || kdf != b"none" {
         return Err(KeyError::Encrypted);
     }
-    if r.u32()? != 1 {
+    if r.u32_be()? != 1 {
         return Err(KeyError::BadOpenSsh("file must hold exactly one key"));
     }
-    let mut pubr = SshReader(r.string()?);
-    let t = pubr.string()?;
+    let mut pubr = Reader::new(ssh_string(&mut r)?);
+    let t = ssh_string(&mut pubr)?;
     if t != SSH_ED25519_TAG.as_bytes() {
         return Err(KeyError::NotEd25519(String::from_utf8_lossy(t).into()));
     }
-    let pk = pubr.key32()?;
-    pubr.end()?;
-    let mut p = SshReader(r.string()?);
-    r.end()?;
-    if p.u32()? != p.u32()? {
+    let pk = ssh_key32(&mut pubr)?;
+    pubr.expect_end()?;
+    let mut p = Reader::new(ssh_string(&mut r)?);
+    r.expect_end()?;
+    if p.u32_be()? != p.u32_be()? {
         return Err(KeyError::BadOpenSsh(
             "check integers differ (corrupt or encrypted)",
         ));
     }
-    if p.string()? != SSH_ED25519_TAG.as_bytes() {
+    if ssh_string(&mut p)? != SSH_ED25519_TAG.as_bytes() {
         return Err(KeyError::BadOpenSsh("private section key type differs"));
     }
-    if p.key32()? != pk {
+    if ssh_key32(&mut p)? != pk {
         return Err(KeyError::BadOpenSsh("private section public key differs"));
     }
-    let sk = p.string()?;
+    let sk = ssh_string(&mut p)?;
     if sk.len() != 64 || sk[32..] != pk {
         return Err(KeyError::BadOpenSsh(
             "private key must be 64 bytes: seed || public key",
@@ -326,9 +315,9 @@ fn parse_openssh_secret(text: &str) -> Result<SecretKey, KeyError> {
             .try_into()
             .map_err(|_| KeyError::BadLength("seed must be 32 bytes"))?,
     );
-    let comment = String::from_utf8_lossy(p.string()?).into_owned();
+    let comment = String::from_utf8_lossy(ssh_string(&mut p)?).into_owned();
     // Padding is 1, 2, 3, … up to the cipher block size (8 for "none").
-    for (i, b) in p.0.iter().enumerate() {
+    for (i, b) in p.rest().iter().enumerate() {
         if *b as usize != i + 1 || i >= 8 {
             return Err(KeyError::BadOpenSsh("bad padding"));
         }

@@ -155,13 +155,20 @@ impl Envelope {
 pub fn read_envelope<R: Read>(r: &mut R) -> Result<Envelope, VerifyError> {
     let mut prefix = [0u8; PREFIX_LEN];
     read_exact(r, &mut prefix, "the fixed prefix")?;
-    if prefix[..8] != MAGIC {
+    // `prefix` is exactly PREFIX_LEN bytes, which is all `decode_prefix` asks.
+    let Some(fields) = format::decode_prefix(&prefix) else {
+        return Err(VerifyError::new(
+            RejectReason::Truncated,
+            "the file ends inside the fixed prefix",
+        ));
+    };
+    if fields.magic != MAGIC {
         return Err(VerifyError::new(
             RejectReason::Malformed,
             "bad magic: not a .sluice bundle",
         ));
     }
-    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+    let version = fields.version;
     if version != FORMAT_VERSION {
         return Err(VerifyError::new(
             RejectReason::Malformed,
@@ -170,9 +177,7 @@ pub fn read_envelope<R: Read>(r: &mut R) -> Result<Envelope, VerifyError> {
             ),
         ));
     }
-    let mut kid = [0u8; 8];
-    kid.copy_from_slice(&prefix[10..18]);
-    let header_len = u32::from_le_bytes([prefix[18], prefix[19], prefix[20], prefix[21]]);
+    let header_len = fields.header_len;
     if header_len == 0 || header_len > MAX_HEADER_BYTES {
         return Err(VerifyError::new(
             RejectReason::Malformed,
@@ -196,7 +201,7 @@ pub fn read_envelope<R: Read>(r: &mut R) -> Result<Envelope, VerifyError> {
     let id = format::digest(&prefix, &header_bytes);
     Ok(Envelope {
         format_version: version,
-        key_id: KeyId(kid),
+        key_id: fields.key_id,
         header_bytes,
         signature,
         id,

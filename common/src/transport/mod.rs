@@ -1,7 +1,8 @@
 //! Moving one opaque object across a lossy, reordering one-way channel (see docs/protocol.md).
 //!
-//! - [`wire`]: the frame format, the bounds-checked reader and the per-frame integrity tag.
-//!   Everything from the network or a spool volume passes [`wire::decode`] first.
+//! - [`wire`]: the frame format and the per-frame integrity tag (fields are read and written
+//!   with the crate's one codec). Everything from the network or a spool volume passes
+//!   [`wire::decode`] first.
 //! - [`params`]: object and block geometry, the receiver's [`params::Limits`] (checked before
 //!   any allocation) and the sender's recommended block sizes.
 //! - [`fec`]: the RaptorQ adapter, the only code that names raptorq types; per-block encoder,

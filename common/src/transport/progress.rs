@@ -21,6 +21,7 @@
 use thiserror::Error;
 
 use super::params::{Limits, ObjectParams};
+use crate::codec::{CodecError, Reader, Writer};
 
 const MAGIC: &[u8; 4] = b"SLPG";
 const VERSION: u8 = 1;
@@ -45,6 +46,12 @@ pub enum ProgressError {
     /// The bitmap length does not match the block count, or has bits past the last block.
     #[error("progress record bitmap does not match the block count")]
     BadBitmap,
+}
+
+impl From<CodecError> for ProgressError {
+    fn from(_: CodecError) -> Self {
+        ProgressError::Truncated
+    }
 }
 
 /// The completed-block bitmap of one object, with the parameters it was pinned to.
@@ -117,18 +124,20 @@ impl Progress {
 
     /// Serialize in the versioned, checksummed format described in the module docs.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED_LEN + self.done.len() + CHECKSUM_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&self.params.object_id);
-        out.extend_from_slice(&self.params.object_len.to_le_bytes());
-        out.extend_from_slice(&self.params.block_size.to_le_bytes());
-        out.extend_from_slice(&self.params.symbol_size.to_le_bytes());
-        let bitmap_len = u32::try_from(self.done.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&bitmap_len.to_le_bytes());
-        out.extend_from_slice(&self.done);
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
+        let body_len = FIXED_LEN + self.done.len();
+        let mut out = vec![0u8; body_len + CHECKSUM_LEN];
+        let (body, sum) = out.split_at_mut(body_len);
+        let mut w = Writer::new(body);
+        w.bytes(MAGIC);
+        w.u8(VERSION);
+        w.bytes(&self.params.object_id);
+        w.u64_le(self.params.object_len);
+        w.u32_le(self.params.block_size);
+        w.u16_le(self.params.symbol_size);
+        w.u32_le(u32::try_from(self.done.len()).unwrap_or(u32::MAX));
+        w.bytes(&self.done);
+        w.finish(body_len);
+        sum.copy_from_slice(blake3::hash(body).as_bytes());
         out
     }
 
@@ -141,15 +150,15 @@ impl Progress {
         if blake3::hash(body).as_bytes().as_slice() != sum {
             return Err(ProgressError::BadChecksum);
         }
-        let mut r = Reader(body);
-        if r.take::<4>()? != *MAGIC || r.take::<1>()? != [VERSION] {
+        let mut r = Reader::new(body);
+        if r.array::<4>()? != *MAGIC || r.u8()? != VERSION {
             return Err(ProgressError::UnknownVersion);
         }
-        let object_id = r.take::<16>()?;
-        let object_len = u64::from_le_bytes(r.take::<8>()?);
-        let block_size = u32::from_le_bytes(r.take::<4>()?);
-        let symbol_size = u16::from_le_bytes(r.take::<2>()?);
-        let bitmap_len = u32::from_le_bytes(r.take::<4>()?);
+        let object_id = r.array::<16>()?;
+        let object_len = r.u64_le()?;
+        let block_size = r.u32_le()?;
+        let symbol_size = r.u16_le()?;
+        let bitmap_len = r.u32_le()?;
         let params = ObjectParams {
             object_id,
             object_len,
@@ -160,10 +169,10 @@ impl Progress {
             return Err(ProgressError::OverLimit);
         }
         let blocks = params.block_count();
-        if u64::from(bitmap_len) != blocks.div_ceil(8) || r.0.len() != bitmap_len as usize {
+        if u64::from(bitmap_len) != blocks.div_ceil(8) || r.remaining() != bitmap_len as usize {
             return Err(ProgressError::BadBitmap);
         }
-        let done = r.0.to_vec();
+        let done = r.rest().to_vec();
         // No bits past the last block.
         if blocks % 8 != 0 {
             let mask = !((1u8 << (blocks % 8)) - 1);
@@ -172,18 +181,5 @@ impl Progress {
             }
         }
         Ok(Self { params, done })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], ProgressError> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or(ProgressError::Truncated)?;
-        self.0 = rest;
-        Ok(*head)
     }
 }

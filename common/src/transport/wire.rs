@@ -4,9 +4,10 @@
 //! Owns the byte layout of every frame kind, the [`LinkKey`] and the tag. Decoding follows one
 //! fixed order so that nothing from an unauthenticated frame is interpreted beyond the 4-byte
 //! prefix: (1) prefix (magic, version, kind), (2) total length for that kind, (3) the tag over
-//! every preceding byte, (4) field parsing with a bounds-checked [`Reader`] that refuses
-//! trailing bytes, (5) structural field checks that need no configuration. Receiver-configured
-//! limits ([`Limits`](super::params::Limits)) are checked after this by the caller.
+//! every preceding byte, (4) field parsing with the crate's one bounds-checked reader
+//! (`crate::codec`) that refuses trailing bytes, (5) structural field checks that need no
+//! configuration. Receiver-configured limits ([`Limits`](super::params::Limits)) are checked
+//! after this by the caller.
 //!
 //! Encoding writes into caller buffers and never allocates. Every value that [`decode`] accepts
 //! re-encodes to exactly the same bytes (the format has no optional or variable-width fields
@@ -16,6 +17,7 @@ use thiserror::Error;
 use zeroize::Zeroize;
 
 use super::params::{ESI_LIMIT, ObjectParams};
+use crate::codec::{self, CodecError, Reader, Writer};
 
 /// First two bytes of every frame: "SL".
 pub const MAGIC: [u8; 2] = *b"SL";
@@ -59,9 +61,17 @@ pub const DEFAULT_LINK_KEY_CONTEXT: &str = "sluice 2026 default link key v1";
 ///
 /// With [`LinkKey::public_default`] the tag only detects corruption (anyone can compute it);
 /// with a configured secret key it also stops injection by anyone without the key. The key is
-/// wiped from memory on drop and never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// wiped from memory on drop, never printed, and compared in constant time.
+#[derive(Clone)]
 pub struct LinkKey([u8; 32]);
+
+impl PartialEq for LinkKey {
+    fn eq(&self, other: &Self) -> bool {
+        codec::ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LinkKey {}
 
 impl LinkKey {
     /// A configured secret key.
@@ -95,15 +105,7 @@ impl LinkKey {
 
     /// Whether `tag` is the tag of `body`, compared in constant time.
     pub fn verify(&self, body: &[u8], tag: &[u8]) -> bool {
-        let expected = self.tag(body);
-        if tag.len() != TAG_LEN {
-            return false;
-        }
-        let diff = expected
-            .iter()
-            .zip(tag)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(diff) == 0
+        codec::ct_eq(&self.tag(body), tag)
     }
 }
 
@@ -262,6 +264,15 @@ pub enum FrameError {
     BufferTooSmall,
 }
 
+impl From<CodecError> for FrameError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Truncated => FrameError::TooShort,
+            CodecError::TrailingBytes => FrameError::BadLength,
+        }
+    }
+}
+
 /// Length of a data frame with a `symbol_size`-byte payload: `42 + T + 16`.
 pub const fn data_frame_len(symbol_size: u16) -> usize {
     DATA_OVERHEAD + symbol_size as usize
@@ -322,9 +333,9 @@ pub fn decode<'a>(key: &LinkKey, bytes: &'a [u8]) -> Result<Frame<'a>, FrameErro
     let frame = match kind {
         KIND_DATA => {
             let params = read_params(&mut r)?;
-            let block = r.u32()?;
-            let esi = r.u32()?;
-            let payload = r.take(r.remaining())?;
+            let block = r.u32_be()?;
+            let esi = r.u32_be()?;
+            let payload = r.rest();
             if payload.len() != usize::from(params.symbol_size) {
                 return Err(FrameError::BadLength);
             }
@@ -335,8 +346,8 @@ pub fn decode<'a>(key: &LinkKey, bytes: &'a [u8]) -> Result<Frame<'a>, FrameErro
         }
         KIND_HEARTBEAT => {
             let sender_id = r.array::<16>()?;
-            let sequence = r.u64()?;
-            let sent_at_unix_ms = r.u64()?;
+            let sequence = r.u64_be()?;
+            let sent_at_unix_ms = r.u64_be()?;
             let count = usize::from(r.u8()?);
             if count != r.remaining() / LEDGER_ENTRY_LEN {
                 return Err(FrameError::BadLength);
@@ -345,10 +356,10 @@ pub fn decode<'a>(key: &LinkKey, bytes: &'a [u8]) -> Result<Frame<'a>, FrameErro
             for _ in 0..count {
                 ledger.push(LedgerEntry {
                     object_id: r.array::<16>()?,
-                    object_len: r.u64()?,
-                    first_sent_unix_ms: r.u64()?,
-                    pass: r.u16()?,
-                    passes: r.u16()?,
+                    object_len: r.u64_be()?,
+                    first_sent_unix_ms: r.u64_be()?,
+                    pass: r.u16_be()?,
+                    passes: r.u16_be()?,
                 });
             }
             Frame::Heartbeat(Heartbeat {
@@ -362,9 +373,9 @@ pub fn decode<'a>(key: &LinkKey, bytes: &'a [u8]) -> Result<Frame<'a>, FrameErro
             let params = read_params(&mut r)?;
             Frame::ObjectEnd(ObjectEnd {
                 params,
-                pass: r.u16()?,
-                passes: r.u16()?,
-                frames_sent_this_pass: r.u64()?,
+                pass: r.u16_be()?,
+                passes: r.u16_be()?,
+                frames_sent_this_pass: r.u64_be()?,
             })
         }
     };
@@ -432,10 +443,11 @@ pub fn seal_data_in_place(
         return Err(FrameError::BufferTooSmall);
     }
     let mut w = Writer::new(frame);
-    w.prefix(KIND_DATA);
+    write_prefix(&mut w, KIND_DATA);
     write_params(&mut w, &header.params);
-    w.u32(header.block);
-    w.u32(header.esi);
+    w.u32_be(header.block);
+    w.u32_be(header.esi);
+    w.finish(DATA_HEADER_LEN);
     seal(key, frame);
     Ok(())
 }
@@ -456,18 +468,19 @@ pub fn encode_heartbeat(
     let len = heartbeat_len(count);
     let frame = out.get_mut(..len).ok_or(FrameError::BufferTooSmall)?;
     let mut w = Writer::new(frame);
-    w.prefix(KIND_HEARTBEAT);
+    write_prefix(&mut w, KIND_HEARTBEAT);
     w.bytes(&heartbeat.sender_id);
-    w.u64(heartbeat.sequence);
-    w.u64(heartbeat.sent_at_unix_ms);
+    w.u64_be(heartbeat.sequence);
+    w.u64_be(heartbeat.sent_at_unix_ms);
     w.u8(count_byte);
     for e in &heartbeat.ledger {
         w.bytes(&e.object_id);
-        w.u64(e.object_len);
-        w.u64(e.first_sent_unix_ms);
-        w.u16(e.pass);
-        w.u16(e.passes);
+        w.u64_be(e.object_len);
+        w.u64_be(e.first_sent_unix_ms);
+        w.u16_be(e.pass);
+        w.u16_be(e.passes);
     }
+    w.finish(len - TAG_LEN);
     seal(key, frame);
     Ok(len)
 }
@@ -483,11 +496,12 @@ pub fn encode_object_end(
         .get_mut(..OBJECT_END_LEN)
         .ok_or(FrameError::BufferTooSmall)?;
     let mut w = Writer::new(frame);
-    w.prefix(KIND_OBJECT_END);
+    write_prefix(&mut w, KIND_OBJECT_END);
     write_params(&mut w, &end.params);
-    w.u16(end.pass);
-    w.u16(end.passes);
-    w.u64(end.frames_sent_this_pass);
+    w.u16_be(end.pass);
+    w.u16_be(end.passes);
+    w.u64_be(end.frames_sent_this_pass);
+    w.finish(OBJECT_END_LEN - TAG_LEN);
     seal(key, frame);
     Ok(OBJECT_END_LEN)
 }
@@ -542,17 +556,23 @@ fn validate_object_end(end: &ObjectEnd) -> Result<(), FrameError> {
 fn read_params(r: &mut Reader<'_>) -> Result<ObjectParams, FrameError> {
     Ok(ObjectParams {
         object_id: r.array::<16>()?,
-        object_len: r.u64()?,
-        block_size: r.u32()?,
-        symbol_size: r.u16()?,
+        object_len: r.u64_be()?,
+        block_size: r.u32_be()?,
+        symbol_size: r.u16_be()?,
     })
+}
+
+fn write_prefix(w: &mut Writer<'_>, kind: u8) {
+    w.bytes(&MAGIC);
+    w.u8(VERSION);
+    w.u8(kind);
 }
 
 fn write_params(w: &mut Writer<'_>, params: &ObjectParams) {
     w.bytes(&params.object_id);
-    w.u64(params.object_len);
-    w.u32(params.block_size);
-    w.u16(params.symbol_size);
+    w.u64_be(params.object_len);
+    w.u32_be(params.block_size);
+    w.u16_be(params.symbol_size);
 }
 
 /// Write the tag over everything before the last [`TAG_LEN`] bytes of `frame`.
@@ -560,113 +580,4 @@ fn seal(key: &LinkKey, frame: &mut [u8]) {
     let split = frame.len().saturating_sub(TAG_LEN);
     let (body, tag) = frame.split_at_mut(split);
     tag.copy_from_slice(&key.tag(body));
-}
-
-/// A bounds-checked cursor over untrusted bytes: every read checks the remaining length first.
-#[derive(Debug)]
-pub struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    /// A reader over `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
-    }
-
-    /// Bytes not yet read.
-    pub fn remaining(&self) -> usize {
-        self.rest.len()
-    }
-
-    /// The next `n` bytes.
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if n > self.rest.len() {
-            return Err(FrameError::TooShort);
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    /// The next `N` bytes as an array.
-    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
-        let (head, tail) = self
-            .rest
-            .split_first_chunk::<N>()
-            .ok_or(FrameError::TooShort)?;
-        self.rest = tail;
-        Ok(*head)
-    }
-
-    /// A u8.
-    pub fn u8(&mut self) -> Result<u8, FrameError> {
-        Ok(u8::from_be_bytes(self.array()?))
-    }
-
-    /// A big-endian u16.
-    pub fn u16(&mut self) -> Result<u16, FrameError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    /// A big-endian u32.
-    pub fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    /// A big-endian u64.
-    pub fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    /// Refuse trailing bytes.
-    pub fn expect_end(&self) -> Result<(), FrameError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(FrameError::BadLength)
-        }
-    }
-}
-
-/// Writes into a buffer whose length the caller already checked equals the frame length; the
-/// tag region at the end is left to [`seal`].
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl<'a> Writer<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        let end = self.pos + bytes.len();
-        // Callers size `buf` to the exact frame length before writing its fields, so a short
-        // buffer here is a bug in this module, not input-dependent; the slice panics loudly.
-        self.buf[self.pos..end].copy_from_slice(bytes);
-        self.pos = end;
-    }
-
-    fn prefix(&mut self, kind: u8) {
-        self.bytes(&MAGIC);
-        self.bytes(&[VERSION, kind]);
-    }
-
-    fn u8(&mut self, v: u8) {
-        self.bytes(&[v]);
-    }
-
-    fn u16(&mut self, v: u16) {
-        self.bytes(&v.to_be_bytes());
-    }
-
-    fn u32(&mut self, v: u32) {
-        self.bytes(&v.to_be_bytes());
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.bytes(&v.to_be_bytes());
-    }
 }
