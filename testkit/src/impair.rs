@@ -207,7 +207,9 @@ impl Impairer {
         let i = self.stats.received;
         self.stats.received += 1;
         let c = &self.cfg;
-        if (c.burst_len > 0 && c.burst_every > 0 && i % c.burst_every >= c.burst_every - c.burst_len)
+        if (c.burst_len > 0
+            && c.burst_every > 0
+            && i % c.burst_every >= c.burst_every - c.burst_len)
             || c.drop_range.as_ref().is_some_and(|r| r.contains(&i))
         {
             self.stats.dropped += 1;

@@ -61,10 +61,7 @@ fn check_bounds(sim: &Sim, c: &ReceiverConfig) {
 #[test]
 fn absurd_header_values_are_dropped_before_allocation() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let id = oid(1);
     let cases = [
@@ -106,10 +103,7 @@ fn absurd_header_values_are_dropped_before_allocation() {
 #[test]
 fn a_million_object_ids() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let len = 3 * u64::from(BLOCK) + 5;
     let mut s =
@@ -157,10 +151,7 @@ fn a_million_object_ids() {
 #[test]
 fn a_million_repair_symbols_for_one_block() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let id = oid(3);
     let params = ObjectParams {
@@ -211,10 +202,7 @@ fn a_million_repair_symbols_for_one_block() {
 #[test]
 fn block_flood_is_bounded_by_eviction() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     for obj in 0..8u64 {
         for block in 0..100u32 {

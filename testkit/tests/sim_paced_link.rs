@@ -13,7 +13,6 @@ use sluice_testkit::sim::{Outcome, Sim, key, oid};
 /// wire bytes (frames + 28 bytes IP/UDP each) divided by the rate, less one burst.
 #[test]
 fn paced_sender_holds_its_rate_end_to_end() {
-
     let rate = 20_000_000u64;
     let mut sim = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),

@@ -24,10 +24,7 @@ fn frames(id: [u8; 16], len: u64, n: usize) -> Vec<Vec<u8>> {
 #[test]
 fn sender_vanishing_mid_object_is_abandoned_after_idle_timeout() {
     let c = ReceiverConfig::new(key());
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let id = oid(1);
     for f in frames(id, 10 * u64::from(BLOCK), 200) {
         sim.deliver(&f);
@@ -58,10 +55,7 @@ fn sender_vanishing_mid_object_is_abandoned_after_idle_timeout() {
 fn slow_drip_hits_the_absolute_deadline() {
     let mut c = ReceiverConfig::new(key());
     c.object_deadline = Duration::from_secs(600);
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        ImpairConfig::default(),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let id = oid(2);
     // One frame every 60 s: never idle for 120 s, but never done either.
     for f in frames(id, 10 * u64::from(BLOCK), 30) {

@@ -33,7 +33,7 @@ mod extract;
 mod fsutil;
 pub mod inspect;
 pub mod media;
-mod records;
+pub mod records;
 #[cfg(test)]
 mod tests;
 
