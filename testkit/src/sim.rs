@@ -232,42 +232,37 @@ impl Sim {
                     self.objects.entry(object_id).or_default().checkpoints += 1;
                 }
                 Effect::Complete { object_id, len } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Complete { len });
+                    self.record(object_id, Outcome::Complete { len });
                 }
                 Effect::Incomplete {
                     object_id,
                     missing_blocks,
-                } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Incomplete { missing_blocks });
-                }
+                } => self.record(object_id, Outcome::Incomplete { missing_blocks }),
                 // Counted in the receiver's stats; sim_replay asserts on it.
                 Effect::Replayed { .. } => {}
                 Effect::Abandoned {
                     object_id,
                     reason,
                     missing_blocks,
-                } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Abandoned {
-                            reason,
-                            missing_blocks,
-                        });
-                }
+                } => self.record(
+                    object_id,
+                    Outcome::Abandoned {
+                        reason,
+                        missing_blocks,
+                    },
+                ),
             }
             self.observe();
         }
         while self.receiver.poll_event().is_some() {}
+    }
+
+    fn record(&mut self, object_id: [u8; 16], outcome: Outcome) {
+        self.objects
+            .entry(object_id)
+            .or_default()
+            .outcomes
+            .push(outcome);
     }
 
     fn observe(&mut self) {
