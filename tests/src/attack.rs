@@ -1,28 +1,24 @@
-//! The hostile side of the test rig: a running `sluice-recv listen` to attack, and the attacker's
-//! tools (frames crafted with the real wire encoders, a real [`Sender`] driven in memory so its
-//! frames can be captured and replayed, signed bundles built with or without the path policy).
+//! The attacker's tools against a running listener ([`crate::listener::Listener`]): frames
+//! crafted with the real wire encoders, a real `Sender` driven in memory so its frames can be
+//! captured and replayed, signed bundles built with or without the path policy.
 //!
-//! - [`Listener::spawn`] starts `sluice-recv listen` on a free loopback port with `--metrics`, logs
-//!   in files; [`Listener::status`], [`Listener::metric`], [`Listener::alive`],
-//!   [`Listener::terminate`] (SIGTERM and exit status), [`Listener::kill`] (SIGKILL).
 //! - [`Signer`]: a fixed-seed officer key with a trust directory; [`Signer::bundle`] builds with
 //!   the real builder, [`Signer::careless_bundle`] signs any header (`write_unchecked`).
-//! - [`sender_frames`]: every frame a real [`Sender`] emits for one object (a "capture").
+//! - [`sender_frames`]: every frame a real `Sender` emits for one object (a "capture").
 //! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry.
-//! - [`Blaster`]: paced UDP sending; [`wait_until`]: polling with a generous deadline.
-//! - [`audit_records`], [`rejected_records`], [`quarantine_ids`], [`staging_files`]: store reads.
+//! - [`Blaster`]: paced UDP sending ([`crate::listener::wait_until`] polls for the effect).
+//! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sluice_common::bundle::build::{self, BundleSpec, MemSource};
 use sluice_common::bundle::keys::SecretKey;
 use sluice_common::bundle::{BundleId, Entry, EntryKind, FORMAT_VERSION, Header};
 use sluice_common::transport::params::ObjectParams;
-use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_common::transport::send::SenderConfig;
 use sluice_common::transport::wire::{self, DataHeader, LinkKey, ObjectEnd};
 
 /// The bundle id of bundle bytes (blake3 of the signed header), without any trust decision.
@@ -31,188 +27,6 @@ pub fn bundle_id(bundle: &[u8]) -> BundleId {
         .expect("a bundle with a readable envelope")
         .0
         .id
-}
-
-/// A free TCP port on loopback (for `--metrics`).
-pub fn free_tcp_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind tcp 127.0.0.1:0")
-}
-
-/// Polls `f` every 50 ms until it is true or `deadline` passes; true if it became true.
-pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A running `sluice-recv listen`.
-pub struct Listener {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub metrics: SocketAddr,
-    pub store: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Listener {
-    /// `sluice-recv -v listen --bind <free> --store STORE --trust TRUST --metrics <free> EXTRA…`,
-    /// stdout and stderr appended to `<log_dir>/listen.log`.
-    pub fn spawn(bin: &Path, store: &Path, trust: &Path, log_dir: &Path, extra: &[&str]) -> Self {
-        let addr = crate::free_udp_addr();
-        Self::spawn_at(bin, addr, store, trust, log_dir, extra)
-    }
-
-    /// Like [`Listener::spawn`] on a given address (to restart on the same port).
-    pub fn spawn_at(
-        bin: &Path,
-        addr: SocketAddr,
-        store: &Path,
-        trust: &Path,
-        log_dir: &Path,
-        extra: &[&str],
-    ) -> Self {
-        let metrics = free_tcp_addr();
-        let log = log_dir.join("listen.log");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("open listener log")
-        };
-        let child = Command::new(bin)
-            .arg("-v")
-            .arg("listen")
-            .arg("--bind")
-            .arg(addr.to_string())
-            .arg("--store")
-            .arg(store)
-            .arg("--trust")
-            .arg(trust)
-            .arg("--metrics")
-            .arg(metrics.to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(open())
-            .stderr(open())
-            .spawn()
-            .expect("spawn sluice-recv listen");
-        let l = Listener {
-            child,
-            addr,
-            metrics,
-            store: store.to_path_buf(),
-            log,
-        };
-        // Ready when it serves metrics (after the socket is bound and the store opened).
-        let ready = wait_until(Duration::from_secs(30), || l.metrics_text().is_some());
-        assert!(ready, "listener did not come up; log:\n{}", l.log_text());
-        l
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The listener's log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `STORE/state/status.json`, if written yet.
-    pub fn status(&self) -> Option<serde_json::Value> {
-        let bytes = std::fs::read(self.store.join("state/status.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// A counter from status.json (`counters.<name>`), 0 when absent.
-    pub fn status_counter(&self, name: &str) -> u64 {
-        self.status()
-            .and_then(|s| s["counters"][name].as_u64())
-            .unwrap_or(0)
-    }
-
-    /// The Prometheus page, or `None` when the endpoint does not answer (yet).
-    pub fn metrics_text(&self) -> Option<String> {
-        let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        body.starts_with("HTTP/1.").then_some(body)
-    }
-
-    /// The value of an unlabelled metric (or the sum over a labelled one's samples matching
-    /// `name{…}`), 0 when absent from the page.
-    pub fn metric(&self, name: &str) -> f64 {
-        let Some(page) = self.metrics_text() else {
-            return 0.0;
-        };
-        metric_value(&page, name)
-    }
-
-    /// SIGTERM, then wait (up to 60 s, then SIGKILL) for the exit status.
-    pub fn terminate(mut self) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() >= end {
-                let _ = self.child.kill();
-                let status = self.child.wait().expect("wait after SIGKILL");
-                panic!(
-                    "listener ignored SIGTERM for 60 s ({status}); log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Sum of the samples of metric `name` (with or without labels) on a Prometheus page.
-pub fn metric_value(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let base = key.split('{').next()?;
-            (base == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// An officer key (fixed seed) and a trust directory trusting it as `alice`.
@@ -310,7 +124,7 @@ impl Signer {
     }
 }
 
-/// Every frame a real [`Sender`] emits for `object` (data, object-end and heartbeat frames, in
+/// Every frame a real `Sender` emits for `object` (data, object-end and heartbeat frames, in
 /// send order): what a capture socket on the diode link would record. The object id is the
 /// bundle's (`BundleId::object_id`), as `sluice-send` uses.
 pub fn sender_frames(
@@ -326,32 +140,7 @@ pub fn sender_frames(
     config.overhead_percent = overhead_percent;
     config.passes = passes;
     config.heartbeat_interval = Duration::from_secs(3600);
-    let now = Instant::now();
-    let mut sender = Sender::new(config, now, 1_790_000_000_000).expect("sender config");
-    sender
-        .queue_object(now, object_id, object.len() as u64, 1_790_000_000_000)
-        .expect("queue object");
-    let mut frames = Vec::new();
-    let mut buf = vec![0u8; wire::MAX_FRAME_LEN];
-    let mut idle = 0;
-    while !sender.is_finished() {
-        while let Some(r) = sender.poll_read() {
-            let start = r.offset as usize;
-            let data = object[start..start + r.len].to_vec();
-            sender.handle_read(r, data).expect("read answer");
-        }
-        match sender.poll_transmit(now, &mut buf) {
-            Some(n) => {
-                frames.push(buf[..n].to_vec());
-                idle = 0;
-            }
-            None => {
-                idle += 1;
-                assert!(idle < 1000, "sender stalled");
-            }
-        }
-    }
-    frames
+    sluice_testkit::drive::object_frames(config, object_id, object, 1_790_000_000_000)
 }
 
 /// A data frame under `key` with arbitrary (validated by the encoder) geometry.
@@ -433,78 +222,6 @@ impl Blaster {
     }
 }
 
-fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Every record of `STORE/audit.jsonl`.
-pub fn audit_records(store: &Path) -> Vec<serde_json::Value> {
-    read_jsonl(&store.join("audit.jsonl"))
-}
-
-/// Audit records with `decision == d`.
-pub fn decisions(store: &Path, d: &str) -> Vec<serde_json::Value> {
-    audit_records(store)
-        .into_iter()
-        .filter(|r| r["decision"] == d)
-        .collect()
-}
-
-/// Every `STORE/rejected/*.json` record.
-pub fn rejected_records(store: &Path) -> Vec<serde_json::Value> {
-    let Ok(rd) = std::fs::read_dir(store.join("rejected")) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect()
-}
-
-/// Names under `STORE/quarantine/`.
-pub fn quarantine_ids(store: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store.join("quarantine"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Every file below `STORE/staging/` (relative paths), for orphan checks.
-pub fn staging_files(store: &Path) -> Vec<String> {
-    let root = store.join("staging");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else {
-                out.push(
-                    p.strip_prefix(&root)
-                        .unwrap_or(&p)
-                        .to_string_lossy()
-                        .into_owned(),
-                );
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Bytes allocated on disk below `dir` (st_blocks × 512), following no symlinks.
 pub fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -525,23 +242,6 @@ pub fn disk_usage(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-/// `sluice-recv audit verify --store STORE`: (exit code, output).
-pub fn audit_verify(bin: &Path, store: &Path) -> (i32, String) {
-    let out = Command::new(bin)
-        .args(["audit", "verify", "--store"])
-        .arg(store)
-        .output()
-        .expect("run audit verify");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A tmpfs mounted for one test, unmounted (lazily, so a stuck process cannot keep it) on drop.

@@ -1,14 +1,13 @@
 //! Building blocks of the end-to-end tests (`tests/tests/e2e_udp.rs`): fast binaries, keys and
-//! bundles, a listener process with its JSON outcomes, the store's records, and an in-process
+//! bundles, `sluice-send udp` runs, delivery checks against the store, and an in-process
 //! sender that drives [`sluice_common::transport::send::Sender`] over a UDP socket (what anyone
 //! holding the link key can do, so the receiver must judge its frames on their own).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -253,193 +252,6 @@ fn write_random(path: &Path, size: u64, rng: &mut rand_chacha::ChaCha8Rng) {
     f.flush().expect("flush");
 }
 
-/// A running `sluice-recv listen --json`: its outcome lines, its resources, its log.
-pub struct Listener {
-    child: Option<Child>,
-    watch: Option<ProcessWatch>,
-    outcomes_rx: mpsc::Receiver<Value>,
-    pub outcomes: Vec<Value>,
-    pub store: PathBuf,
-    pub log: PathBuf,
-}
-
-/// How to start a listener.
-#[derive(Clone, Debug)]
-pub struct ListenOptions {
-    pub bind: SocketAddr,
-    pub store: PathBuf,
-    pub trust: PathBuf,
-    pub extra: Vec<String>,
-}
-
-impl Listener {
-    /// Starts `sluice-recv listen` (in `cmd`, which is `sluice-recv` itself or a wrapper such as
-    /// `ip netns exec NS sluice-recv`) and waits until its socket is bound (it writes
-    /// `state/status.json` within a second of starting).
-    pub fn start(mut cmd: Command, opts: &ListenOptions) -> Listener {
-        let log = opts
-            .store
-            .with_file_name(format!("listen-{}.log", opts.bind.port()));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open listener log");
-        cmd.arg("-v")
-            .arg("listen")
-            .arg("--json")
-            .arg("--bind")
-            .arg(opts.bind.to_string())
-            .arg("--store")
-            .arg(&opts.store)
-            .arg("--trust")
-            .arg(&opts.trust)
-            .args(&opts.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let watch = ProcessWatch::start(child.id(), Duration::from_millis(20));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, outcomes_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => eprintln!("listener stdout (not JSON): {line}"),
-                }
-            }
-        });
-        let me = Listener {
-            child: Some(child),
-            watch: Some(watch),
-            outcomes_rx,
-            outcomes: Vec::new(),
-            store: opts.store.clone(),
-            log,
-        };
-        // The listener binds before it writes its first status (within a second), with its pid.
-        let pid = u64::from(me.pid());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while me.status()["pid"].as_u64() != Some(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "listener did not start: {}",
-                me.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        me
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Waits until `n` outcomes in total were printed (or `timeout`), returns them all.
-    pub fn wait_outcomes(&mut self, n: usize, timeout: Duration) -> &[Value] {
-        let deadline = Instant::now() + timeout;
-        while self.outcomes.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .outcomes_rx
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(v) => self.outcomes.push(v),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if left.is_zero() {
-                        panic!(
-                            "timed out waiting for {n} outcome(s); got {:?}\nlistener log: {}",
-                            self.outcomes,
-                            self.log_tail()
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "listener exited after {:?}; log: {}",
-                    self.outcomes,
-                    self.log_tail()
-                ),
-            }
-        }
-        &self.outcomes
-    }
-
-    /// Any outcomes printed so far without waiting.
-    pub fn poll_outcomes(&mut self) -> &[Value] {
-        while let Ok(v) = self.outcomes_rx.try_recv() {
-            self.outcomes.push(v);
-        }
-        &self.outcomes
-    }
-
-    /// `state/status.json` as the listener last wrote it (every second).
-    pub fn status(&self) -> Value {
-        read_json(&self.store.join("state/status.json")).unwrap_or(Value::Null)
-    }
-
-    /// Waits for a status written after `after_unix_ms` and returns it.
-    pub fn fresh_status(&self, after_unix_ms: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.status();
-            if s["updated_at_unix_ms"].as_u64().unwrap_or(0) > after_unix_ms
-                && s["running"] == Value::Bool(true)
-            {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "no fresh status.json: {s}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, wait; returns the exit code and the resources seen.
-    pub fn stop(mut self) -> (i32, ProcessStats) {
-        let mut child = self.child.take().expect("running");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let watch = self.watch.take().expect("watch");
-        let (status, stats) = watch.wait(&mut child).expect("wait for listener");
-        (status.code().unwrap_or(-1), stats)
-    }
-
-    /// SIGKILL, reap; nothing gets a chance to be saved.
-    pub fn kill9(mut self) -> ProcessStats {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        let watch = self.watch.take().expect("watch");
-        let (_, stats) = watch.wait(&mut child).expect("wait for listener");
-        stats
-    }
-
-    /// Resources seen so far.
-    pub fn stats(&self) -> ProcessStats {
-        self.watch.as_ref().map(|w| w.stats()).unwrap_or_default()
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Runs `sluice-send udp --json` (`cmd` is the binary or a namespace wrapper) with `args` and
 /// the bundles; returns its JSON report and the resources it used. Panics unless it exits 0.
 pub fn send_udp(mut cmd: Command, args: &[String], bundles: &[&Path]) -> (Value, ProcessStats) {
@@ -480,78 +292,9 @@ pub fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// Every record of `store/audit.jsonl`.
-pub fn audit_records(store: &Path) -> Vec<Value> {
-    std::fs::read_to_string(store.join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
-}
-
-/// Every `store/rejected/*.json` record.
-pub fn rejected_records(store: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(store.join("rejected")) {
-        for e in rd.flatten() {
-            if e.path().extension().is_some_and(|x| x == "json") {
-                out.push(read_json(&e.path()).expect("rejected record is JSON"));
-            }
-        }
-    }
-    out
-}
-
-/// Names in `store/quarantine/`.
-pub fn quarantine_entries(store: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store.join("quarantine"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Everything left below `store/staging/` (files and directories, relative), except the two
-/// fixed directories `objects` and `extract` themselves.
-pub fn staging_leftovers(store: &Path) -> Vec<String> {
-    let root = store.join("staging");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(&root).expect("below").display().to_string();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p.clone());
-                // The store's fixed layout directories (objects/, extract/, media/) are expected;
-                // anything inside them is a leftover.
-                if rel == "objects" || rel == "extract" || rel == "media" {
-                    continue;
-                }
-            }
-            out.push(rel);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// `sluice-recv audit verify --store DIR --json`: (exit code, report).
-pub fn audit_verify(store: &Path) -> (i32, Value) {
-    let out = Command::new(&bins().recv)
-        .args(["audit", "verify", "--json", "--store"])
-        .arg(store)
-        .output()
-        .expect("run audit verify");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v)
+/// `sluice-recv audit verify --json --store STORE` with the e2e binary.
+pub fn audit_verify(store: &Path) -> crate::store::AuditVerify {
+    crate::store::audit_verify(&bins().recv, store)
 }
 
 /// Asserts `store/quarantine/<id>` holds exactly `expected` (a [`crate::blake3_tree`] of the
@@ -563,25 +306,16 @@ pub fn assert_delivered(store: &Path, bundle: &BundleInfo, source: &Path, top: &
     let want = crate::blake3_tree(source).expect("hash source tree");
     assert_eq!(got.len(), want.len(), "file count differs");
     assert!(got == want, "quarantined files differ from the source");
-    let receipt = read_json(&entry.join("receipt.json")).expect("receipt.json");
-    assert_eq!(receipt["bundle_id"], bundle.id.as_str());
-    assert_eq!(receipt["channel"], bundle.channel.as_str());
-    assert_eq!(receipt["sequence"], bundle.sequence);
-    assert_eq!(receipt["bundle_bytes"], bundle.bytes);
-    let files: std::collections::BTreeMap<String, (u64, String)> = receipt["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .filter(|e| e["kind"] == "file")
-        .map(|e| {
-            (
-                e["path"].as_str().expect("path").to_string(),
-                (
-                    e["size"].as_u64().expect("size"),
-                    e["blake3"].as_str().expect("blake3").to_string(),
-                ),
-            )
-        })
+    let receipt = crate::store::receipt(store, &bundle.id).expect("receipt.json");
+    assert_eq!(receipt.bundle_id, bundle.id);
+    assert_eq!(receipt.channel, bundle.channel);
+    assert_eq!(receipt.sequence, bundle.sequence);
+    assert_eq!(receipt.bundle_bytes, bundle.bytes);
+    let files: std::collections::BTreeMap<String, (u64, String)> = receipt
+        .entries
+        .into_iter()
+        .filter(|e| e.kind == "file")
+        .map(|e| (e.path, (e.size, e.blake3)))
         .collect();
     assert_eq!(files.len(), want.len(), "receipt lists every file once");
     for (rel, hash) in &want {
@@ -627,6 +361,7 @@ pub fn drive_sender(
     use sluice_common::transport::params::recommended_block_size;
     use sluice_common::transport::send::{Sender, SenderConfig};
     use sluice_common::transport::wire::{self, LinkKey};
+    use sluice_testkit::drive;
 
     let symbol = wire::symbol_size_for_datagram(opts.mtu - 28);
     let mut config = SenderConfig::new(
@@ -650,27 +385,15 @@ pub fn drive_sender(
     } else {
         "[::]:0"
     })?;
-    let mut buf = vec![0u8; wire::MAX_FRAME_LEN];
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !sender.is_finished() {
-        anyhow::ensure!(Instant::now() < deadline, "drive_sender did not finish");
-        while let Some(r) = sender.poll_read() {
-            let range = r.offset as usize..r.offset as usize + r.len;
-            sender.handle_read(r, bundle[range].to_vec())?;
-        }
-        let mut sent = false;
-        while let Some(n) = sender.poll_transmit(Instant::now(), &mut buf) {
-            sent = true;
-            match socket.send_to(&buf[..n], dest) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !sent && let Some(t) = sender.poll_timeout() {
-            let wait = t.saturating_duration_since(Instant::now());
-            std::thread::sleep(wait.min(Duration::from_millis(5)));
-        }
-    }
+    drive::drive_paced(
+        &mut sender,
+        drive::read_from(bundle),
+        |frame| match socket.send_to(frame, dest) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+            Err(e) => Err(e),
+        },
+        Duration::from_secs(600),
+    )?;
     Ok(sender.stats().data_frames)
 }

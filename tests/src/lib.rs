@@ -10,17 +10,24 @@
 //!   the pure [`Impairer`] for socket-free tests; the `sluice-relay` binary for processes
 //! - resources: [`ProcessWatch`] (peak RSS from VmHWM, peak open fds, CPU seconds)
 //! - end to end ([`e2e`]): `bins()` (sluice-send/-recv built without raptorq's slow debug
-//!   self-checks), keys, `mixed_tree`, `make_bundle`, a `Listener` process with its JSON
-//!   outcomes, `send_udp`, store readers (`audit_records`, `rejected_records`,
-//!   `staging_leftovers`, `audit_verify`, `assert_delivered`) and `drive_sender` (the sans-IO
-//!   transport sender over a socket, bypassing sender-side verification)
+//!   self-checks), keys, `mixed_tree`, `make_bundle`, `send_udp`, `assert_delivered` and
+//!   `drive_sender` (the sans-IO transport sender over a socket, bypassing sender-side
+//!   verification)
+//! - the listener ([`listener`]): the one `sluice-recv listen` fixture (JSON outcomes, status,
+//!   metrics, log, resources, SIGTERM/SIGKILL), for the e2e and the attack tests alike
+//! - the store ([`store`]): typed readers of audit records, receipts and rejected records (the
+//!   receiver's own record types), quarantine and staging listings, `audit verify`
+//! - pure pieces (impairment model, simulated diode, sender drive loops) come from
+//!   `sluice-testkit`
 //!
 //! Tests must not depend on timing: pace senders, wait for counters, use generous deadlines.
 
 pub mod attack;
 pub mod e2e;
+pub mod listener;
 pub mod netns;
 pub mod relay;
+pub mod store;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
-use sluice_tests::e2e::{self, BundleInfo, ListenOptions, Listener, bins, env_mib};
+use sluice_tests::e2e::{self, BundleInfo, bins, env_mib};
+use sluice_tests::listener::{ListenOptions, Listener};
+use sluice_tests::store::{
+    Source, audit_records, quarantine_ids, receipt, rejected_records, staging_leftovers,
+};
 use sluice_tests::{
     DiodeOptions, ImpairConfig, Netns, Relay, Side, TempStore, free_udp_addr, require_root_or_skip,
 };
@@ -82,12 +86,7 @@ impl Rig {
     }
 
     fn listen_opts(&self, bind: SocketAddr) -> ListenOptions {
-        ListenOptions {
-            bind,
-            store: self.store.clone(),
-            trust: self.trust.clone(),
-            extra: Vec::new(),
-        }
+        ListenOptions::new(bind, &self.store, &self.trust)
     }
 
     /// A listener on a fresh loopback port.
@@ -127,20 +126,23 @@ fn outcome_for<'a>(outcomes: &'a [Value], bundle: &BundleInfo) -> Vec<&'a Value>
 /// an intact audit chain (`audit verify` exit 0), nothing left in staging.
 fn assert_accepted(store: &Path, bundle: &BundleInfo, source: &Path, name: &str) {
     e2e::assert_delivered(store, bundle, source, name);
-    let audit = e2e::audit_records(store);
+    let audit = audit_records(store);
     let accepted: Vec<_> = audit
         .iter()
-        .filter(|r| r["bundle_id"] == bundle.id.as_str() && r["decision"] == "accepted")
+        .filter(|r| r.bundle_id.as_deref() == Some(bundle.id.as_str()) && r.decision == "accepted")
         .collect();
     assert_eq!(accepted.len(), 1, "one accepted audit record: {audit:?}");
-    assert_eq!(accepted[0]["channel"], bundle.channel.as_str());
-    assert_eq!(accepted[0]["sequence"], bundle.sequence);
-    assert_eq!(accepted[0]["signer"], "officer");
-    let (code, report) = e2e::audit_verify(store);
-    assert_eq!(code, 0, "audit verify: {report}");
-    assert_eq!(report["ok"], true);
     assert_eq!(
-        e2e::staging_leftovers(store),
+        accepted[0].channel.as_deref(),
+        Some(bundle.channel.as_str())
+    );
+    assert_eq!(accepted[0].sequence, Some(bundle.sequence));
+    assert_eq!(accepted[0].signer.as_deref(), Some("officer"));
+    let verify = e2e::audit_verify(store);
+    assert_eq!(verify.code, 0, "audit verify: {}", verify.report);
+    assert_eq!(verify.report["ok"], true);
+    assert_eq!(
+        staging_leftovers(store),
         Vec::<String>::new(),
         "staging must be empty"
     );
@@ -268,15 +270,15 @@ fn sent_twice(restart: bool) {
     words.push(l.wait_outcomes(n, Duration::from_secs(30))[n - 1]["outcome"].clone());
     assert_eq!(l.stop().0, 0);
     assert_eq!(words, ["accepted", "duplicate"]);
-    assert_eq!(e2e::quarantine_entries(&rig.store), vec![bundle.id.clone()]);
-    let audit = e2e::audit_records(&rig.store);
+    assert_eq!(quarantine_ids(&rig.store), vec![bundle.id.clone()]);
+    let audit = audit_records(&rig.store);
     let decisions: Vec<_> = audit
         .iter()
-        .filter(|r| r["bundle_id"] == bundle.id.as_str())
-        .map(|r| r["decision"].as_str().unwrap_or("").to_string())
+        .filter(|r| r.bundle_id.as_deref() == Some(bundle.id.as_str()))
+        .map(|r| r.decision.clone())
         .collect();
     assert_eq!(decisions, ["accepted", "duplicate"], "{audit:?}");
-    assert!(e2e::rejected_records(&rig.store).is_empty());
+    assert!(rejected_records(&rig.store).is_empty());
     assert_accepted(&rig.store, &bundle, &src, "twice");
 }
 
@@ -368,17 +370,18 @@ fn inject(l: &mut Listener, addr: SocketAddr, bytes: &[u8], object_id: [u8; 16])
 fn assert_rejected(store: &Path, outcome: &Value, bundle: &BundleInfo, reason: &str) {
     assert_eq!(outcome["outcome"], "rejected", "{outcome}");
     assert_eq!(outcome["reason"], reason, "{outcome}");
-    let records: Vec<_> = e2e::rejected_records(store)
+    let oid = hex::encode(bundle.object_id());
+    let records: Vec<_> = rejected_records(store)
         .into_iter()
-        .filter(|r| r["object_id"] == hex::encode(bundle.object_id()))
+        .filter(|r| r.object_id.as_deref() == Some(oid.as_str()))
         .collect();
     assert_eq!(records.len(), 1, "one rejected/ record for the object");
-    assert_eq!(records[0]["reason"], reason);
-    let audit = e2e::audit_records(store);
+    assert_eq!(records[0].reason, reason);
+    let audit = audit_records(store);
     assert!(
-        audit.iter().any(|r| r["decision"] == "rejected"
-            && r["reason"] == reason
-            && r["object_id"] == hex::encode(bundle.object_id())),
+        audit.iter().any(|r| r.decision == "rejected"
+            && r.reason.as_deref() == Some(reason)
+            && r.object_id.as_deref() == Some(oid.as_str())),
         "an audit record for the rejection: {audit:?}"
     );
     assert!(
@@ -432,10 +435,10 @@ fn tampered_and_untrusted_bundles_are_rejected_with_their_reason() {
     // The listener's exit code reflects the rejections (it never exits 0 after a bad bundle).
     let (code, _) = l.stop();
     assert_ne!(code, 0);
-    assert!(e2e::quarantine_entries(&rig.store).is_empty());
-    assert_eq!(e2e::staging_leftovers(&rig.store), Vec::<String>::new());
-    let (code, report) = e2e::audit_verify(&rig.store);
-    assert_eq!(code, 0, "{report}");
+    assert!(quarantine_ids(&rig.store).is_empty());
+    assert_eq!(staging_leftovers(&rig.store), Vec::<String>::new());
+    let verify = e2e::audit_verify(&rig.store);
+    assert_eq!(verify.code, 0, "{}", verify.report);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +682,7 @@ fn two_senders_at_once_both_land_intact() {
     }
     assert_accepted(&rig.store, &a, &src_a, "alpha");
     assert_accepted(&rig.store, &b, &src_b, "beta");
-    assert_eq!(e2e::quarantine_entries(&rig.store).len(), 2);
+    assert_eq!(quarantine_ids(&rig.store).len(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,14 +748,8 @@ fn namespace_diode_delivers_a_large_mixed_bundle_through_5pct_loss() {
         "the high side sent nothing toward the low side: {diode_status:?}"
     );
     assert_accepted(&rig.store, &bundle, &src, "payload");
-    let receipt = e2e::read_json(
-        &rig.store
-            .join("quarantine")
-            .join(&bundle.id)
-            .join("receipt.json"),
-    )
-    .unwrap();
-    assert_eq!(receipt["transport"]["source"], "udp");
+    let receipt = receipt(&rig.store, &bundle.id).unwrap();
+    assert_eq!(receipt.transport.source, Source::Udp);
     let rss_recv = mib(recv_stats.peak_rss_kib);
     assert!(
         rss_recv <= LISTEN_RSS_BOUND_MIB,

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use sluice_common::bundle::EntryKind;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{
-    Blaster, Listener, Signer, bundle_id, decisions, quarantine_ids, rejected_records,
-    sender_frames, staging_files, wait_until,
+use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::listener::{Listener, wait_until};
+use sluice_tests::store::{
+    AuditRecord, audit_records, decisions, quarantine_ids, rejected_records, staging_files,
 };
 use sluice_tests::{TempStore, blake3_tree, build_bin};
 
@@ -100,7 +101,7 @@ fn frames(bundle: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Sends `bundle` until a decision naming it is in the audit log; returns that record.
-fn send_until_decided(l: &Listener, bundle: &[u8]) -> serde_json::Value {
+fn send_until_decided(l: &Listener, bundle: &[u8]) -> AuditRecord {
     let oid = hex::encode(bundle_id(bundle).object_id());
     let frames = frames(bundle);
     let mut b = Blaster::new(l.addr);
@@ -108,9 +109,9 @@ fn send_until_decided(l: &Listener, bundle: &[u8]) -> serde_json::Value {
     for _ in 0..20 {
         b.send_all(&frames);
         let got = wait_until(Duration::from_secs(3), || {
-            found = sluice_tests::attack::audit_records(&l.store)
-                .into_iter()
-                .find(|r| r["object_id"] == oid.as_str() && r["decision"] != "incomplete");
+            found = audit_records(&l.store).into_iter().find(|r| {
+                r.object_id.as_deref() == Some(oid.as_str()) && r.decision != "incomplete"
+            });
             found.is_some()
         });
         if got {
@@ -198,8 +199,8 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
             .signer
             .careless_bundle("updates", 10 + i as u64, entries);
         let rec = send_until_decided(&listener, &bundle);
-        assert_eq!(rec["decision"], "rejected", "{name}: {rec}");
-        assert_eq!(rec["reason"], *reason, "{name}: {rec}");
+        assert_eq!(rec.decision, "rejected", "{name}: {rec:?}");
+        assert_eq!(rec.reason.as_deref(), Some(*reason), "{name}: {rec:?}");
         expected.push((bundle_id(&bundle).to_hex(), *reason));
         assert!(listener.alive(), "{name}: listener died");
     }
@@ -210,7 +211,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
         .collect();
     let bundle = rig.signer.careless_bundle("small", 1, &small);
     let rec = send_until_decided(&listener, &bundle);
-    assert_eq!(rec["reason"], "too_large", "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("too_large"), "{rec:?}");
     expected.push((bundle_id(&bundle).to_hex(), "too_large"));
     // Over the format's hard cap of 100 000 entries, on a channel with no lower limit.
     let names: Vec<String> = (0..100_001).map(|i| format!("f{i:06}")).collect();
@@ -220,7 +221,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
         .collect();
     let bundle = rig.signer.careless_bundle("updates", 99, &huge);
     let rec = send_until_decided(&listener, &bundle);
-    assert_eq!(rec["reason"], "too_large", "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("too_large"), "{rec:?}");
     expected.push((bundle_id(&bundle).to_hex(), "too_large"));
 
     // Every rejection has its rejected/ record with the same reason.
@@ -228,9 +229,9 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
     for (id, reason) in &expected {
         let r = records
             .iter()
-            .find(|r| r["bundle_id"] == id.as_str())
+            .find(|r| r.bundle_id.as_deref() == Some(id.as_str()))
             .unwrap_or_else(|| panic!("rejected/ record for {id}"));
-        assert_eq!(r["reason"], *reason);
+        assert_eq!(r.reason, *reason);
     }
     assert!(
         quarantine_ids(&listener.store).is_empty(),
@@ -249,7 +250,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
         .signer
         .bundle("updates", 1000, &[("ok.txt", b"fine\n".to_vec())]);
     let rec = send_until_decided(&listener, &ok);
-    assert_eq!(rec["decision"], "accepted", "{rec}");
+    assert_eq!(rec.decision, "accepted", "{rec:?}");
     let status = listener.terminate();
     // listen exits with the worst decision it made: too_large is a policy refusal (6).
     assert_eq!(status.code(), Some(6), "exit status {status}");
@@ -365,7 +366,7 @@ fn staging_swapped_or_part_file_planted_while_running() {
         .signer
         .bundle("updates", 1, &[("a.txt", b"through the fd\n".to_vec())]);
     let rec = send_until_decided(&listener, &bundle);
-    assert_eq!(rec["decision"], "accepted", "{rec}");
+    assert_eq!(rec.decision, "accepted", "{rec:?}");
     let mut want = BTreeMap::new();
     want.insert("keep".to_string(), blake3::hash(b"sentinel contents\n"));
     assert_eq!(

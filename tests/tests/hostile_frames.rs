@@ -20,8 +20,11 @@ use rand::{Rng, RngCore, SeedableRng};
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Listener, Signer, audit_records, bad_tag, bundle_id, data_frame, decisions, end_frame,
-    quarantine_ids, sender_frames, wait_until,
+    Blaster, Signer, bad_tag, bundle_id, data_frame, end_frame, sender_frames,
+};
+use sluice_tests::listener::{Listener, wait_until};
+use sluice_tests::store::{
+    audit_records, decisions, quarantine_ids, rejected_records, staging_files,
 };
 use sluice_tests::{ProcessStats, ProcessWatch, TempStore, blake3_tree, build_bin};
 
@@ -120,7 +123,7 @@ fn deliver(listener: &Listener, blaster: &mut Blaster, l: &Legit) -> bool {
     let decided = || {
         audit_records(&listener.store)
             .iter()
-            .any(|r| r["bundle_id"] == id.as_str() && r["decision"] != "incomplete")
+            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.decision != "incomplete")
     };
     for _ in 0..40 {
         blaster.send_all(&l.frames);
@@ -280,7 +283,7 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
                 && listener.status_counter("sessions_refused") as f64 >= refused
         }),
         "status.json counters: {:?}",
-        listener.status().map(|s| s["counters"].clone())
+        listener.status()["counters"].clone()
     );
     assert_budget("session_flood", &stats, 16);
     stop_clean(listener);
@@ -359,7 +362,7 @@ fn absurd_geometry_is_refused_before_allocation() {
         (sent - 2_000) as f64,
     );
     let stats = watch.stop();
-    let parts: Vec<String> = sluice_tests::attack::staging_files(&listener.store)
+    let parts: Vec<String> = staging_files(&listener.store)
         .into_iter()
         .filter(|f| f.ends_with(".part"))
         .collect();
@@ -457,7 +460,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     let rejected = wait_until(Duration::from_secs(30), || {
         decisions(&listener.store, "rejected")
             .iter()
-            .any(|r| r["object_id"] == hex::encode(oid).as_str())
+            .any(|r| r.object_id.as_deref() == Some(hex::encode(oid).as_str()))
     });
     assert!(
         rejected,
@@ -471,7 +474,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     assert!(
         !decisions(&listener.store, "accepted")
             .iter()
-            .any(|r| r["bundle_id"] == id.as_str())
+            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()))
     );
     let stats = watch.stop();
     report(
@@ -536,10 +539,10 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     // Nothing resumable was saved, so nothing stays staged (BUGS.md B1).
     assert!(
         wait_until(Duration::from_secs(10), || {
-            sluice_tests::attack::staging_files(&listener.store).is_empty()
+            staging_files(&listener.store).is_empty()
         }),
         "abandoned drips leave no staging files: {:?}",
-        sluice_tests::attack::staging_files(&listener.store)
+        staging_files(&listener.store)
     );
     let l = legit(&rig.signer, 3, 1, 50 * 1024);
     assert!(deliver(&listener, &mut blaster, &l));
@@ -606,7 +609,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     );
     assert_identical(&listener.store, &l);
     let stats = watch.stop();
-    let left = sluice_tests::attack::staging_files(&listener.store);
+    let left = staging_files(&listener.store);
     report(
         "abandoned_release",
         &stats,
@@ -776,7 +779,7 @@ fn junk_objects_do_not_grow_rejected_records_without_bound() {
         "only {} of {JUNK} junk objects were counted as rejected",
         counted()
     );
-    let n = sluice_tests::attack::rejected_records(&listener.store).len();
+    let n = rejected_records(&listener.store).len();
     let bytes = sluice_tests::attack::disk_usage(&listener.store.join("rejected"))
         + sluice_tests::attack::disk_usage(&listener.store.join("audit.jsonl"));
     eprintln!(
@@ -813,7 +816,7 @@ fn forged_end_frames_never_finalise_early() {
     let early = wait_until(Duration::from_secs(15), || {
         decisions(&listener.store, "incomplete")
             .iter()
-            .any(|r| r["object_id"] == hex::encode(oid).as_str())
+            .any(|r| r.object_id.as_deref() == Some(hex::encode(oid).as_str()))
     });
     assert!(early, "the early end frame gives a counted incomplete");
     assert!(listener.metric("sluice_frames_param_mismatch_total") >= 1.0);
@@ -849,14 +852,14 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
         if wait_until(Duration::from_secs(3), || {
             rec = decisions(&listener.store, "rejected")
                 .into_iter()
-                .find(|r| r["object_id"] == hex::encode(foreign).as_str());
+                .find(|r| r.object_id.as_deref() == Some(hex::encode(foreign).as_str()));
             rec.is_some()
         }) {
             break;
         }
     }
     let rec = rec.expect("rejected");
-    assert_eq!(rec["reason"], "malformed", "{rec}");
+    assert_eq!(rec.reason.as_deref(), Some("malformed"), "{rec:?}");
     assert!(quarantine_ids(&listener.store).is_empty());
     // The same bundle under its own id is then accepted (the rejection above names the same
     // bundle id, so wait for the accepted record itself).

@@ -15,9 +15,10 @@ use std::time::Duration;
 use rand::{Rng, RngCore, SeedableRng};
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Listener, Signer, TmpfsMount, audit_records, audit_verify, bundle_id, fs_free,
-    quarantine_ids, require_mount_or_skip, sender_frames, staging_files, wait_until,
+    Blaster, Signer, TmpfsMount, bundle_id, fs_free, require_mount_or_skip, sender_frames,
 };
+use sluice_tests::listener::{Listener, wait_until};
+use sluice_tests::store::{audit_records, audit_verify, quarantine_ids, staging_files};
 use sluice_tests::{TempStore, blake3_tree, build_bin};
 
 struct Bundle {
@@ -77,8 +78,8 @@ impl Bundle {
 fn decided(store: &Path, id: &str) -> Option<String> {
     audit_records(store)
         .into_iter()
-        .filter(|r| r["bundle_id"] == id)
-        .map(|r| r["decision"].as_str().unwrap_or("").to_string())
+        .filter(|r| r.bundle_id.as_deref() == Some(id))
+        .map(|r| r.decision)
         .find(|d| d == "accepted" || d == "duplicate" || d == "rejected")
 }
 
@@ -199,15 +200,16 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
     );
     let accepted: BTreeSet<String> = audit_records(&store)
         .into_iter()
-        .filter(|r| r["decision"] == "accepted")
-        .filter_map(|r| r["bundle_id"].as_str().map(str::to_string))
+        .filter(|r| r.decision == "accepted")
+        .filter_map(|r| r.bundle_id)
         .collect();
     assert_eq!(
         accepted.len(),
         bundles.len(),
         "every bundle has its accepted record"
     );
-    let (code, out) = audit_verify(&bin, &store);
+    let verify = audit_verify(&bin, &store);
+    let (code, out) = (verify.code, verify.output);
     assert_eq!(code, 0, "audit verify after the crash loop:\n{out}");
     let left = staging_files(&store);
     assert!(
@@ -316,7 +318,8 @@ fn disk_full_while_staging_then_space_freed() {
     assert_eq!(deliver(&l, &next), "accepted");
     next.assert_in(&l.store);
     assert!(l.terminate().success());
-    let (code, out) = audit_verify(&rig.bin, &rig.store());
+    let verify = audit_verify(&rig.bin, &rig.store());
+    let (code, out) = (verify.code, verify.output);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -359,8 +362,8 @@ fn disk_full_while_committing_then_space_freed() {
     );
     let rejected_reasons: Vec<String> = audit_records(&l.store)
         .into_iter()
-        .filter(|r| r["decision"] == "rejected")
-        .map(|r| r["reason"].to_string())
+        .filter(|r| r.decision == "rejected")
+        .map(|r| r.reason.unwrap_or_default())
         .collect();
     assert!(
         rejected_reasons.is_empty(),
@@ -380,7 +383,8 @@ fn disk_full_while_committing_then_space_freed() {
     assert_eq!(deliver(&l, &next), "accepted");
     next.assert_in(&l.store);
     assert!(l.terminate().success());
-    let (code, out) = audit_verify(&rig.bin, &rig.store());
+    let verify = audit_verify(&rig.bin, &rig.store());
+    let (code, out) = (verify.code, verify.output);
     assert_eq!(code, 0, "{out}");
 }
 

@@ -66,7 +66,7 @@ mod marks;
 pub mod media;
 mod overdue;
 mod reconcile;
-mod records;
+pub mod records;
 mod reject;
 mod staging;
 mod steps;

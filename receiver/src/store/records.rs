@@ -1,5 +1,8 @@
 //! The JSON records the store writes: receipts, rejected records, audit records, channel marks.
 //! Field names are part of the on-disk format documented in docs/store.md.
+//!
+//! Public (`sluice_recv::store::records`) and `Deserialize`, so tools and tests read the store
+//! through these same types instead of untyped JSON.
 
 use serde::{Deserialize, Serialize};
 

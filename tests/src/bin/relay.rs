@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         loss_pct: a.loss,
         burst_every: a.burst_every,
         burst_len: a.burst_len,
+        drop_range: None,
         reorder_window: a.reorder_window,
         reorder_flush: Duration::from_millis(a.reorder_flush_ms),
         duplicate_pct: a.duplicate,

@@ -2,11 +2,10 @@
 //! byte-identical when loss stays below the overhead, and fail cleanly as `Incomplete` (never a
 //! wrong or partial `Complete`) when it does not.
 
-mod sim;
-
-use sim::{Impairment, Link, Outcome, Sim, key, oid, whole};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{Outcome, Sim, key, oid, whole};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
@@ -25,13 +24,11 @@ fn receiver() -> Receiver {
 fn transfer(len: u64, loss: f64, overhead: u32, seed: u64) -> Sim {
     let mut sim = Sim::new(
         receiver(),
-        Link::new(
-            Impairment {
-                loss,
-                ..Default::default()
-            },
+        ImpairConfig {
+            loss_pct: loss * 100.0,
             seed,
-        ),
+            ..Default::default()
+        },
     );
     let s = sim.add_sender(sender(overhead));
     sim.queue(s, oid(seed), len, seed);

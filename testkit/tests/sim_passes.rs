@@ -3,12 +3,14 @@
 //! pass 1 restores into a new receiver that then writes only the missing blocks; two objects
 //! from two senders interleaved both complete.
 
-mod sim;
+use std::ops::ControlFlow;
 
-use sim::{Impairment, Link, Outcome, Sim, key, oid, whole};
 use sluice_common::transport::progress::{Progress, ProgressError};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_testkit::drive;
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{self, Outcome, Sim, key, oid, whole};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
@@ -27,13 +29,11 @@ fn second_pass_completes_above_the_overhead() {
     let seed = 11;
     let mut sim = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(
-            Impairment {
-                loss: 0.15,
-                ..Default::default()
-            },
+        ImpairConfig {
+            loss_pct: 15.0,
             seed,
-        ),
+            ..Default::default()
+        },
     );
     let s = sim.add_sender(sender(1, 2));
     sim.queue(s, oid(seed), LEN, seed);
@@ -59,37 +59,29 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
     let mut s = sender(1, 2);
     let now = std::time::Instant::now();
     s.queue_object(now, id, LEN, 0).expect("queue");
-    let mut buf = vec![0u8; sluice_common::transport::wire::MAX_FRAME_LEN];
     let mut passes: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-    while !s.is_finished() {
-        while let Some(req) = s.poll_read() {
-            s.handle_read(req, sim::content(seed, req.offset, req.len))
-                .expect("read");
-        }
-        if let Some(n) = s.poll_transmit(now, &mut buf) {
-            let pass = if s.stats().passes_completed == 0 {
-                0
-            } else {
-                1
-            };
-            passes[pass].push(buf[..n].to_vec());
-        }
-    }
+    drive::drive(&mut s, now, sim::reads(seed), |s, frame| {
+        let pass = if s.stats().passes_completed == 0 {
+            0
+        } else {
+            1
+        };
+        passes[pass].push(frame.to_vec());
+        ControlFlow::Continue(())
+    });
 
     // Receiver 1 sees pass 1 at 15 % loss.
     let mut sim1 = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(
-            Impairment {
-                loss: 0.15,
-                ..Default::default()
-            },
+        ImpairConfig {
+            loss_pct: 15.0,
             seed,
-        ),
+            ..Default::default()
+        },
     );
     let mut out = Vec::new();
     for f in &passes[0] {
-        sim1.link.push(f, &mut out);
+        sim1.link.push(f.clone(), sim1.now, &mut out);
     }
     for d in std::mem::take(&mut out) {
         sim1.deliver(&d);
@@ -127,7 +119,7 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
     // Restart: receiver 2 restored from the bytes, staging file "on disk" from receiver 1.
     let mut sim2 = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(Impairment::default(), seed + 1),
+        ImpairConfig::default(),
     );
     sim2.receiver.restore(sim2.now, progress).expect("restore");
     let log = sim2.objects.entry(id).or_default();
@@ -152,14 +144,12 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
 fn two_senders_interleaved_both_complete() {
     let mut sim = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(
-            Impairment {
-                loss: 0.02,
-                reorder_window: 64,
-                ..Default::default()
-            },
-            13,
-        ),
+        ImpairConfig {
+            loss_pct: 2.0,
+            reorder_window: 64,
+            seed: 13,
+            ..Default::default()
+        },
     );
     let a = sim.add_sender(sender(1, 1));
     let b = sim.add_sender(sender(2, 1));
@@ -182,18 +172,11 @@ fn sender_interleaves_and_never_repeats_an_esi() {
     let now = std::time::Instant::now();
     let len = 3 * u64::from(BLOCK) + 10;
     s.queue_object(now, oid(1), len, 0).expect("queue");
-    let mut buf = vec![0u8; wire::MAX_FRAME_LEN];
     let mut seen = std::collections::HashSet::new();
     let mut order = Vec::new();
     let (mut ends, mut heartbeats) = (0, 0);
-    while !s.is_finished() {
-        while let Some(req) = s.poll_read() {
-            s.handle_read(req, vec![1; req.len]).expect("read");
-        }
-        let Some(n) = s.poll_transmit(now, &mut buf) else {
-            continue;
-        };
-        match wire::decode(&key(), &buf[..n]).expect("valid frame") {
+    for frame in drive::frames(&mut s, now, |r| vec![1; r.len]) {
+        match wire::decode(&key(), &frame).expect("valid frame") {
             Frame::Data(d) => {
                 assert!(seen.insert((d.header.block, d.header.esi)), "ESI repeated");
                 order.push(d.header.block);

@@ -3,11 +3,10 @@
 //! late frames of the original send — the rest of its pass, its later passes, reordered
 //! stragglers — never are.
 
-mod sim;
-
-use sim::{Impairment, Link, Outcome, Sim, key, oid};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{Outcome, Sim, key, oid};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
@@ -19,10 +18,10 @@ fn sender(id: u8, passes: u16) -> Sender {
     Sender::new(c, std::time::Instant::now(), 1_800_000_000_000).expect("sender")
 }
 
-fn sim(imp: Impairment, seed: u64) -> Sim {
+fn sim(imp: ImpairConfig, seed: u64) -> Sim {
     Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(imp, seed),
+        ImpairConfig { seed, ..imp },
     )
 }
 
@@ -30,9 +29,9 @@ fn sim(imp: Impairment, seed: u64) -> Sim {
 fn late_frames_of_one_multi_pass_send_are_not_a_replay() {
     // Completes during pass 1; the rest of pass 1 and all of passes 2 and 3 arrive late, shuffled.
     let mut sim = sim(
-        Impairment {
+        ImpairConfig {
             reorder_window: 256,
-            duplicate: 0.02,
+            duplicate_pct: 2.0,
             ..Default::default()
         },
         31,
@@ -50,7 +49,7 @@ fn late_frames_of_one_multi_pass_send_are_not_a_replay() {
 
 #[test]
 fn each_resend_of_a_completed_object_is_reported_once() {
-    let mut sim = sim(Impairment::default(), 32);
+    let mut sim = sim(ImpairConfig::default(), 32);
     let id = oid(32);
     for (round, passes) in [(1u8, 1u16), (2, 2), (3, 1)] {
         let s = sim.add_sender(sender(round, passes));

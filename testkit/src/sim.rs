@@ -1,19 +1,21 @@
-//! In-process simulated diode for the `sim_*` tests: senders → seeded impairment → receiver,
-//! with a virtual clock and a fake staging store that applies `Write` effects.
+//! The in-process simulated diode of the `sim_*` tests: senders → the seeded [`Impairer`] →
+//! receiver, with a virtual clock and a fake staging store that applies `Write` effects. Owns
+//! the simulation loop and the deterministic object content ([`content`], [`whole`]).
 //!
 //! Everything is deterministic for a given seed. Nothing here sleeps or touches the network.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::progress::Progress;
 use sluice_common::transport::recv::{AbandonReason, Effect, Receiver};
-use sluice_common::transport::send::Sender;
+use sluice_common::transport::send::{ReadRequest, Sender};
 use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
+
+use crate::impair::{ImpairConfig, Impairer};
 
 /// The link key used by the "genuine" side of every test.
 pub fn key() -> LinkKey {
@@ -29,6 +31,11 @@ pub fn content(seed: u64, offset: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A read function for [`crate::drive`] serving the object of content seed `seed`.
+pub fn reads(seed: u64) -> impl FnMut(&ReadRequest) -> Vec<u8> {
+    move |r| content(seed, r.offset, r.len)
+}
+
 /// The whole object, for small objects compared byte by byte. Blocks are generated at their
 /// offsets, as the sender's reads would be.
 pub fn whole(seed: u64, len: u64, block_size: u32) -> Vec<u8> {
@@ -40,123 +47,6 @@ pub fn whole(seed: u64, len: u64, block_size: u32) -> Vec<u8> {
         off += n as u64;
     }
     out
-}
-
-/// What the link does to frames. Probabilities are per frame except `bit_error_rate` (per bit).
-#[derive(Debug, Clone, Default)]
-pub struct Impairment {
-    /// Independent loss probability.
-    pub loss: f64,
-    /// Drop every frame whose index (0-based, over all frames offered) is in this range.
-    pub burst: Option<std::ops::Range<u64>>,
-    /// Hold up to this many frames and release them in random order (0 = in order).
-    pub reorder_window: usize,
-    /// Probability a frame is delivered twice.
-    pub duplicate: f64,
-    /// Probability of each bit being flipped.
-    pub bit_error_rate: f64,
-    /// Probability a frame is cut to a random shorter length.
-    pub truncate: f64,
-}
-
-/// What the link did, to compare against the receiver's counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LinkStats {
-    pub offered: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub corrupted: u64,
-    pub truncated: u64,
-    pub delivered: u64,
-}
-
-/// A seeded lossy, reordering, duplicating, corrupting link.
-pub struct Link {
-    pub imp: Impairment,
-    rng: ChaCha8Rng,
-    held: Vec<Vec<u8>>,
-    pub stats: LinkStats,
-}
-
-impl Link {
-    pub fn new(imp: Impairment, seed: u64) -> Self {
-        Self {
-            imp,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            held: Vec::new(),
-            stats: LinkStats::default(),
-        }
-    }
-
-    /// Offer one frame; datagrams due for delivery are appended to `out`.
-    pub fn push(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
-        let index = self.stats.offered;
-        self.stats.offered += 1;
-        if self.imp.burst.as_ref().is_some_and(|b| b.contains(&index))
-            || (self.imp.loss > 0.0 && self.rng.random_bool(self.imp.loss))
-        {
-            self.stats.lost += 1;
-            return;
-        }
-        let copies = if self.imp.duplicate > 0.0 && self.rng.random_bool(self.imp.duplicate) {
-            self.stats.duplicated += 1;
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let mut f = frame.to_vec();
-            if self.imp.bit_error_rate > 0.0 {
-                let mut flipped = false;
-                // Geometric skipping keeps this cheap at low rates.
-                let bits = f.len() as u64 * 8;
-                let mut pos = self.next_error_gap();
-                while pos < bits {
-                    f[(pos / 8) as usize] ^= 1 << (pos % 8);
-                    flipped = true;
-                    pos += 1 + self.next_error_gap();
-                }
-                if flipped {
-                    self.stats.corrupted += 1;
-                }
-            }
-            if self.imp.truncate > 0.0 && !f.is_empty() && self.rng.random_bool(self.imp.truncate) {
-                let n = self.rng.random_range(0..f.len());
-                f.truncate(n);
-                self.stats.truncated += 1;
-            }
-            self.deliver(f, out);
-        }
-    }
-
-    fn next_error_gap(&mut self) -> u64 {
-        let p = self.imp.bit_error_rate;
-        let u: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
-        (u.ln() / (1.0 - p).ln()).floor() as u64
-    }
-
-    fn deliver(&mut self, f: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        if self.imp.reorder_window == 0 {
-            self.stats.delivered += 1;
-            out.push(f);
-            return;
-        }
-        self.held.push(f);
-        if self.held.len() >= self.imp.reorder_window {
-            let i = self.rng.random_range(0..self.held.len());
-            self.stats.delivered += 1;
-            out.push(self.held.swap_remove(i));
-        }
-    }
-
-    /// Release everything held for reordering, in random order.
-    pub fn flush(&mut self, out: &mut Vec<Vec<u8>>) {
-        while !self.held.is_empty() {
-            let i = self.rng.random_range(0..self.held.len());
-            self.stats.delivered += 1;
-            out.push(self.held.swap_remove(i));
-        }
-    }
 }
 
 /// Fake staging file: either the bytes in memory, or a streaming blake3 of the object in
@@ -241,7 +131,8 @@ pub struct SimSender {
 pub struct Sim {
     pub senders: Vec<SimSender>,
     pub receiver: Receiver,
-    pub link: Link,
+    /// The link between the senders and the receiver; its `stats` say what it did.
+    pub link: Impairer,
     pub now: Instant,
     /// Virtual time per frame offered.
     pub frame_time: Duration,
@@ -256,11 +147,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(receiver: Receiver, link: Link) -> Self {
+    /// A simulation whose link impairs as `link` says (`ImpairConfig::default()`: a clean link).
+    pub fn new(receiver: Receiver, link: ImpairConfig) -> Self {
         Self {
             senders: Vec::new(),
             receiver,
-            link,
+            link: Impairer::new(link),
             now: Instant::now(),
             frame_time: Duration::from_micros(10),
             hash_above: 256 << 20,
@@ -340,42 +232,37 @@ impl Sim {
                     self.objects.entry(object_id).or_default().checkpoints += 1;
                 }
                 Effect::Complete { object_id, len } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Complete { len });
+                    self.record(object_id, Outcome::Complete { len });
                 }
                 Effect::Incomplete {
                     object_id,
                     missing_blocks,
-                } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Incomplete { missing_blocks });
-                }
+                } => self.record(object_id, Outcome::Incomplete { missing_blocks }),
                 // Counted in the receiver's stats; sim_replay asserts on it.
                 Effect::Replayed { .. } => {}
                 Effect::Abandoned {
                     object_id,
                     reason,
                     missing_blocks,
-                } => {
-                    self.objects
-                        .entry(object_id)
-                        .or_default()
-                        .outcomes
-                        .push(Outcome::Abandoned {
-                            reason,
-                            missing_blocks,
-                        });
-                }
+                } => self.record(
+                    object_id,
+                    Outcome::Abandoned {
+                        reason,
+                        missing_blocks,
+                    },
+                ),
             }
             self.observe();
         }
         while self.receiver.poll_event().is_some() {}
+    }
+
+    fn record(&mut self, object_id: [u8; 16], outcome: Outcome) {
+        self.objects
+            .entry(object_id)
+            .or_default()
+            .outcomes
+            .push(outcome);
     }
 
     fn observe(&mut self) {
@@ -407,7 +294,7 @@ impl Sim {
                 }
                 if let Some(n) = s.sender.poll_transmit(self.now, &mut buf) {
                     progressed = true;
-                    self.link.push(&buf[..n], &mut out);
+                    self.link.push(buf[..n].to_vec(), self.now, &mut out);
                 }
             }
             for d in std::mem::take(&mut out) {
@@ -434,7 +321,7 @@ impl Sim {
                 idle_rounds = 0;
             }
         }
-        self.link.flush(&mut out);
+        self.link.flush_all(&mut out);
         for d in std::mem::take(&mut out) {
             self.deliver(&d);
         }

@@ -2,13 +2,12 @@
 //! symbols go out before any solve finished, the sender waits — never skips — when a repair
 //! symbol's solve is still out, and the frames are byte-identical to encoding inline.
 
-mod sim;
-
 use std::time::Instant;
 
-use sim::{content, key, oid};
 use sluice_common::transport::send::{EncodeJob, SendError, Sender, SenderConfig};
 use sluice_common::transport::wire::{self, Frame};
+use sluice_testkit::drive;
+use sluice_testkit::sim::{content, key, oid, reads};
 
 const T: u16 = 64;
 const BLOCK: u32 = 64 * 40;
@@ -39,16 +38,7 @@ fn drain(s: &mut Sender, now: Instant, out: &mut Vec<Vec<u8>>) {
 }
 
 fn inline_frames(now: Instant) -> Vec<Vec<u8>> {
-    let mut s = sender(now);
-    let mut out = Vec::new();
-    while !s.is_finished() {
-        while let Some(r) = s.poll_read() {
-            let data = read(&r);
-            s.handle_read(r, data).expect("read");
-        }
-        drain(&mut s, now, &mut out);
-    }
-    out
+    drive::frames(&mut sender(now), now, reads(SEED))
 }
 
 /// (ESI, K) of a data frame, None for control frames.

@@ -2,13 +2,12 @@
 //! it, refuses its frames for `staging_retry`, and then lets the next resend start over — while
 //! the listener runs, with no restart (threat model G5, BUGS.md B2).
 
-mod sim;
-
 use std::time::{Duration, Instant};
 
-use sim::{content, key, oid};
 use sluice_common::transport::recv::{Effect, Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_testkit::drive;
+use sluice_testkit::sim::{key, oid, reads};
 
 const T: u16 = 256;
 const BLOCK: u32 = 256 * 16;
@@ -22,18 +21,7 @@ fn frames(now: Instant) -> Vec<Vec<u8>> {
     let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
     s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
         .expect("queue");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 2048];
-    while !s.is_finished() {
-        while let Some(r) = s.poll_read() {
-            let data = content(SEED, r.offset, r.len);
-            s.handle_read(r, data).expect("read");
-        }
-        while let Some(n) = s.poll_transmit(now, &mut buf) {
-            out.push(buf[..n].to_vec());
-        }
-    }
-    out
+    drive::frames(&mut s, now, reads(SEED))
 }
 
 /// Feeds every frame again at `at` and returns the effects, which must start with a fresh

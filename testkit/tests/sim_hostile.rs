@@ -3,13 +3,15 @@
 //! dropped or capped; `buffered_bytes()` stays within the budget and the session count within
 //! its maximum throughout, and a genuine transfer alongside still completes.
 
-mod sim;
+use std::ops::ControlFlow;
 
-use sim::{Impairment, Link, Outcome, Sim, key, oid, whole};
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, DataFrame, DataHeader, Frame, LinkKey};
+use sluice_testkit::drive;
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{self, Outcome, Sim, key, oid, whole};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
@@ -59,10 +61,7 @@ fn check_bounds(sim: &Sim, c: &ReceiverConfig) {
 #[test]
 fn absurd_header_values_are_dropped_before_allocation() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 1),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let id = oid(1);
     let cases = [
@@ -104,27 +103,17 @@ fn absurd_header_values_are_dropped_before_allocation() {
 #[test]
 fn a_million_object_ids() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 2),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let len = 3 * u64::from(BLOCK) + 5;
     let mut s =
         Sender::new(SenderConfig::new(key(), [1; 16], T, BLOCK), sim.now, 0).expect("sender");
     s.queue_object(sim.now, oid(7), len, 0).expect("queue");
-    let mut buf = vec![0u8; wire::MAX_FRAME_LEN];
     let mut n = 0u64;
     let mut flood = 0u64;
-    while !s.is_finished() {
-        while let Some(req) = s.poll_read() {
-            s.handle_read(req, sim::content(7, req.offset, req.len))
-                .expect("read");
-        }
-        if let Some(len) = s.poll_transmit(sim.now, &mut buf) {
-            let f = buf[..len].to_vec();
-            sim.deliver(&f);
-        }
+    let now = sim.now;
+    drive::drive(&mut s, now, sim::reads(7), |_, f| {
+        sim.deliver(f);
         // 300 hostile frames per genuine one, each a new object, once the genuine object has
         // its session (a full table refuses newcomers; it does not evict live ones).
         for _ in 0..300 {
@@ -140,7 +129,8 @@ fn a_million_object_ids() {
         if n % 1000 == 0 {
             check_bounds(&sim, &c);
         }
-    }
+        ControlFlow::Continue(())
+    });
     while flood < 1_000_000 {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&flood.to_le_bytes());
@@ -161,10 +151,7 @@ fn a_million_object_ids() {
 #[test]
 fn a_million_repair_symbols_for_one_block() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 3),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     let id = oid(3);
     let params = ObjectParams {
@@ -215,10 +202,7 @@ fn a_million_repair_symbols_for_one_block() {
 #[test]
 fn block_flood_is_bounded_by_eviction() {
     let c = small_config();
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 4),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let k = key();
     for obj in 0..8u64 {
         for block in 0..100u32 {

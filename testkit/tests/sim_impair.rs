@@ -2,12 +2,12 @@
 //! lost frames, reordering, duplication, bit errors, truncation and forged frames sent first.
 //! Each transfer must complete byte-identical, and every bad datagram must land in a counter.
 
-mod sim;
-
-use sim::{Impairment, Link, Outcome, Sim, key, oid, whole};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
-use sluice_common::transport::wire::{self, LinkKey, MAX_FRAME_LEN};
+use sluice_common::transport::wire::{self, LinkKey};
+use sluice_testkit::drive;
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{self, Outcome, Sim, key, oid, whole};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
@@ -20,10 +20,10 @@ fn sender_with(overhead: u32, passes: u16) -> Sender {
     Sender::new(c, std::time::Instant::now(), 1_800_000_000_000).expect("sender")
 }
 
-fn run(imp: Impairment, seed: u64, overhead: u32, passes: u16) -> Sim {
+fn run(imp: ImpairConfig, seed: u64, overhead: u32, passes: u16) -> Sim {
     let mut sim = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(imp, seed),
+        ImpairConfig { seed, ..imp },
     );
     let s = sim.add_sender(sender_with(overhead, passes));
     sim.queue(s, oid(seed), LEN, seed);
@@ -46,8 +46,8 @@ fn assert_identical(sim: &Sim, seed: u64) {
 fn burst_of_1000_lost_frames_completes() {
     let seed = 1;
     let mut sim = run(
-        Impairment {
-            burst: Some(5_000..6_000),
+        ImpairConfig {
+            drop_range: Some(5_000..6_000),
             ..Default::default()
         },
         seed,
@@ -55,7 +55,7 @@ fn burst_of_1000_lost_frames_completes() {
         1,
     );
     sim.run();
-    assert_eq!(sim.link.stats.lost, 1000);
+    assert_eq!(sim.link.stats.dropped, 1000);
     assert_identical(&sim, seed);
 }
 
@@ -63,9 +63,9 @@ fn burst_of_1000_lost_frames_completes() {
 fn full_reordering_within_a_window() {
     let seed = 2;
     let mut sim = run(
-        Impairment {
+        ImpairConfig {
             reorder_window: 256,
-            loss: 0.02,
+            loss_pct: 2.0,
             ..Default::default()
         },
         seed,
@@ -80,8 +80,8 @@ fn full_reordering_within_a_window() {
 fn every_frame_duplicated() {
     let seed = 3;
     let mut sim = run(
-        Impairment {
-            duplicate: 1.0,
+        ImpairConfig {
+            duplicate_pct: 100.0,
             ..Default::default()
         },
         seed,
@@ -106,8 +106,8 @@ fn every_frame_duplicated() {
 fn bit_errors_never_reach_the_decoder() {
     let seed = 4;
     let mut sim = run(
-        Impairment {
-            bit_error_rate: 1e-4,
+        ImpairConfig {
+            corrupt_ber: 1e-4,
             ..Default::default()
         },
         seed,
@@ -130,8 +130,8 @@ fn bit_errors_never_reach_the_decoder() {
 fn truncated_datagrams_of_every_header_length_are_dropped() {
     let seed = 5;
     let mut sim = run(
-        Impairment {
-            truncate: 0.05,
+        ImpairConfig {
+            truncate_pct: 5.0,
             ..Default::default()
         },
         seed,
@@ -141,16 +141,8 @@ fn truncated_datagrams_of_every_header_length_are_dropped() {
     // Every prefix length of one genuine data frame and one heartbeat, first.
     let mut s = sender_with(10, 1);
     s.queue_object(sim.now, oid(999), 5000, 1).expect("queue");
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
-    let mut frames = Vec::new();
-    for _ in 0..2 {
-        while let Some(req) = s.poll_read() {
-            s.handle_read(req, sim::content(1, req.offset, req.len))
-                .expect("read");
-        }
-        let n = s.poll_transmit(sim.now, &mut buf).expect("frame");
-        frames.push(buf[..n].to_vec());
-    }
+    let frames = drive::first_frames(&mut s, sim.now, sim::reads(1), 2);
+    assert_eq!(frames.len(), 2);
     let mut offered = 0;
     for f in &frames {
         for cut in 0..f.len() {
@@ -177,7 +169,7 @@ fn truncated_datagrams_of_every_header_length_are_dropped() {
 #[test]
 fn forged_frames_first_are_dropped() {
     let seed = 6;
-    let mut sim = run(Impairment::default(), seed, 10, 1);
+    let mut sim = run(ImpairConfig::default(), seed, 10, 1);
     let mut forger = {
         let mut c = SenderConfig::new(LinkKey::from_bytes([9; 32]), [1; 16], T, BLOCK);
         c.overhead_percent = 10;
@@ -186,17 +178,8 @@ fn forged_frames_first_are_dropped() {
     forger
         .queue_object(sim.now, oid(seed), LEN, 0)
         .expect("queue");
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
-    let mut forged = Vec::new();
-    while !forger.is_finished() {
-        while let Some(req) = forger.poll_read() {
-            // Wrong content too: if any got through, the bytes would differ.
-            forger.handle_read(req, vec![0xEE; req.len]).expect("read");
-        }
-        if let Some(n) = forger.poll_transmit(sim.now, &mut buf) {
-            forged.push(buf[..n].to_vec());
-        }
-    }
+    // Wrong content too: if any got through, the bytes would differ.
+    let forged = drive::frames(&mut forger, sim.now, |r| vec![0xEE; r.len]);
     let n = forged.len() as u64;
     assert!(wire::decode(&key(), &forged[1]).is_err());
     sim.inject_first = forged;

@@ -3,11 +3,10 @@
 //! compared with blake3 of what the sender read. `buffered_bytes()` never exceeds the budget,
 //! which is far smaller than the object.
 
-mod sim;
-
-use sim::{Impairment, Link, Outcome, Sim, key, oid};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{Outcome, Sim, key, oid};
 
 const T: u16 = 1414;
 const BLOCK: u32 = 742 * 1414;
@@ -18,14 +17,12 @@ fn big(len: u64, seed: u64) {
     rc.max_buffered_bytes = 24 << 20;
     let mut sim = Sim::new(
         Receiver::new(rc.clone()),
-        Link::new(
-            Impairment {
-                loss: 0.01,
-                reorder_window: 32,
-                ..Default::default()
-            },
+        ImpairConfig {
+            loss_pct: 1.0,
+            reorder_window: 32,
             seed,
-        ),
+            ..Default::default()
+        },
     );
     sim.hash_above = 0;
     let s = sim.add_sender(

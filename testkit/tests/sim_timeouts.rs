@@ -2,14 +2,13 @@
 //! is abandoned after the idle timeout, a slow drip after the absolute deadline; heartbeats
 //! and pass ends reach the operator.
 
-mod sim;
-
 use std::time::Duration;
 
-use sim::{Impairment, Link, Outcome, Sim, key, oid};
 use sluice_common::transport::recv::{AbandonReason, Event, Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
-use sluice_common::transport::wire::MAX_FRAME_LEN;
+use sluice_testkit::drive;
+use sluice_testkit::impair::ImpairConfig;
+use sluice_testkit::sim::{self, Outcome, Sim, key, oid};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 64 << 10;
@@ -19,27 +18,13 @@ fn frames(id: [u8; 16], len: u64, n: usize) -> Vec<Vec<u8>> {
     let now = std::time::Instant::now();
     let mut s = Sender::new(SenderConfig::new(key(), [3; 16], T, BLOCK), now, 42).expect("s");
     s.queue_object(now, id, len, 42).expect("queue");
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
-    let mut out = Vec::new();
-    while out.len() < n && !s.is_finished() {
-        while let Some(req) = s.poll_read() {
-            s.handle_read(req, sim::content(1, req.offset, req.len))
-                .expect("read");
-        }
-        if let Some(k) = s.poll_transmit(now, &mut buf) {
-            out.push(buf[..k].to_vec());
-        }
-    }
-    out
+    drive::first_frames(&mut s, now, sim::reads(1), n)
 }
 
 #[test]
 fn sender_vanishing_mid_object_is_abandoned_after_idle_timeout() {
     let c = ReceiverConfig::new(key());
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 1),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let id = oid(1);
     for f in frames(id, 10 * u64::from(BLOCK), 200) {
         sim.deliver(&f);
@@ -70,10 +55,7 @@ fn sender_vanishing_mid_object_is_abandoned_after_idle_timeout() {
 fn slow_drip_hits_the_absolute_deadline() {
     let mut c = ReceiverConfig::new(key());
     c.object_deadline = Duration::from_secs(600);
-    let mut sim = Sim::new(
-        Receiver::new(c.clone()),
-        Link::new(Impairment::default(), 2),
-    );
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     let id = oid(2);
     // One frame every 60 s: never idle for 120 s, but never done either.
     for f in frames(id, 10 * u64::from(BLOCK), 30) {
@@ -100,7 +82,7 @@ fn slow_drip_hits_the_absolute_deadline() {
 fn heartbeats_and_pass_ends_reach_the_operator() {
     let mut sim = Sim::new(
         Receiver::new(ReceiverConfig::new(key())),
-        Link::new(Impairment::default(), 3),
+        ImpairConfig::default(),
     );
     let id = oid(3);
     let all = frames(id, 3 * u64::from(BLOCK) + 1, usize::MAX);
