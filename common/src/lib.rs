@@ -21,6 +21,7 @@
 //! - [`exit`]: the exit-code contract both binaries share.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod bundle;
 pub mod exit;
 pub mod linkkey;
