@@ -29,6 +29,22 @@
 //! record about the same bundle within [`RECORD_WINDOW_MS`] and (b) a token from one shared
 //! bucket. Unauthenticated refusals are never recorded: they only move [`Counters`].
 //!
+//! # How a receiver drives it
+//!
+//! One `Admission` per receiver (it holds the budget), consulted while the store lock is held
+//! from the [`StoreFacts`] lookup through the effect, so the store's own duplicate and rollback
+//! checks at commit never disagree with it:
+//! 1. [`crate::bundle::auth::authenticate_from`] on the staged object. `Refused(r)` →
+//!    [`Admission::handle_refused`] with [`Refused::from_auth`]. `Authenticated(p)` →
+//!    [`Admission::handle_verified`] with `(&p).into()`; on [`Decision::Proceed`] verify the
+//!    whole bundle.
+//! 2. Verification `Ok(v)` → [`Admission::handle_verified`] with `(&v).into()`;
+//!    [`Decision::Accept`] → commit. `Err(e)` → [`Admission::handle_refused`] with
+//!    [`Refused::after_prefix`]`(&p, e.reason)`.
+//! 3. Any store or staging failure → [`Admission::handle_storage_failure`]; the caller's timer
+//!    follows [`Admission::next_retry_at`] and re-queues [`Admission::take_due_retry`].
+//! 4. A resend the transport drops as already completed → [`Admission::handle_replay`].
+//!
 //! # Bounds (worst cases)
 //!
 //! | limit | value | worst case |

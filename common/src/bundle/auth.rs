@@ -31,6 +31,8 @@
 //! | signature checks per object | one `verify_strict` per trusted key sharing the key id (normally 1; at most [`super::trust::MAX_TRUSTED_KEYS`]) | one blake3 pass over ≤ bound bytes |
 //! | records, log fields | 0 from an [`Unauthenticated`] refusal | it carries no data |
 
+use std::io::{self, Read};
+
 use ed25519_dalek::Signature;
 
 use super::format::{self, FORMAT_VERSION, MAGIC, PREFIX_LEN, SIGNATURE_LEN};
@@ -362,6 +364,32 @@ pub fn authenticate(bytes: &[u8], trust: &TrustStore, max_header_bytes: u32) -> 
     })
 }
 
+/// [`authenticate`] over a reader (the staged object), reading only what each step asks for:
+/// 22 bytes, then exactly the rest of the envelope, never more than [`max_input_bytes`], and the
+/// buffer grows only as bytes actually arrive (a lying header length on a short object allocates
+/// nothing for the claim). End of input before the envelope is complete is
+/// [`Unauthenticated::Truncated`]. The reader is left positioned after the bytes read: the first
+/// file content byte when the prefix authenticated. An `Err` is the reader's own I/O failure
+/// (a storage problem, not a refusal).
+pub fn authenticate_from<R: Read>(
+    mut reader: R,
+    trust: &TrustStore,
+    max_header_bytes: u32,
+) -> io::Result<AuthStep> {
+    let mut buf = Vec::new();
+    loop {
+        match authenticate(&buf, trust, max_header_bytes) {
+            AuthStep::NeedMore(n) => {
+                let got = reader.by_ref().take(n as u64).read_to_end(&mut buf)?;
+                if got < n {
+                    return Ok(authenticate(&buf, trust, max_header_bytes).at_end_of_object());
+                }
+            }
+            decided => return Ok(decided),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,6 +665,97 @@ mod tests {
         assert_eq!(r.channel(), Some("elsewhere"));
         assert_eq!(r.sequence(), Some(3));
         assert!(r.detail().contains("elsewhere"), "{}", r.detail());
+    }
+
+    /// A reader that hands out at most `chunk` bytes per call and counts what it gave.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+        given: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.chunk).min(self.data.len() - self.given);
+            out[..n].copy_from_slice(&self.data[self.given..self.given + n]);
+            self.given += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn from_a_reader_reads_only_what_each_step_needs() {
+        let t = trust(None);
+        let good = bundle(&alice(), "up", 1);
+        let envelope = PREFIX_LEN + header_len(&good) + SIGNATURE_LEN;
+        let mut lying = good[..PREFIX_LEN].to_vec();
+        lying[18..22].copy_from_slice(&DEFAULT_MAX_HEADER_BYTES.to_le_bytes());
+        lying.extend_from_slice(&[0; 100]);
+        let mut too_long = good.clone();
+        too_long[18..22].copy_from_slice(&(DEFAULT_MAX_HEADER_BYTES + 1).to_le_bytes());
+        // (name, bytes, chunk, expect authenticated or this refusal, bytes consumed)
+        type Case<'a> = (&'a str, &'a [u8], usize, Option<Unauthenticated>, usize);
+        let cases: Vec<Case<'_>> = vec![
+            ("whole bundle, big reads", &good, 1 << 20, None, envelope),
+            ("whole bundle, one byte a call", &good, 1, None, envelope),
+            (
+                "ends inside the signature",
+                &good[..envelope - 1],
+                7,
+                Some(Unauthenticated::Truncated),
+                envelope - 1,
+            ),
+            (
+                "ends inside the prefix",
+                &good[..5],
+                7,
+                Some(Unauthenticated::Truncated),
+                5,
+            ),
+            ("empty object", &[], 7, Some(Unauthenticated::Truncated), 0),
+            (
+                "header length lies on a short object",
+                &lying,
+                1 << 20,
+                Some(Unauthenticated::Truncated),
+                lying.len(),
+            ),
+            (
+                "header longer than the bound",
+                &too_long,
+                1 << 20,
+                Some(Unauthenticated::HeaderLength),
+                PREFIX_LEN,
+            ),
+        ];
+        for (name, data, chunk, want, consumed) in cases {
+            let mut r = Trickle {
+                data,
+                chunk,
+                given: 0,
+            };
+            let step = authenticate_from(&mut r, &t, DEFAULT_MAX_HEADER_BYTES).expect(name);
+            match (step, want) {
+                (AuthStep::Authenticated(p), None) => {
+                    assert_eq!(p.envelope_len() as usize, consumed, "{name}")
+                }
+                (step, Some(u)) => assert_eq!(unauth(step), u, "{name}"),
+                (step, None) => panic!("{name}: {step:?}"),
+            }
+            assert_eq!(r.given, consumed, "{name}: bytes read");
+        }
+    }
+
+    #[test]
+    fn from_a_reader_passes_io_errors_through() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let e = authenticate_from(Broken, &trust(None), DEFAULT_MAX_HEADER_BYTES).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
     }
 
     #[test]
