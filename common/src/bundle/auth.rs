@@ -775,4 +775,36 @@ mod tests {
             RejectReason::BadSignature
         );
     }
+
+    mod forged {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Whatever follows a well-formed prefix naming a trusted key, without that key's
+            /// signature it is a bad signature: never decoded, never an authenticated refusal.
+            #[test]
+            fn forged_envelopes_are_bad_signatures(
+                header in proptest::collection::vec(any::<u8>(), 1..600),
+                sig in proptest::collection::vec(any::<u8>(), 64),
+                tail in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut b = format::encode_prefix(FORMAT_VERSION, alice().key_id(), header.len() as u32).to_vec();
+                b.extend_from_slice(&header);
+                b.extend_from_slice(&sig);
+                b.extend_from_slice(&tail);
+                let step = authenticate(&b, &trust(None), DEFAULT_MAX_HEADER_BYTES);
+                prop_assert!(matches!(step, AuthStep::Refused(Refusal::Unauthenticated(Unauthenticated::BadSignature))), "{step:?}");
+            }
+
+            /// Arbitrary bytes never authenticate and never panic.
+            #[test]
+            fn arbitrary_bytes_never_authenticate(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let step = authenticate(&bytes, &trust(None), DEFAULT_MAX_HEADER_BYTES).at_end_of_object();
+                prop_assert!(matches!(step, AuthStep::Refused(Refusal::Unauthenticated(_))), "{step:?}");
+            }
+        }
+    }
 }
