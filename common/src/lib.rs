@@ -23,6 +23,7 @@
 //!   compare that every binary format above is parsed and written with.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod bundle;
 mod codec;
 pub mod exit;

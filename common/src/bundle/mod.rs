@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+pub mod auth;
 pub mod build;
 pub mod format;
 pub mod keys;
