@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;

@@ -178,7 +178,7 @@ pub fn run(args: Listen) -> i32 {
         }
     };
 
-    let page = MetricsPage::default();
+    let page = MetricsPage::for_store(&args.store);
     if let Some(addr) = args.metrics {
         match crate::metrics::serve(addr, page.clone()) {
             Ok(bound) => tracing::info!(%bound, "serving metrics"),
