@@ -18,7 +18,7 @@ use sluice_host::logging::LogFormat;
 /// 5 untrusted signer, 6 policy refused, 7 incomplete, 8 storage, 130 interrupted
 /// (docs/operations.md).
 #[derive(Debug, Parser)]
-#[command(name = "sluice-recv", version, about, long_about, max_term_width = 100)]
+#[command(name = "sluice-recv", version = env!("SLUICE_VERSION"), about, long_about, max_term_width = 100)]
 pub struct Cli {
     /// Log format on stderr: `text` for people, `json` (one object per line) for a SIEM.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
