@@ -342,6 +342,7 @@ mod tests {
                 loss: Some(0.05),
                 repair_margin: Some(0.5),
                 eta_secs: Some(7),
+                first_seen: None,
             }],
             recent: vec![RecentOutcome {
                 time_rfc3339: "2026-01-01T00:00:00Z".into(),

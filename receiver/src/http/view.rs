@@ -80,8 +80,11 @@ pub struct TransferView {
     pub loss: Option<f64>,
     /// Spare repair symbols left per block (fraction of K), when known.
     pub repair_margin: Option<f64>,
-    /// At the rate seen since the previous snapshot.
+    /// At the average rate since this page first saw the transfer.
     pub eta_secs: Option<u64>,
+    /// When this page first saw the transfer and how many blocks it had then: the ETA's base.
+    #[serde(skip)]
+    pub first_seen: Option<(u64, u64)>,
 }
 
 impl TransferView {
@@ -372,22 +375,22 @@ fn transfers(
             bytes_need,
             ..TransferView::default()
         };
-        view.eta_secs = previous.and_then(|p| eta(p, &view, now_ms));
+        view.first_seen = Some((now_ms, done));
+        view.eta_secs = previous.and_then(|p| eta(p, &mut view, now_ms));
         out.push(view);
     }
     out
 }
 
-fn eta(previous: &StatusView, now: &TransferView, now_ms: u64) -> Option<u64> {
+/// Average rate since the transfer was first seen (carried from snapshot to snapshot), so two
+/// snapshots within one listener refresh do not read as a stall.
+fn eta(previous: &StatusView, now: &mut TransferView, now_ms: u64) -> Option<u64> {
     let before = previous.transfers.iter().find(|t| t.object == now.object)?;
-    let dt_ms = now_ms.checked_sub(previous.generated_at_unix_ms)?;
-    let gained = now
-        .blocks_total
-        .checked_sub(now.blocks_missing)?
-        .checked_sub(before.blocks_total.checked_sub(before.blocks_missing)?)?;
-    if gained == 0 || dt_ms == 0 {
-        return None;
-    }
+    let (since_ms, done_then) = before.first_seen?;
+    now.first_seen = Some((since_ms, done_then));
+    let done = now.blocks_total.saturating_sub(now.blocks_missing);
+    let gained = done.checked_sub(done_then).filter(|&g| g > 0)?;
+    let dt_ms = now_ms.checked_sub(since_ms).filter(|&d| d > 0)?;
     Some(now.blocks_missing.saturating_mul(dt_ms) / gained / 1000)
 }
 
@@ -414,4 +417,46 @@ fn read_progress(dir: &Path, object: &str) -> Option<Progress> {
         ..Limits::default()
     };
     Progress::from_bytes(&bytes, &limits).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(done: u64, total: u64) -> TransferView {
+        TransferView {
+            object: "ab".repeat(16),
+            blocks_total: total,
+            blocks_missing: total - done,
+            ..TransferView::default()
+        }
+    }
+
+    #[test]
+    fn eta_uses_the_average_rate_since_first_seen() {
+        let mut first = transfer(10, 40);
+        first.first_seen = Some((1_000, 10));
+        let previous = StatusView {
+            generated_at_unix_ms: 9_000,
+            transfers: vec![first],
+            ..StatusView::default()
+        };
+        // 10 more blocks in 10 s since first seen: 20 missing take 20 s.
+        let mut now = transfer(20, 40);
+        assert_eq!(eta(&previous, &mut now, 11_000), Some(20));
+        assert_eq!(now.first_seen, Some((1_000, 10)));
+        // No progress yet: no estimate rather than infinity.
+        let mut stalled = transfer(10, 40);
+        assert_eq!(eta(&previous, &mut stalled, 11_000), None);
+    }
+
+    #[test]
+    fn a_store_without_a_listener_gives_a_view_with_no_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = build(dir.path(), None);
+        assert!(!view.listener_up);
+        assert!(view.transfers.is_empty() && view.recent.is_empty());
+        assert!(view.audit.chain_ok);
+        assert!(view.store.size_bytes.is_some_and(|s| s > 0));
+    }
 }
