@@ -11,12 +11,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::http::view::TransferView;
+
 /// The latest rendered exposition text, replaced by the listener loop as counters move, and
 /// the store the status page reports on.
 #[derive(Clone, Default)]
 pub struct MetricsPage {
     text: Arc<Mutex<String>>,
     store: Option<Arc<PathBuf>>,
+    transfers: Arc<Mutex<Option<Vec<TransferView>>>>,
 }
 
 impl MetricsPage {
@@ -24,8 +27,8 @@ impl MetricsPage {
     /// `store` (see [`crate::http::view`]).
     pub fn for_store(store: &Path) -> Self {
         MetricsPage {
-            text: Arc::default(),
             store: Some(Arc::new(store.to_path_buf())),
+            ..MetricsPage::default()
         }
     }
 
@@ -33,6 +36,19 @@ impl MetricsPage {
         if let Ok(mut page) = self.text.lock() {
             *page = text;
         }
+    }
+
+    /// Transfers in flight as the listener loop sees them (live block states, loss, repair
+    /// margin), replacing the page's own view from the checkpoints in staging. Not called yet:
+    /// the pipeline does not expose per-block state (see `crate::http::view`).
+    pub fn set_transfers(&self, transfers: Vec<TransferView>) {
+        if let Ok(mut t) = self.transfers.lock() {
+            *t = Some(transfers);
+        }
+    }
+
+    pub(crate) fn transfers(&self) -> Option<Vec<TransferView>> {
+        self.transfers.lock().ok().and_then(|t| t.clone())
     }
 
     pub(crate) fn get(&self) -> String {
@@ -182,5 +198,29 @@ mod tests {
             html.contains("Content-Security-Policy") || html.contains("content-security-policy")
         );
         assert!(html.contains("<h1>Sluice receiver</h1>"), "{html}");
+    }
+
+    #[test]
+    fn live_transfers_from_the_listener_replace_the_checkpoint_view() {
+        use crate::http::view::BlockState;
+        let dir = tempfile::tempdir().unwrap();
+        let page = MetricsPage::for_store(dir.path());
+        page.set_transfers(vec![TransferView {
+            object: "0f".repeat(16),
+            blocks: vec![
+                BlockState::Complete,
+                BlockState::Decoding,
+                BlockState::Missing,
+            ],
+            blocks_total: 3,
+            blocks_missing: 2,
+            ..TransferView::default()
+        }]);
+        let addr = serve("127.0.0.1:0".parse().unwrap(), page).unwrap();
+        let json = get(addr, "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(json.contains("\"block_map\": \"cdm\""), "{json}");
+        let html = get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(html.contains("<span class=\"decoding\"></span>"), "{html}");
+        assert!(html.contains("1 / 3"), "{html}");
     }
 }

@@ -174,10 +174,12 @@ async fn snapshot(shared: &Shared) -> Option<Arc<StatusView>> {
         return Some(Arc::clone(view));
     }
     let previous = cached.as_ref().map(|(_, v)| Arc::clone(v));
-    let built =
-        tokio::task::spawn_blocking(move || view::build(Path::new(&dir), previous.as_deref()))
-            .await
-            .ok()?;
+    let live = shared.page.transfers();
+    let built = tokio::task::spawn_blocking(move || {
+        view::build(Path::new(&dir), previous.as_deref(), live)
+    })
+    .await
+    .ok()?;
     let built = Arc::new(built);
     *cached = Some((Instant::now(), Arc::clone(&built)));
     Some(built)

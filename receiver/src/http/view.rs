@@ -167,8 +167,16 @@ const AUDIT_TAIL_BYTES: u64 = 128 << 10;
 const LISTENER_STALE_MS: u64 = 10_000;
 
 /// Builds a snapshot of the store at `dir`. `previous` (the last snapshot) gives transfer rates.
-/// Blocking file I/O: call it off the async threads.
-pub fn build(dir: &Path, previous: Option<&StatusView>) -> StatusView {
+/// `live`: transfers as the listener loop itself reported them ([`MetricsPage::set_transfers`]),
+/// used instead of the checkpoint-based ones when given. Blocking file I/O: call it off the
+/// async threads.
+///
+/// [`MetricsPage::set_transfers`]: crate::metrics::MetricsPage::set_transfers
+pub fn build(
+    dir: &Path,
+    previous: Option<&StatusView>,
+    live: Option<Vec<TransferView>>,
+) -> StatusView {
     let now_ms = sluice_host::time::now_unix_ms();
     let mut view = StatusView {
         generated_at_unix_ms: now_ms,
@@ -207,6 +215,19 @@ pub fn build(dir: &Path, previous: Option<&StatusView>) -> StatusView {
     if let Some(listener) = &report.listener {
         apply_listener(&mut view, listener, now_ms);
         view.transfers = transfers(dir, listener, previous, now_ms);
+    }
+    if let Some(live) = live {
+        view.transfers = live
+            .into_iter()
+            .map(|mut t| {
+                let done = t.blocks_total.saturating_sub(t.blocks_missing);
+                t.first_seen = Some((now_ms, done));
+                if t.eta_secs.is_none() {
+                    t.eta_secs = previous.and_then(|p| eta(p, &mut t, now_ms));
+                }
+                t
+            })
+            .collect();
     }
     view
 }
@@ -453,7 +474,7 @@ mod tests {
     #[test]
     fn a_store_without_a_listener_gives_a_view_with_no_transfers() {
         let dir = tempfile::tempdir().unwrap();
-        let view = build(dir.path(), None);
+        let view = build(dir.path(), None, None);
         assert!(!view.listener_up);
         assert!(view.transfers.is_empty() && view.recent.is_empty());
         assert!(view.audit.chain_ok);
