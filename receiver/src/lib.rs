@@ -13,4 +13,5 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod progress;
 pub mod store;
