@@ -4,7 +4,8 @@
 //! hyper's HTTP/1 server on its own single-threaded tokio runtime, on its own thread: nothing
 //! here runs on, or waits for, the packet path. The listener loop only replaces the exposition
 //! text ([`MetricsPage::set`]); the status snapshot is read from what the listener persists
-//! (see [`view`]) by one blocking-pool thread, at most every [`SNAPSHOT_FRESH`], however many
+//! (see [`view`]) by one blocking-pool thread, at most every [`SNAPSHOT_FRESH`] (and never more
+//! than a tenth of the time, for stores whose audit log takes long to check), however many
 //! clients ask.
 //!
 //! Bounds, so a slow or hostile client cannot hold the server: every connection has a total
@@ -44,10 +45,13 @@ pub const HEADER_DEADLINE: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 16;
 /// A status snapshot younger than this is served as is.
 pub const SNAPSHOT_FRESH: Duration = Duration::from_secs(1);
+/// A snapshot that took T to build stays fresh for at least this many times T.
+const SNAPSHOT_DUTY: u32 = 10;
 
 struct Shared {
     page: MetricsPage,
-    snapshot: Mutex<Option<(Instant, Arc<StatusView>)>>,
+    /// The last snapshot, when it was built and how long building it took.
+    snapshot: Mutex<Option<(Instant, Duration, Arc<StatusView>)>>,
 }
 
 /// Binds `addr` and serves from a background thread until the process exits.
@@ -109,7 +113,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -165,24 +169,31 @@ async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
 
 /// The current snapshot, rebuilt off the async thread when older than [`SNAPSHOT_FRESH`].
 /// `None` when the page has no store (tests of the bare exposition).
-async fn snapshot(shared: &Shared) -> Option<Arc<StatusView>> {
+async fn snapshot(shared: &Arc<Shared>) -> Option<Arc<StatusView>> {
     let dir = shared.page.store()?;
-    let mut cached = shared.snapshot.lock().await;
-    if let Some((at, view)) = cached.as_ref()
-        && at.elapsed() < SNAPSHOT_FRESH
-    {
-        return Some(Arc::clone(view));
-    }
-    let previous = cached.as_ref().map(|(_, v)| Arc::clone(v));
-    let live = shared.page.transfers();
-    let built = tokio::task::spawn_blocking(move || {
-        view::build(Path::new(&dir), previous.as_deref(), live)
-    })
-    .await
-    .ok()?;
-    let built = Arc::new(built);
-    *cached = Some((Instant::now(), Arc::clone(&built)));
-    Some(built)
+    let shared = Arc::clone(shared);
+    // In a task of its own: a client cut off at its deadline does not throw away a slow build
+    // (the next client gets it instead of starting another).
+    let refresh = tokio::spawn(async move {
+        let mut cached = shared.snapshot.lock().await;
+        if let Some((at, took, view)) = cached.as_ref()
+            && at.elapsed() < SNAPSHOT_FRESH.max(*took * SNAPSHOT_DUTY)
+        {
+            return Some(Arc::clone(view));
+        }
+        let previous = cached.as_ref().map(|(_, _, v)| Arc::clone(v));
+        let started = Instant::now();
+        let live = shared.page.transfers();
+        let built = tokio::task::spawn_blocking(move || {
+            view::build(Path::new(&dir), previous.as_deref(), live)
+        })
+        .await
+        .ok()?;
+        let built = Arc::new(built);
+        *cached = Some((Instant::now(), started.elapsed(), Arc::clone(&built)));
+        Some(built)
+    });
+    refresh.await.ok().flatten()
 }
 
 /// Gauges read from the store rather than counted by the listener loop.
