@@ -49,6 +49,8 @@ git_() { git -c safe.directory="$ROOT" -C "$ROOT" "$@"; }
 COMMIT="$(git_ rev-parse --verify "$REV^{commit}")"
 SOURCE_DATE_EPOCH="$(git_ log -1 --format=%ct "$COMMIT")"
 export SOURCE_DATE_EPOCH
+# The archive has no .git: tell build.rs which commit this is, the same for every build.
+export SLUICE_GIT_COMMIT="$COMMIT"
 VERSION="$(git_ show "$COMMIT:Cargo.toml" | sed -n 's/^version *= *"\(.*\)"/\1/p' | head -n1)"
 NAME="sluice-$VERSION"
 mkdir -p "$OUT"

@@ -18,7 +18,7 @@ use sluice_host::logging::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-recv",
-    version,
+    version = env!("SLUICE_VERSION"),
     about,
     long_about,
     verbatim_doc_comment,

@@ -12,10 +12,12 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod progress;
 pub mod report;
 pub mod setup;
 pub mod store;

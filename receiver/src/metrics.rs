@@ -1,29 +1,62 @@
-//! Prometheus text exposition on a management address (`--metrics ADDR`).
+//! Prometheus text exposition and the status page on a management address (`--metrics ADDR`).
 //!
 //! This endpoint answers HTTP on a TCP socket the operator binds to a management interface or
-//! loopback; it is never on the diode-facing interface, which stays receive-only. It is a few
-//! dozen lines over std because it serves one read-only page: a web framework would be more code
-//! to trust than the page itself. Requests are bounded (read at most 8 KiB, 2 s timeouts, one at
-//! a time), so a misbehaving scraper cannot hold the receiver's memory or threads.
+//! loopback; it is never on the diode-facing interface, which stays receive-only. The server
+//! itself (hyper on a small tokio runtime of its own, with per-connection deadlines and a
+//! connection cap) lives in [`crate::http`]; this module keeps the listener's side of it: the
+//! page the listener loop refreshes and the exposition builder.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// The latest rendered exposition text, replaced by the listener loop as counters move.
+use crate::http::view::TransferView;
+
+/// The latest rendered exposition text, replaced by the listener loop as counters move, and
+/// the store the status page reports on.
 #[derive(Clone, Default)]
-pub struct MetricsPage(Arc<Mutex<String>>);
+pub struct MetricsPage {
+    text: Arc<Mutex<String>>,
+    store: Option<Arc<PathBuf>>,
+    transfers: Arc<Mutex<Option<Vec<TransferView>>>>,
+}
 
 impl MetricsPage {
+    /// A page that also serves `/` and `/status.json` from what the listener persists in
+    /// `store` (see [`crate::http::view`]).
+    pub fn for_store(store: &Path) -> Self {
+        MetricsPage {
+            store: Some(Arc::new(store.to_path_buf())),
+            ..MetricsPage::default()
+        }
+    }
+
     pub fn set(&self, text: String) {
-        if let Ok(mut page) = self.0.lock() {
+        if let Ok(mut page) = self.text.lock() {
             *page = text;
         }
     }
 
-    fn get(&self) -> String {
-        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    /// Transfers in flight as the listener loop sees them (live block states, loss, repair
+    /// margin), replacing the page's own view from the checkpoints in staging. Not called yet:
+    /// the pipeline does not expose per-block state (see `crate::http::view`).
+    pub fn set_transfers(&self, transfers: Vec<TransferView>) {
+        if let Ok(mut t) = self.transfers.lock() {
+            *t = Some(transfers);
+        }
+    }
+
+    pub(crate) fn transfers(&self) -> Option<Vec<TransferView>> {
+        self.transfers.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub(crate) fn get(&self) -> String {
+        self.text.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn store(&self) -> Option<PathBuf> {
+        self.store.as_deref().cloned()
     }
 }
 
@@ -73,56 +106,27 @@ impl Exposition {
     }
 }
 
-/// Serves `page` on `addr` from a background thread until the process exits.
+/// Serves `page` on `addr` from a background thread until the process exits; returns the
+/// bound address.
 pub fn serve(addr: SocketAddr, page: MetricsPage) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &page);
-            }
-        })?;
-    Ok(bound)
-}
-
-fn answer(mut stream: TcpStream, page: &MetricsPage) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = [0u8; 8192];
-    let mut len = 0;
-    while len < request.len() {
-        let n = stream.read(&mut request[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-        if request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let first_line = request[..len].split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let (status, body) =
-        if first_line.starts_with(b"GET /metrics ") || first_line.starts_with(b"GET / ") {
-            ("200 OK", page.get())
-        } else {
-            (
-                "404 Not Found",
-                "only GET /metrics is served here\n".to_string(),
-            )
-        };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    crate::http::serve(addr, page)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
 
     #[test]
     fn serves_the_current_page_and_404s_the_rest() {
@@ -138,17 +142,85 @@ mod tests {
             );
         page.set(exposition.finish());
         let addr = serve("127.0.0.1:0".parse().unwrap(), page).unwrap();
-        let get = |path: &str| {
-            let mut s = TcpStream::connect(addr).unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        };
+        let get = |path: &str| get(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
         let ok = get("/metrics");
         assert!(ok.starts_with("HTTP/1.1 200"));
         assert!(ok.contains("sluice_frames_ok_total 7\n"));
         assert!(ok.contains("sluice_bundles_rejected_total{reason=\"bad_signature\"} 2\n"));
         assert!(get("/admin").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn read_only_and_a_slow_client_cannot_hold_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = MetricsPage::for_store(dir.path());
+        page.set("sluice_datagrams_total 1\n".into());
+        let addr = serve("127.0.0.1:0".parse().unwrap(), page).unwrap();
+        let post = get(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        // Slow clients that never finish their request: more than the connection cap of them.
+        let idle: Vec<TcpStream> = (0..crate::http::MAX_CONNECTIONS + 4)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+                s
+            })
+            .collect();
+        // Each is cut off at the deadline, so the server answers again soon after.
+        let start = Instant::now();
+        let mut answered = String::new();
+        while start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.read_to_string(&mut answered);
+            if answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            answered.clear();
+        }
+        assert!(answered.contains("sluice_datagrams_total 1"), "{answered}");
+        assert!(start.elapsed() < crate::http::CONNECTION_DEADLINE + Duration::from_secs(5));
+        drop(idle);
+        // The store-derived gauges follow the listener's.
+        assert!(answered.contains("sluice_audit_chain_ok 1"), "{answered}");
+        let json = get(addr, "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            json.starts_with("HTTP/1.1 200") && json.contains("application/json"),
+            "{json}"
+        );
+        let html = get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            html.contains("Content-Security-Policy") || html.contains("content-security-policy")
+        );
+        assert!(html.contains("<h1>Sluice receiver</h1>"), "{html}");
+    }
+
+    #[test]
+    fn live_transfers_from_the_listener_replace_the_checkpoint_view() {
+        use crate::http::view::BlockState;
+        let dir = tempfile::tempdir().unwrap();
+        let page = MetricsPage::for_store(dir.path());
+        page.set_transfers(vec![TransferView {
+            object: "0f".repeat(16),
+            blocks: vec![
+                BlockState::Complete,
+                BlockState::Decoding,
+                BlockState::Missing,
+            ],
+            blocks_total: 3,
+            blocks_missing: 2,
+            ..TransferView::default()
+        }]);
+        let addr = serve("127.0.0.1:0".parse().unwrap(), page).unwrap();
+        let json = get(addr, "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(json.contains("\"block_map\": \"cdm\""), "{json}");
+        let html = get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(html.contains("<span class=\"decoding\"></span>"), "{html}");
+        assert!(html.contains("1 / 3"), "{html}");
     }
 }

@@ -19,7 +19,7 @@ use sluice_host::logging::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-send",
-    version,
+    version = env!("SLUICE_VERSION"),
     about,
     long_about,
     verbatim_doc_comment,

@@ -238,12 +238,20 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     }
 
     // 3. Copy each new volume into staging (fsynced) before anything is decoded.
-    for v in &usable {
+    let bar = crate::progress::staging(
+        usable
+            .iter()
+            .map(|v| v.records * u64::from(v.header.frame_len))
+            .sum(),
+    );
+    for (i, v) in usable.iter().enumerate() {
+        bar.set_message(format!("volume {}/{}", i + 1, usable.len()));
         let id = v.header.object_id;
+        let body = v.records * u64::from(v.header.frame_len);
+        bar.inc(body);
         if objects.get(&id).is_some_and(|s| s.outcome.is_some()) {
             continue;
         }
-        let body = v.records * u64::from(v.header.frame_len);
         match store.stage_media_volume(
             id,
             v.header.volume_index,
@@ -270,6 +278,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             }
         }
     }
+    bar.finish_and_clear();
     drop(usable);
 
     // 4. Rebuild every object still open from all of its staged volumes.
@@ -296,7 +305,10 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         )
         .map_err(|e| CommandError::storage(format!("cannot resume staged transfers: {e}")))?;
         let shared = pipeline.store();
+        let bar = crate::progress::rebuilding(rebuild.len() as u64);
+        bar.set_prefix("rebuilding");
         for id in &rebuild {
+            bar.inc(1);
             let Some(state) = objects.get_mut(id) else {
                 continue;
             };
@@ -309,6 +321,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             pipeline.checkpoint_all(Instant::now());
             let live = pipeline.live_objects();
             if let Some((_, missing, blocks)) = live.iter().find(|(o, _, _)| o == id) {
+                bar.set_message(format!("{missing} of {blocks} blocks missing"));
                 state.waiting = Some(Waiting {
                     missing_blocks: Some(*missing),
                     blocks: Some(*blocks),
@@ -316,6 +329,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             }
             extra_outcomes.extend(pipeline.take_outcomes());
         }
+        bar.finish_and_clear();
         extra_outcomes.extend(pipeline.finish());
         let mut store = shared.lock().unwrap_or_else(|p| p.into_inner());
         for outcome in extra_outcomes {

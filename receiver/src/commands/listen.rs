@@ -210,7 +210,7 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
     )
     .map_err(|e| CommandError::storage(format!("cannot resume staged transfers: {e}")))?;
 
-    let page = MetricsPage::default();
+    let page = MetricsPage::for_store(&args.store);
     if let Some(addr) = args.metrics {
         let bound = crate::metrics::serve(addr, page.clone())
             .map_err(|e| CommandError::network(format!("cannot serve metrics on {addr}: {e}")))?;
