@@ -28,7 +28,7 @@
 // The listener and media importer (built in parallel) are the callers of most of this API.
 #![allow(dead_code)]
 
-mod audit;
+pub mod audit; // pub: sluice-promote appends through audit::append_shared
 mod extract;
 mod fsutil;
 pub mod inspect;
