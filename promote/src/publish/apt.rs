@@ -153,7 +153,7 @@ pub fn preflight(t: &Target, e: &Entry, _work: &Path) -> Result<(), PubError> {
     }
     for rel in e.files_ending(".deb") {
         let d = read_deb(&e.path_of(rel)).map_err(PubError::Fatal)?;
-        if d.arch != "all" && !c.architectures.iter().any(|a| *a == d.arch) {
+        if d.arch != "all" && !c.architectures.contains(&d.arch) {
             return Err(PubError::Fatal(format!(
                 "{rel}: architecture {} is not in the target's architectures {:?}",
                 d.arch, c.architectures
