@@ -23,7 +23,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_tests::{TempStore, blake3_tree, build_bin};
+use sluice_tests::e2e::{ListenOptions, Listener};
+use sluice_tests::{TempStore, blake3_tree, build_bin, free_udp_addr};
 
 const TOOLS: &[&str] = &[
     "clamscan",
@@ -391,9 +392,8 @@ path = "{share}"
         self.ts.write("promote.toml", text.as_bytes())
     }
 
-    /// Bundles `payload` (plus `extra` files), writes media volumes and imports them into the
-    /// store with `sluice-recv import`. Returns the bundle id.
-    fn deliver(&self, seq: u64, extra: &[(&str, &[u8])]) -> String {
+    /// Signs `payload` (plus `extra` files) into a bundle on channel `updates`; (id, path).
+    fn make_bundle(&self, seq: u64, extra: &[(&str, &[u8])]) -> (String, PathBuf) {
         let content = self.ts.subdir(format!("content-{seq}"));
         let dest = content.join("payload");
         run_ok(Command::new("cp").arg("-a").arg(&self.payload).arg(&dest));
@@ -419,7 +419,13 @@ path = "{share}"
                 .arg(&dest),
         );
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let id = v["bundle_id"].as_str().unwrap().to_string();
+        (v["bundle_id"].as_str().unwrap().to_string(), bundle)
+    }
+
+    /// Bundles `payload` (plus `extra` files), writes media volumes and imports them into the
+    /// store with `sluice-recv import`. Returns the bundle id.
+    fn deliver(&self, seq: u64, extra: &[(&str, &[u8])]) -> String {
+        let (id, bundle) = self.make_bundle(seq, extra);
         let vols = self.ts.subdir(format!("media-{seq}"));
         run_ok(
             Command::new(&self.bins.send)
@@ -971,4 +977,77 @@ fn promote_sigkill_between_targets_completes_exactly_once() {
     let pool_files = blake3_tree(&site.repo.join("pool")).unwrap();
     assert_eq!(pool_files.len(), 2, "{pool_files:?}");
     site.audit_verify();
+}
+
+/// The receiver keeps running (holding `DIR/.lock`) while sluice-promote scans, publishes and
+/// appends to the same audit log; bundles arriving over loopback UDP before and after continue
+/// one chain, which `sluice-recv audit verify` accepts.
+#[test]
+fn promote_alongside_a_running_listener_keeps_one_chain() {
+    if !tools_or_skip("promote_alongside_a_running_listener_keeps_one_chain") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let _reg = site.registry();
+    let addr = free_udp_addr();
+    let mut l = Listener::start(
+        Command::new(&site.bins.recv),
+        &ListenOptions {
+            bind: addr,
+            store: site.store.clone(),
+            trust: site.trust.clone(),
+            extra: Vec::new(),
+        },
+    );
+    let send = |path: &Path| {
+        let args: Vec<String> = vec![
+            "--to".into(),
+            addr.to_string(),
+            "--trust".into(),
+            site.trust.display().to_string(),
+            "--rate".into(),
+            "200M".into(),
+        ];
+        sluice_tests::e2e::send_udp(Command::new(&site.bins.send), &args, &[path]);
+    };
+    let (id1, b1) = site.make_bundle(1, &[]);
+    send(&b1);
+    let outcomes = l.wait_outcomes(1, Duration::from_secs(300)).to_vec();
+    assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
+    site.review("alice", &id1, None);
+    site.review("bob", &id1, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id1)["stage"], "published");
+    // The listener appends after promote did: its chain continues from promote's records.
+    let (id2, b2) = site.make_bundle(2, &[("extra.txt", b"second")]);
+    send(&b2);
+    let outcomes = l.wait_outcomes(2, Duration::from_secs(300)).to_vec();
+    assert_eq!(outcomes[1]["outcome"], "accepted", "{outcomes:?}");
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id2)["stage"], "approve");
+    let (code, _) = l.stop();
+    assert_eq!(code, 0);
+    site.audit_verify();
+    let text = std::fs::read_to_string(site.store.join("audit.jsonl")).unwrap();
+    let decisions: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let first_promote = decisions
+        .iter()
+        .position(|d| d.starts_with("promote_"))
+        .unwrap();
+    let last_accept = decisions.iter().rposition(|d| d == "accepted").unwrap();
+    assert!(
+        first_promote < last_accept,
+        "records did not interleave: {decisions:?}"
+    );
 }
