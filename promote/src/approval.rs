@@ -129,11 +129,19 @@ pub fn sign(
         statement,
         key_id: key.key_id().to_string(),
         public_key: STANDARD.encode(key.public().0),
-        comment: key.comment.clone(),
+        comment: short_comment(&key.comment),
         time_unix: now_unix,
         time_rfc3339: sluice_host::time::rfc3339(now_unix),
         signature: STANDARD.encode(sig.to_bytes()),
     })
+}
+
+/// A sluice key file's comment line is `sluice secret key "NAME", key id …`: keep NAME. An
+/// OpenSSH comment (`carol@site`) is kept as it is.
+fn short_comment(c: &str) -> String {
+    c.strip_prefix("sluice secret key \"")
+        .and_then(|r| r.split_once('"'))
+        .map_or_else(|| c.to_string(), |(name, _)| name.to_string())
 }
 
 /// How one stored statement judged against the reviewer trust directory and the entry.
@@ -261,6 +269,15 @@ mod tests {
         let mut e = stmt();
         e.decision = Decision::Reject;
         assert!(matches!(judge(&edited, &e, &trust), Judged::Ignored(_)));
+    }
+
+    #[test]
+    fn comments_are_shortened_to_the_key_name() {
+        assert_eq!(
+            short_comment("sluice secret key \"alice\", key id 0011. Keep it offline."),
+            "alice"
+        );
+        assert_eq!(short_comment("carol@site"), "carol@site");
     }
 
     #[test]
