@@ -18,8 +18,10 @@ use crate::state::{self, Stage};
 /// Exit code of `run` when another `run` already holds `DIR/promote/.lock`.
 pub const BUSY: i32 = 10;
 
-/// Promote verified bundles out of the Sluice quarantine store: scan, M-of-N reviewer approval,
-/// publish (directory, apt repository, OCI registry). A separate process from sluice-recv: it
+/// Promote verified bundles out of the Sluice quarantine store.
+///
+/// Scan, M-of-N reviewer approval, publish (directory, apt repository, OCI registry), per
+/// channel (docs/promotion.md). A separate process from sluice-recv: it
 /// reads the store, writes only DIR/promote/ and its targets, appends to the store's audit log,
 /// never takes the receiver's lock and never touches the diode.
 ///
@@ -27,8 +29,8 @@ pub const BUSY: i32 = 10;
 ///
 ///   sluice-promote run --store /var/lib/sluice --config /etc/sluice/promote.toml
 ///   sluice-promote run --store /var/lib/sluice --config /etc/sluice/promote.toml --once
-///   sluice-promote approve --store /var/lib/sluice --key ~/.ssh/id_ed25519 3f9a…(64 hex)
-///   sluice-promote reject --store /var/lib/sluice --key alice.key 3f9a… --reason "not ordered"
+///   sluice-promote approve --store /var/lib/sluice --key ~/.ssh/id_ed25519 BUNDLE_ID
+///   sluice-promote reject --store /var/lib/sluice --key alice.key BUNDLE_ID --reason "not ordered"
 ///   sluice-promote status --store /var/lib/sluice
 ///   sluice-promote status --store /var/lib/sluice --json
 ///
@@ -58,9 +60,11 @@ pub enum Command {
     Status(StatusArgs),
 }
 
-/// Advance every quarantine entry through its channel's pipeline: as a daemon (polling), or
-/// one pass with --once (for cron). Never blocks the receiver: it does not take DIR/.lock, and
-/// its audit appends hold the log's own lock for one record at a time.
+/// Advance every quarantine entry through its channel's pipeline (daemon, or --once).
+///
+/// As a daemon it makes a pass every --interval seconds; --once makes one pass (for cron).
+/// Never blocks the receiver: it does not take DIR/.lock, and its audit appends hold the
+/// log's own lock for one record at a time.
 ///
 /// Examples:
 ///
@@ -86,9 +90,10 @@ pub struct RunArgs {
     pub interval: u64,
 }
 
-/// Sign an approval of a quarantine entry with a reviewer key. The statement names the bundle
-/// id, its channel and the blake3 of its receipt.json; `run` counts it only if the key is in
-/// the reviewer trust directory.
+/// Sign an approval of a quarantine entry with a reviewer key.
+///
+/// The statement names the bundle id, its channel and the blake3 of its receipt.json; `run`
+/// counts it only if the key is in the reviewer trust directory.
 ///
 /// Example:
 ///
@@ -96,6 +101,7 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReviewArgs {
+    /// The receiver's store directory.
     #[arg(long, value_name = "DIR")]
     pub store: PathBuf,
     /// Reviewer secret key: a sluice key or an unencrypted OpenSSH ed25519 key.
@@ -106,6 +112,7 @@ pub struct ReviewArgs {
 }
 
 /// Sign a rejection: the entry stops at the approve stage and is never published.
+///
 ///
 /// Example:
 ///
@@ -120,7 +127,8 @@ pub struct RejectArgs {
     pub reason: String,
 }
 
-/// Each entry's stage, what it waits for and why it stopped. Read-only.
+/// Each entry's stage, what it waits for and why it stopped (read-only).
+///
 ///
 /// Examples:
 ///
@@ -129,8 +137,10 @@ pub struct RejectArgs {
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {
+    /// The receiver's store directory.
     #[arg(long, value_name = "DIR")]
     pub store: PathBuf,
+    /// One JSON document on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -460,4 +470,31 @@ fn status(a: &StatusArgs) -> i32 {
         }
     }
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_help_has_examples() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("sluice-promote run --store /var/lib/sluice --config"));
+        assert!(help.contains("Exit codes:"));
+        let c = Cli::try_parse_from([
+            "sluice-promote",
+            "reject",
+            "--store",
+            "/s",
+            "--key",
+            "k",
+            &"a".repeat(64),
+            "--reason",
+            "no",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Reject(ref r) if r.reason == "no"));
+    }
 }
