@@ -139,7 +139,17 @@ fn free_tcp_port() -> u16 {
 }
 
 fn build_deb(dir: &Path, name: &str, depends: Option<&str>, out: &Path) -> PathBuf {
-    let root = dir.join(format!("{name}-root"));
+    build_deb_version(dir, name, "1.0-1", depends, out)
+}
+
+fn build_deb_version(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    depends: Option<&str>,
+    out: &Path,
+) -> PathBuf {
+    let root = dir.join(format!("{name}-{version}-root"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(root.join(format!("usr/share/doc/{name}"))).unwrap();
     std::fs::write(
@@ -148,13 +158,13 @@ fn build_deb(dir: &Path, name: &str, depends: Option<&str>, out: &Path) -> PathB
     )
     .unwrap();
     let mut control = format!(
-        "Package: {name}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: Sluice Test <test@example.invalid>\nDescription: {name} test package\n"
+        "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Sluice Test <test@example.invalid>\nDescription: {name} test package\n"
     );
     if let Some(d) = depends {
         control.push_str(&format!("Depends: {d}\n"));
     }
     std::fs::write(root.join("DEBIAN/control"), control).unwrap();
-    let deb = out.join(format!("{name}_1.0-1_all.deb"));
+    let deb = out.join(format!("{name}_{version}_all.deb"));
     run_ok(
         Command::new("dpkg-deb")
             .args(["--build", "--root-owner-group", "-Zgzip"])
@@ -1050,4 +1060,70 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
         first_promote < last_accept,
         "records did not interleave: {decisions:?}"
     );
+}
+
+/// `keep_versions = 1`: a newer version of a package replaces the older one in the index and
+/// the pool (after the signed index no longer lists it); apt-get then downloads the newer one.
+#[test]
+fn promote_apt_keeps_the_configured_number_of_versions() {
+    if !tools_or_skip("promote_apt_keeps_the_configured_number_of_versions") {
+        return;
+    }
+    let site = Site::new();
+    let text = std::fs::read_to_string(site.config()).unwrap();
+    let oci_start = text.find("[[pipeline.publish]]\nkind = \"oci\"").unwrap();
+    let dir_start = text.find("[[pipeline.publish]]\nkind = \"dir\"").unwrap();
+    let text = format!("{}{}", &text[..oci_start], &text[dir_start..]).replace(
+        "component = \"main\"\n",
+        "component = \"main\"\nkeep_versions = 1\n",
+    );
+    let config = site.ts.write("promote-keep1.toml", text.as_bytes());
+    let id1 = site.deliver(1, &[]);
+    site.review("alice", &id1, None);
+    site.review("bob", &id1, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let newer = build_deb_version(
+        &site.ts.subdir("build2"),
+        "sluice-test-lib",
+        "2.0-1",
+        None,
+        &site.ts.subdir("debs2"),
+    );
+    let newer_bytes = std::fs::read(&newer).unwrap();
+    let id2 = site.deliver(2, &[("debs/sluice-test-lib_2.0-1_all.deb", &newer_bytes)]);
+    site.review("alice", &id2, None);
+    site.review("carol", &id2, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id2)["stage"], "published");
+    let packages =
+        std::fs::read_to_string(site.repo.join("dists/internal/main/binary-amd64/Packages"))
+            .unwrap();
+    assert!(packages.contains("Version: 2.0-1"), "{packages}");
+    assert!(
+        !packages.contains("sluice-test-lib_1.0-1_all.deb"),
+        "old version still indexed: {packages}"
+    );
+    let pool: Vec<String> = blake3_tree(&site.repo.join("pool"))
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(
+        pool,
+        vec![
+            "internal/main/sluice-test-app/sluice-test-app_1.0-1_all.deb".to_string(),
+            "internal/main/sluice-test-lib/sluice-test-lib_2.0-1_all.deb".to_string(),
+        ]
+    );
+    let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring);
+    let o = apt.apt(&["update"]);
+    assert!(o.status.success(), "apt-get update: {}", out_text(&o));
+    let o = apt.apt(&["download", "sluice-test-lib"]);
+    assert!(o.status.success(), "apt-get download: {}", out_text(&o));
+    assert_eq!(
+        std::fs::read(apt.dir.join("download/sluice-test-lib_2.0-1_all.deb")).unwrap(),
+        newer_bytes
+    );
+    site.audit_verify();
 }
