@@ -65,5 +65,22 @@ if grep -rnE '^\s*#!\[allow\([^)]*dead_code' --include='*.rs' ./*/src; then
   echo "dead code: module-wide #![allow(dead_code)] above; delete what nothing uses, or allow it on the one item with a reason" >&2
   fail=1
 fi
-[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code; commands are leaves; no #[path], no module-wide dead_code allowance)"
+# sluice-promote (promote/) is a separate process on the high side: it may talk TCP to the
+# internal registry (through skopeo, plus a reachability probe) but has no UDP or diode code,
+# and pulls in no datagram crate directly. Its own source and direct dependencies are checked;
+# sluice-recv (which it links for the store's audit API) is covered by the rule above.
+if [ -d promote/src ]; then
+  if grep -rnE 'UdpSocket|socket2|quinn|send_to|sendto|sendmsg|sendmmsg|recv_from|recvmmsg|sluice_recv::(net|ingest|commands::listen)|transport::send' promote/src; then
+    echo "one-way: UDP/diode code found in promote/src (above); sluice-promote must never touch the diode" >&2
+    fail=1
+  fi
+  direct=$(cargo tree -p sluice-promote -e normal --depth 1 --prefix none --locked)
+  for banned in socket2 quinn-udp tokio; do
+    if grep -E "^${banned} v" <<<"$direct" >/dev/null; then
+      echo "one-way: sluice-promote depends directly on ${banned}; it has no datagram code" >&2
+      fail=1
+    fi
+  done
+fi
+[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code; promote has no UDP/diode code; commands are leaves; no #[path], no module-wide dead_code allowance)"
 exit $fail

@@ -3,15 +3,22 @@
 //! Each line is one JSON [`AuditRecord`]; its `prev` is the blake3 hex of the previous line's
 //! exact bytes (without the newline) and `seq` counts from 1 without gaps, so deleting, editing or
 //! reordering a line breaks the chain. Lines are appended with `O_APPEND` and fsynced one by one.
+//!
+//! **More than one writer.** The receiver (holding `DIR/.lock`) and `sluice-promote` (which never
+//! takes `DIR/.lock`, so it can never block `listen`) both append. Every append takes
+//! `flock(LOCK_EX)` on `audit.jsonl` itself, re-reads the log's tail if another process appended
+//! since (so `seq`/`prev` continue the chain), writes, fsyncs and unlocks: the lock is held for
+//! one append only. [`append_shared`] is the entry point for processes other than the receiver.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FlockOperation, Mode, OFlags};
 
-use super::records::{AuditRecord, GENESIS};
+pub use super::records::{AuditRecord, GENESIS, Receipt};
 use sluice_host::time;
 
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -149,6 +156,7 @@ impl AuditLog {
             return Err(io::Error::other("audit.jsonl is not a regular file"));
         }
         let mut file = File::from(fd);
+        let _guard = AuditFlock::lock(file.as_fd())?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let report = check_chain(&bytes);
@@ -200,6 +208,16 @@ impl AuditLog {
                 "audit log unusable after an earlier fsync failure ({why}); restart the receiver"
             )));
         }
+        // Another process (sluice-promote) may append too: hold the file lock for this append and
+        // continue the chain from whatever the file now ends with.
+        let _guard = AuditFlock::lock(self.file.as_fd())?;
+        let size = self.file.metadata()?.len();
+        if size != self.len {
+            let tail = read_tail(&mut self.file)?;
+            self.len = tail.len;
+            self.next_seq = tail.next_seq;
+            self.prev = tail.prev;
+        }
         rec.seq = self.next_seq;
         rec.prev = self.prev.clone();
         if rec.time_unix == 0 {
@@ -239,6 +257,155 @@ impl AuditLog {
     }
 }
 
+/// `flock(LOCK_EX)` on the audit file, released on drop. Blocking, but every holder keeps it for
+/// one append (read the tail, write one line, fsync) and a dead holder's lock goes with it.
+/// Holds a duplicate of the descriptor (same open file description, so the same lock) so the
+/// file itself stays free to be written while the guard lives.
+struct AuditFlock(OwnedFd);
+
+impl AuditFlock {
+    fn lock(fd: BorrowedFd<'_>) -> io::Result<AuditFlock> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(AuditFlock(fd)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for AuditFlock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.0, FlockOperation::Unlock);
+    }
+}
+
+/// Where the chain continues: the file's length (complete lines only), next seq, last hash.
+#[derive(Debug, PartialEq, Eq)]
+struct Tail {
+    len: u64,
+    next_seq: u64,
+    prev: String,
+}
+
+/// Reads only the end of the log (backwards, in chunks) to find its last complete line. A
+/// trailing partial line (a writer died mid-append; it never became a fsynced record) is
+/// truncated away, as [`AuditLog::open`] does. Call with the file lock held.
+fn read_tail(file: &mut File) -> io::Result<Tail> {
+    let size = file.metadata()?.len();
+    const CHUNK: u64 = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut start = size;
+    // Grow the window from the end until it holds the last newline and the one before it (or
+    // reaches the start of the file).
+    loop {
+        let from = start.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        start = from;
+        let newlines = buf.iter().filter(|&&b| b == b'\n').count();
+        if start == 0 || newlines >= 2 {
+            break;
+        }
+    }
+    let complete = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let complete_len = start + complete as u64;
+    if complete_len < size {
+        tracing::warn!(
+            bytes = size - complete_len,
+            "audit.jsonl: dropping an interrupted partial last line"
+        );
+        file.set_len(complete_len)?;
+        file.sync_all()?;
+    }
+    let body = &buf[..complete];
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    if body.is_empty() && start == 0 {
+        return Ok(Tail {
+            len: complete_len,
+            next_seq: 1,
+            prev: GENESIS.to_owned(),
+        });
+    }
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None => body,
+    };
+    let rec: AuditRecord = serde_json::from_slice(last).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "audit.jsonl: last line is not a valid audit record ({e}); refusing to extend a broken chain (run `sluice-recv audit verify`)"
+            ),
+        )
+    })?;
+    Ok(Tail {
+        len: complete_len,
+        next_seq: rec.seq.saturating_add(1),
+        prev: blake3::hash(last).to_hex().to_string(),
+    })
+}
+
+/// Appends one record to `DIR/audit.jsonl` from a process other than the receiver (for example
+/// `sluice-promote`), without taking `DIR/.lock`: flock on the log, read its tail, fill in `seq`,
+/// `prev` and the time, append, fsync, unlock. The receiver's own appends take the same lock, so
+/// the chain stays one chain that `sluice-recv audit verify` accepts. The log must exist (a store
+/// the receiver opened at least once); `DIR` may itself be a symlink, nothing below it is followed.
+pub fn append_shared(store_dir: &Path, mut rec: AuditRecord) -> io::Result<AuditRecord> {
+    let dir = rustix::fs::open(
+        store_dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat(
+        &dir,
+        AUDIT_FILE,
+        OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!(
+                "cannot open {}/{AUDIT_FILE} for appending: {e}",
+                store_dir.display()
+            ),
+        )
+    })?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::other("audit.jsonl is not a regular file"));
+    }
+    let mut file = File::from(fd);
+    let guard = AuditFlock::lock(file.as_fd())?;
+    let tail = read_tail(&mut file)?;
+    rec.seq = tail.next_seq;
+    rec.prev = tail.prev;
+    if rec.time_unix == 0 {
+        rec.time_unix = time::now_unix();
+    }
+    rec.time_rfc3339 = time::rfc3339(rec.time_unix);
+    let line = serde_json::to_string(&rec).map_err(io::Error::other)?;
+    let mut bytes = line.into_bytes();
+    bytes.push(b'\n');
+    if let Err(e) = file.write_all(&bytes) {
+        // Undo a short write so the chain stays parseable.
+        let _ = file.set_len(tail.len).and_then(|()| file.sync_all());
+        return Err(e);
+    }
+    file.sync_all()?;
+    drop(guard);
+    Ok(rec)
+}
+
 fn dir_sync(dir: impl AsFd) -> io::Result<()> {
     rustix::fs::fsync(dir).map_err(Into::into)
 }
@@ -275,5 +442,54 @@ mod tests {
         let r = check_chain(partial.as_bytes());
         assert!(r.partial_tail);
         assert_eq!(r.records, 2);
+    }
+
+    /// The receiver's open log and another process's `append_shared` interleave (and one
+    /// interrupted shared append leaves a partial line): one intact chain, no gaps.
+    #[test]
+    fn shared_appends_interleave_into_one_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = File::open(d.path()).unwrap();
+        let (mut log, _) = AuditLog::open(&dir).unwrap();
+        let rec = |what: &str| AuditRecord {
+            decision: what.into(),
+            ..AuditRecord::default()
+        };
+        assert_eq!(log.append(rec("accepted")).unwrap().seq, 1);
+        assert_eq!(append_shared(d.path(), rec("promote_scan")).unwrap().seq, 2);
+        assert_eq!(
+            append_shared(d.path(), rec("promote_approve")).unwrap().seq,
+            3
+        );
+        assert_eq!(log.append(rec("accepted")).unwrap().seq, 4);
+        // A shared writer died mid-line: the next append (either kind) drops the fragment.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(AUDIT_FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":5,\"pr").unwrap();
+        assert_eq!(log.append(rec("duplicate")).unwrap().seq, 5);
+        assert_eq!(
+            append_shared(d.path(), rec("promote_publish")).unwrap().seq,
+            6
+        );
+        let bytes = std::fs::read(d.path().join(AUDIT_FILE)).unwrap();
+        let r = check_chain(&bytes);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.records, 6);
+        // Many appends from both sides at once (threads standing in for processes).
+        let p = d.path().to_path_buf();
+        let t = std::thread::spawn(move || {
+            for _ in 0..50 {
+                append_shared(&p, rec("promote_scan")).unwrap();
+            }
+        });
+        for _ in 0..50 {
+            log.append(rec("accepted")).unwrap();
+        }
+        t.join().unwrap();
+        let r = check_chain(&std::fs::read(d.path().join(AUDIT_FILE)).unwrap());
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.records, 106);
     }
 }

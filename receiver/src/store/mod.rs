@@ -55,7 +55,7 @@
 //! only `audit`, `error`, `fsutil` and `steps` (the test fault points). `mod.rs` only declares
 //! the modules and re-exports the public API, so no module imports another that imports it back.
 
-mod audit;
+pub mod audit; // pub: sluice-promote appends through audit::append_shared
 mod commit;
 mod error;
 mod extract;

@@ -1,0 +1,1129 @@
+//! `sluice-promote` end to end with real components, all started by the tests themselves:
+//! `sluice-send` bundles two .deb files (one depending on the other, built with `dpkg-deb`) and an
+//! OCI image layout (written here, no network) onto media volumes; `sluice-recv import` commits
+//! it to quarantine; `sluice-promote` scans it with Debian's `clamscan` and a signature database
+//! written here, counts reviewer approvals (2 of 3, one an OpenSSH key) and publishes to an apt
+//! repository signed with a throw-away OpenPGP key (checked with stock `apt-get update` /
+//! `apt-get download` and `signed-by=`), to a `docker-registry` on a free loopback port (checked
+//! with `skopeo inspect`) and to a directory. `sluice-recv audit verify` must accept the store's
+//! audit chain with every promotion transition in it.
+//!
+//! Negatives, each stopped at the right stage with nothing published and the reason in
+//! `status`: an infected file (scan), a reviewer key outside the trust directory and one
+//! approval of two (approve), a rejection (approve), the registry down (publish, retried later,
+//! nothing half-published), SIGKILL between two targets (completed exactly once on restart).
+//!
+//! Missing tools skip a test with a printed reason, and fail it under `CI=true`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_tests::e2e::{ListenOptions, Listener};
+use sluice_tests::{TempStore, blake3_tree, build_bin, free_udp_addr};
+
+const TOOLS: &[&str] = &[
+    "clamscan",
+    "docker-registry",
+    "skopeo",
+    "apt-get",
+    "apt-ftparchive",
+    "gpg",
+    "dpkg-deb",
+    "sha256sum",
+    "tar",
+];
+
+/// All tools present, or skip (false) with a reason; under CI=true a missing tool fails.
+fn tools_or_skip(test: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|t| {
+            !path
+                .split(':')
+                .chain(["/usr/bin", "/usr/sbin"])
+                .any(|d| Path::new(d).join(t).is_file())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "{test}: SKIPPED: missing {missing:?} (apt-get install clamav docker-registry skopeo reprepro apt-utils gnupg dpkg-dev)"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg} — CI=true, so this is a failure");
+    }
+    eprintln!("{msg}");
+    false
+}
+
+struct Bins {
+    send: PathBuf,
+    recv: PathBuf,
+    promote: PathBuf,
+}
+
+fn bins() -> Bins {
+    Bins {
+        send: build_bin("sluice-send", "sluice-send"),
+        recv: build_bin("sluice-recv", "sluice-recv"),
+        promote: build_bin("sluice-promote", "sluice-promote"),
+    }
+}
+
+fn out_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let o = run(cmd);
+    assert!(o.status.success(), "{cmd:?}: {}", out_text(&o));
+    o
+}
+
+fn sha256(p: &Path) -> String {
+    let o = run_ok(Command::new("sha256sum").arg(p));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Everything shared by the tests of one case: keys, packages, image, config.
+struct Site {
+    ts: TempStore,
+    bins: Bins,
+    trust: PathBuf,
+    officer_key: PathBuf,
+    reviewers: PathBuf,
+    /// alice, bob (sluice keys), carol (OpenSSH) are trusted; mallory is not.
+    keys: BTreeMap<&'static str, PathBuf>,
+    signing_key: PathBuf,
+    keyring: PathBuf,
+    debs: Vec<PathBuf>,
+    /// manifest digest of the test image.
+    image_digest: String,
+    payload: PathBuf,
+    store: PathBuf,
+    repo: PathBuf,
+    share: PathBuf,
+    hdb: PathBuf,
+    registry_port: u16,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn build_deb(dir: &Path, name: &str, depends: Option<&str>, out: &Path) -> PathBuf {
+    build_deb_version(dir, name, "1.0-1", depends, out)
+}
+
+fn build_deb_version(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    depends: Option<&str>,
+    out: &Path,
+) -> PathBuf {
+    let root = dir.join(format!("{name}-{version}-root"));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join(format!("usr/share/doc/{name}"))).unwrap();
+    std::fs::write(
+        root.join(format!("usr/share/doc/{name}/README")),
+        format!("{name} for the sluice-promote test\n"),
+    )
+    .unwrap();
+    let mut control = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Sluice Test <test@example.invalid>\nDescription: {name} test package\n"
+    );
+    if let Some(d) = depends {
+        control.push_str(&format!("Depends: {d}\n"));
+    }
+    std::fs::write(root.join("DEBIAN/control"), control).unwrap();
+    let deb = out.join(format!("{name}_{version}_all.deb"));
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group", "-Zgzip"])
+            .arg(&root)
+            .arg(&deb),
+    );
+    deb
+}
+
+/// A one-layer OCI image layout in `dir` with ref name `tag`; returns the manifest digest.
+fn build_oci_layout(work: &Path, dir: &Path, tag: &str) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let content = work.join("layer-content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), b"hello from the low side\n").unwrap();
+    let layer = work.join("layer.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"])
+            .arg(&layer)
+            .arg("-C")
+            .arg(&content)
+            .arg("hello.txt"),
+    );
+    let put = |p: &Path| -> (String, u64) {
+        let d = sha256(p);
+        std::fs::copy(p, blobs.join(&d)).unwrap();
+        (format!("sha256:{d}"), std::fs::metadata(p).unwrap().len())
+    };
+    let (layer_d, layer_n) = put(&layer);
+    let config = work.join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [layer_d] }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let (config_d, config_n) = put(&config);
+    let manifest = work.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_n },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d, "size": layer_n }]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let (man_d, man_n) = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": man_d, "size": man_n,
+                "annotations": { "org.opencontainers.image.ref.name": tag }
+            }]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    man_d
+}
+
+fn keygen(bins: &Bins, dir: &Path, name: &str) -> PathBuf {
+    run_ok(
+        Command::new(&bins.send)
+            .arg("keygen")
+            .arg("--out")
+            .arg(dir.join(name)),
+    );
+    dir.join(format!("{name}.key"))
+}
+
+impl Site {
+    fn new() -> Site {
+        let ts = TempStore::new();
+        let bins = bins();
+        let p = ts.path().to_path_buf();
+        // Bundle signer.
+        let keys_dir = ts.subdir("keys");
+        let officer_key = keygen(&bins, &keys_dir, "officer");
+        let trust = ts.subdir("trust");
+        std::fs::copy(keys_dir.join("officer.pub"), trust.join("officer.pub")).unwrap();
+        // Reviewers: alice, bob (sluice), carol (OpenSSH), mallory (not trusted).
+        let reviewers = ts.subdir("reviewers");
+        let mut keys = BTreeMap::new();
+        for n in ["alice", "bob", "mallory"] {
+            keys.insert(n, keygen(&bins, &keys_dir, n));
+        }
+        for n in ["alice", "bob"] {
+            std::fs::copy(
+                keys_dir.join(format!("{n}.pub")),
+                reviewers.join(format!("{n}.pub")),
+            )
+            .unwrap();
+        }
+        let carol = keys_dir.join("carol_ed25519");
+        if Path::new("/usr/bin/ssh-keygen").is_file() {
+            run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "carol@site", "-f"])
+                    .arg(&carol),
+            );
+            std::fs::copy(carol.with_extension("pub"), reviewers.join("carol.pub")).unwrap();
+            keys.insert("carol", carol);
+        } else {
+            let k = keygen(&bins, &keys_dir, "carol");
+            std::fs::copy(keys_dir.join("carol.pub"), reviewers.join("carol.pub")).unwrap();
+            keys.insert("carol", k);
+        }
+        // The site's repository signing key (OpenPGP, no passphrase) and the client keyring.
+        let gh = ts.subdir("gnupg");
+        std::fs::set_permissions(&gh, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let gpg = |args: &[&str]| {
+            run_ok(
+                Command::new("gpg")
+                    .env("GNUPGHOME", &gh)
+                    .arg("--batch")
+                    .args(args),
+            )
+        };
+        gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Sluice Test Repository <repo@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let signing_key = p.join("repo-signing.asc");
+        let o = gpg(&["--armor", "--export-secret-keys"]);
+        std::fs::write(&signing_key, &o.stdout).unwrap();
+        let keyring = p.join("repo-keyring.gpg");
+        let o = gpg(&["--export"]);
+        std::fs::write(&keyring, &o.stdout).unwrap();
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &gh)
+            .args(["--kill", "gpg-agent"])
+            .status();
+        // Payload: two packages (app depends on lib) and one OCI image.
+        let payload = ts.subdir("payload");
+        let debs_dir = payload.join("debs");
+        std::fs::create_dir_all(&debs_dir).unwrap();
+        let build = ts.subdir("build");
+        let debs = vec![
+            build_deb(&build, "sluice-test-lib", None, &debs_dir),
+            build_deb(
+                &build,
+                "sluice-test-app",
+                Some("sluice-test-lib (>= 1.0)"),
+                &debs_dir,
+            ),
+        ];
+        let image_digest = build_oci_layout(&build, &payload.join("images/hello"), "1.0");
+        std::fs::write(payload.join("README.txt"), b"update bundle\n").unwrap();
+        // The site's ClamAV signature DB: one MD5 signature, of the "infected" test file.
+        let hdb = p.join("site.hdb");
+        let bad = infected_bytes();
+        let md5 = {
+            let f = p.join("bad.bin");
+            std::fs::write(&f, &bad).unwrap();
+            let o = run_ok(Command::new("md5sum").arg(&f));
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        std::fs::write(&hdb, format!("{md5}:{}:Sluice.Test.Infected\n", bad.len())).unwrap();
+        Site {
+            store: p.join("store"),
+            repo: p.join("srv/mirror/debian"),
+            share: p.join("srv/share/updates"),
+            registry_port: free_tcp_port(),
+            ts,
+            bins,
+            trust,
+            officer_key,
+            reviewers,
+            keys,
+            signing_key,
+            keyring,
+            debs,
+            image_digest,
+            payload,
+            hdb,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        let text = format!(
+            r#"[reviewers]
+trust = "{reviewers}"
+
+[[pipeline]]
+channel = "updates"
+approvals = 2
+scan = [{{ run = ["clamscan", "--no-summary", "-d", "{hdb}", "-r", "{{files}}"], timeout_secs = 600 }}]
+
+[[pipeline.publish]]
+kind = "apt"
+repo = "{repo}"
+suite = "internal"
+component = "main"
+signing_key = "{key}"
+
+[[pipeline.publish]]
+kind = "oci"
+registry = "127.0.0.1:{port}"
+prefix = "mirror"
+tls_verify = false
+
+[[pipeline.publish]]
+kind = "dir"
+path = "{share}"
+"#,
+            reviewers = self.reviewers.display(),
+            hdb = self.hdb.display(),
+            repo = self.repo.display(),
+            key = self.signing_key.display(),
+            port = self.registry_port,
+            share = self.share.display(),
+        );
+        self.ts.write("promote.toml", text.as_bytes())
+    }
+
+    /// Signs `payload` (plus `extra` files) into a bundle on channel `updates`; (id, path).
+    fn make_bundle(&self, seq: u64, extra: &[(&str, &[u8])]) -> (String, PathBuf) {
+        let content = self.ts.subdir(format!("content-{seq}"));
+        let dest = content.join("payload");
+        run_ok(Command::new("cp").arg("-a").arg(&self.payload).arg(&dest));
+        for (rel, bytes) in extra {
+            std::fs::write(dest.join(rel), bytes).unwrap();
+        }
+        let bundle = self.ts.path().join(format!("u{seq}.sluice"));
+        let o = run_ok(
+            Command::new(&self.bins.send)
+                .args([
+                    "bundle",
+                    "create",
+                    "--json",
+                    "--channel",
+                    "updates",
+                    "--seq",
+                ])
+                .arg(seq.to_string())
+                .arg("--key")
+                .arg(&self.officer_key)
+                .arg("--out")
+                .arg(&bundle)
+                .arg(&dest),
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["bundle_id"].as_str().unwrap().to_string(), bundle)
+    }
+
+    /// Bundles `payload` (plus `extra` files), writes media volumes and imports them into the
+    /// store with `sluice-recv import`. Returns the bundle id.
+    fn deliver(&self, seq: u64, extra: &[(&str, &[u8])]) -> String {
+        let (id, bundle) = self.make_bundle(seq, extra);
+        let vols = self.ts.subdir(format!("media-{seq}"));
+        run_ok(
+            Command::new(&self.bins.send)
+                .arg("media")
+                .arg("--out")
+                .arg(&vols)
+                .arg("--trust")
+                .arg(&self.trust)
+                .arg(&bundle),
+        );
+        run_ok(
+            Command::new(&self.bins.recv)
+                .arg("import")
+                .arg("--store")
+                .arg(&self.store)
+                .arg("--trust")
+                .arg(&self.trust)
+                .arg(&vols),
+        );
+        assert!(self.store.join("quarantine").join(&id).is_dir());
+        id
+    }
+
+    fn promote(&self) -> Command {
+        let mut c = Command::new(&self.bins.promote);
+        c.env_remove("SLUICE_PROMOTE_TEST_HOOK");
+        c
+    }
+
+    fn run_once(&self, config: &Path) -> Output {
+        run(self
+            .promote()
+            .arg("run")
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--config")
+            .arg(config)
+            .arg("--once"))
+    }
+
+    fn review(&self, who: &str, id: &str, reject: Option<&str>) {
+        let mut c = self.promote();
+        c.arg(if reject.is_some() {
+            "reject"
+        } else {
+            "approve"
+        })
+        .arg("--store")
+        .arg(&self.store)
+        .arg("--key")
+        .arg(&self.keys[who])
+        .arg(id);
+        if let Some(r) = reject {
+            c.arg("--reason").arg(r);
+        }
+        run_ok(&mut c);
+    }
+
+    fn status(&self, id: &str) -> Value {
+        let o = run_ok(
+            self.promote()
+                .arg("status")
+                .arg("--store")
+                .arg(&self.store)
+                .arg("--json"),
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["bundle_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in status: {v}"))
+    }
+
+    fn audit_verify(&self) {
+        run_ok(
+            Command::new(&self.bins.recv)
+                .args(["audit", "verify", "--store"])
+                .arg(&self.store),
+        );
+    }
+
+    /// Promotion audit records of `id`: (decision, reason, detail).
+    fn promote_records(&self, id: &str) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(self.store.join("audit.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| {
+                r["bundle_id"] == id && r["decision"].as_str().unwrap().starts_with("promote_")
+            })
+            .map(|r| {
+                (
+                    r["decision"].as_str().unwrap().to_string(),
+                    r["reason"].as_str().unwrap_or("").to_string(),
+                    r["detail"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::start(self.ts.path(), self.registry_port)
+    }
+
+    /// Nothing of `id` reached any target.
+    fn assert_nothing_published(&self, id: &str) {
+        assert!(!self.share.join(id).exists(), "dir target has {id}");
+        let pool = self.repo.join("pool");
+        let debs = if pool.exists() {
+            blake3_tree(&pool).unwrap().len()
+        } else {
+            0
+        };
+        assert_eq!(debs, 0, "apt pool not empty");
+        assert!(!self.repo.join("dists").exists(), "apt index exists");
+    }
+}
+
+fn infected_bytes() -> Vec<u8> {
+    b"SLUICE-TEST-INFECTED-FILE: this content is listed in the site's ClamAV hdb\n".to_vec()
+}
+
+/// A `docker-registry` on 127.0.0.1:port with filesystem storage, killed on drop.
+struct Registry {
+    child: Child,
+}
+
+impl Registry {
+    fn start(dir: &Path, port: u16) -> Registry {
+        let root = dir.join("registry-data");
+        std::fs::create_dir_all(&root).unwrap();
+        let cfg = dir.join("registry.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { child }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private apt configuration in `dir` pointing at `repo` with `signed-by=keyring`.
+struct AptClient {
+    dir: PathBuf,
+}
+
+impl AptClient {
+    fn new(dir: &Path, repo: &Path, keyring: &Path) -> AptClient {
+        for d in ["state/lists/partial", "cache/archives/partial", "download"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("state/status"), b"").unwrap();
+        std::fs::write(
+            dir.join("sources.list"),
+            format!(
+                "deb [signed-by={}] file:{} internal main\n",
+                keyring.display(),
+                repo.display()
+            ),
+        )
+        .unwrap();
+        AptClient {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn apt(&self, args: &[&str]) -> Output {
+        let d = &self.dir;
+        run(Command::new("apt-get")
+            .current_dir(d.join("download"))
+            .args(["-q", "-o"])
+            .arg(format!(
+                "Dir::Etc::SourceList={}",
+                d.join("sources.list").display()
+            ))
+            .args(["-o", "Dir::Etc::SourceParts=/dev/null", "-o"])
+            .arg(format!("Dir::State={}", d.join("state").display()))
+            .arg("-o")
+            .arg(format!(
+                "Dir::State::status={}",
+                d.join("state/status").display()
+            ))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", d.join("cache").display()))
+            .args([
+                "-o",
+                "Debug::NoLocking=1",
+                "-o",
+                "APT::Sandbox::User=root",
+                "-o",
+                "APT::Architecture=amd64",
+                "-o",
+                "APT::Update::Error-Mode=any",
+            ])
+            .args(args))
+    }
+}
+
+#[test]
+fn promote_full_flow_two_of_three_apt_oci_dir() {
+    if !tools_or_skip("promote_full_flow_two_of_three_apt_oci_dir") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let _reg = site.registry();
+    let id = site.deliver(1, &[]);
+
+    // Pass 1: scanned clean, then waits for approvals.
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "approve", "{st}");
+    assert!(
+        st["waiting_for"].as_str().unwrap().contains("0 of 2"),
+        "{st}"
+    );
+    site.assert_nothing_published(&id);
+
+    // Two of three reviewers (one with an OpenSSH key) approve; the next pass publishes.
+    site.review("alice", &id, None);
+    site.review("carol", &id, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "published", "{st}");
+    assert_eq!(st["published"].as_array().unwrap().len(), 3, "{st}");
+
+    // apt: stock apt-get with signed-by fetches both packages byte-identical.
+    let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring);
+    let o = apt.apt(&["update"]);
+    assert!(o.status.success(), "apt-get update: {}", out_text(&o));
+    let o = apt.apt(&["download", "sluice-test-app", "sluice-test-lib"]);
+    assert!(o.status.success(), "apt-get download: {}", out_text(&o));
+    for deb in &site.debs {
+        let got = std::fs::read(apt.dir.join("download").join(deb.file_name().unwrap())).unwrap();
+        assert_eq!(
+            got,
+            std::fs::read(deb).unwrap(),
+            "{} differs",
+            deb.display()
+        );
+    }
+    // The dependency is in the index as built.
+    let packages =
+        std::fs::read_to_string(site.repo.join("dists/internal/main/binary-amd64/Packages"))
+            .unwrap();
+    assert!(
+        packages.contains("Depends: sluice-test-lib (>= 1.0)"),
+        "{packages}"
+    );
+
+    // A tampered Packages file is refused by apt (its hash is in the signed Release).
+    let evil = site.ts.path().join("evil-repo");
+    run_ok(Command::new("cp").arg("-a").arg(&site.repo).arg(&evil));
+    let pk = evil.join("dists/internal/main/binary-amd64/Packages");
+    let t = std::fs::read_to_string(&pk)
+        .unwrap()
+        .replace("Version: 1.0-1", "Version: 9.9-1");
+    std::fs::write(&pk, t).unwrap();
+    let evil_apt = AptClient::new(&site.ts.subdir("apt-evil"), &evil, &site.keyring);
+    let o = evil_apt.apt(&["update"]);
+    assert!(
+        !o.status.success(),
+        "apt-get update accepted a tampered Packages: {}",
+        out_text(&o)
+    );
+    let o = evil_apt.apt(&["download", "sluice-test-app"]);
+    assert!(
+        !o.status.success(),
+        "apt-get download after a tampered Packages: {}",
+        out_text(&o)
+    );
+
+    // oci: the registry serves the image under the layout's digest.
+    let o = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!(
+                "docker://127.0.0.1:{}/mirror/hello:1.0",
+                site.registry_port
+            )),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Digest"].as_str().unwrap(), site.image_digest, "{v}");
+
+    // dir: the tree, byte-identical.
+    let published = site.share.join(&id).join("payload");
+    assert_eq!(
+        blake3_tree(&published).unwrap(),
+        blake3_tree(&site.payload).unwrap()
+    );
+
+    // The audit chain holds every transition and still verifies.
+    site.audit_verify();
+    let recs = site.promote_records(&id);
+    let kinds: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|(d, r, _)| (d.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("promote_scan", "passed"),
+            ("promote_review", "approve"),
+            ("promote_review", "approve"),
+            ("promote_approve", "passed"),
+            ("promote_publish", "target_done"),
+            ("promote_publish", "target_done"),
+            ("promote_publish", "target_done"),
+            ("promote_publish", "published"),
+        ],
+        "{recs:?}"
+    );
+    let promotion: Value = serde_json::from_slice(
+        &std::fs::read(site.store.join("promote").join(&id).join("promotion.json")).unwrap(),
+    )
+    .unwrap();
+    let approve = &promotion["stages"][1];
+    assert_eq!(approve["stage"], "approve");
+    assert_eq!(approve["reviewers"], serde_json::json!(["alice", "carol"]));
+
+    // Another pass changes nothing: never published twice.
+    let before = std::fs::read(site.store.join("audit.jsonl")).unwrap();
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(
+        std::fs::read(site.store.join("audit.jsonl")).unwrap(),
+        before
+    );
+    println!(
+        "promote_full_flow: bundle {id} published to apt, oci ({}), dir; {} promotion audit records",
+        site.image_digest,
+        recs.len()
+    );
+}
+
+#[test]
+fn promote_infected_file_stops_at_scan() {
+    if !tools_or_skip("promote_infected_file_stops_at_scan") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let id = site.deliver(1, &[("tool.bin", &infected_bytes())]);
+    site.review("alice", &id, None);
+    site.review("bob", &id, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(6), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "stopped", "{st}");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.starts_with("scan:"), "{reason}");
+    assert!(reason.contains("Sluice.Test.Infected"), "{reason}");
+    site.assert_nothing_published(&id);
+    // Terminal: later passes leave it stopped.
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id)["stage"], "stopped");
+    site.audit_verify();
+    let recs = site.promote_records(&id);
+    assert!(
+        recs.iter()
+            .any(|(d, r, _)| d == "promote_scan" && r == "failed"),
+        "{recs:?}"
+    );
+}
+
+#[test]
+fn promote_untrusted_and_missing_approvals_wait_then_reject_stops() {
+    if !tools_or_skip("promote_untrusted_and_missing_approvals_wait_then_reject_stops") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let id = site.deliver(1, &[]);
+    // One approval of two.
+    site.review("alice", &id, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "approve", "{st}");
+    assert!(
+        st["waiting_for"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2 (alice)"),
+        "{st}"
+    );
+    // A second approval, by a key outside the reviewer trust directory, does not count.
+    site.review("mallory", &id, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "approve", "{st}");
+    let w = st["waiting_for"].as_str().unwrap();
+    assert!(
+        w.contains("1 of 2") && w.contains("not in the reviewer trust directory"),
+        "{w}"
+    );
+    site.assert_nothing_published(&id);
+    // A trusted reviewer rejects: stopped at approve, for good.
+    site.review("bob", &id, Some("not ordered by the site"));
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(6), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "stopped", "{st}");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rejected by reviewer bob: not ordered by the site"),
+        "{reason}"
+    );
+    site.assert_nothing_published(&id);
+    site.audit_verify();
+}
+
+#[test]
+fn promote_registry_down_retries_and_never_half_publishes() {
+    if !tools_or_skip("promote_registry_down_retries_and_never_half_publishes") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let id = site.deliver(1, &[]);
+    site.review("alice", &id, None);
+    site.review("bob", &id, None);
+    // No registry yet.
+    for _ in 0..2 {
+        let o = site.run_once(&config);
+        assert_eq!(o.status.code(), Some(7), "{}", out_text(&o));
+        let st = site.status(&id);
+        assert_eq!(st["stage"], "publish", "{st}");
+        let w = st["waiting_for"].as_str().unwrap();
+        assert!(w.contains("unreachable"), "{w}");
+        site.assert_nothing_published(&id);
+    }
+    let retries = site
+        .promote_records(&id)
+        .into_iter()
+        .filter(|(_, r, _)| r == "retry")
+        .count();
+    assert_eq!(
+        retries, 1,
+        "a retry reason is audited once, not once per pass"
+    );
+    // The registry comes back: the next pass publishes everything.
+    let _reg = site.registry();
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id)["stage"], "published");
+    let done = site
+        .promote_records(&id)
+        .into_iter()
+        .filter(|(_, r, _)| r == "target_done")
+        .count();
+    assert_eq!(done, 3);
+    site.audit_verify();
+}
+
+#[test]
+fn promote_sigkill_between_targets_completes_exactly_once() {
+    if !tools_or_skip("promote_sigkill_between_targets_completes_exactly_once") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let _reg = site.registry();
+    let id = site.deliver(1, &[]);
+    site.review("alice", &id, None);
+    site.review("carol", &id, None);
+    let mut child = site
+        .promote()
+        .env("SLUICE_PROMOTE_TEST_HOOK", "pause-after-target:1")
+        .arg("run")
+        .arg("--store")
+        .arg(&site.store)
+        .arg("--config")
+        .arg(&config)
+        .arg("--once")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let l = lines
+            .next()
+            .expect("sluice-promote ended before the test hook")
+            .unwrap();
+        if l.contains("test hook: after target 1") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "publish", "{st}");
+    assert_eq!(st["published"].as_array().unwrap().len(), 1, "{st}");
+    assert!(
+        !site.share.join(&id).exists(),
+        "dir target published before the restart"
+    );
+    // Restart: completes the remaining targets, the first one is not published again.
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "published", "{st}");
+    let recs = site.promote_records(&id);
+    let done: Vec<&str> = recs
+        .iter()
+        .filter(|(_, r, _)| r == "target_done")
+        .map(|(_, _, d)| d.split(':').next().unwrap())
+        .collect();
+    assert_eq!(done, vec!["apt", "oci", "dir"], "{recs:?}");
+    assert_eq!(
+        recs.iter().filter(|(_, r, _)| r == "published").count(),
+        1,
+        "{recs:?}"
+    );
+    let pool_files = blake3_tree(&site.repo.join("pool")).unwrap();
+    assert_eq!(pool_files.len(), 2, "{pool_files:?}");
+    site.audit_verify();
+}
+
+/// The receiver keeps running (holding `DIR/.lock`) while sluice-promote scans, publishes and
+/// appends to the same audit log; bundles arriving over loopback UDP before and after continue
+/// one chain, which `sluice-recv audit verify` accepts.
+#[test]
+fn promote_alongside_a_running_listener_keeps_one_chain() {
+    if !tools_or_skip("promote_alongside_a_running_listener_keeps_one_chain") {
+        return;
+    }
+    let site = Site::new();
+    let config = site.config();
+    let _reg = site.registry();
+    let addr = free_udp_addr();
+    let mut l = Listener::start(
+        Command::new(&site.bins.recv),
+        &ListenOptions {
+            bind: addr,
+            store: site.store.clone(),
+            trust: site.trust.clone(),
+            extra: Vec::new(),
+        },
+    );
+    let send = |path: &Path| {
+        let args: Vec<String> = vec![
+            "--to".into(),
+            addr.to_string(),
+            "--trust".into(),
+            site.trust.display().to_string(),
+            "--rate".into(),
+            "200M".into(),
+        ];
+        sluice_tests::e2e::send_udp(Command::new(&site.bins.send), &args, &[path]);
+    };
+    let (id1, b1) = site.make_bundle(1, &[]);
+    send(&b1);
+    let outcomes = l.wait_outcomes(1, Duration::from_secs(300)).to_vec();
+    assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
+    site.review("alice", &id1, None);
+    site.review("bob", &id1, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id1)["stage"], "published");
+    // The listener appends after promote did: its chain continues from promote's records.
+    let (id2, b2) = site.make_bundle(2, &[("extra.txt", b"second")]);
+    send(&b2);
+    let outcomes = l.wait_outcomes(2, Duration::from_secs(300)).to_vec();
+    assert_eq!(outcomes[1]["outcome"], "accepted", "{outcomes:?}");
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id2)["stage"], "approve");
+    let (code, _) = l.stop();
+    assert_eq!(code, 0);
+    site.audit_verify();
+    let text = std::fs::read_to_string(site.store.join("audit.jsonl")).unwrap();
+    let decisions: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let first_promote = decisions
+        .iter()
+        .position(|d| d.starts_with("promote_"))
+        .unwrap();
+    let last_accept = decisions.iter().rposition(|d| d == "accepted").unwrap();
+    assert!(
+        first_promote < last_accept,
+        "records did not interleave: {decisions:?}"
+    );
+}
+
+/// `keep_versions = 1`: a newer version of a package replaces the older one in the index and
+/// the pool (after the signed index no longer lists it); apt-get then downloads the newer one.
+#[test]
+fn promote_apt_keeps_the_configured_number_of_versions() {
+    if !tools_or_skip("promote_apt_keeps_the_configured_number_of_versions") {
+        return;
+    }
+    let site = Site::new();
+    let text = std::fs::read_to_string(site.config()).unwrap();
+    let oci_start = text.find("[[pipeline.publish]]\nkind = \"oci\"").unwrap();
+    let dir_start = text.find("[[pipeline.publish]]\nkind = \"dir\"").unwrap();
+    let text = format!("{}{}", &text[..oci_start], &text[dir_start..]).replace(
+        "component = \"main\"\n",
+        "component = \"main\"\nkeep_versions = 1\n",
+    );
+    let config = site.ts.write("promote-keep1.toml", text.as_bytes());
+    let id1 = site.deliver(1, &[]);
+    site.review("alice", &id1, None);
+    site.review("bob", &id1, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let newer = build_deb_version(
+        &site.ts.subdir("build2"),
+        "sluice-test-lib",
+        "2.0-1",
+        None,
+        &site.ts.subdir("debs2"),
+    );
+    let newer_bytes = std::fs::read(&newer).unwrap();
+    let id2 = site.deliver(2, &[("debs/sluice-test-lib_2.0-1_all.deb", &newer_bytes)]);
+    site.review("alice", &id2, None);
+    site.review("carol", &id2, None);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(site.status(&id2)["stage"], "published");
+    let packages =
+        std::fs::read_to_string(site.repo.join("dists/internal/main/binary-amd64/Packages"))
+            .unwrap();
+    assert!(packages.contains("Version: 2.0-1"), "{packages}");
+    assert!(
+        !packages.contains("sluice-test-lib_1.0-1_all.deb"),
+        "old version still indexed: {packages}"
+    );
+    let pool: Vec<String> = blake3_tree(&site.repo.join("pool"))
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(
+        pool,
+        vec![
+            "internal/main/sluice-test-app/sluice-test-app_1.0-1_all.deb".to_string(),
+            "internal/main/sluice-test-lib/sluice-test-lib_2.0-1_all.deb".to_string(),
+        ]
+    );
+    let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring);
+    let o = apt.apt(&["update"]);
+    assert!(o.status.success(), "apt-get update: {}", out_text(&o));
+    let o = apt.apt(&["download", "sluice-test-lib"]);
+    assert!(o.status.success(), "apt-get download: {}", out_text(&o));
+    assert_eq!(
+        std::fs::read(apt.dir.join("download/sluice-test-lib_2.0-1_all.deb")).unwrap(),
+        newer_bytes
+    );
+    site.audit_verify();
+}
