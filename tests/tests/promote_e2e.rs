@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_tests::e2e::{ListenOptions, Listener};
+use sluice_tests::listener::{ListenOptions, Listener};
 use sluice_tests::{TempStore, blake3_tree, build_bin, free_udp_addr};
 
 const TOOLS: &[&str] = &[
@@ -1003,12 +1003,7 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
     let addr = free_udp_addr();
     let mut l = Listener::start(
         Command::new(&site.bins.recv),
-        &ListenOptions {
-            bind: addr,
-            store: site.store.clone(),
-            trust: site.trust.clone(),
-            extra: Vec::new(),
-        },
+        &ListenOptions::new(addr, &site.store, &site.trust),
     );
     let send = |path: &Path| {
         let args: Vec<String> = vec![

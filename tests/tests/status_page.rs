@@ -25,8 +25,9 @@ use sluice_common::bundle::EntryKind;
 use sluice_common::bundle::keys::SecretKey;
 use sluice_common::transport::params::recommended_block_size;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Listener, Signer, sender_frames, wait_until};
+use sluice_tests::attack::{Blaster, Signer, sender_frames};
 use sluice_tests::e2e::bins;
+use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::workspace_root;
 
 const FORGED_CHANNEL: &str = "<script>document.title='owned'</script><img src=x onerror=alert(1)>";
@@ -101,9 +102,9 @@ fn send_forged(listener: &Listener, dir: &Path) {
     );
     Blaster::new(listener.addr).send_all(&frames);
     let rejected = wait_until(Duration::from_secs(60), || {
-        sluice_tests::attack::decisions(&listener.store, "rejected")
+        sluice_tests::store::decisions(&listener.store, "rejected")
             .iter()
-            .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("<script>")))
+            .any(|r| r.detail.as_deref().is_some_and(|d| d.contains("<script>")))
     });
     assert!(
         rejected,
@@ -189,7 +190,7 @@ fn status_page_in_headless_chromium_shows_a_transfer_and_escapes_forged_text() {
     let mut view = Value::Null;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        view = status_json(listener.metrics);
+        view = status_json(listener.metrics.expect("metrics address"));
         let t = &view["transfers"][0];
         let have_map = t["block_map"].as_str().is_some_and(|m| m.contains('c'));
         if t["blocks_missing"].as_u64().is_some_and(|m| m > 0)
@@ -212,7 +213,7 @@ fn status_page_in_headless_chromium_shows_a_transfer_and_escapes_forged_text() {
         .as_str()
         .is_some_and(|m| m.contains('c'));
 
-    let url = format!("http://{}/", listener.metrics);
+    let url = format!("http://{}/", listener.metrics.expect("metrics address"));
     let dom = chromium(&chromium_bin, &["--dump-dom".into()], &url);
     let shot = workspace_root().join("target").join("status-page.png");
     let _ = std::fs::remove_file(&shot);
@@ -339,7 +340,7 @@ fn promtool_accepts_the_alert_rules_and_a_live_scrape() {
     send_forged(&listener, dir.path());
     let mut scrape = String::new();
     let ready = wait_until(Duration::from_secs(30), || {
-        scrape = http_get(listener.metrics, "/metrics")
+        scrape = http_get(listener.metrics.expect("metrics address"), "/metrics")
             .map(|(_, b)| b)
             .unwrap_or_default();
         scrape.contains("sluice_bundles_rejected_total{reason=")

@@ -3,14 +3,12 @@
 //! `lost_frames` in receipts, so it must be exact on a clean link, count each missing frame of
 //! a block once, and not count a reordered straggler as lost.
 
-mod sim;
-
 use std::time::Instant;
 
-use sim::{content, key, oid};
 use sluice_common::transport::recv::{Effect, Handled, Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, Frame};
+use sluice_testkit::sim::{content, key, oid};
 
 const T: u16 = 256;
 const BLOCK: u32 = 256 * 16;
