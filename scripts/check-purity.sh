@@ -82,5 +82,18 @@ if [ -d promote/src ]; then
     fi
   done
 fi
-[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code; promote has no UDP/diode code; commands are leaves; no #[path], no module-wide dead_code allowance)"
+# No import circles among any crate's modules (scripts/module-cycles.py says how they are read).
+if ! python3 scripts/module-cycles.py common/src host/src receiver/src sender/src promote/src testkit/src; then
+  echo "modules: import circle above; move what both sides need into a module both may import" >&2
+  fail=1
+fi
+# Files a reader can hold in their head: none over MAX_SRC_LINES under any crate's src/.
+MAX_SRC_LINES=700
+long=$(find ./*/src -name '*.rs' -exec wc -l {} + | awk -v max="$MAX_SRC_LINES" '$2 != "total" && $1 > max')
+if [ -n "$long" ]; then
+  echo "$long" >&2
+  echo "size: files over $MAX_SRC_LINES lines above; split them by concern (tests into a tests.rs beside)" >&2
+  fail=1
+fi
+[ $fail -eq 0 ] && echo "purity: ok (common is sans-IO; receiver has no sending code; promote has no UDP/diode code; commands are leaves; no #[path], no module-wide dead_code allowance, no import circles, no file over 700 lines)"
 exit $fail

@@ -204,7 +204,7 @@ impl Config {
                                 p.channel
                             );
                         }
-                        if !prefix.is_empty() && !crate::publish::oci::repo_name_ok(prefix) {
+                        if !prefix.is_empty() && !repo_name_ok(prefix) {
                             anyhow::bail!(
                                 "pipeline {:?}: oci prefix {prefix:?} is not a valid repository path",
                                 p.channel
@@ -221,6 +221,28 @@ impl Config {
     pub fn pipeline(&self, channel: &str) -> Option<&Pipeline> {
         self.pipeline.iter().find(|p| p.channel == channel)
     }
+}
+
+/// A repository path: lowercase components `[a-z0-9]+([._-][a-z0-9]+)*` joined by `/`.
+pub fn repo_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+                && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+        })
+}
+
+/// An image tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn tag_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && (s.as_bytes()[0].is_ascii_alphanumeric() || s.as_bytes()[0] == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

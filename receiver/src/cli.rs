@@ -3,6 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+use std::path::Path;
+
+use sluice_common::exit::{CommandError, Exit};
+
 use crate::commands;
 use sluice_host::logging::LogFormat;
 
@@ -50,6 +54,24 @@ pub enum Command {
     Status(commands::status::Args),
     Audit(commands::audit::Args),
     Doctor(commands::doctor::Args),
+}
+
+/// Runs one subcommand with the --config file (if any) applied. It lives beside the flags it
+/// matches on, so `commands/` never imports `cli`: the two form no import circle.
+pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
+    use crate::commands::{audit, doctor, import, listen, status, verify};
+    let config = config
+        .map(crate::config::load)
+        .transpose()?
+        .unwrap_or_default();
+    match command {
+        Command::Verify(args) => verify::run(args),
+        Command::Listen(args) => listen::run(listen::settle(*args, &config.listen)?),
+        Command::Import(args) => import::run(args),
+        Command::Status(args) => status::run(status::settle(args, &config)?),
+        Command::Audit(args) => audit::run(args),
+        Command::Doctor(args) => doctor::run(args),
+    }
 }
 
 #[cfg(test)]

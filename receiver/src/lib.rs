@@ -20,4 +20,5 @@ pub mod net;
 pub mod progress;
 pub mod report;
 pub mod setup;
+pub mod status_view;
 pub mod store;

@@ -7,14 +7,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice_recv::{cli, commands};
+use sluice_recv::cli;
 
 fn main() -> ExitCode {
     sluice_host::sigpipe::quiet_on_closed_stdout();
     sluice_host::heap::keep_block_buffers();
     let cli = cli::Cli::parse();
     sluice_host::logging::init(cli.log_format, cli.verbose);
-    match commands::dispatch(cli.command, cli.config.as_deref()) {
+    match cli::dispatch(cli.command, cli.config.as_deref()) {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("{e}");

@@ -6,12 +6,10 @@
 //! connection cap) lives in [`crate::http`]; this module keeps the listener's side of it: the
 //! page the listener loop refreshes and the exposition builder.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::http::view::TransferView;
+use crate::status_view::TransferView;
 
 /// The latest rendered exposition text, replaced by the listener loop as counters move, and
 /// the store the status page reports on.
@@ -24,7 +22,7 @@ pub struct MetricsPage {
 
 impl MetricsPage {
     /// A page that also serves `/` and `/status.json` from what the listener persists in
-    /// `store` (see [`crate::http::view`]).
+    /// `store` (see [`crate::status_view`]).
     pub fn for_store(store: &Path) -> Self {
         MetricsPage {
             store: Some(Arc::new(store.to_path_buf())),
@@ -40,7 +38,7 @@ impl MetricsPage {
 
     /// Transfers in flight as the listener loop sees them (live block states, loss, repair
     /// margin), replacing the page's own view from the checkpoints in staging. Not called yet:
-    /// the pipeline does not expose per-block state (see `crate::http::view`).
+    /// the pipeline does not expose per-block state (see `crate::status_view`).
     pub fn set_transfers(&self, transfers: Vec<TransferView>) {
         if let Ok(mut t) = self.transfers.lock() {
             *t = Some(transfers);
@@ -106,16 +104,12 @@ impl Exposition {
     }
 }
 
-/// Serves `page` on `addr` from a background thread until the process exits; returns the
-/// bound address.
-pub fn serve(addr: SocketAddr, page: MetricsPage) -> io::Result<SocketAddr> {
-    crate::http::serve(addr, page)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::serve;
     use std::io::{Read, Write};
+    use std::net::SocketAddr;
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
@@ -202,7 +196,7 @@ mod tests {
 
     #[test]
     fn live_transfers_from_the_listener_replace_the_checkpoint_view() {
-        use crate::http::view::BlockState;
+        use crate::status_view::BlockState;
         let dir = tempfile::tempdir().unwrap();
         let page = MetricsPage::for_store(dir.path());
         page.set_transfers(vec![TransferView {

@@ -3,6 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+use std::path::Path;
+
+use sluice_common::exit::{CommandError, Exit};
+
 use crate::commands;
 use sluice_host::logging::LogFormat;
 
@@ -58,6 +62,27 @@ pub enum Command {
     Watch(commands::watch::Args),
     Doctor(commands::doctor::Args),
     Media(commands::media::Args),
+}
+
+/// Runs one subcommand with the --config file (if any) applied. It lives beside the flags it
+/// matches on, so `commands/` never imports `cli`: the two form no import circle.
+pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
+    use crate::commands::{bundle, doctor, keygen, media, udp, watch};
+    let config = config
+        .map(crate::config::load)
+        .transpose()?
+        .unwrap_or_default();
+    match command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Udp(mut args) => {
+            crate::config::merge_send(&mut args.link, &mut args.json, &config.send);
+            udp::run(args)
+        }
+        Command::Watch(args) => watch::run(args, &config),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Media(args) => media::run(args),
+    }
 }
 
 #[cfg(test)]

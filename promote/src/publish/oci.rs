@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Entry, PubError, have_tool, tool};
-use crate::config::Target;
+use crate::config::{Target, repo_name_ok, tag_ok};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -24,27 +24,6 @@ pub const POLICY_JSON: &str = r#"{
   "transports": { "oci": { "": [{ "type": "insecureAcceptAnything" }] } }
 }
 "#;
-
-/// A repository path: lowercase components `[a-z0-9]+([._-][a-z0-9]+)*` joined by `/`.
-pub fn repo_name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 200
-        && s.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && c.as_bytes()[0].is_ascii_alphanumeric()
-                && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
-        })
-}
-
-pub fn tag_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && (s.as_bytes()[0].is_ascii_alphanumeric() || s.as_bytes()[0] == b'_')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
 
 #[derive(Deserialize)]
 struct Index {

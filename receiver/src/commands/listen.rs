@@ -212,7 +212,7 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
 
     let page = MetricsPage::for_store(&args.store);
     if let Some(addr) = args.metrics {
-        let bound = crate::metrics::serve(addr, page.clone())
+        let bound = crate::http::serve(addr, page.clone())
             .map_err(|e| CommandError::network(format!("cannot serve metrics on {addr}: {e}")))?;
         tracing::info!(%bound, "serving metrics");
     }

@@ -9,27 +9,7 @@ pub mod listen;
 pub mod status;
 pub mod verify;
 
-use std::path::Path;
-
-use sluice_common::exit::{CommandError, Exit};
-
-use crate::cli::Command;
-
-/// Runs one subcommand with the --config file (if any) applied.
-pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
-    let config = config
-        .map(crate::config::load)
-        .transpose()?
-        .unwrap_or_default();
-    match command {
-        Command::Verify(args) => verify::run(args),
-        Command::Listen(args) => listen::run(listen::settle(*args, &config.listen)?),
-        Command::Import(args) => import::run(args),
-        Command::Status(args) => status::run(status::settle(args, &config)?),
-        Command::Audit(args) => audit::run(args),
-        Command::Doctor(args) => doctor::run(args),
-    }
-}
+use sluice_common::exit::Exit;
 
 /// Every subcommand's exit codes with what they mean there, for `--help` and its tests.
 pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {

@@ -15,7 +15,6 @@
 //! answered. Nothing changes state.
 
 pub mod page;
-pub mod view;
 
 use std::convert::Infallible;
 use std::io;
@@ -35,7 +34,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::metrics::{Exposition, MetricsPage};
-use view::StatusView;
+use crate::status_view::{self as view, StatusView};
 
 /// Longest a connection may live, from accept to the last byte written.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);

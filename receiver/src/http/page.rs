@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::view::{BlockState, StatusView, TransferView};
+use crate::status_view::{BlockState, StatusView, TransferView};
 
 /// Seconds between page refreshes.
 pub const REFRESH_SECS: u32 = 2;
@@ -315,8 +315,8 @@ fn counters(h: &mut String, v: &StatusView) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::view::RecentOutcome;
     use super::*;
+    use crate::status_view::RecentOutcome;
 
     const EVIL: &str = "<script>alert('x')</script>\"><img src=x onerror=alert(1)>&amp;";
 

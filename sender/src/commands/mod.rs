@@ -9,30 +9,7 @@ pub mod media;
 pub mod udp;
 pub mod watch;
 
-use std::path::Path;
-
-use sluice_common::exit::{CommandError, Exit};
-
-use crate::cli::Command;
-
-/// Runs one subcommand with the --config file (if any) applied.
-pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
-    let config = config
-        .map(crate::config::load)
-        .transpose()?
-        .unwrap_or_default();
-    match command {
-        Command::Keygen(args) => keygen::run(args),
-        Command::Bundle(cmd) => bundle::run(cmd),
-        Command::Udp(mut args) => {
-            crate::config::merge_send(&mut args.link, &mut args.json, &config.send);
-            udp::run(args)
-        }
-        Command::Watch(args) => watch::run(args, &config),
-        Command::Doctor(args) => doctor::run(args),
-        Command::Media(args) => media::run(args),
-    }
-}
+use sluice_common::exit::Exit;
 
 /// Every subcommand's exit codes with what they mean there, for `--help` and its tests.
 pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {
