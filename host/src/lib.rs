@@ -13,3 +13,31 @@ pub mod logging;
 pub mod sigpipe;
 pub mod time;
 pub mod trust_dir;
+
+/// `0.1.0 (commit 1234567890ab)`: the workspace version and the build's git commit (host/build.rs),
+/// shown by both binaries' `--version` and the status page.
+pub const VERSION: &str = env!("SLUICE_VERSION");
+
+/// The full git commit this build came from, or `unknown` (host/build.rs).
+pub const GIT_COMMIT: &str = env!("SLUICE_GIT_COMMIT");
+
+/// What every Sluice binary does first, before parsing flags: a closed stdout ends the process
+/// quietly (`sigpipe`), and block-sized buffers stay in the heap between blocks (`heap`).
+pub fn process_start() {
+    sigpipe::quiet_on_closed_stdout();
+    heap::keep_block_buffers();
+}
+
+/// A command's result as the process exit: the error, if any, printed once on stderr (message
+/// and remediation), and its code from the contract in `sluice_common::exit`.
+pub fn exit_with(
+    result: Result<sluice_common::exit::Exit, sluice_common::exit::CommandError>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("{e}");
+            e.code.into()
+        }
+    }
+}

@@ -22,7 +22,7 @@ use sluice_host::logging::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-recv",
-    version = env!("SLUICE_VERSION"),
+    version = sluice_host::VERSION,
     about,
     long_about,
     verbatim_doc_comment,

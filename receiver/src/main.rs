@@ -10,15 +10,8 @@ use clap::Parser;
 use sluice_recv::cli;
 
 fn main() -> ExitCode {
-    sluice_host::sigpipe::quiet_on_closed_stdout();
-    sluice_host::heap::keep_block_buffers();
+    sluice_host::process_start();
     let cli = cli::Cli::parse();
     sluice_host::logging::init(cli.log_format, cli.verbose);
-    match cli::dispatch(cli.command, cli.config.as_deref()) {
-        Ok(code) => code.into(),
-        Err(e) => {
-            eprintln!("{e}");
-            e.code.into()
-        }
-    }
+    sluice_host::exit_with(cli::dispatch(cli.command, cli.config.as_deref()))
 }

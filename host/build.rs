@@ -4,7 +4,7 @@
 //! `.git`: `scripts/repro-build.sh` sets it to the commit it archived, so both of its builds
 //! embed the same string), else `git rev-parse HEAD` of this very checkout, else `unknown`.
 //! Nothing else varies, so two builds of one commit stay bit-identical.
-//! (receiver/build.rs and sender/build.rs are the same file; keep them so.)
+//! Both binaries show it through `sluice_host::VERSION`, so this is the one build script.
 
 use std::path::Path;
 use std::process::Command;
