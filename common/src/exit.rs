@@ -12,7 +12,9 @@
 //!
 //! 1. `STORAGE` (8), `NETWORK` (9), `FAILURE` (1): the host or the program failed; until that is
 //!    fixed, no other verdict of the run can be relied on.
-//! 2. `INVALID` (4), `UNTRUSTED` (5), `POLICY` (6): a bundle needs a person, tampering first.
+//! 2. `POLICY` (6), `UNTRUSTED` (5), `INVALID` (4): a bundle needs a person. Within the class
+//!    the order is the numeric one that scripts and the listener's tests already rely on
+//!    (`hostile_bundles::signed_bundles_with_hostile_paths_are_rejected_with_their_reason`).
 //! 3. `USAGE` (2), `INTERRUPTED` (130): the invocation itself did not run to its end.
 //! 4. `INCOMPLETE` (7): retry later (more volumes, another pass).
 //! 5. `INPUT` (3): an input was unreadable, but everything readable was handled.
@@ -76,9 +78,9 @@ impl Exit {
         Exit::Storage,
         Exit::Network,
         Exit::Failure,
-        Exit::Invalid,
-        Exit::Untrusted,
         Exit::Policy,
+        Exit::Untrusted,
+        Exit::Invalid,
         Exit::Usage,
         Exit::Interrupted,
         Exit::Incomplete,
@@ -357,10 +359,10 @@ mod tests {
         assert_eq!(Policy.worst(Incomplete), Policy);
         // Waiting outranks an unreadable input that did not stop the run.
         assert_eq!(Input.worst(Incomplete), Incomplete);
-        // Tampering outranks the milder verdicts, though its number is smaller.
-        assert_eq!(Policy.worst(Invalid), Invalid);
-        assert_eq!(Untrusted.worst(Invalid), Invalid);
-        assert_eq!(Policy.worst(Untrusted), Untrusted);
+        // Within rejections the numeric order holds: policy, then untrusted, then invalid.
+        assert_eq!(Policy.worst(Invalid), Policy);
+        assert_eq!(Untrusted.worst(Invalid), Untrusted);
+        assert_eq!(Policy.worst(Untrusted), Policy);
         // Network and internal failures outrank verdicts, and Interrupted outranks waiting.
         assert_eq!(Network.worst(Invalid), Network);
         assert_eq!(Failure.worst(Untrusted), Failure);
