@@ -230,6 +230,16 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 /// `Exit codes: 0 ok, 2 usage/config, …` for `--help`: the given codes in numeric order, each
+/// The top-level `--help` line of a binary: every code any of its subcommands returns (`table`
+/// lists each subcommand's codes with what they mean there).
+pub fn commands_summary(table: &[(&str, &[(Exit, &str)])], width: usize) -> String {
+    let all: Vec<Exit> = table
+        .iter()
+        .flat_map(|(_, codes)| codes.iter().map(|(e, _)| *e))
+        .collect();
+    help_summary(&all, width)
+}
+
 /// once, with its [`Exit::summary`], wrapped at `width` columns.
 pub fn help_summary(codes: &[Exit], width: usize) -> String {
     let listed: Vec<Exit> = Exit::ALL

@@ -7,6 +7,7 @@
 //! (`trust_dir`) and a link-key file (`linkkey`), and wall-clock time (`time`).
 
 pub mod heap;
+pub mod helpcheck;
 pub mod hostcheck;
 pub mod linkkey;
 pub mod logging;

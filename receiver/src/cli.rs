@@ -77,53 +77,31 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, Command
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use sluice_host::helpcheck::{missing_from_subcommands, missing_from_top_level, render_help};
 
     use super::*;
 
     fn help(path: &[&str]) -> String {
-        let mut cmd = Cli::command();
-        cmd.build();
-        let mut sub = &mut cmd;
-        for name in path {
-            sub = sub.find_subcommand_mut(name).expect(name);
-        }
-        sub.render_long_help().to_string()
+        render_help(Cli::command(), path)
     }
 
     #[test]
     fn top_level_help_names_every_code_a_command_returns() {
-        let top = help(&[]).replace('\n', " ");
-        for (command, codes) in commands::exit_codes() {
-            for (code, _) in codes {
-                let item = format!("{} {}", code.code(), code.summary());
-                assert!(
-                    top.contains(&item),
-                    "{command} returns {code} but --help lacks {item:?}:\n{top}"
-                );
-            }
-        }
+        let top = help(&[]);
+        let missing = missing_from_top_level(&top, &commands::exit_codes());
+        assert!(missing.is_empty(), "{missing:#?}\n{top}");
         assert!(top.contains("9 network"), "{top}");
     }
 
     #[test]
     fn every_subcommand_help_has_its_codes_and_an_example() {
-        for (command, codes) in commands::exit_codes() {
-            let path: Vec<&str> = command.split(' ').collect();
-            let text = help(&path);
-            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            for (code, when) in codes {
-                assert!(
-                    text.contains(&format!("{:>3}  {}", code.code(), code.summary()))
-                        && flat.contains(when),
-                    "{command} --help lacks {code}:\n{text}"
-                );
-            }
-            assert!(
-                text.contains(&format!("  sluice-recv {command} "))
-                    || text.contains("  sluice-recv --config "),
-                "{command} --help has no example:\n{text}"
-            );
-        }
+        let missing = missing_from_subcommands(
+            &Cli::command(),
+            "sluice-recv",
+            &commands::exit_codes(),
+            &["  sluice-recv --config "],
+        );
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
         assert!(help(&["audit"]).contains("  sluice-recv audit verify "));
     }
 

@@ -25,9 +25,5 @@ pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {
 
 /// The top-level `--help` line: every code any subcommand returns.
 pub fn exit_summary() -> String {
-    let all: Vec<Exit> = exit_codes()
-        .into_iter()
-        .flat_map(|(_, codes)| codes.iter().map(|(e, _)| *e))
-        .collect();
-    sluice_common::exit::help_summary(&all, 96)
+    sluice_common::exit::commands_summary(&exit_codes(), 96)
 }
