@@ -437,14 +437,7 @@ impl Pipeline {
                     self.storage_errors += 1;
                     tracing::error!(error = %e, "recording an incomplete transfer failed");
                 }
-                self.report(Outcome {
-                    object_id,
-                    bundle_id: None,
-                    channel: None,
-                    sequence: None,
-                    kind: OutcomeKind::Incomplete { missing_blocks },
-                    figures,
-                });
+                self.report_incomplete(object_id, missing_blocks, figures);
             }
             Effect::Replayed { object_id } => {
                 let figures = self.figures(object_id);
@@ -479,16 +472,27 @@ impl Pipeline {
                 self.early.remove(&object_id);
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
-                self.report(Outcome {
-                    object_id,
-                    bundle_id: None,
-                    channel: None,
-                    sequence: None,
-                    kind: OutcomeKind::Incomplete { missing_blocks },
-                    figures,
-                });
+                self.report_incomplete(object_id, missing_blocks, figures);
             }
         }
+    }
+
+    /// A transfer that ended short of symbols: no bundle is known yet, so nothing but the
+    /// object, the blocks still missing and its transport figures.
+    fn report_incomplete(
+        &mut self,
+        object_id: [u8; 16],
+        missing_blocks: u64,
+        figures: TransportFigures,
+    ) {
+        self.report(Outcome {
+            object_id,
+            bundle_id: None,
+            channel: None,
+            sequence: None,
+            kind: OutcomeKind::Incomplete { missing_blocks },
+            figures,
+        });
     }
 
     fn note_event(&mut self, now: Instant, event: Event) {
