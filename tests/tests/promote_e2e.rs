@@ -1,7 +1,9 @@
 //! `sluice-promote` end to end with real components, all started by the tests themselves:
 //! `sluice-send` bundles two .deb files (one depending on the other, built with `dpkg-deb`) and an
-//! OCI image layout (written here, no network) onto media volumes; `sluice-recv import` commits
-//! it to quarantine; `sluice-promote` scans it with Debian's `clamscan` and a signature database
+//! OCI image layout (written here, no network); in the full flow it is built and sent by
+//! `sluice-send udp` from the low namespace of the emulated diode (`tests/src/netns.rs`) and
+//! committed by `sluice-recv listen` in the high namespace, where everything below runs too (the
+//! other tests deliver through media volumes and `sluice-recv import`). `sluice-promote` scans it with Debian's `clamscan` and a signature database
 //! written here, counts reviewer approvals (2 of 3, one an OpenSSH key) and publishes to an apt
 //! repository signed with a throw-away OpenPGP key (checked with stock `apt-get update` /
 //! `apt-get download` and `signed-by=`), to a `docker-registry` on a free loopback port (checked
@@ -13,7 +15,8 @@
 //! approval of two (approve), a rejection (approve), the registry down (publish, retried later,
 //! nothing half-published), SIGKILL between two targets (completed exactly once on restart).
 //!
-//! Missing tools skip a test with a printed reason, and fail it under `CI=true`.
+//! Missing tools (and, for the diode, not being root) skip a test with a printed reason, and
+//! fail it under `CI=true`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
