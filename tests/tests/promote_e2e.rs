@@ -1,7 +1,9 @@
 //! `sluice-promote` end to end with real components, all started by the tests themselves:
 //! `sluice-send` bundles two .deb files (one depending on the other, built with `dpkg-deb`) and an
-//! OCI image layout (written here, no network) onto media volumes; `sluice-recv import` commits
-//! it to quarantine; `sluice-promote` scans it with Debian's `clamscan` and a signature database
+//! OCI image layout (written here, no network); in the full flow it is built and sent by
+//! `sluice-send udp` from the low namespace of the emulated diode (`tests/src/netns.rs`) and
+//! committed by `sluice-recv listen` in the high namespace, where everything below runs too (the
+//! other tests deliver through media volumes and `sluice-recv import`). `sluice-promote` scans it with Debian's `clamscan` and a signature database
 //! written here, counts reviewer approvals (2 of 3, one an OpenSSH key) and publishes to an apt
 //! repository signed with a throw-away OpenPGP key (checked with stock `apt-get update` /
 //! `apt-get download` and `signed-by=`), to a `docker-registry` on a free loopback port (checked
@@ -13,18 +15,23 @@
 //! approval of two (approve), a rejection (approve), the registry down (publish, retried later,
 //! nothing half-published), SIGKILL between two targets (completed exactly once on restart).
 //!
-//! Missing tools skip a test with a printed reason, and fail it under `CI=true`.
+//! Missing tools (and, for the diode, not being root) skip a test with a printed reason, and
+//! fail it under `CI=true`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::listener::{ListenOptions, Listener};
-use sluice_tests::{TempStore, blake3_tree, build_bin, free_udp_addr};
+use sluice_tests::store::Source;
+use sluice_tests::{
+    DiodeOptions, Netns, Side, TempStore, blake3_tree, build_bin, free_udp_addr,
+    require_root_or_skip,
+};
 
 const TOOLS: &[&str] = &[
     "clamscan",
@@ -128,6 +135,10 @@ struct Site {
     share: PathBuf,
     hdb: PathBuf,
     registry_port: u16,
+    /// The namespace diode, when the test crosses it: the low side (bundle, `sluice-send`) runs
+    /// in its tx namespace; the whole high side (`sluice-recv`, `sluice-promote`, the registry,
+    /// `skopeo`) in its rx namespace, where the registry lives on the namespace's loopback.
+    diode: Option<Netns>,
 }
 
 fn free_tcp_port() -> u16 {
@@ -362,6 +373,36 @@ impl Site {
             image_digest,
             payload,
             hdb,
+            diode: None,
+        }
+    }
+
+    /// `program` on the low side (`ip netns exec <tx>` when crossing the diode).
+    fn low(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.diode {
+            Some(d) => d.command(Side::Tx, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// `program` on the high side (`ip netns exec <rx>` when crossing the diode).
+    fn high(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.diode {
+            Some(d) => d.command(Side::Rx, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// Does anything accept TCP on the high side's 127.0.0.1:`port`?
+    fn high_tcp_listening(&self, port: u16) -> bool {
+        let connect = move || TcpStream::connect(("127.0.0.1", port)).is_ok();
+        match &self.diode {
+            Some(d) => d
+                .run_in(Side::Rx, connect)
+                .expect("thread in the high namespace")
+                .join()
+                .unwrap_or(false),
+            None => connect(),
         }
     }
 
@@ -412,7 +453,7 @@ path = "{share}"
         }
         let bundle = self.ts.path().join(format!("u{seq}.sluice"));
         let o = run_ok(
-            Command::new(&self.bins.send)
+            self.low(&self.bins.send)
                 .args([
                     "bundle",
                     "create",
@@ -460,7 +501,7 @@ path = "{share}"
     }
 
     fn promote(&self) -> Command {
-        let mut c = Command::new(&self.bins.promote);
+        let mut c = self.high(&self.bins.promote);
         c.env_remove("SLUICE_PROMOTE_TEST_HOOK");
         c
     }
@@ -538,8 +579,14 @@ path = "{share}"
             .collect()
     }
 
+    /// A `docker-registry` on the high side's 127.0.0.1:`registry_port`.
     fn registry(&self) -> Registry {
-        Registry::start(self.ts.path(), self.registry_port)
+        Registry::start(
+            self.high("docker-registry"),
+            self.ts.path(),
+            self.registry_port,
+            || self.high_tcp_listening(self.registry_port),
+        )
     }
 
     /// Nothing of `id` reached any target.
@@ -566,7 +613,9 @@ struct Registry {
 }
 
 impl Registry {
-    fn start(dir: &Path, port: u16) -> Registry {
+    /// Runs `cmd` (`docker-registry`, possibly wrapped in `ip netns exec`) and waits until
+    /// `listening` says the port accepts connections.
+    fn start(mut cmd: Command, dir: &Path, port: u16, listening: impl Fn() -> bool) -> Registry {
         let root = dir.join("registry-data");
         std::fs::create_dir_all(&root).unwrap();
         let cfg = dir.join("registry.yml");
@@ -578,7 +627,7 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let child = cmd
             .arg("serve")
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -587,7 +636,7 @@ impl Registry {
             .spawn()
             .expect("start docker-registry");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening() {
             assert!(
                 Instant::now() < deadline,
                 "docker-registry did not listen on {port}"
@@ -605,9 +654,55 @@ impl Drop for Registry {
     }
 }
 
+/// A TCP server on 127.0.0.1:port answering every request with `503 Service Unavailable`, as a
+/// registry still starting or a proxy in front of a stopped one does.
+struct Impostor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Impostor {
+    fn start(port: u16) -> Impostor {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the impostor");
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            while !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut buf = [0u8; 2048];
+                        let _ = c.read(&mut buf);
+                        let _ = c.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        served += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            served
+        });
+        Impostor { stop, thread }
+    }
+
+    /// Stops serving and frees the port; how many connections it answered.
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// A private apt configuration in `dir` pointing at `repo` with `signed-by=keyring`.
 struct AptClient {
     dir: PathBuf,
+    /// Network namespace to run `apt-get` in (the high side's, when crossing the diode).
+    netns: Option<String>,
 }
 
 impl AptClient {
@@ -627,12 +722,27 @@ impl AptClient {
         .unwrap();
         AptClient {
             dir: dir.to_path_buf(),
+            netns: None,
         }
+    }
+
+    /// Runs `apt-get` inside network namespace `ns`.
+    fn in_netns(mut self, ns: &str) -> AptClient {
+        self.netns = Some(ns.to_string());
+        self
     }
 
     fn apt(&self, args: &[&str]) -> Output {
         let d = &self.dir;
-        run(Command::new("apt-get")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "apt-get"]);
+                c
+            }
+            None => Command::new("apt-get"),
+        };
+        run(cmd
             .current_dir(d.join("download"))
             .args(["-q", "-o"])
             .arg(format!(
@@ -662,15 +772,48 @@ impl AptClient {
     }
 }
 
+/// The whole flow across the namespace diode: the officer bundles two packages and an image on
+/// the low side, the real `sluice-send udp` sends it from the low namespace through the one-way
+/// veth (nft drops everything leaving the high side toward the low side), the real
+/// `sluice-recv listen` in the high namespace commits it, and `sluice-promote` (also in the high
+/// namespace, never touching the diode socket) scans, counts approvals and publishes to the
+/// registry on the high namespace's loopback, the apt repository and the share.
 #[test]
-fn promote_full_flow_two_of_three_apt_oci_dir() {
-    if !tools_or_skip("promote_full_flow_two_of_three_apt_oci_dir") {
+fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
+    const NAME: &str = "promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir";
+    if !tools_or_skip(NAME) || !require_root_or_skip(NAME) {
         return;
     }
-    let site = Site::new();
+    let t0 = Instant::now();
+    let mut site = Site::new();
+    site.diode = Some(Netns::up(&DiodeOptions::default()).expect("diode up"));
+    let diode = site.diode.as_ref().unwrap();
     let config = site.config();
-    let _reg = site.registry();
-    let id = site.deliver(1, &[]);
+    let reg = site.registry();
+
+    // High side: the receiver listens on the diode's far end, with the store promote reads.
+    let bind = SocketAddr::from((diode.rx_addr, 7000));
+    let mut listener = Listener::start(
+        site.high(&site.bins.recv),
+        &ListenOptions::new(bind, &site.store, &site.trust),
+    );
+    // Low side: bundle built and sent from the low namespace.
+    let (id, bundle) = site.make_bundle(1, &[]);
+    let args: Vec<String> = vec![
+        "--to".into(),
+        bind.to_string(),
+        "--trust".into(),
+        site.trust.display().to_string(),
+        "--rate".into(),
+        "100M".into(),
+    ];
+    let (report, _) = sluice_tests::e2e::send_udp(site.low(&site.bins.send), &args, &[&bundle]);
+    let outcomes = listener.wait_outcomes(1, Duration::from_secs(300)).to_vec();
+    assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
+    assert_eq!(outcomes[0]["bundle_id"], id.as_str(), "{outcomes:?}");
+    let receipt = sluice_tests::store::receipt(&site.store, &id).expect("receipt");
+    assert_eq!(receipt.transport.source, Source::Udp);
+    let t_crossed = t0.elapsed();
 
     // Pass 1: scanned clean, then waits for approvals.
     let o = site.run_once(&config);
@@ -692,8 +835,9 @@ fn promote_full_flow_two_of_three_apt_oci_dir() {
     assert_eq!(st["stage"], "published", "{st}");
     assert_eq!(st["published"].as_array().unwrap().len(), 3, "{st}");
 
-    // apt: stock apt-get with signed-by fetches both packages byte-identical.
-    let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring);
+    // apt: stock apt-get with signed-by, on the high side, fetches both packages byte-identical.
+    let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring)
+        .in_netns(&diode.rx_ns);
     let o = apt.apt(&["update"]);
     assert!(o.status.success(), "apt-get update: {}", out_text(&o));
     let o = apt.apt(&["download", "sluice-test-app", "sluice-test-lib"]);
@@ -740,7 +884,7 @@ fn promote_full_flow_two_of_three_apt_oci_dir() {
 
     // oci: the registry serves the image under the layout's digest.
     let o = run_ok(
-        Command::new("skopeo")
+        site.high("skopeo")
             .args(["inspect", "--tls-verify=false"])
             .arg(format!(
                 "docker://127.0.0.1:{}/mirror/hello:1.0",
@@ -757,8 +901,20 @@ fn promote_full_flow_two_of_three_apt_oci_dir() {
         blake3_tree(&site.payload).unwrap()
     );
 
-    // The audit chain holds every transition and still verifies.
+    // The audit chain holds every transition, from the listener's acceptance of what crossed
+    // the diode to the last target, and still verifies.
     site.audit_verify();
+    let chain: Vec<String> = sluice_tests::store::audit_records(&site.store)
+        .into_iter()
+        .filter(|r| r.bundle_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.decision)
+        .collect();
+    assert_eq!(
+        chain.first().map(String::as_str),
+        Some("accepted"),
+        "{chain:?}"
+    );
+    assert_eq!(chain.len(), 9, "accepted + 8 promotion records: {chain:?}");
     let recs = site.promote_records(&id);
     let kinds: Vec<(&str, &str)> = recs
         .iter()
@@ -794,10 +950,23 @@ fn promote_full_flow_two_of_three_apt_oci_dir() {
         std::fs::read(site.store.join("audit.jsonl")).unwrap(),
         before
     );
+
+    // The high side sent nothing toward the low side: not the receiver, not promote, not the
+    // registry traffic (all on the high namespace's loopback).
+    let (code, _) = listener.stop();
+    assert_eq!(code, 0);
+    drop(reg);
+    let ds = site.diode.as_ref().unwrap().status().expect("diode status");
+    assert_eq!(ds.egress_to_low_side_packets, 0, "{ds:?}");
+    assert_eq!(ds.egress_frames_dropped, 0, "{ds:?}");
     println!(
-        "promote_full_flow: bundle {id} published to apt, oci ({}), dir; {} promotion audit records",
+        "{NAME}: bundle {id} ({} frames) crossed the diode in {:.1}s and was published to apt, \
+         oci ({}), dir; {} promotion audit records; {:.1}s in all",
+        report["frames"],
+        t_crossed.as_secs_f64(),
         site.image_digest,
-        recs.len()
+        recs.len(),
+        t0.elapsed().as_secs_f64()
     );
 }
 
@@ -853,6 +1022,7 @@ fn promote_untrusted_and_missing_approvals_wait_then_reject_stops() {
             .contains("1 of 2 (alice)"),
         "{st}"
     );
+    site.assert_nothing_published(&id);
     // A second approval, by a key outside the reviewer trust directory, does not count.
     site.review("mallory", &id, None);
     let o = site.run_once(&config);
@@ -890,6 +1060,12 @@ fn promote_registry_down_retries_and_never_half_publishes() {
     let id = site.deliver(1, &[]);
     site.review("alice", &id, None);
     site.review("bob", &id, None);
+    let retries = || {
+        site.promote_records(&id)
+            .into_iter()
+            .filter(|(_, r, _)| r == "retry")
+            .count()
+    };
     // No registry yet.
     for _ in 0..2 {
         let o = site.run_once(&config);
@@ -897,18 +1073,33 @@ fn promote_registry_down_retries_and_never_half_publishes() {
         let st = site.status(&id);
         assert_eq!(st["stage"], "publish", "{st}");
         let w = st["waiting_for"].as_str().unwrap();
+        assert!(w.starts_with("publish retry: oci:"), "{w}");
         assert!(w.contains("unreachable"), "{w}");
+        let reason = st["reason"].as_str().unwrap();
+        assert!(reason.contains("unreachable"), "{reason}");
         site.assert_nothing_published(&id);
     }
-    let retries = site
-        .promote_records(&id)
-        .into_iter()
-        .filter(|(_, r, _)| r == "retry")
-        .count();
     assert_eq!(
-        retries, 1,
+        retries(),
+        1,
         "a retry reason is audited once, not once per pass"
     );
+    // Something that is not (yet) a registry holds the port: it accepts connections and answers
+    // GET /v2/ with 503. A TCP connect would pass here and apt would be published before skopeo
+    // failed; the distribution API check keeps every target untouched.
+    let impostor = Impostor::start(site.registry_port);
+    let o = site.run_once(&config);
+    assert_eq!(o.status.code(), Some(7), "{}", out_text(&o));
+    let st = site.status(&id);
+    assert_eq!(st["stage"], "publish", "{st}");
+    let w = st["waiting_for"].as_str().unwrap();
+    assert!(
+        w.contains("GET /v2/") && w.contains("503 Service Unavailable"),
+        "{w}"
+    );
+    site.assert_nothing_published(&id);
+    assert!(impostor.stop() >= 1, "the check never asked the impostor");
+    assert_eq!(retries(), 2, "the new reason is audited once");
     // The registry comes back: the next pass publishes everything.
     let _reg = site.registry();
     let o = site.run_once(&config);
@@ -963,6 +1154,10 @@ fn promote_sigkill_between_targets_completes_exactly_once() {
     let st = site.status(&id);
     assert_eq!(st["stage"], "publish", "{st}");
     assert_eq!(st["published"].as_array().unwrap().len(), 1, "{st}");
+    assert!(
+        st["published"][0].as_str().unwrap().starts_with("apt:"),
+        "status names the one target done: {st}"
+    );
     assert!(
         !site.share.join(&id).exists(),
         "dir target published before the restart"

@@ -5,6 +5,7 @@
 pub mod apt;
 pub mod dir;
 pub mod oci;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,7 @@ pub fn preflight(t: &Target, e: &Entry, work: &Path) -> Result<(), PubError> {
     match t {
         Target::Dir { path } => dir::preflight(path),
         Target::Apt { .. } => apt::preflight(t, e, work),
-        Target::Oci { .. } => oci::preflight(t, e),
+        Target::Oci { .. } => oci::preflight(t, e, work),
     }
 }
 

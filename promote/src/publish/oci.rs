@@ -6,13 +6,11 @@
 //! registry's manifest digest is compared with the layout's: digests are never changed.
 
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Entry, PubError, have_tool, tool};
+use super::{Entry, PubError, have_tool, registry, tool};
 use crate::config::{Target, repo_name_ok, tag_ok};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -129,38 +127,29 @@ fn dest(registry: &str, prefix: &str, img: &Image) -> String {
     }
 }
 
-/// Is anything listening at `HOST:PORT` (port 443 if none)?
-fn reachable(registry: &str) -> Result<(), String> {
-    let hp = if registry
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        registry.to_string()
-    } else {
-        format!("{registry}:443")
-    };
-    let addrs = hp
-        .to_socket_addrs()
-        .map_err(|e| format!("registry {registry}: cannot resolve: {e}"))?;
-    let mut last = String::from("no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(format!("registry {registry} unreachable: {last}"))
+/// A private `HOME`/`TMPDIR` for skopeo below `work` (removed on drop), so no user's
+/// registry credentials or policy are picked up.
+fn skopeo_home(work: &Path) -> Result<tempfile::TempDir, PubError> {
+    tempfile::Builder::new()
+        .prefix("sluice-skopeo-")
+        .tempdir_in(work)
+        .map_err(|err| PubError::Retry(format!("temporary skopeo home: {err}")))
 }
 
-pub fn preflight(t: &Target, e: &Entry) -> Result<(), PubError> {
+/// The registry must answer the distribution API check (`registry.rs`) before anything of the
+/// bundle is published anywhere.
+pub fn preflight(t: &Target, e: &Entry, work: &Path) -> Result<(), PubError> {
     let imgs = images(e).map_err(PubError::Fatal)?;
-    if imgs.is_empty() {
+    let Some(first) = imgs.first() else {
         return Ok(());
-    }
+    };
     if !have_tool("skopeo") {
         return Err(PubError::Retry("oci target needs `skopeo`".into()));
     }
-    reachable(parts(t).0).map_err(PubError::Retry)
+    let (registry, prefix, tls) = parts(t);
+    let home = skopeo_home(work)?;
+    let env: [(&str, &Path); 2] = [("HOME", home.path()), ("TMPDIR", home.path())];
+    registry::check(registry, tls, &dest(registry, prefix, first), &env).map_err(PubError::Retry)
 }
 
 /// The manifest digest the registry serves for `reference` (None if it has none).
@@ -194,16 +183,15 @@ pub fn publish(t: &Target, e: &Entry, work: &Path) -> Result<String, PubError> {
     if imgs.is_empty() {
         return Ok("no OCI layouts in the bundle".into());
     }
-    reachable(registry).map_err(PubError::Retry)?;
-    let home = tempfile::Builder::new()
-        .prefix("sluice-skopeo-")
-        .tempdir_in(work)
-        .map_err(|err| PubError::Retry(format!("temporary skopeo home: {err}")))?;
+    let home = skopeo_home(work)?;
     let policy = home.path().join("policy.json");
     std::fs::File::create(&policy)
         .and_then(|mut f| f.write_all(POLICY_JSON.as_bytes()))
         .map_err(|err| PubError::Retry(format!("policy.json: {err}")))?;
     let env: [(&str, &Path); 2] = [("HOME", home.path()), ("TMPDIR", home.path())];
+    // Checked again: earlier targets of this pass may have taken long enough for it to go away.
+    registry::check(registry, tls, &dest(registry, prefix, &imgs[0]), &env)
+        .map_err(PubError::Retry)?;
     let policy_s = policy.to_string_lossy().into_owned();
     let mut done = Vec::new();
     for img in &imgs {
