@@ -38,6 +38,8 @@ trap cleanup EXIT
 say "LOW SIDE: the officer's signing key; three reviewers' keys (carol's is OpenSSH)"
 "$BIN/sluice-send" keygen --out "$OUT/keys/officer" --name officer
 cp "$OUT/keys/officer.pub" "$OUT/trust/"
+# The secret link key that tags every volume; the same file goes to the high side.
+"$BIN/sluice-send" link-keygen --out "$OUT/keys/link.key"
 for r in alice bob; do
   "$BIN/sluice-send" keygen --out "$OUT/keys/$r" --name "$r"
   cp "$OUT/keys/$r.pub" "$OUT/reviewers/"
@@ -86,11 +88,13 @@ say "LOW SIDE: the officer signs the bundle and writes it to media volumes"
 "$BIN/sluice-send" bundle create --key "$OUT/keys/officer.key" --channel updates --seq 1 \
   --note "site updates" --out "$OUT/updates-1.sluice" "$OUT/outgoing"
 mkdir -p "$OUT/usb"
-"$BIN/sluice-send" media --out "$OUT/usb" --trust "$OUT/trust" "$OUT/updates-1.sluice"
+"$BIN/sluice-send" media --out "$OUT/usb" --trust "$OUT/trust" --link-key "$OUT/keys/link.key" \
+  "$OUT/updates-1.sluice"
 
 say "HIGH SIDE: sluice-recv imports the volumes into quarantine"
 STORE="$OUT/store"
-"$BIN/sluice-recv" import --store "$STORE" --trust "$OUT/trust" "$OUT/usb"
+"$BIN/sluice-recv" import --store "$STORE" --trust "$OUT/trust" --link-key "$OUT/keys/link.key" \
+  "$OUT/usb"
 ID=$(ls "$STORE/quarantine")
 echo "bundle $ID is in quarantine"
 

@@ -26,6 +26,9 @@ say "the security officer makes a signing key (once)"
 "$BIN/sluice-send" keygen --out "$OUT/keys/officer" --name officer
 cp "$OUT/keys/officer.pub" "$OUT/trust/"
 
+say "both sides share a secret link key (once; the same file goes to the high side)"
+"$BIN/sluice-send" link-keygen --out "$OUT/keys/link.key"
+
 say "an approved set of files: nested directories, an executable, an empty file, ${MB} MiB of data"
 printf 'Approved update for the demo channel.\n' > "$OUT/approved/README.txt"
 printf '#!/bin/sh\necho installing\n' > "$OUT/approved/tools/install.sh"
@@ -48,7 +51,7 @@ trap cleanup EXIT
 
 say "high side: sluice-recv listens on 127.0.0.1:$RECV_PORT (it never transmits)"
 "$BIN/sluice-recv" listen --bind "127.0.0.1:$RECV_PORT" --store "$OUT/store" --trust "$OUT/trust" \
-  --max-bundles 1 --json >"$OUT/recv.jsonl" 2>"$OUT/recv.log" &
+  --link-key "$OUT/keys/link.key" --max-bundles 1 --json >"$OUT/recv.jsonl" 2>"$OUT/recv.log" &
 RECV_PID=$!
 
 say "the link: 5 % loss, reordering within 64 frames, 2 % duplicates, 1 % frames with a flipped bit"
@@ -60,8 +63,8 @@ for _ in $(seq 100); do grep -q 'listening on' "$OUT/relay.out" 2>/dev/null && b
 RELAY_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$OUT/relay.out" | head -1)
 
 say "low side: sluice-send verifies the bundle, then sends RaptorQ frames with 15 % repair to $RELAY_ADDR"
-"$BIN/sluice-send" udp --to "$RELAY_ADDR" --trust "$OUT/trust" --overhead 15 --rate 400M \
-  "$OUT/update.sluice"
+"$BIN/sluice-send" udp --to "$RELAY_ADDR" --trust "$OUT/trust" --link-key "$OUT/keys/link.key" \
+  --overhead 15 --rate 400M "$OUT/update.sluice"
 
 say "waiting for the receiver's verdict"
 for _ in $(seq 600); do kill -0 "$RECV_PID" 2>/dev/null || break; sleep 0.1; done

@@ -41,6 +41,14 @@ pub fn format_link_key(key: &[u8; 32]) -> String {
     format!("{}\n", hex::encode(key))
 }
 
+/// A short public name for a key, so the operators of both sides can compare keys without reading
+/// them out: the first 8 bytes of a BLAKE3 key derivation, in hex. It reveals nothing usable
+/// about the key (a one-way function of 256 secret bits).
+pub fn fingerprint(key: &LinkKey) -> String {
+    let d = blake3::derive_key("sluice 2026 link key fingerprint v1", key.as_bytes());
+    hex::encode(&d[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +66,13 @@ mod tests {
         assert!(parse_link_key(&[0u8; 33]).is_err());
         assert!(parse_link_key(&[b'z'; 64]).is_err());
         assert!(parse_link_key(&vec![b'a'; 4096]).is_err());
+    }
+
+    #[test]
+    fn fingerprints_differ_per_key_and_are_stable() {
+        let a = fingerprint(&LinkKey::from_bytes([1; 32]));
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, fingerprint(&LinkKey::from_bytes([1; 32])));
+        assert_ne!(a, fingerprint(&LinkKey::from_bytes([2; 32])));
     }
 }

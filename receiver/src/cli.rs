@@ -16,7 +16,7 @@ use sluice_host::logging::LogFormat;
 /// Typical high-side setup:
 ///
 ///   sluice-recv verify --trust /etc/sluice/trust u.sluice      # check one bundle file
-///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
+///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust --link-key /etc/sluice/link.key
 ///
 /// Each command's --help has examples and what each of its exit codes means.
 #[derive(Debug, Parser)]

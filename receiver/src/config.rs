@@ -55,6 +55,7 @@ pub struct ListenSection {
     pub store: Option<PathBuf>,
     pub trust: Option<PathBuf>,
     pub link_key: Option<PathBuf>,
+    pub insecure_public_link_key: Option<bool>,
     pub metrics: Option<SocketAddr>,
     pub rcvbuf: Option<usize>,
     pub max_datagram: Option<usize>,
@@ -102,6 +103,7 @@ pub struct Listen {
     pub store: PathBuf,
     pub trust: PathBuf,
     pub link_key: Option<PathBuf>,
+    pub insecure_public_link_key: bool,
     pub metrics: Option<SocketAddr>,
     pub rcvbuf: usize,
     pub max_datagram: usize,
@@ -124,11 +126,22 @@ pub fn required<T>(value: Option<T>, flag: &str, key: &str) -> Result<T, Command
     })
 }
 
+/// The link-key settings of `[listen]`.
+#[derive(Debug, Clone)]
+pub struct ListenLinkKey {
+    pub path: Option<PathBuf>,
+    pub bind: Option<SocketAddr>,
+    pub insecure_public: bool,
+}
+
 /// `status`'s options, resolved.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub store: PathBuf,
     pub trust: Option<PathBuf>,
+    /// The `[listen]` link key as `listen` would load it, when the --config file names a
+    /// `link_key` or a `bind` (so `status` checks what the unit will start with).
+    pub listen_link_key: Option<ListenLinkKey>,
     pub sent_grace_secs: u64,
     pub json: bool,
 }

@@ -6,17 +6,20 @@ use std::path::Path;
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::exit::CommandError;
 use sluice_common::transport::wire::LinkKey;
+pub use sluice_host::linkkey::Endpoint;
 
 use crate::store::Store;
 
 /// The link key of `--link-key` (or the public default), through the loader both binaries
-/// share: an unreadable file is an input error, bytes that are no key a usage error.
-pub fn load_link_key(path: Option<&Path>) -> Result<LinkKey, CommandError> {
-    use sluice_host::linkkey::LinkKeyError;
-    sluice_host::linkkey::load_link_key(path).map_err(|e| match e {
-        LinkKeyError::Read(m) => CommandError::input(m),
-        LinkKeyError::Format(m) => CommandError::usage(m),
-    })
+/// share: an unreadable file is an input error (3), bytes that are no key a usage error (2), and
+/// the public default key a usage error (2) unless `endpoint` is loopback or `insecure_public`
+/// (the rule in `sluice_host::linkkey`). Checked before the store is opened or created.
+pub fn load_link_key(
+    path: Option<&Path>,
+    endpoint: Endpoint,
+    insecure_public: bool,
+) -> Result<LinkKey, CommandError> {
+    sluice_host::linkkey::load_for(path, endpoint, insecure_public)
 }
 
 /// The trust directory (every key parsed, weak keys and unknown policy keys refused).

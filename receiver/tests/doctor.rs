@@ -144,3 +144,59 @@ fn empty_trust_dir_fails() {
         "{trust}"
     );
 }
+
+/// `doctor` fails on the public default link key wherever `listen` would refuse it (a
+/// non-loopback --bind), warns on loopback where `listen` allows it, and passes a secret key
+/// read by the same loader.
+#[test]
+fn the_public_link_key_fails_unless_the_bind_is_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), 67_108_864);
+    let run = |bind: &str, key: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice-recv"));
+        cmd.arg("doctor")
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .arg("--trust")
+            .arg(dir.path().join("trust"))
+            .args(["--json", "--bind", bind])
+            .env("SLUICE_PROC_ROOT", dir.path().join("proc"))
+            .env("SLUICE_SYS_ROOT", dir.path().join("sys"));
+        if let Some(k) = key {
+            cmd.arg("--link-key").arg(k);
+        }
+        let out = cmd.output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), find(&json, "link-key").clone())
+    };
+    let (code, f) = run("10.0.0.2:7000", None);
+    assert_eq!(code, 1);
+    assert_eq!(f["status"], "fail", "{f}");
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sluice-send link-keygen --out"),
+        "{f}"
+    );
+    let (_, f) = run("127.0.0.1:7000", None);
+    assert_eq!(f["status"], "warn", "{f}");
+
+    let public = dir.path().join("public.key");
+    std::fs::write(
+        &public,
+        sluice_common::transport::wire::LinkKey::public_default().as_bytes(),
+    )
+    .unwrap();
+    let (_, f) = run("10.0.0.2:7000", Some(&public));
+    assert_eq!(f["status"], "fail", "{f}");
+
+    // 64 hex digits and a newline, as link-keygen writes: accepted exactly as `listen` does.
+    let secret = dir.path().join("link.key");
+    std::fs::write(&secret, format!("{}\n", "3c".repeat(32))).unwrap();
+    let (_, f) = run("10.0.0.2:7000", Some(&secret));
+    assert_eq!(f["status"], "ok", "{f}");
+    let (code, f) = run("10.0.0.2:7000", Some(&dir.path().join("missing.key")));
+    assert_eq!(code, 1);
+    assert_eq!(f["status"], "fail", "{f}");
+}

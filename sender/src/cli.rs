@@ -16,8 +16,9 @@ use sluice_host::logging::LogFormat;
 /// Typical low-side session:
 ///
 ///   sluice-send keygen --out officer            # once: officer.key (secret) + officer.pub
+///   sluice-send link-keygen --out link.key      # once: the link key; copy it to the high side
 ///   sluice-send bundle create --key officer.key --channel updates --out u.sluice ./approved/
-///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --rate 800M u.sluice
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key --rate 800M u.sluice
 ///
 /// Each command's --help has examples and what each of its exit codes means.
 #[derive(Debug, Parser)]
@@ -50,6 +51,7 @@ pub enum Command {
     // Each subcommand's help text (short and long, examples, exit codes) comes from its `Args`
     // doc comment and `EXIT_CODES`: a doc comment on a variant here would replace it.
     Keygen(commands::keygen::Args),
+    LinkKeygen(commands::link_keygen::Args),
     /// Create or inspect signed bundles
     ///
     /// Examples:
@@ -67,13 +69,14 @@ pub enum Command {
 /// Runs one subcommand with the --config file (if any) applied. It lives beside the flags it
 /// matches on, so `commands/` never imports `cli`: the two form no import circle.
 pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
-    use crate::commands::{bundle, doctor, keygen, media, udp, watch};
+    use crate::commands::{bundle, doctor, keygen, link_keygen, media, udp, watch};
     let config = config
         .map(crate::config::load)
         .transpose()?
         .unwrap_or_default();
     match command {
         Command::Keygen(args) => keygen::run(args),
+        Command::LinkKeygen(args) => link_keygen::run(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Udp(mut args) => {
             crate::config::merge_send(&mut args.link, &mut args.json, &config.send);

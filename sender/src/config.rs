@@ -52,6 +52,7 @@ pub struct SendSection {
     pub passes: Option<u16>,
     pub window: Option<u32>,
     pub link_key: Option<PathBuf>,
+    pub insecure_public_link_key: Option<bool>,
     pub heartbeat_interval: Option<f64>,
     pub sndbuf: Option<usize>,
     pub json: Option<bool>,
@@ -130,6 +131,8 @@ pub fn merge_send(args: &mut crate::settings::LinkArgs, json: &mut bool, file: &
     if args.rate.is_none() {
         args.rate = file.rate.as_ref().map(Rate::to_flag);
     }
+    args.insecure_public_link_key =
+        args.insecure_public_link_key || file.insecure_public_link_key.unwrap_or(false);
     *json = *json || file.json.unwrap_or(false);
 }
 

@@ -45,10 +45,14 @@ pub struct LinkArgs {
     /// as many blocks as fit in 20 MiB, at most 16 (16 at MTU 1500, 4 at MTU 9000).
     #[arg(long, value_name = "BLOCKS")]
     pub window: Option<u32>,
-    /// Shared link key (32 raw bytes or 64 hex digits); must match the receiver's. Default: the
-    /// documented public key, which lets the receiver detect corruption but not forgery.
+    /// Shared link key (`sluice-send link-keygen`); the same file as the receiver's. Required
+    /// unless --to is a loopback address or --insecure-public-link-key is given.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
+    /// Send under the documented public link key although --to is not loopback: the receiver
+    /// then detects corruption but not forgery. For test links only.
+    #[arg(long)]
+    pub insecure_public_link_key: bool,
     /// Seconds between heartbeat frames, also while idle [default: 1].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
@@ -108,7 +112,11 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
         Some(text) => parse_rate(text)?,
         None => profile.as_ref().map(|p| p.recommended_rate_bps),
     };
-    let link_key = load_link_key(args.link_key.as_deref())?;
+    let link_key = sluice_host::linkkey::load_for(
+        args.link_key.as_deref(),
+        sluice_host::linkkey::Endpoint::Udp(destination.ip()),
+        args.insecure_public_link_key,
+    )?;
     let passes = args
         .passes
         .or(profile.as_ref().map(|p| p.passes))
@@ -139,16 +147,6 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
         heartbeat: Duration::from_secs_f64(heartbeat_interval),
         link_key,
         sndbuf: args.sndbuf.unwrap_or(8 << 20),
-    })
-}
-
-/// The link key of `--link-key` (or the public default), through the one loader both binaries
-/// share: an unreadable file is an input error, bytes that are no key a usage error.
-pub fn load_link_key(path: Option<&std::path::Path>) -> Result<LinkKey, CommandError> {
-    use sluice_host::linkkey::LinkKeyError;
-    sluice_host::linkkey::load_link_key(path).map_err(|e| match e {
-        LinkKeyError::Read(m) => CommandError::input(m),
-        LinkKeyError::Format(m) => CommandError::usage(m),
     })
 }
 

@@ -157,3 +157,22 @@ fn missing_ip_and_short_link_key_are_reported() {
     assert_eq!(k["status"], "fail");
     assert!(k["detail"].as_str().unwrap().contains("16 bytes"), "{k}");
 }
+
+/// Without --link-key `udp` would use the public default key, which it refuses toward a
+/// non-loopback receiver: doctor fails on it with the command that makes a key.
+#[test]
+fn the_public_link_key_fails_toward_a_non_loopback_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tree(dir.path(), "[]");
+    let (code, json) = doctor(dir.path(), &dir.path().join("fake-ip"), &[]);
+    assert_eq!(code, 1);
+    let k = find(&json, "link-key");
+    assert_eq!(k["status"], "fail", "{k}");
+    assert!(
+        k["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sluice-send link-keygen --out"),
+        "{k}"
+    );
+}

@@ -710,11 +710,22 @@ fn namespace_diode_delivers_a_large_mixed_bundle_through_5pct_loss() {
     })
     .expect("diode up");
     let bind = SocketAddr::from((diode.rx_addr, 7000));
+    // The namespace address is not loopback: both ends need the same secret link key.
+    let link_key = rig.path().join("link.key");
+    std::fs::write(&link_key, format!("{}\n", "5a".repeat(32))).expect("write link key");
+    let link_key = link_key.display().to_string();
     let mut opts = rig.listen_opts(bind);
-    opts.extra = vec!["--max-datagram".into(), "1472".into()];
+    opts.extra = vec![
+        "--max-datagram".into(),
+        "1472".into(),
+        "--link-key".into(),
+        link_key.clone(),
+    ];
     let mut l = Listener::start(diode.command(Side::Rx, &bins().recv), &opts);
     let mut args = rig.send_args(bind, &rate);
     args.extend([
+        "--link-key".into(),
+        link_key,
         "--mtu".into(),
         "1500".into(),
         "--overhead".into(),

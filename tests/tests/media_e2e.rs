@@ -87,6 +87,19 @@ struct Fixture {
     input: PathBuf,
     trust: PathBuf,
     bundle: PathBuf,
+    /// The secret link key both `media` and `import` use (made by `sluice-send link-keygen`).
+    link_key: PathBuf,
+}
+
+/// `sluice-send link-keygen --out PATH`; panics unless it exits 0.
+fn link_keygen(bins: &Bins, path: &Path) {
+    let out = run(
+        Command::new(&bins.send)
+            .args(["link-keygen", "--out"])
+            .arg(path),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 impl Fixture {
@@ -117,12 +130,15 @@ impl Fixture {
             Duration::from_secs(600),
         );
         assert!(out.status.success(), "{}", text(&out));
+        let link_key = ts.path().join("link.key");
+        link_keygen(&bins, &link_key);
         Fixture {
             ts,
             bins,
             input,
             trust,
             bundle,
+            link_key,
         }
     }
 
@@ -137,6 +153,8 @@ impl Fixture {
                 .arg(&out_dir)
                 .arg("--trust")
                 .arg(&self.trust)
+                .arg("--link-key")
+                .arg(&self.link_key)
                 .arg("--json")
                 .args(extra)
                 .arg(&self.bundle),
@@ -157,6 +175,12 @@ impl Fixture {
     }
 
     fn import(&self, store: &Path, paths: &[PathBuf]) -> (Output, f64) {
+        let key = ["--link-key".into(), self.link_key.display().to_string()];
+        self.import_with(store, &key, paths)
+    }
+
+    /// `import` with `key_args` instead of the fixture's `--link-key`.
+    fn import_with(&self, store: &Path, key_args: &[String], paths: &[PathBuf]) -> (Output, f64) {
         let start = Instant::now();
         let out = run(
             Command::new(&self.bins.recv)
@@ -165,6 +189,7 @@ impl Fixture {
                 .arg(store)
                 .arg("--trust")
                 .arg(&self.trust)
+                .args(key_args)
                 .args(paths),
             Duration::from_secs(900),
         );
@@ -442,6 +467,8 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
             .arg(&store)
             .arg("--trust")
             .arg(&trust)
+            // What is on the medium is the point here, not the key.
+            .arg("--insecure-public-link-key")
             .arg(&m)
             .arg(&fifo)
             .arg("/dev/null")
@@ -473,4 +500,59 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
             || std::fs::read_dir(store.join("quarantine")).unwrap().count() == 0
     );
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+}
+
+/// Media have no loopback address: `media` and `import` refuse the public key unless
+/// --insecure-public-link-key is given (exit 2, a help line naming `link-keygen`, no store
+/// created), and volumes written under one secret key are never accepted under another key or
+/// the public one.
+#[test]
+fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() {
+    let fx = Fixture::new(1, 41);
+    let out = run(
+        Command::new(&fx.bins.send)
+            .arg("media")
+            .arg("--out")
+            .arg(fx.ts.subdir("public"))
+            .arg("--trust")
+            .arg(&fx.trust)
+            .arg(&fx.bundle),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("public link key"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("help:") && l.contains("sluice-send link-keygen --out")),
+        "{err}"
+    );
+
+    let (vols, _, _) = fx.write_media("medium", &[]);
+    let store = fx.ts.path().join("store");
+    let (out, _) = fx.import_with(&store, &[], &vols);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-public-link-key"), "{err}");
+    assert!(
+        !store.exists(),
+        "the refusal comes before the store is created"
+    );
+
+    let other = fx.ts.path().join("other.key");
+    link_keygen(&fx.bins, &other);
+    for key_args in [
+        vec!["--link-key".to_string(), other.display().to_string()],
+        vec!["--insecure-public-link-key".to_string()],
+    ] {
+        let (out, _) = fx.import_with(&store, &key_args, &vols);
+        assert_eq!(out.status.code(), Some(3), "{key_args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no usable spool volume"), "{err}");
+        fx.assert_quarantine(&store, false);
+    }
+
+    let (out, _) = fx.import(&store, &vols);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    fx.assert_quarantine(&store, true);
 }

@@ -334,6 +334,8 @@ fn run_case(
         .arg(&store)
         .arg("--trust")
         .arg(work.join("trust"))
+        .arg("--link-key")
+        .arg(work.join("keys/link.key"))
         .args([
             "--max-bundles",
             "1",
@@ -376,6 +378,8 @@ fn run_case(
     send_cmd
         .args(["udp", "--to", &bind.to_string(), "--trust"])
         .arg(work.join("trust"))
+        .arg("--link-key")
+        .arg(work.join("keys/link.key"))
         .args([
             "--mtu",
             &mtu,
@@ -607,6 +611,14 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     std::fs::copy(work.join("keys/bench.pub"), work.join("trust/bench.pub"))?;
+    // The namespace diode's addresses are not loopback, so both ends need a secret link key.
+    if !work.join("keys/link.key").exists() {
+        run_ok(
+            Command::new(&bins.send)
+                .args(["link-keygen", "--out"])
+                .arg(work.join("keys/link.key")),
+        )?;
+    }
 
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

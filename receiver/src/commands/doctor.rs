@@ -15,6 +15,7 @@ use sluice_common::exit::{self, CommandError, Exit};
 use sluice_common::profile::Profile;
 
 use sluice_host::hostcheck::*;
+use sluice_host::linkkey::{Endpoint, doctor_finding};
 
 /// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
@@ -22,14 +23,15 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     (Exit::Failure, "at least one check failed; apply each `fix`"),
 ];
 
-/// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock)
+/// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock, link key)
 ///
 /// Check the high-side host: socket buffers, MTU of the bind interface, store writability and
-/// free space, trust store, clock. Prints one finding per check with the exact fix to apply.
+/// free space, trust store, clock, link key. Prints one finding per check with the exact fix to apply.
 ///
 /// Examples:
 ///
-///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --bind 10.0.0.2:7000
+///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --bind 10.0.0.2:7000 \
+///       --link-key /etc/sluice/link.key
 ///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --profile gbe-fibre-1500 --json
 #[derive(Debug, clap::Args)]
 #[command(
@@ -51,6 +53,10 @@ pub struct Args {
     /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
+    /// Link key file to check the way `listen` and `import` will read it. Without it the public
+    /// default key is assumed, a failure unless --bind is loopback.
+    #[arg(long, value_name = "FILE")]
+    pub link_key: Option<PathBuf>,
     /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +74,7 @@ pub struct Env {
     pub bind: Option<String>,
     pub store: PathBuf,
     pub trust: PathBuf,
+    pub link_key: Option<PathBuf>,
     pub now: SystemTime,
 }
 
@@ -88,6 +95,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         bind: args.bind,
         store: args.store,
         trust: args.trust,
+        link_key: args.link_key,
         now: SystemTime::now(),
     };
     Ok(exit::from_code_or_failure(report(
@@ -104,6 +112,14 @@ pub fn run_checks(env: &Env) -> Vec<Finding> {
     let max_bundle = check_trust(&env.trust, &mut out);
     out.extend(check_store(&env.store, max_bundle));
     out.push(check_clock(env.now));
+    // The loader and the public-key rule `listen` applies; without --bind there is no loopback
+    // exemption to claim.
+    let endpoint = env
+        .bind
+        .as_deref()
+        .and_then(|spec| resolve(spec).ok())
+        .map_or(Endpoint::Media, |addr| Endpoint::Udp(addr.ip()));
+    out.push(doctor_finding(env.link_key.as_deref(), endpoint));
     out
 }
 
@@ -514,6 +530,7 @@ mod tests {
             bind: None,
             store: root.join("store"),
             trust: root.join("trust"),
+            link_key: None,
             now,
         }
     }

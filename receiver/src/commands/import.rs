@@ -20,7 +20,10 @@ use crate::store::{Source, StoreError, TransportFigures};
 /// What each exit code means for `import` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
     (Exit::Ok, "every bundle complete (or already accepted)"),
-    (Exit::Usage, "bad flags, link key or trust directory"),
+    (
+        Exit::Usage,
+        "bad flags, link key or trust directory, or no secret link key",
+    ),
     (
         Exit::Input,
         "an input path unreadable or skipped, or no volume found",
@@ -50,8 +53,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///
 /// Examples:
 ///
-///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust /media/usb
-///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust --json /media/disc2
+///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust \
+///       --link-key /etc/sluice/link.key /media/usb
+///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust \
+///       --link-key /etc/sluice/link.key --json /media/disc2
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -64,9 +69,14 @@ pub struct Args {
     /// Trust directory: *.pub signer keys and an optional policy.toml.
     #[arg(long, value_name = "DIR")]
     pub trust: PathBuf,
-    /// Shared link key (32 raw bytes or 64 hex digits); must match the sender's.
+    /// Shared link key (`sluice-send link-keygen`; 32 raw bytes or 64 hex digits), the same file
+    /// as the sender's. Required unless --insecure-public-link-key is given.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
+    /// Read volumes written under the documented public link key (test media only): media have
+    /// no loopback to tell a test from a site, so only this flag allows it.
+    #[arg(long)]
+    pub insecure_public_link_key: bool,
     /// Memory budget for buffered symbols, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub memory: u64,
@@ -130,7 +140,11 @@ impl Problems {
 
 /// Imports every volume found, then reports one line per bundle.
 pub fn run(args: Args) -> Result<Exit, CommandError> {
-    let link_key = setup::load_link_key(args.link_key.as_deref())?;
+    let link_key = setup::load_link_key(
+        args.link_key.as_deref(),
+        setup::Endpoint::Media,
+        args.insecure_public_link_key,
+    )?;
     let trust = setup::load_trust(&args.trust)?;
     let limits = Limits {
         max_object_bytes: args.max_object << 30,

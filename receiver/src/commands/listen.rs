@@ -32,7 +32,7 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     (Exit::Failure, "internal error"),
     (
         Exit::Usage,
-        "bad flags, config, link key or trust directory",
+        "bad flags, config, link key or trust directory, or no secret link key on a non-loopback --bind",
     ),
     (Exit::Input, "the link key unreadable"),
     (Exit::Invalid, "stopped; a bundle failed verification"),
@@ -59,8 +59,12 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///
 /// Examples:
 ///
-///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
-///   sluice-recv listen --bind 0.0.0.0:7000 --store ./store --trust ./trust --metrics 127.0.0.1:9187
+///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust \
+///       --link-key /etc/sluice/link.key
+///   sluice-recv listen --bind 127.0.0.1:7000 --store ./store --trust ./trust --metrics 127.0.0.1:9187
+///
+/// The link key is required unless --bind is loopback (make it with `sluice-send link-keygen`
+/// on the low side and copy the same file here).
 ///
 /// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written), or after
 /// --max-bundles decisions; the exit code is then the worst verdict of the run.
@@ -82,10 +86,14 @@ pub struct Args {
     /// --config).
     #[arg(long, value_name = "DIR")]
     pub trust: Option<PathBuf>,
-    /// Shared link key (32 raw bytes or 64 hex digits). Without it the documented public default
-    /// key is used, which catches corruption but not forged frames.
+    /// Shared link key (`sluice-send link-keygen`; 32 raw bytes or 64 hex digits), the same file
+    /// as the sender's. Required unless --bind is loopback or --insecure-public-link-key is given.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
+    /// Accept frames under the documented public link key on a non-loopback --bind: corruption
+    /// is still detected, forgery is not. For test links only.
+    #[arg(long)]
+    pub insecure_public_link_key: bool,
     /// Serve Prometheus metrics on this management address (never the diode interface).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
@@ -130,6 +138,8 @@ pub fn settle(a: Args, f: &ListenSection) -> Result<Listen, CommandError> {
         store: required(a.store.or(f.store.clone()), "--store DIR", "store")?,
         trust: required(a.trust.or(f.trust.clone()), "--trust DIR", "trust")?,
         link_key: a.link_key.or(f.link_key.clone()),
+        insecure_public_link_key: a.insecure_public_link_key
+            || f.insecure_public_link_key.unwrap_or(false),
         metrics: a.metrics.or(f.metrics),
         rcvbuf: a.rcvbuf.or(f.rcvbuf).unwrap_or(DEFAULT_RCVBUF),
         max_datagram: a
@@ -165,7 +175,11 @@ pub fn settle(a: Args, f: &ListenSection) -> Result<Listen, CommandError> {
 /// Runs the listener with its options resolved (flags over --config over defaults, in
 /// [`settle`]).
 pub fn run(args: Listen) -> Result<Exit, CommandError> {
-    let link_key = setup::load_link_key(args.link_key.as_deref())?;
+    let link_key = setup::load_link_key(
+        args.link_key.as_deref(),
+        setup::Endpoint::Udp(args.bind.ip()),
+        args.insecure_public_link_key,
+    )?;
     if link_key.is_public_default() {
         tracing::warn!(
             "no --link-key: using the public default key, which detects corruption but not forged \

@@ -4,14 +4,18 @@ use std::path::PathBuf;
 
 use sluice_common::exit::{self, CommandError, Exit};
 
-use crate::config::{Config, DEFAULT_SENT_GRACE_SECS, Status, required};
+use crate::config::{Config, DEFAULT_SENT_GRACE_SECS, ListenLinkKey, Status, required};
 use crate::store::inspect;
 
 /// What each exit code means for `status` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
     (Exit::Ok, "nothing overdue or missing"),
     (Exit::Failure, "internal error"),
-    (Exit::Usage, "bad flags, config or trust directory"),
+    (
+        Exit::Usage,
+        "bad flags, config or trust directory, or the config's link key is malformed or missing",
+    ),
+    (Exit::Input, "the config's link key is unreadable"),
     (
         Exit::Incomplete,
         "a channel is overdue, or a bundle was sent but not received",
@@ -57,6 +61,13 @@ pub fn settle(a: Args, c: &Config) -> Result<Status, CommandError> {
     Ok(Status {
         store: required(a.store.or(c.listen.store.clone()), "--store DIR", "store")?,
         trust: a.trust.or(c.listen.trust.clone()),
+        listen_link_key: (c.listen.link_key.is_some() || c.listen.bind.is_some()).then(|| {
+            ListenLinkKey {
+                path: c.listen.link_key.clone(),
+                bind: c.listen.bind,
+                insecure_public: c.listen.insecure_public_link_key.unwrap_or(false),
+            }
+        }),
         sent_grace_secs: a
             .sent_grace
             .or(c.status.sent_grace_secs)
@@ -67,6 +78,14 @@ pub fn settle(a: Args, c: &Config) -> Result<Status, CommandError> {
 
 /// Prints the report; something overdue or missing is the exit code, not an error.
 pub fn run(args: Status) -> Result<Exit, CommandError> {
+    // `sluice-recv --config recv.toml status` is how docs and units say to check the file: a
+    // link key `listen` would refuse fails here too, with the same code and help line.
+    if let Some(k) = &args.listen_link_key {
+        let endpoint = k.bind.map_or(crate::setup::Endpoint::Media, |b| {
+            crate::setup::Endpoint::Udp(b.ip())
+        });
+        crate::setup::load_link_key(k.path.as_deref(), endpoint, k.insecure_public)?;
+    }
     let trust = args
         .trust
         .as_deref()

@@ -6,13 +6,14 @@
 //! `--sys-root`, `--ip-cmd` flags). Exit 0 if nothing failed, 1 otherwise.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use sluice_common::exit::{self, CommandError, Exit};
 use sluice_common::profile::Profile;
 
 use sluice_host::hostcheck::*;
+use sluice_host::linkkey::{Endpoint, doctor_finding};
 
 /// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
@@ -43,7 +44,8 @@ pub struct Args {
     /// The receiver address the sender will send to; enables the MTU and neighbour checks.
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
-    /// Link key file (32 raw bytes or 64 hex digits) to check the way `udp` will read it.
+    /// Link key file (32 raw bytes or 64 hex digits) to check the way `udp` will read it. Without
+    /// it the public default key is assumed, a failure unless --to is loopback.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
     /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
@@ -88,9 +90,14 @@ pub fn run_checks(env: &Env) -> Vec<Finding> {
     let (profile, rate, rate_note) = profile_and_rate(env.profile.as_deref(), &mut out);
     out.push(check_wmem(env, rate, &rate_note));
     out.extend(check_path(env, profile.as_ref()));
-    if let Some(key) = &env.link_key {
-        out.push(check_link_key(key));
-    }
+    // The loader and the public-key rule `udp` and `watch` apply, so doctor accepts exactly what
+    // they accept; without --to there is no loopback exemption to claim.
+    let endpoint = env
+        .to
+        .as_deref()
+        .and_then(|spec| resolve(spec).ok())
+        .map_or(Endpoint::Media, |addr| Endpoint::Udp(addr.ip()));
+    out.push(doctor_finding(env.link_key.as_deref(), endpoint));
     out
 }
 
@@ -300,38 +307,6 @@ fn check_neighbour(ip_cmd: &str, ip: Ipv4Addr, iface: &str) -> Finding {
                 entries.len()
             ),
             Some(fix),
-        ),
-    }
-}
-
-/// Reads the key with the loader `udp`, `watch` and `media` use, so doctor accepts exactly what
-/// they accept.
-fn check_link_key(path: &Path) -> Finding {
-    use sluice_host::linkkey::{LinkKeyError, load_link_key};
-    match load_link_key(Some(path)) {
-        Ok(_) => finding(
-            "link-key",
-            Status::Ok,
-            format!("{} is readable and a valid link key", path.display()),
-            None,
-        ),
-        Err(LinkKeyError::Format(detail)) => finding(
-            "link-key",
-            Status::Fail,
-            detail,
-            Some(format!(
-                "head -c 32 /dev/urandom > {0}; chmod 0640 {0}; copy the same file to the receiver",
-                path.display()
-            )),
-        ),
-        Err(LinkKeyError::Read(detail)) => finding(
-            "link-key",
-            Status::Fail,
-            detail,
-            Some(format!(
-                "chgrp sluice {0}; chmod 0640 {0}  (the sluice user must read it)",
-                path.display()
-            )),
         ),
     }
 }

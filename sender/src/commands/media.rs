@@ -21,7 +21,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
         Exit::Failure,
         "internal error (the partial volume set is removed)",
     ),
-    (Exit::Usage, "bad flags, link key or trust directory"),
+    (
+        Exit::Usage,
+        "bad flags, trust directory or link key, or no secret link key",
+    ),
     (Exit::Input, "a bundle, the link key or --out unreadable"),
     (
         Exit::Invalid,
@@ -51,9 +54,9 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///
 /// Examples:
 ///
-///   sluice-send media --out /media/usb --trust ./trust update.sluice
-///   sluice-send media --out ./spool --trust ./trust --volumes 4 update.sluice   # then copy each
-///                                                                              # volume to a disc
+///   sluice-send media --out /media/usb --trust ./trust --link-key link.key update.sluice
+///   sluice-send media --out ./spool --trust ./trust --link-key link.key --volumes 4 update.sluice
+///   # then copy each volume to its own disc
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment, after_help = sluice_common::exit::help_table(EXIT_CODES))]
 pub struct Args {
@@ -73,9 +76,13 @@ pub struct Args {
     /// Largest volume file in bytes. Default 4 GiB − 1 MiB, safe for FAT32.
     #[arg(long, default_value_t = DEFAULT_VOLUME_SIZE, value_name = "BYTES")]
     pub volume_size: u64,
-    /// Shared link key (32 raw bytes or 64 hex digits); must match the receiver's.
+    /// Shared link key (`sluice-send link-keygen`); the same file as the receiver's. Required
+    /// unless --insecure-public-link-key is given.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
+    /// Write the volumes under the documented public link key (test media only).
+    #[arg(long)]
+    pub insecure_public_link_key: bool,
     /// Print a JSON summary on stdout instead of the human one.
     #[arg(long)]
     pub json: bool,
@@ -272,7 +279,11 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             "--volumes must be 1..={MAX_VOLUMES}"
         )));
     }
-    let link_key = crate::settings::load_link_key(args.link_key.as_deref())?;
+    let link_key = sluice_host::linkkey::load_for(
+        args.link_key.as_deref(),
+        sluice_host::linkkey::Endpoint::Media,
+        args.insecure_public_link_key,
+    )?;
     let out_meta = std::fs::metadata(&args.out).map_err(|e| {
         CommandError::input(format!(
             "--out {}: {e} (mount the medium and give an existing directory)",

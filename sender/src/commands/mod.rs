@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod doctor;
 pub mod keygen;
+pub mod link_keygen;
 pub mod media;
 pub mod udp;
 pub mod watch;
@@ -15,6 +16,7 @@ use sluice_common::exit::Exit;
 pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {
     vec![
         ("keygen", keygen::EXIT_CODES),
+        ("link-keygen", link_keygen::EXIT_CODES),
         ("bundle create", bundle::CREATE_EXIT_CODES),
         ("bundle inspect", bundle::INSPECT_EXIT_CODES),
         ("udp", udp::EXIT_CODES),

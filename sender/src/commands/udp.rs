@@ -15,7 +15,10 @@ use crate::settings::{self, LinkArgs, SendSettings};
 pub const EXIT_CODES: &[(Exit, &str)] = &[
     (Exit::Ok, "every bundle sent"),
     (Exit::Failure, "internal error"),
-    (Exit::Usage, "bad flags, config, profile or trust directory"),
+    (
+        Exit::Usage,
+        "bad flags, config, profile, trust directory or link key, or no secret link key",
+    ),
     (Exit::Input, "a bundle, profile or link key unreadable"),
     (
         Exit::Invalid,
@@ -50,8 +53,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///
 /// Examples:
 ///
-///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --rate 800M update.sluice
-///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --profile 10gbe-jumbo-9000 --passes 2 *.sluice
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key --rate 800M update.sluice
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key --profile 10gbe-jumbo-9000 --passes 2 *.sluice
+///
+/// The link key is required unless --to is loopback (`sluice-send link-keygen` makes one).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment, after_help = sluice_common::exit::help_table(EXIT_CODES))]
 pub struct Args {

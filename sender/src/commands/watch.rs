@@ -41,7 +41,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
         "stopped by SIGINT/SIGTERM (the bundle in flight stays in the outbox)",
     ),
     (Exit::Failure, "internal error"),
-    (Exit::Usage, "bad flags, config, profile or trust directory"),
+    (
+        Exit::Usage,
+        "bad flags, config, profile, trust directory or link key, or no secret link key",
+    ),
     (Exit::Input, "the profile or link key unreadable"),
     (Exit::Storage, "the outbox cannot be read or written"),
     (
@@ -69,7 +72,8 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///
 /// Examples:
 ///
-///   sluice-send watch --outbox /srv/outbox --to 10.0.0.2:7000 --trust /etc/sluice/trust --rate 800M
+///   sluice-send watch --outbox /srv/outbox --to 10.0.0.2:7000 --trust /etc/sluice/trust \
+///       --link-key /etc/sluice/link.key --rate 800M
 ///   sluice-send --config /etc/sluice/send.toml watch
 ///
 /// SIGTERM/SIGINT: the current frame batch goes out, the bundle in flight stays in the outbox,
