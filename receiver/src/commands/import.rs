@@ -410,7 +410,11 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
                 rebuild::drop_conflicting_partial(&mut store, *id, &plan);
                 plans.insert(*id, plan);
             }
-            Ok(None) => {}
+            // Nothing staged for it, now or before: every volume of it was refused (and said
+            // why); it is not "waiting".
+            Ok(None) => {
+                objects.remove(id);
+            }
             Err(e) => problems.error(
                 Exit::Storage,
                 format!("rebuilding {}: {e}", hex::encode(id)),
