@@ -32,6 +32,17 @@ pub const MAX_VOLUMES: u16 = 256;
 /// Largest record: a UDP datagram never exceeds 65 507 bytes, and records are datagrams.
 pub const MAX_FRAME_LEN: u32 = 65_507;
 
+/// Largest repair overhead (percent) the plausibility bound allows for: `sluice-send media`
+/// never chooses more on its own (`MAX_AUTO_OVERHEAD` there).
+pub const MAX_OVERHEAD_PERCENT: u64 = 1000;
+/// Records per source symbol a single volume may declare: with S source symbols in B ≤ S blocks
+/// (each block's K rounds up, so ΣK ≤ S + B ≤ 2S), overhead o ≤ 1000 % and V ≥ 1 volumes, one
+/// volume holds Σ⌈P_b/V⌉ ≤ ΣK·(1 + o) + B ≤ 2S·11 + S ≤ 23S records; 24 leaves room for the
+/// per-block rounding of the repair count.
+pub const MAX_RECORDS_PER_SOURCE_SYMBOL: u64 = 24;
+/// Added to the plausibility bound so tiny objects (one symbol) with many repair symbols fit.
+pub const PLAUSIBLE_RECORDS_SLACK: u64 = 64;
+
 const MAGIC: &[u8; 8] = b"SLUICEVL";
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
@@ -152,6 +163,31 @@ impl VolumeHeader {
         index
             .checked_mul(u64::from(self.frame_len))?
             .checked_add(HEADER_LEN as u64)
+    }
+
+    /// The most records one volume of this object can plausibly hold, whatever the sender's
+    /// geometry: [`MAX_RECORDS_PER_SOURCE_SYMBOL`] per source symbol of the declared object (at
+    /// least one). `None` when the frame length leaves no payload. A header declaring more is
+    /// refused before anything is read or staged (a small sparse file claiming 1 GiB of records
+    /// for a 4 KiB object costs nothing).
+    pub fn max_plausible_records(&self) -> Option<u64> {
+        let symbol =
+            u64::from(self.frame_len).checked_sub(crate::transport::wire::DATA_OVERHEAD as u64)?;
+        if symbol == 0 {
+            return None;
+        }
+        let source = self.object_len.div_ceil(symbol).max(1);
+        Some(
+            source
+                .saturating_mul(MAX_RECORDS_PER_SOURCE_SYMBOL)
+                .saturating_add(PLAUSIBLE_RECORDS_SLACK),
+        )
+    }
+
+    /// True when [`frame_count`](Self::frame_count) is within [`max_plausible_records`](Self::max_plausible_records).
+    pub fn is_plausible(&self) -> bool {
+        self.max_plausible_records()
+            .is_some_and(|max| self.frame_count <= max)
     }
 
     /// How many whole records a file of `file_len` bytes holds (fewer than `frame_count` when the
@@ -278,6 +314,38 @@ mod tests {
         assert_eq!(h.whole_records_in(full - 1), h.frame_count - 1);
         assert_eq!(h.whole_records_in(10), 0);
         assert_eq!(h.record_offset(1), Some(HEADER_LEN as u64 + 1472));
+    }
+
+    #[test]
+    fn plausibility_bounds_records_by_the_declared_object() {
+        // The attack of issue 12 (3): a tiny object whose header claims 1 GiB of records.
+        let tiny = VolumeHeader {
+            object_len: 4096,
+            frame_len: 4154,
+            frame_count: (1 << 30) / 4154,
+            ..sample()
+        };
+        assert!(!tiny.is_plausible());
+        assert_eq!(tiny.max_plausible_records(), Some(24 + 64));
+        // What the sender writes at its largest overhead on one volume is plausible.
+        let object_len = 10 << 20;
+        let source = object_len / 4096;
+        let one_volume = VolumeHeader {
+            volume_count: 1,
+            volume_index: 0,
+            object_len,
+            frame_len: 4154,
+            frame_count: source * 11 + 8,
+            ..sample()
+        };
+        assert!(one_volume.is_plausible());
+        // No payload in a frame: never plausible.
+        let no_payload = VolumeHeader {
+            frame_len: 10,
+            ..sample()
+        };
+        assert_eq!(no_payload.max_plausible_records(), None);
+        assert!(!no_payload.is_plausible());
     }
 
     #[test]

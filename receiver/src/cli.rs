@@ -53,13 +53,14 @@ pub enum Command {
     Import(commands::import::Args),
     Status(commands::status::Args),
     Audit(commands::audit::Args),
+    Staging(commands::staging::Args),
     Doctor(commands::doctor::Args),
 }
 
 /// Runs one subcommand with the --config file (if any) applied. It lives beside the flags it
 /// matches on, so `commands/` never imports `cli`: the two form no import circle.
 pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
-    use crate::commands::{audit, doctor, import, listen, status, verify};
+    use crate::commands::{audit, doctor, import, listen, staging, status, verify};
     let config = config
         .map(crate::config::load)
         .transpose()?
@@ -70,6 +71,7 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, Command
         Command::Import(args) => import::run(args),
         Command::Status(args) => status::run(status::settle(args, &config)?),
         Command::Audit(args) => audit::run(args),
+        Command::Staging(args) => staging::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
 }

@@ -18,6 +18,7 @@ pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod progress;
+pub mod rebuild;
 pub mod report;
 pub mod setup;
 pub mod status_view;

@@ -3,7 +3,11 @@
 //! Nothing on a medium is trusted: a path is scanned without following symlinks, a volume is
 //! opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO cannot hang the import) and must be a regular
 //! file by `fstat`, its header must authenticate under the link key and fit the receiver's
-//! limits, and its size is compared with the header's before any record is read.
+//! limits, its declared record count must be plausible for its declared object
+//! (`VolumeHeader::is_plausible`), and its size is compared with the header's before any record
+//! is read. While a volume is copied into staging every record is checked by [`RecordFilter`]:
+//! only authenticated data frames of the declared object, at most `K + repair_surplus` per
+//! block, land in staging.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use sluice_common::spool::{HEADER_LEN, VolumeHeader};
-use sluice_common::transport::params::Limits;
+use sluice_common::transport::params::{Limits, ObjectParams};
 use sluice_common::transport::wire::{self, LinkKey};
 
 /// Directory levels searched below each PATH (DIR/<bundle>/vol-… is level 2).
@@ -20,6 +24,12 @@ pub const MAX_SCAN_DEPTH: usize = 4;
 /// Volume files considered per import: each stays open until it is staged, so this stays well
 /// below the usual 1024-descriptor limit (and bounds the work a medium full of junk causes).
 pub const MAX_CANDIDATES: usize = 768;
+/// Directory entries read from one directory of a medium; the rest are reported, not listed
+/// (a directory with millions of entries costs at most this many `DirEntry`s of memory).
+pub const MAX_DIR_ENTRIES: usize = 4096;
+/// Directory entries looked at in one whole scan, all PATHs together (worst case: this many
+/// `getdents` entries read and sorted in batches of [`MAX_DIR_ENTRIES`]).
+pub const MAX_SCAN_ENTRIES: usize = 65_536;
 /// Read buffer per volume while rebuilding an object.
 pub const READ_BUFFER: usize = 256 << 10;
 
@@ -35,6 +45,8 @@ pub struct Scan {
     pub unreadable: Vec<(PathBuf, String)>,
     /// Other files, ignored.
     pub unknown: u64,
+    /// Entries looked at so far (bounded by [`MAX_SCAN_ENTRIES`]).
+    pub entries_seen: usize,
 }
 
 fn type_word(ft: &std::fs::FileType) -> &'static str {
@@ -90,7 +102,21 @@ fn walk(dir: &Path, depth: usize, scan: &mut Scan) {
             return;
         }
     };
-    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    let budget = MAX_DIR_ENTRIES.min(MAX_SCAN_ENTRIES.saturating_sub(scan.entries_seen));
+    // One more than the budget, so "there were more" is known without reading them all.
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).take(budget + 1).collect();
+    if entries.len() > budget {
+        entries.truncate(budget);
+        scan.problems.push((
+            dir.to_path_buf(),
+            format!(
+                "has more entries than this import looks at ({MAX_DIR_ENTRIES} per directory, \
+                 {MAX_SCAN_ENTRIES} in all); only the first {budget} were scanned — \
+                 give the volume directories as separate paths"
+            ),
+        ));
+    }
+    scan.entries_seen += entries.len();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
@@ -200,6 +226,15 @@ pub fn open_volume(path: &Path, key: &LinkKey, limits: &Limits) -> Result<OpenVo
             header.frame_len
         ));
     }
+    if !header.is_plausible() {
+        return Err(format!(
+            "refused: declares {} records, more than any volume of a {}-byte object can hold \
+             (at most {}); nothing was staged",
+            header.frame_count,
+            header.object_len,
+            header.max_plausible_records().unwrap_or(0)
+        ));
+    }
     let expected = header
         .expected_file_len()
         .ok_or_else(|| "refused: frame count overflows".to_string())?;
@@ -213,9 +248,101 @@ pub fn open_volume(path: &Path, key: &LinkKey, limits: &Limits) -> Result<OpenVo
     })
 }
 
+/// What [`RecordFilter`] made of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordVerdict {
+    /// An authenticated data frame of the volume's object: staged.
+    Keep,
+    /// Not an authenticated data frame of this object (bad tag, other object, other geometry,
+    /// outside the receiver's limits): dropped.
+    Junk,
+    /// Authentic, but its block already has `K + repair_surplus` records in this volume (the
+    /// receiver would drop it anyway): dropped.
+    Surplus,
+}
+
+/// Checks records while a volume is copied into staging, so junk never lands there and a
+/// volume's staged size is bounded by its object: at most `K + repair_surplus` records per block.
+///
+/// Memory: one `u16` per block of the object, allocated when the first authentic record fixes
+/// the geometry; at most `Limits::max_blocks` (2^20 by default, 2 MiB).
+pub struct RecordFilter<'a> {
+    key: &'a LinkKey,
+    limits: &'a Limits,
+    header: VolumeHeader,
+    params: Option<ObjectParams>,
+    per_block: Vec<u16>,
+    pub kept: u64,
+    pub junk: u64,
+    pub surplus: u64,
+}
+
+impl<'a> RecordFilter<'a> {
+    pub fn new(key: &'a LinkKey, limits: &'a Limits, header: VolumeHeader) -> Self {
+        RecordFilter {
+            key,
+            limits,
+            header,
+            params: None,
+            per_block: Vec::new(),
+            kept: 0,
+            junk: 0,
+            surplus: 0,
+        }
+    }
+
+    /// Judges one record (exactly `frame_len` bytes) and counts it.
+    pub fn check(&mut self, record: &[u8]) -> RecordVerdict {
+        let verdict = self.judge(record);
+        match verdict {
+            RecordVerdict::Keep => self.kept += 1,
+            RecordVerdict::Junk => self.junk += 1,
+            RecordVerdict::Surplus => self.surplus += 1,
+        }
+        verdict
+    }
+
+    fn judge(&mut self, record: &[u8]) -> RecordVerdict {
+        if record.len() != self.header.frame_len as usize {
+            return RecordVerdict::Junk;
+        }
+        let Ok(wire::Frame::Data(frame)) = wire::decode(self.key, record) else {
+            return RecordVerdict::Junk;
+        };
+        let params = frame.header.params;
+        match self.params {
+            Some(p) if p != params => return RecordVerdict::Junk,
+            Some(_) => {}
+            None => {
+                if params.object_id != self.header.object_id
+                    || params.object_len != self.header.object_len
+                    || self.limits.check(&params).is_err()
+                    || params.block_count() > self.limits.max_blocks
+                {
+                    return RecordVerdict::Junk;
+                }
+                self.params = Some(params);
+                self.per_block = vec![0; params.block_count() as usize];
+            }
+        }
+        let block = u64::from(frame.header.block);
+        let k = params.source_symbols(block);
+        let Some(count) = self.per_block.get_mut(block as usize) else {
+            return RecordVerdict::Junk;
+        };
+        if u32::from(*count) >= self.limits.max_stored_symbols(k) {
+            return RecordVerdict::Surplus;
+        }
+        *count = count.saturating_add(1);
+        RecordVerdict::Keep
+    }
+}
+
 /// Reads one staged volume's records in order with a bounded buffer.
 pub struct RecordReader {
     reader: BufReader<File>,
+    /// This volume's own record length (volumes of one object are never assumed to share it).
+    pub frame_len: usize,
     /// The volume's intended record count (its share of the send order).
     pub frame_count: u64,
     /// Records actually present.
@@ -228,6 +355,7 @@ impl RecordReader {
         file.seek(SeekFrom::Start(HEADER_LEN as u64))?;
         Ok(RecordReader {
             reader: BufReader::with_capacity(READ_BUFFER, file),
+            frame_len: header.frame_len as usize,
             frame_count: header.frame_count.max(1),
             records: header.whole_records_in(file_len),
             next: 0,
@@ -238,10 +366,14 @@ impl RecordReader {
         self.next >= self.records
     }
 
-    pub fn read_next(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.reader.read_exact(buf)?;
+    /// Reads the next record into the front of `buf` (at least `frame_len` long) and returns it.
+    pub fn read_next<'b>(&mut self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+        let record = buf
+            .get_mut(..self.frame_len)
+            .ok_or_else(|| io::Error::other("record buffer shorter than the frame length"))?;
+        self.reader.read_exact(record)?;
         self.next += 1;
-        Ok(())
+        Ok(record)
     }
 }
 
@@ -276,6 +408,7 @@ mod tests {
         std::fs::write(&p, vec![0u8; HEADER_LEN]).unwrap();
         RecordReader {
             reader: BufReader::new(File::open(&p).unwrap()),
+            frame_len: 1,
             frame_count,
             records,
             next: 0,
@@ -354,5 +487,118 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn record_filter_keeps_authentic_frames_of_the_object_up_to_k_plus_surplus() {
+        use sluice_common::transport::wire::DataHeader;
+        let key = LinkKey::public_default();
+        let limits = Limits::default();
+        let params = ObjectParams {
+            object_id: [7; 16],
+            object_len: 10 * 64,
+            block_size: 4 * 64,
+            symbol_size: 64,
+        };
+        let frame = |p: ObjectParams, block: u32, esi: u32| {
+            let mut out = vec![0u8; wire::data_frame_len(p.symbol_size)];
+            let n = wire::encode_data(
+                &key,
+                &DataHeader {
+                    params: p,
+                    block,
+                    esi,
+                },
+                &vec![1u8; usize::from(p.symbol_size)],
+                &mut out,
+            )
+            .unwrap();
+            out.truncate(n);
+            out
+        };
+        let header = VolumeHeader {
+            volume_index: 0,
+            volume_count: 1,
+            object_id: [7; 16],
+            object_len: params.object_len,
+            frame_len: wire::data_frame_len(64) as u32,
+            frame_count: 100,
+        };
+        let mut f = RecordFilter::new(&key, &limits, header);
+        // Block 0 has K = 4: 4 + 16 records kept, the rest is surplus.
+        for esi in 0..30 {
+            let want = if esi < 20 {
+                RecordVerdict::Keep
+            } else {
+                RecordVerdict::Surplus
+            };
+            assert_eq!(f.check(&frame(params, 0, esi)), want, "esi {esi}");
+        }
+        // The last block (K = 2) has its own cap.
+        for esi in 0..18 {
+            assert_eq!(f.check(&frame(params, 2, esi)), RecordVerdict::Keep);
+        }
+        assert_eq!(f.check(&frame(params, 2, 18)), RecordVerdict::Surplus);
+        // Junk: zeros, a bad tag, another object, another geometry.
+        let mut bad = frame(params, 1, 0);
+        *bad.last_mut().unwrap() ^= 1;
+        let other = ObjectParams {
+            object_id: [8; 16],
+            ..params
+        };
+        let regeometry = ObjectParams {
+            block_size: 8 * 64,
+            ..params
+        };
+        for junk in [
+            vec![0u8; header.frame_len as usize],
+            bad,
+            frame(other, 1, 0),
+            frame(regeometry, 1, 0),
+        ] {
+            assert_eq!(f.check(&junk), RecordVerdict::Junk);
+        }
+        assert_eq!((f.kept, f.surplus, f.junk), (38, 11, 4));
+        // A first record of another object never fixes the geometry.
+        let mut g = RecordFilter::new(&key, &limits, header);
+        assert_eq!(g.check(&frame(other, 0, 0)), RecordVerdict::Junk);
+        assert_eq!(g.check(&frame(params, 0, 0)), RecordVerdict::Keep);
+    }
+
+    #[test]
+    fn a_directory_with_too_many_entries_is_scanned_to_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for i in 0..MAX_DIR_ENTRIES + 10 {
+            std::fs::write(root.join(format!("f{i:05}")), b"").unwrap();
+        }
+        let s = scan(&[root.to_path_buf()]);
+        assert_eq!(s.entries_seen, MAX_DIR_ENTRIES);
+        assert_eq!(s.unknown, MAX_DIR_ENTRIES as u64);
+        assert!(
+            s.problems
+                .iter()
+                .any(|(p, why)| p == root && why.contains("more entries")),
+            "{:?}",
+            s.problems
+        );
+    }
+
+    #[test]
+    fn an_implausible_record_count_is_refused_before_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("v.sluicevol");
+        let key = LinkKey::public_default();
+        let header = VolumeHeader {
+            volume_index: 0,
+            volume_count: 1,
+            object_id: [1; 16],
+            object_len: 4096,
+            frame_len: wire::data_frame_len(1024) as u32,
+            frame_count: 1 << 20,
+        };
+        std::fs::write(&p, header.encode(key.as_bytes())).unwrap();
+        let err = open_volume(&p, &key, &Limits::default()).unwrap_err();
+        assert!(err.contains("more than any volume"), "{err}");
     }
 }

@@ -217,4 +217,61 @@ mod tests {
         assert!(html.contains("<span class=\"decoding\"></span>"), "{html}");
         assert!(html.contains("1 / 3"), "{html}");
     }
+
+    #[test]
+    fn clients_sending_one_byte_per_second_are_cut_off_and_others_are_served() {
+        let page = MetricsPage::default();
+        page.set("sluice_datagrams_total 5\n".into());
+        let addr = serve("127.0.0.1:0".parse().unwrap(), page).unwrap();
+        // More trickling clients than connection slots, each sending a never-ending request
+        // head one byte per second, until the server closes on it.
+        let trickle: Vec<_> = (0..crate::http::MAX_CONNECTIONS + 2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    let head = b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                    let mut sent = 0;
+                    for b in head {
+                        if s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        sent += 1;
+                        std::thread::sleep(Duration::from_secs(1));
+                        // A closed connection shows as EOF on a non-blocking peek.
+                        s.set_nonblocking(true).unwrap();
+                        let mut one = [0u8; 1];
+                        let closed = matches!(s.read(&mut one), Ok(0));
+                        s.set_nonblocking(false).unwrap();
+                        if closed {
+                            break;
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        // A normal client is answered while they trickle.
+        let mut answered = String::new();
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.read_to_string(&mut answered);
+            if answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            answered.clear();
+        }
+        assert!(answered.contains("sluice_datagrams_total 5"), "{answered}");
+        // Every trickler was cut off long before its head was complete: the server's total
+        // deadline per connection, not the client, decided when the connection ended.
+        for t in trickle {
+            let sent = t.join().unwrap();
+            assert!(
+                sent < 40,
+                "a one-byte-per-second client held a connection for {sent} bytes"
+            );
+        }
+    }
 }

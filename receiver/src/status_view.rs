@@ -117,6 +117,10 @@ pub struct HeartbeatView {
     pub age_secs: u64,
     /// Bundles in the sender's ledger (sent recently, received or not).
     pub ledger_entries: usize,
+    /// False when the listener runs with the public link key: anyone on the low network can
+    /// forge heartbeats, so this one is advisory (a status file without the field counts as
+    /// unauthenticated).
+    pub authenticated: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -268,6 +272,7 @@ fn apply_listener(view: &mut StatusView, l: &serde_json::Value, now_ms: u64) {
             age_secs: now_ms.saturating_sub(hb["received_at_unix_ms"].as_u64().unwrap_or(now_ms))
                 / 1000,
             ledger_entries: hb["ledger"].as_array().map_or(0, Vec::len),
+            authenticated: hb["authenticated"].as_bool().unwrap_or(false),
         });
     }
 }
@@ -479,5 +484,24 @@ mod tests {
         assert!(view.transfers.is_empty() && view.recent.is_empty());
         assert!(view.audit.chain_ok);
         assert!(view.store.size_bytes.is_some_and(|s| s > 0));
+    }
+
+    #[test]
+    fn a_heartbeat_without_the_authenticated_mark_counts_as_unauthenticated() {
+        let mut view = StatusView::default();
+        let status = |auth: Option<bool>| {
+            let mut hb = serde_json::json!({
+                "sender_id": "ab".repeat(16), "sequence": 1, "received_at_unix_ms": 1000,
+                "ledger": [],
+            });
+            if let Some(a) = auth {
+                hb["authenticated"] = a.into();
+            }
+            serde_json::json!({ "last_heartbeat": hb })
+        };
+        for (auth, want) in [(None, false), (Some(false), false), (Some(true), true)] {
+            apply_listener(&mut view, &status(auth), 2000);
+            assert_eq!(view.last_heartbeat.as_ref().unwrap().authenticated, want);
+        }
     }
 }

@@ -3,18 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sluice_common::exit::{CommandError, Exit};
-use sluice_common::spool::{HEADER_LEN, VolumeHeader};
+use sluice_common::spool::HEADER_LEN;
 use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
 
 use crate::ingest::{Outcome, OutcomeKind, Pipeline};
-use crate::media::{self, OpenVolume, RecordReader};
+use crate::media::{self, OpenVolume, RecordFilter, RecordVerdict};
+use crate::rebuild;
 use crate::report::{outcome_json, rejected_exit};
 use crate::setup;
-use crate::store::media::StageError;
+use crate::store::media::{MediaPolicy, StageError, Staged, VolumeCopy, geometry_id};
 use crate::store::{Source, StoreError, TransportFigures};
 
 /// What each exit code means for `import` (rendered into `--help` by `sluice_common::exit`).
@@ -49,7 +50,11 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 /// "waiting" and its volumes stay staged.
 ///
 /// Media are treated as hostile: symlinks, FIFOs, devices and directories named like volumes are
-/// reported by name and skipped; nothing is followed or read beyond the declared records.
+/// reported by name and skipped; nothing is followed or read beyond the declared records; a
+/// volume declaring more records than its object can have is refused; only records that
+/// authenticate as frames of the volume's object are staged, within the media quota; staged
+/// volumes no volume of their object joined for --media-expiry-days are removed. The first
+/// refusals are printed with their reason, the rest counted.
 ///
 /// Examples:
 ///
@@ -57,6 +62,7 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///       --link-key /etc/sluice/link.key /media/usb
 ///   sluice-recv import --store /var/lib/sluice --trust /etc/sluice/trust \
 ///       --link-key /etc/sluice/link.key --json /media/disc2
+///   sluice-recv staging list --store /var/lib/sluice          # what is waiting, and since when
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -80,9 +86,16 @@ pub struct Args {
     /// Memory budget for buffered symbols, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub memory: u64,
-    /// Staging quota in GiB (partial objects and staged volumes together).
+    /// Staging quota in GiB for partial objects (staging/objects/).
     #[arg(long, default_value_t = 128, value_name = "GIB")]
     pub staging_quota: u64,
+    /// Media staging quota: staged volumes (staging/media/) together, apart from
+    /// --staging-quota. A number of GiB, or with a unit: 512M, 96G, 1T.
+    #[arg(long, default_value = "96G", value_parser = parse_size, value_name = "SIZE")]
+    pub media_quota: u64,
+    /// Staged volumes of an object are removed when none of its volumes arrived for this long.
+    #[arg(long, default_value_t = MediaPolicy::DEFAULT_EXPIRY.as_secs() / 86_400, value_name = "DAYS")]
+    pub media_expiry_days: u64,
     /// Largest bundle accepted, in GiB.
     #[arg(long, default_value_t = 64, value_name = "GIB")]
     pub max_object: u64,
@@ -95,6 +108,23 @@ pub struct Args {
     /// Volume files or directories to scan.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// A size in bytes from `N` (GiB) or `N` with a unit K, M, G or T (binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 30),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 96G, 512M, 1T)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// What the import knows about one object.
@@ -117,18 +147,44 @@ struct Waiting {
     blocks: Option<u64>,
 }
 
-/// Per-item problems of one import: each is reported on stderr as it is found and raises the
-/// run's exit code; the run goes on with the other volumes and bundles.
+/// Refusals printed in full per import; later ones are counted and summed up at the end, so a
+/// medium with thousands of junk entries cannot flood the operator's terminal or the journal.
+pub const MAX_REFUSAL_LINES: u64 = 32;
+
+/// Per-item problems of one import: each is reported on stderr as it is found (the first
+/// [`MAX_REFUSAL_LINES`] refusals; the rest are counted) and raises the run's exit code; the run
+/// goes on with the other volumes and bundles.
 #[derive(Default)]
 struct Problems {
     worst: Exit,
+    refusals: u64,
 }
 
 impl Problems {
-    /// An input that is not used (unreadable, not a volume, contradicting): `skipped PATH: WHY`.
+    /// An input that is not used (unreadable, not a volume, implausible, no valid record):
+    /// `skipped PATH: WHY`, logged too.
     fn skipped(&mut self, path: &std::path::Path, why: impl std::fmt::Display) {
-        eprintln!("skipped {}: {why}", path.display());
+        self.refusals += 1;
+        if self.refusals <= MAX_REFUSAL_LINES {
+            eprintln!("skipped {}: {why}", path.display());
+            tracing::warn!(path = %path.display(), reason = %why, "volume refused");
+        }
         self.worst = self.worst.worst(Exit::Input);
+    }
+
+    /// The count of refusals not printed, once at the end.
+    fn summary(&self) {
+        if self.refusals > MAX_REFUSAL_LINES {
+            let more = self.refusals - MAX_REFUSAL_LINES;
+            eprintln!(
+                "skipped {more} more input(s); only the first {MAX_REFUSAL_LINES} refusals are shown"
+            );
+            tracing::warn!(
+                refused = self.refusals,
+                shown = MAX_REFUSAL_LINES,
+                "volume refusals"
+            );
+        }
     }
 
     /// A failure of the run that did not stop it: `error: MESSAGE`.
@@ -193,14 +249,16 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         if (state.count, state.object_len, state.frame_len)
             != (h.volume_count, h.object_len, h.frame_len)
         {
-            problems.skipped(
-                &v.path,
-                format!(
-                    "its header contradicts other volumes of object {}",
-                    hex::encode(h.object_id)
-                ),
+            // Kept apart by geometry when staged; the rebuild uses the geometry with the most
+            // valid records, so a hostile volume cannot shadow the real ones.
+            eprintln!(
+                "note {}: its header disagrees with other volumes of object {} (frame length {}, \
+                 {} volumes); staged apart",
+                v.path.display(),
+                hex::encode(h.object_id),
+                h.frame_len,
+                h.volume_count
             );
-            continue;
         }
         if v.truncated() {
             eprintln!(
@@ -227,6 +285,26 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     }
 
     let mut store = setup::open_store(&args.store, args.staging_quota << 30)?;
+    store.set_media_policy(MediaPolicy {
+        quota_bytes: args.media_quota,
+        expiry: Duration::from_secs(args.media_expiry_days.saturating_mul(86_400)),
+    });
+    match store.expire_media(SystemTime::now()) {
+        Ok(gone) => {
+            for m in gone {
+                eprintln!(
+                    "note: staged volumes of object {} expired ({} bytes, none added for over \
+                     {} days); removed",
+                    hex::encode(m.object_id),
+                    m.bytes,
+                    args.media_expiry_days
+                );
+                tracing::warn!(object = %hex::encode(m.object_id), bytes = m.bytes,
+                    "staged volumes expired");
+            }
+        }
+        Err(e) => problems.error(Exit::Storage, format!("expiring staged volumes: {e}")),
+    }
 
     // 2. Already accepted: a duplicate record, nothing staged.
     for (id, state) in objects.iter_mut() {
@@ -266,20 +344,51 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         if objects.get(&id).is_some_and(|s| s.outcome.is_some()) {
             continue;
         }
-        match store.stage_media_volume(
-            id,
-            v.header.volume_index,
-            &v.header_bytes,
-            &v.file,
-            HEADER_LEN as u64,
-            body,
-        ) {
-            Ok(true) => tracing::info!(path = %v.path.display(), "volume staged"),
-            Ok(false) => eprintln!(
-                "note {}: volume {} of {} is already staged; ignored",
+        let h = v.header;
+        let mut filter = RecordFilter::new(&link_key, &limits, h);
+        let copy = VolumeCopy {
+            object_id: id,
+            index: h.volume_index,
+            geometry: geometry_id(h.volume_count, h.object_len, h.frame_len),
+            header: &v.header_bytes,
+            source: &v.file,
+            body_offset: HEADER_LEN as u64,
+            records: v.records,
+            frame_len: h.frame_len as usize,
+        };
+        let staged =
+            store.stage_media_volume(&copy, &mut |r| filter.check(r) == RecordVerdict::Keep);
+        if filter.junk > 0 {
+            eprintln!(
+                "note {}: {} of {} records are not authenticated frames of object {}; not staged",
                 v.path.display(),
-                v.header.volume_index + 1,
-                v.header.volume_count
+                filter.junk,
+                v.records,
+                hex::encode(id)
+            );
+        }
+        if filter.surplus > 0 {
+            tracing::info!(path = %v.path.display(), surplus = filter.surplus,
+                "records beyond K + repair surplus of their block not staged");
+        }
+        match staged {
+            Ok(Staged::New { records }) => {
+                tracing::info!(path = %v.path.display(), records, "volume staged");
+            }
+            Ok(Staged::AlreadyStaged { records }) => eprintln!(
+                "note {}: volume {} of {} is already staged with {records} records; ignored",
+                v.path.display(),
+                h.volume_index + 1,
+                h.volume_count
+            ),
+            Ok(Staged::NoValidRecords) => problems.skipped(
+                &v.path,
+                format!(
+                    "refused: none of its {} records is an authenticated frame of object {}; \
+                     nothing was staged",
+                    v.records,
+                    hex::encode(id)
+                ),
             ),
             Err(StageError::Source(e)) => problems.skipped(
                 &v.path,
@@ -287,6 +396,10 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
                     "read failed while copying ({e}); the medium may be failing or was removed"
                 ),
             ),
+            // The media quota is a refusal of this volume, not a failure of the store.
+            Err(StageError::Store(e @ StoreError::MediaQuota { .. })) => {
+                problems.skipped(&v.path, format!("refused, nothing staged: {e}"));
+            }
             Err(StageError::Store(e)) => {
                 problems.error(Exit::Storage, format!("staging {}: {e}", v.path.display()));
             }
@@ -302,6 +415,26 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         .filter(|id| objects.get(id).is_some_and(|s| s.outcome.is_none()))
         .collect();
     let mut extra_outcomes = Vec::new();
+    // What to feed per object, chosen before the pipeline resumes anything from staging, so a
+    // partial object built from outvoted frames is started over instead of refusing the rest.
+    let mut plans: BTreeMap<[u8; 16], rebuild::Plan> = BTreeMap::new();
+    for id in &rebuild {
+        match rebuild::plan_object(&store, *id, &link_key) {
+            Ok(Some(plan)) => {
+                rebuild::drop_conflicting_partial(&mut store, *id, &plan);
+                plans.insert(*id, plan);
+            }
+            // Nothing staged for it, now or before: every volume of it was refused (and said
+            // why); it is not "waiting".
+            Ok(None) => {
+                objects.remove(id);
+            }
+            Err(e) => problems.error(
+                Exit::Storage,
+                format!("rebuilding {}: {e}", hex::encode(id)),
+            ),
+        }
+    }
     if !rebuild.is_empty() {
         let mut config = ReceiverConfig::new(link_key.clone());
         config.limits = limits;
@@ -326,7 +459,12 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             let Some(state) = objects.get_mut(id) else {
                 continue;
             };
-            if let Err(e) = feed_object(&mut pipeline, &shared, *id, &link_key, state) {
+            let Some(plan) = plans.remove(id) else {
+                continue;
+            };
+            state.staged.extend(plan.volumes.keys().copied());
+            state.count = plan.geometry.0;
+            if let Err(e) = rebuild::feed_object(&mut pipeline, *id, plan) {
                 problems.error(
                     Exit::Storage,
                     format!("rebuilding {}: {e}", hex::encode(id)),
@@ -387,6 +525,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     }
 
     // 5. Report, one line per bundle; the exit code is the worst of the run (`Exit::worst`).
+    problems.summary();
     let mut code = problems.worst;
     for id in &order {
         let Some(state) = objects.get(id) else {
@@ -412,82 +551,6 @@ fn media_figures() -> TransportFigures {
         passes: 1,
         source: Source::Media,
     }
-}
-
-/// Why the staged volumes of one object could not be fed (the store's own copy failed us).
-enum FeedError {
-    Store(StoreError),
-    Read(String),
-}
-
-impl std::fmt::Display for FeedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FeedError::Store(e) => write!(f, "{e}"),
-            FeedError::Read(what) => write!(f, "reading {what}"),
-        }
-    }
-}
-
-/// Feeds every staged volume of `id` into the pipeline, interleaved by each volume's progress
-/// through its own share so records arrive in (nearly) the sender's order and the receiver's
-/// bounded window of blocks suffices.
-fn feed_object(
-    pipeline: &mut Pipeline,
-    shared: &std::sync::Arc<std::sync::Mutex<crate::store::Store>>,
-    id: [u8; 16],
-    key: &sluice_common::transport::wire::LinkKey,
-    state: &mut ObjectState,
-) -> Result<(), FeedError> {
-    let staged = {
-        let store = shared.lock().unwrap_or_else(|p| p.into_inner());
-        store.staged_volumes(id).map_err(FeedError::Store)?
-    };
-    let mut readers = Vec::new();
-    let mut frame_len = 0usize;
-    for v in staged {
-        let mut hb = [0u8; HEADER_LEN];
-        use std::os::unix::fs::FileExt;
-        v.file
-            .read_exact_at(&mut hb, 0)
-            .map_err(|e| FeedError::Read(format!("staged volume {}: {e}", v.index)))?;
-        let Ok(h) = VolumeHeader::decode(&hb, key.as_bytes()) else {
-            continue;
-        };
-        if h.object_id != id || h.volume_index != v.index {
-            continue;
-        }
-        state.staged.insert(h.volume_index);
-        state.count = h.volume_count;
-        frame_len = h.frame_len as usize;
-        readers.push(
-            RecordReader::new(v.file, &h, v.len)
-                .map_err(|e| FeedError::Read(format!("staged volume {}: {e}", v.index)))?,
-        );
-    }
-    let mut buf = vec![0u8; frame_len];
-    let mut now = Instant::now();
-    let mut n = 0u64;
-    while let Some(i) = media::pick_next(&readers) {
-        readers[i]
-            .read_next(&mut buf)
-            .map_err(|e| FeedError::Read(format!("a staged volume: {e}")))?;
-        pipeline.handle_datagram(now, &buf);
-        n += 1;
-        // Collect finished decodes often: a decoded block waiting in the result queue still
-        // counts against the budget, and a full budget evicts blocks of the current window
-        // whose symbols would not come again in this run.
-        if n % 32 == 0 {
-            if n % 4096 == 0 {
-                now = Instant::now();
-            }
-            pipeline.drive(now);
-        }
-    }
-    pipeline.drive(Instant::now());
-    tracing::info!(object = %hex::encode(id), records = n, stats = ?pipeline.stats(),
-        "volumes fed");
-    Ok(())
 }
 
 fn volumes_text(set: &BTreeSet<u16>) -> String {
@@ -574,5 +637,22 @@ fn report(json: bool, id: [u8; 16], s: &ObjectState) {
                 s.count
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units_and_default_to_gib() {
+        assert_eq!(parse_size("96"), Ok(96 << 30));
+        assert_eq!(parse_size("96G"), Ok(96 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod doctor;
 pub mod import;
 pub mod listen;
+pub mod staging;
 pub mod status;
 pub mod verify;
 
@@ -19,6 +20,8 @@ pub fn exit_codes() -> Vec<(&'static str, &'static [(Exit, &'static str)])> {
         ("import", import::EXIT_CODES),
         ("status", status::EXIT_CODES),
         ("audit verify", audit::EXIT_CODES),
+        ("staging list", staging::EXIT_CODES),
+        ("staging purge", staging::EXIT_CODES),
         ("doctor", doctor::EXIT_CODES),
     ]
 }

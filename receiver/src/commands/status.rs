@@ -204,6 +204,16 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
         );
     } else {
         println!("SENT BUT NOT RECEIVED (per the sender's heartbeat ledger):");
+        let authenticated = report
+            .listener
+            .as_ref()
+            .is_some_and(|l| l["last_heartbeat"]["authenticated"].as_bool() == Some(true));
+        if !authenticated {
+            println!(
+                "  (unauthenticated heartbeat: under the public link key anyone can forge it; \
+                 advisory only — use a secret link key)"
+            );
+        }
         for m in &report.sent_not_received {
             println!(
                 "  object {}  {} bytes  first sent {} ({} s ago){}",

@@ -221,12 +221,23 @@ fn attention(h: &mut String, v: &StatusView) {
         Some(hb) => {
             let _ = write!(
                 h,
-                "<p id=\"heartbeat\">Last heartbeat {} s ago from sender <span class=\"mono\">{}</span> \
-                 (sequence {}, {} bundles in its ledger).</p>",
+                "<p id=\"heartbeat\"{}>Last heartbeat {} s ago from sender <span class=\"mono\">{}</span> \
+                 (sequence {}, {} bundles in its ledger){}.</p>",
+                if hb.authenticated {
+                    ""
+                } else {
+                    " class=\"warn\""
+                },
                 hb.age_secs,
                 escape(&hb.sender_id),
                 hb.sequence,
-                hb.ledger_entries
+                hb.ledger_entries,
+                if hb.authenticated {
+                    ""
+                } else {
+                    "; unauthenticated: the public link key lets anyone forge heartbeats, so \
+                     this is advisory only — use a secret link key"
+                }
             );
         }
         None => h.push_str("<p id=\"heartbeat\" class=\"warn\">No heartbeat received yet.</p>"),
@@ -411,5 +422,26 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_heartbeat_under_the_public_key_is_shown_as_unauthenticated() {
+        let mut v = sample();
+        v.last_heartbeat = Some(crate::status_view::HeartbeatView {
+            sender_id: "ab".repeat(16),
+            sequence: 7,
+            age_secs: 2,
+            ledger_entries: 1,
+            authenticated: false,
+        });
+        let html = render(&v);
+        assert!(html.contains("unauthenticated"), "{html}");
+        assert!(
+            html.contains("<p id=\"heartbeat\" class=\"warn\">"),
+            "{html}"
+        );
+        v.last_heartbeat.as_mut().unwrap().authenticated = true;
+        let html = render(&v);
+        assert!(!html.contains("unauthenticated"), "{html}");
     }
 }

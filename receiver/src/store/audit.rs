@@ -47,58 +47,135 @@ pub struct ChainReport {
     pub partial_tail: bool,
 }
 
+/// Longest audit line parsed. Records are a few hundred bytes; a longer line is still hashed
+/// into the chain (so the chain stays checkable) but reported instead of parsed, so reading the
+/// log never holds more than this much of one line.
+pub const MAX_AUDIT_LINE_BYTES: usize = 1 << 20;
+/// Chain problems kept as text; further ones are counted into one last line, so a log of
+/// millions of broken lines costs no more memory than a log of a thousand.
+pub const MAX_CHAIN_PROBLEMS: usize = 1000;
+
 /// Recomputes the chain over the log's bytes. Never fails: every irregularity is a problem line.
 pub fn check_chain(bytes: &[u8]) -> ChainReport {
-    let mut r = ChainReport {
-        last_hash: GENESIS.to_owned(),
-        ..ChainReport::default()
+    check_chain_reader(bytes, &mut |_| {}).unwrap_or_default()
+}
+
+/// Recomputes the chain over a log read as a stream: memory is one line (at most
+/// [`MAX_AUDIT_LINE_BYTES`]) plus what the report keeps (accepted bundles, channel maxima, at
+/// most [`MAX_CHAIN_PROBLEMS`] problems), whatever the log's length. `visit` sees every record
+/// that parses, in order (`status` derives its delivery figures in the same pass).
+pub fn check_chain_reader(
+    mut input: impl io::BufRead,
+    visit: &mut dyn FnMut(&AuditRecord),
+) -> io::Result<ChainReport> {
+    let mut c = Chain {
+        r: ChainReport {
+            last_hash: GENESIS.to_owned(),
+            ..ChainReport::default()
+        },
+        expected_seq: 1,
+        lineno: 0,
+        dropped: 0,
     };
-    let complete_len = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => i + 1,
-        None => 0,
-    };
-    r.complete_len = complete_len;
-    if complete_len < bytes.len() {
-        r.partial_tail = true;
-        r.problems.push(format!(
-            "audit.jsonl ends with a partial line of {} bytes (interrupted append)",
-            bytes.len() - complete_len
+    let mut line: Vec<u8> = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    let mut line_len = 0usize;
+    let mut consumed = 0usize;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (chunk, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        hasher.update(chunk);
+        let room = (MAX_AUDIT_LINE_BYTES + 1).saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        line_len += chunk.len();
+        let used = chunk.len() + usize::from(ends);
+        input.consume(used);
+        consumed += used;
+        if ends {
+            c.line(&line, line_len, &hasher, visit);
+            c.r.complete_len = consumed;
+            line.clear();
+            line_len = 0;
+            hasher = blake3::Hasher::new();
+        }
+    }
+    if line_len > 0 {
+        c.r.partial_tail = true;
+        c.problem(format!(
+            "audit.jsonl ends with a partial line of {line_len} bytes (interrupted append)"
         ));
     }
-    let mut expected_seq = 1u64;
-    let body = &bytes[..complete_len];
-    let body = body.strip_suffix(b"\n").unwrap_or(body);
-    let lines: Vec<&[u8]> = if body.is_empty() {
-        Vec::new()
-    } else {
-        body.split(|&b| b == b'\n').collect()
-    };
-    for (i, line) in lines.into_iter().enumerate() {
-        if line.is_empty() {
-            r.problems.push(format!("line {}: empty line", i + 1));
-            continue;
+    if c.dropped > 0 {
+        c.r.problems
+            .push(format!("… and {} more problem(s) not listed", c.dropped));
+    }
+    Ok(c.r)
+}
+
+struct Chain {
+    r: ChainReport,
+    expected_seq: u64,
+    lineno: usize,
+    dropped: u64,
+}
+
+impl Chain {
+    fn problem(&mut self, p: String) {
+        if self.r.problems.len() < MAX_CHAIN_PROBLEMS {
+            self.r.problems.push(p);
+        } else {
+            self.dropped += 1;
         }
-        let lineno = i + 1;
-        r.records += 1;
-        match serde_json::from_slice::<AuditRecord>(line) {
+    }
+
+    /// One complete line: `line` holds its first bytes (all of it unless over the limit),
+    /// `hasher` has seen all `len` bytes.
+    fn line(
+        &mut self,
+        line: &[u8],
+        len: usize,
+        hasher: &blake3::Hasher,
+        visit: &mut dyn FnMut(&AuditRecord),
+    ) {
+        self.lineno += 1;
+        let lineno = self.lineno;
+        if len == 0 {
+            self.problem(format!("line {lineno}: empty line"));
+            return;
+        }
+        self.r.records += 1;
+        let parsed = if len > MAX_AUDIT_LINE_BYTES {
+            Err(format!(
+                "{len} bytes, longer than any record ({MAX_AUDIT_LINE_BYTES})"
+            ))
+        } else {
+            serde_json::from_slice::<AuditRecord>(line).map_err(|e| e.to_string())
+        };
+        match parsed {
             Ok(rec) => {
-                if rec.seq != expected_seq {
-                    r.problems.push(format!(
-                        "line {lineno}: seq {} but expected {expected_seq} (a record is missing or out of order)",
-                        rec.seq
+                if rec.seq != self.expected_seq {
+                    self.problem(format!(
+                        "line {lineno}: seq {} but expected {} (a record is missing or out of order)",
+                        rec.seq, self.expected_seq
                     ));
                 }
-                if rec.prev != r.last_hash {
-                    r.problems.push(format!(
+                if rec.prev != self.r.last_hash {
+                    self.problem(format!(
                         "line {lineno}: prev {} does not match the hash of the previous line {} (chain broken)",
-                        rec.prev, r.last_hash
+                        rec.prev, self.r.last_hash
                     ));
                 }
-                expected_seq = rec.seq.saturating_add(1);
-                r.last_seq = rec.seq;
+                self.expected_seq = rec.seq.saturating_add(1);
+                self.r.last_seq = rec.seq;
                 if rec.decision == "accepted" {
                     if let Some(id) = &rec.bundle_id {
-                        r.accepted.insert(
+                        self.r.accepted.insert(
                             id.clone(),
                             AcceptedInfo {
                                 channel: rec.channel.clone(),
@@ -108,22 +185,22 @@ pub fn check_chain(bytes: &[u8]) -> ChainReport {
                         );
                     }
                     if let (Some(c), Some(s)) = (&rec.channel, rec.sequence) {
-                        let e = r.channel_max.entry(c.clone()).or_insert(s);
+                        let e = self.r.channel_max.entry(c.clone()).or_insert(s);
                         *e = (*e).max(s);
                     }
                 }
+                visit(&rec);
             }
             Err(e) => {
-                r.problems
-                    .push(format!("line {lineno}: not a valid audit record ({e})"));
-                expected_seq = expected_seq.saturating_add(1);
-                r.last_seq = r.last_seq.saturating_add(1);
+                self.problem(format!("line {lineno}: not a valid audit record ({e})"));
+                self.expected_seq = self.expected_seq.saturating_add(1);
+                self.r.last_seq = self.r.last_seq.saturating_add(1);
             }
         }
-        r.last_hash = blake3::hash(line).to_hex().to_string();
-        r.last_line = Some(String::from_utf8_lossy(line).into_owned());
+        self.r.last_hash = hasher.finalize().to_hex().to_string();
+        self.r.last_line =
+            (len <= MAX_AUDIT_LINE_BYTES).then(|| String::from_utf8_lossy(line).into_owned());
     }
-    r
 }
 
 /// The open log, positioned to append the next record.
@@ -155,15 +232,14 @@ impl AuditLog {
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(io::Error::other("audit.jsonl is not a regular file"));
         }
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         let _guard = AuditFlock::lock(file.as_fd())?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let report = check_chain(&bytes);
-        let mut len = bytes.len() as u64;
+        // Streamed: opening a store costs one line of memory, not the whole log.
+        let report = check_chain_reader(io::BufReader::with_capacity(1 << 16, &file), &mut |_| {})?;
+        let mut len = file.metadata()?.len();
         if report.partial_tail {
             tracing::warn!(
-                bytes = bytes.len() - report.complete_len,
+                bytes = len - report.complete_len as u64,
                 "audit.jsonl: dropping an interrupted partial last line"
             );
             file.set_len(report.complete_len as u64)?;
@@ -491,5 +567,57 @@ mod tests {
         let r = check_chain(&std::fs::read(d.path().join(AUDIT_FILE)).unwrap());
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.records, 106);
+    }
+
+    #[test]
+    fn the_streamed_check_equals_the_whole_buffer_check_and_stays_bounded() {
+        // A chain, one edited line, a partial tail: read in 7-byte pieces, same report.
+        let mut log = String::new();
+        let mut prev = GENESIS.to_string();
+        for seq in 1..=5 {
+            let l = line(seq, &prev);
+            prev = blake3::hash(l.as_bytes()).to_hex().to_string();
+            log.push_str(&l);
+            log.push('\n');
+        }
+        let edited = log.replacen("\"seq\":3", "\"seq\":33", 1) + "{\"partial";
+        for bytes in [log.as_bytes(), edited.as_bytes()] {
+            let whole = check_chain(bytes);
+            let mut seen = 0;
+            let streamed =
+                check_chain_reader(io::BufReader::with_capacity(7, bytes), &mut |_| seen += 1)
+                    .unwrap();
+            assert_eq!(streamed.problems, whole.problems);
+            assert_eq!(
+                (streamed.records, streamed.last_seq, &streamed.last_hash),
+                (whole.records, whole.last_seq, &whole.last_hash)
+            );
+            assert_eq!(
+                (streamed.complete_len, streamed.partial_tail),
+                (whole.complete_len, whole.partial_tail)
+            );
+            assert!(seen >= 4);
+        }
+        // An overlong line is hashed into the chain but not parsed or kept.
+        let long = format!("{}\n", "x".repeat(MAX_AUDIT_LINE_BYTES + 10));
+        let r = check_chain(long.as_bytes());
+        assert_eq!(r.records, 1);
+        assert!(
+            r.problems[0].contains("longer than any record"),
+            "{:?}",
+            r.problems
+        );
+        assert_eq!(
+            r.last_hash,
+            blake3::hash(&long.as_bytes()[..long.len() - 1])
+                .to_hex()
+                .to_string()
+        );
+        assert!(r.last_line.is_none());
+        // Thousands of broken lines: the problem list stays capped.
+        let junk = "not json\n".repeat(MAX_CHAIN_PROBLEMS * 3);
+        let r = check_chain(junk.as_bytes());
+        assert_eq!(r.problems.len(), MAX_CHAIN_PROBLEMS + 1);
+        assert!(r.problems.last().unwrap().contains("more problem"));
     }
 }

@@ -237,7 +237,9 @@ impl Store {
             }
         }
         // Durability of the content, then the receipt, all still private in staging.
-        fsutil::sync_dir_tree(ext.files_fd()).map_err(ioe(format!(
+        // Directories the extraction already left were fsynced then, off the lock; only the
+        // open ones (at most the path depth) are left.
+        ext.sync_open_dirs().map_err(ioe(format!(
             "fsync directories of {}",
             ext.path().display()
         )))?;

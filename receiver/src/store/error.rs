@@ -18,6 +18,9 @@ pub enum StoreError {
     Locked { lock: PathBuf },
     /// Reserving a new object would exceed the staging quota.
     Quota { needed: u64, used: u64, quota: u64 },
+    /// Copying a volume into `staging/media/` would pass the media quota
+    /// (`store::media::MediaPolicy`); `needed` is what the copy had reached when it stopped.
+    MediaQuota { needed: u64, used: u64, quota: u64 },
     /// The channel's high-water mark file exists but cannot be trusted: accepting on this channel
     /// is refused until an operator repairs it (T60: fail closed, never reset to 0).
     StateCorrupt {
@@ -68,6 +71,16 @@ impl fmt::Display for StoreError {
             } => write!(
                 f,
                 "store: staging quota exceeded: a new object needs {needed} bytes, {used} of {quota} are reserved"
+            ),
+            StoreError::MediaQuota {
+                needed,
+                used,
+                quota,
+            } => write!(
+                f,
+                "store: media staging quota exceeded: a volume copy reached {needed} bytes with \
+                 {used} of {quota} already staged; see `sluice-recv staging list`, remove what \
+                 is not wanted with `sluice-recv staging purge`, or raise `import --media-quota`"
             ),
             StoreError::StateCorrupt {
                 channel,

@@ -344,19 +344,3 @@ pub fn rename_noreplace(
         }
     })
 }
-
-/// fsyncs every directory below (and including) `dir`, children first, never following a
-/// symlink. Files are fsynced when they are closed, so after this the whole tree is durable.
-pub fn sync_dir_tree(dir: impl AsFd) -> io::Result<()> {
-    let dir = dir.as_fd();
-    for (name, lossy) in list_dir(dir)? {
-        if lossy {
-            continue;
-        }
-        if type_at(dir, &name)? == Some(FileType::Directory) {
-            let sub = open_dir_at(dir, &name)?;
-            sync_dir_tree(&sub)?;
-        }
-    }
-    fsync(dir)
-}

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
@@ -37,6 +38,7 @@ pub struct ReconcileReport {
 pub struct StoreConfig {
     /// Total bytes the `.part` files in `staging/objects/` may reserve together. Checked before
     /// a new object's space is reserved (fallocate), so a flood of new objects cannot fill disk.
+    /// Staged spool volumes have their own quota (`store::media::MediaPolicy`).
     pub staging_quota_bytes: u64,
 }
 
@@ -44,6 +46,34 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             staging_quota_bytes: 16 << 30,
+        }
+    }
+}
+
+/// The media staging policy: a quota of its own and an expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaPolicy {
+    /// Bytes all staged volumes may occupy together. Checked while copying, so a volume is
+    /// never staged past it (worst case on disk: this plus one 1 MiB copy buffer being written).
+    pub quota_bytes: u64,
+    /// An object whose newest staged volume is older than this is removed by
+    /// `Store::expire_media` (run by every `import` and by `staging purge --expired`).
+    pub expiry: Duration,
+}
+
+impl MediaPolicy {
+    /// Default quota: 96 GiB, the volumes of one largest default bundle (64 GiB) at 35 %
+    /// overhead (86.4 GiB) with room to spare.
+    pub const DEFAULT_QUOTA_BYTES: u64 = 96 << 30;
+    /// Default expiry: 14 days.
+    pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(14 * 24 * 3600);
+}
+
+impl Default for MediaPolicy {
+    fn default() -> Self {
+        MediaPolicy {
+            quota_bytes: Self::DEFAULT_QUOTA_BYTES,
+            expiry: Self::DEFAULT_EXPIRY,
         }
     }
 }
@@ -70,6 +100,8 @@ pub struct Store {
     pub(super) reserved: HashMap<[u8; 16], u64>,
     /// Bytes of staged spool volumes (`staging/media/`), counted in the staging quota.
     pub(super) media_bytes: u64,
+    /// Quota and expiry of `staging/media/` (`Store::set_media_policy`).
+    pub(super) media_policy: MediaPolicy,
     pub(super) config: StoreConfig,
     pub(super) reconcile: ReconcileReport,
     #[cfg(test)]
@@ -164,6 +196,7 @@ impl Store {
             open_objects: HashMap::new(),
             reserved: HashMap::new(),
             media_bytes: 0,
+            media_policy: MediaPolicy::default(),
             config,
             reconcile: ReconcileReport::default(),
             #[cfg(test)]

@@ -216,12 +216,8 @@ pub struct VerifyReport {
 /// entry has an `accepted` audit record whose `receipt_blake3` matches its receipt.json.
 pub fn verify_store(dir: &Path) -> io::Result<VerifyReport> {
     let root = open_root(dir)?;
-    let bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("audit.jsonl: {e}"))),
-    };
-    let chain: ChainReport = audit::check_chain(&bytes);
+    let chain: ChainReport = read_chain(&root, &mut |_| {})
+        .map_err(|e| io::Error::new(e.kind(), format!("audit.jsonl: {e}")))?;
     let mut problems: Vec<String> = chain
         .problems
         .iter()
@@ -430,20 +426,28 @@ pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusRep
             }
         }
     }
-    let audit_bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            errors.push(format!("audit.jsonl: {e}"));
-            Vec::new()
-        }
+    let (listener, listener_error) = match fsutil::open_dir_at(&root, "state")
+        .and_then(|st| fsutil::read_file_at(&st, "status.json", 16 << 20))
+    {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(format!("state/status.json: {e}"))),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
+        Err(e) => (None, Some(format!("state/status.json: {e}"))),
     };
-    let chain = audit::check_chain(&audit_bytes);
+    // Only the objects the sender's ledger names are looked up in the log, so the scan's memory
+    // follows the ledger, not the log.
+    let ledger = ledger_objects(listener.as_ref());
+    let mut scan = AuditScan::default();
+    let chain = read_chain(&root, &mut |rec| scan.visit(rec, Some(&ledger))).unwrap_or_else(|e| {
+        errors.push(format!("audit.jsonl: {e}"));
+        audit::check_chain(b"")
+    });
     let last_audit_record = chain
         .last_line
         .as_deref()
         .and_then(|l| serde_json::from_str(l).ok());
-    let scan = scan_audit(&audit_bytes);
     let mut last_accepted = scan.last_accepted;
     let mut channels = Vec::new();
     for n in count(&root, &["state", "channels"])? {
@@ -480,16 +484,6 @@ pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusRep
             },
         });
     }
-    let (listener, listener_error) = match fsutil::open_dir_at(&root, "state")
-        .and_then(|st| fsutil::read_file_at(&st, "status.json", 16 << 20))
-    {
-        Ok(b) => match serde_json::from_slice(&b) {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(format!("state/status.json: {e}"))),
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
-        Err(e) => (None, Some(format!("state/status.json: {e}"))),
-    };
     let now_unix = opts.now_unix_ms / 1000;
     let expectations = opts
         .trust
@@ -547,16 +541,12 @@ pub struct AuditScan {
     pub decided_objects: HashSet<String>,
 }
 
-/// Reads deliveries out of `audit.jsonl`'s bytes (unparseable lines are skipped: the chain
-/// check reports them).
-pub fn scan_audit(bytes: &[u8]) -> AuditScan {
-    let mut scan = AuditScan::default();
-    for line in bytes.split(|&b| b == b'\n') {
-        let Ok(rec) = serde_json::from_slice::<AuditRecord>(line) else {
-            continue;
-        };
+impl AuditScan {
+    /// Takes one record into account. With `only`, object ids outside it are not kept (the
+    /// caller only asks about those), so memory does not follow the log's length.
+    pub fn visit(&mut self, rec: &AuditRecord, only: Option<&HashSet<String>>) {
         if !matches!(rec.decision.as_str(), "accepted" | "duplicate" | "rejected") {
-            continue;
+            return;
         }
         // A bundle's transport object id is the first 16 bytes of its bundle id.
         let object = rec.object_id.clone().or_else(|| {
@@ -564,29 +554,49 @@ pub fn scan_audit(bytes: &[u8]) -> AuditScan {
                 .as_ref()
                 .and_then(|b| b.get(..32).map(str::to_owned))
         });
-        if let Some(o) = object {
-            scan.decided_objects.insert(o);
+        if let Some(o) = object
+            && only.is_none_or(|set| set.contains(&o))
+        {
+            self.decided_objects.insert(o);
         }
         if rec.decision == "accepted"
-            && let Some(c) = rec.channel
+            && let Some(c) = &rec.channel
         {
-            let e = scan.last_accepted.entry(c).or_insert(rec.time_unix);
+            let e = self.last_accepted.entry(c.clone()).or_insert(rec.time_unix);
             *e = (*e).max(rec.time_unix);
         }
     }
-    scan
+}
+
+/// Object ids (lowercase hex) in the listener's last heartbeat ledger.
+fn ledger_objects(listener: Option<&serde_json::Value>) -> HashSet<String> {
+    listener
+        .and_then(|l| l["last_heartbeat"]["ledger"].as_array())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["object_id"].as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Streams `DIR/audit.jsonl` through the chain check (an absent log is an empty one).
+fn read_chain(root: &OwnedFd, visit: &mut dyn FnMut(&AuditRecord)) -> io::Result<ChainReport> {
+    match fsutil::open_file_read(root, audit::AUDIT_FILE) {
+        Ok(f) => audit::check_chain_reader(io::BufReader::with_capacity(1 << 16, f), visit),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(audit::check_chain(b"")),
+        Err(e) => Err(e),
+    }
 }
 
 /// Latest accepted time per channel from a store's audit log and channel marks (for the
 /// listener at start; `status` computes the same inline).
 pub fn last_accepted_by_channel(dir: &Path) -> io::Result<HashMap<String, u64>> {
     let root = open_root(dir)?;
-    let bytes = match fsutil::read_file_at(&root, audit::AUDIT_FILE, u64::MAX / 2) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let mut last = scan_audit(&bytes).last_accepted;
+    let mut scan = AuditScan::default();
+    read_chain(&root, &mut |rec| scan.visit(rec, Some(&HashSet::new())))?;
+    let mut last = scan.last_accepted;
     if let Ok(st) = fsutil::open_dir_at(&root, "state")
         && let Ok(ch) = fsutil::open_dir_at(&st, "channels")
     {

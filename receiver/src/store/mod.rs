@@ -35,7 +35,7 @@
 //! fsutil     dir-fd relative, no-follow file helpers    nothing
 //! audit      the hash-chained log                       records
 //! extract    a bundle's files while they verify         fsutil
-//! handle     Store, StoreConfig, ReconcileReport, open  audit, error, fsutil, steps
+//! handle     Store, StoreConfig, MediaPolicy, open      audit, error, fsutil, steps
 //! staging    .part/.progress objects and the quota      error, fsutil, handle
 //! marks      per-channel high-water marks               error, fsutil, handle, records
 //! reject     rejected and incomplete records            error, fsutil, handle, records
@@ -83,6 +83,6 @@ pub use handle::{ReconcileReport, Store, StoreConfig};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub use records::{Source, TransportFigures};
 pub use reject::RejectSubject;
-pub use staging::{MAX_PROGRESS_BYTES, ObjectFile, ObjectId, ProgressList};
+pub use staging::{MAX_PROGRESS_BYTES, ObjectFile, ObjectId, PartialObject, ProgressList};
 #[cfg(test)]
 use steps::{Fault, Step};

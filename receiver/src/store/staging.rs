@@ -29,6 +29,16 @@ pub struct ObjectFile {
     pub resumed: bool,
 }
 
+/// A `.part` object as listed by [`Store::staged_objects`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialObject {
+    pub object_id: [u8; 16],
+    pub len: u64,
+    /// A `.progress` blob exists: a restart of `listen` resumes it.
+    pub resumable: bool,
+    pub modified: std::time::SystemTime,
+}
+
 /// `staging/objects/<hex>.part`: the object's bytes.
 pub(super) fn part_name(id: &[u8; 16]) -> String {
     format!("{}.part", hex::encode(id))
@@ -51,10 +61,11 @@ pub(super) fn parse_object_id(hex_str: &str) -> Option<[u8; 16]> {
 }
 
 impl Store {
-    /// Bytes reserved by staged objects and staged spool volumes, and the quota.
+    /// Bytes reserved by staged objects, and the quota. Staged spool volumes are counted
+    /// apart (`Store::media_usage`), so hostile media cannot refuse a transfer from `listen`.
     pub fn staging_usage(&self) -> (u64, u64) {
         (
-            self.reserved.values().sum::<u64>() + self.media_bytes,
+            self.reserved.values().sum::<u64>(),
             self.config.staging_quota_bytes,
         )
     }
@@ -242,6 +253,33 @@ impl Store {
             let bytes = fsutil::read_file_at(&self.objects, &name, MAX_PROGRESS_BYTES)
                 .map_err(ioe(format!("read staging/objects/{name}")))?;
             out.push((id, bytes));
+        }
+        Ok(out)
+    }
+
+    /// Every `.part` object in `staging/objects/` with its length, whether it can resume (has
+    /// a `.progress`), and when it was last written (`sluice-recv staging list`).
+    pub fn staged_objects(&self) -> Result<Vec<PartialObject>, StoreError> {
+        let mut out = Vec::new();
+        for (name, _) in fsutil::list_dir(&self.objects).map_err(ioe("list staging/objects"))? {
+            let Some(id) = name.strip_suffix(".part").and_then(parse_object_id) else {
+                continue;
+            };
+            let st = fsutil::stat_at(&self.objects, &name)
+                .map_err(ioe(format!("stat staging/objects/{name}")))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                continue;
+            }
+            let resumable = fsutil::type_at(&self.objects, &progress_name(&id))
+                .map_err(ioe(format!("stat staging/objects/{}", progress_name(&id))))?
+                == Some(FileType::RegularFile);
+            out.push(PartialObject {
+                object_id: id,
+                len: st.st_size as u64,
+                resumable,
+                modified: std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0)),
+            });
         }
         Ok(out)
     }
