@@ -78,13 +78,13 @@ pub struct Args {
     #[arg(long)]
     pub insecure_public_link_key: bool,
     /// Memory budget for buffered symbols, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = sluice_common::size::parse_mib)]
     pub memory: u64,
     /// Staging quota in GiB (partial objects and staged volumes together).
-    #[arg(long, default_value_t = 128, value_name = "GIB")]
+    #[arg(long, default_value_t = 128, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub staging_quota: u64,
     /// Largest bundle accepted, in GiB.
-    #[arg(long, default_value_t = 64, value_name = "GIB")]
+    #[arg(long, default_value_t = 64, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub max_object: u64,
     /// Threads decoding RaptorQ blocks.
     #[arg(long, default_value_t = 2)]
