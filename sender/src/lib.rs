@@ -9,6 +9,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod link;
+pub mod media_manifest;
+pub mod media_out;
 pub mod net;
 pub mod prepare;
 pub mod progress;
