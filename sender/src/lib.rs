@@ -11,6 +11,7 @@ pub mod config;
 pub mod link;
 pub mod media_manifest;
 pub mod media_out;
+pub mod media_plan;
 pub mod net;
 pub mod prepare;
 pub mod progress;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sluice_common::exit::CommandError;
 
-use crate::media_out::{Action, Job, io_failure, survival_text};
+use crate::media_out::{Action, Job, io_failure};
+use crate::media_plan::survival_text;
 
 pub const MANIFEST_TXT: &str = "SLUICE-MANIFEST.txt";
 pub const MANIFEST_JSON: &str = "sluice-manifest.json";

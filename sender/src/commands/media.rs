@@ -1,6 +1,6 @@
 //! `sluice-send media`: write bundles as spool volumes onto one or several removable media
-//! (docs/media.md). The geometry, checks and writing live in `media_out.rs`, the per-medium
-//! manifests in `media_manifest.rs`; this module is flags in, summary out.
+//! (docs/media.md). The geometry lives in `media_plan.rs`, checks and writing in `media_out.rs`,
+//! the per-medium manifests in `media_manifest.rs`; this module is flags in, summary out.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use sluice_common::spool::MAX_VOLUMES;
 
 use crate::media_manifest;
 use crate::media_out::{self, Action, Job};
+use crate::media_plan;
 use crate::prepare;
 
 /// What each exit code means for `media` (rendered into `--help` by `sluice_common::exit`).
@@ -100,7 +101,7 @@ pub struct Args {
     /// FAT32's 4 GiB file limit.
     #[arg(
         long,
-        default_value = media_out::DEFAULT_VOLUME_SIZE_TEXT,
+        default_value = media_plan::DEFAULT_VOLUME_SIZE_TEXT,
         value_name = "SIZE",
         value_parser = sluice_common::size::parse_size
     )]
@@ -150,7 +151,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         let with_path = |e: CommandError| {
             CommandError::new(e.code, format!("{}: {}", path.display(), e.message))
         };
-        let plan = media_out::settle_plan(
+        let plan = media_plan::settle_plan(
             prepared.id.object_id(),
             prepared.len,
             args.volumes.unwrap_or(media),
@@ -269,7 +270,7 @@ fn report(args: &Args, jobs: &[Job], elapsed: Duration, now_ms: u64) {
             "  {} volume(s), {} % overhead: {}",
             j.plan.volumes,
             j.plan.overhead,
-            media_out::survival_text(&j.plan)
+            media_plan::survival_text(&j.plan)
         );
         for v in 0..j.names.len() {
             println!(
