@@ -192,15 +192,18 @@ pub fn render_text(bundles: &[Value]) -> String {
     };
     for b in bundles {
         s.push_str(&format!(
-            "bundle {}\n  channel {}  sequence {}  {} bytes  from {}\n  {} volume(s) over {} \
-             medium/media, {} % overhead: {}\n",
+            "bundle {}\n  channel {}  sequence {}  {} bytes  from {}\n  {} volume(s) over {}, {} % \
+             overhead: {}\n",
             txt(&b["bundle_id"]),
             txt(&b["channel"]),
             txt(&b["sequence"]),
             txt(&b["bytes"]),
             txt(&b["source"]),
             txt(&b["volumes"]),
-            b["media"].as_u64().unwrap_or(1),
+            match b["media"].as_u64().unwrap_or(1) {
+                1 => "1 medium".to_string(),
+                n => format!("{n} media"),
+            },
             txt(&b["overhead_percent"]),
             txt(&b["survival"]),
         ));
