@@ -32,6 +32,8 @@ struct Fixture {
     ts: TempStore,
     key: PathBuf,
     trust: PathBuf,
+    /// The secret link key `media` and `import` share (`sluice-send link-keygen`).
+    link_key: PathBuf,
 }
 
 impl Fixture {
@@ -39,7 +41,18 @@ impl Fixture {
         let ts = TempStore::new();
         let (key, public) = e2e::keygen(&ts.path().join("keys"), "officer");
         let trust = e2e::trust_dir(&ts.path().join("trust"), &[&public]);
-        Fixture { ts, key, trust }
+        let link_key = ts.path().join("link.key");
+        e2e::run_ok(
+            Command::new(&bins().send)
+                .args(["link-keygen", "--out"])
+                .arg(&link_key),
+        );
+        Fixture {
+            ts,
+            key,
+            trust,
+            link_key,
+        }
     }
 
     /// A bundle of about `bytes` of content; returns it and the content directory.
@@ -59,7 +72,11 @@ impl Fixture {
 
     fn media(&self, outs: &[&Path], extra: &[&str], bundles: &[&Path]) -> Output {
         let mut cmd = Command::new(&bins().send);
-        cmd.arg("media").arg("--trust").arg(&self.trust);
+        cmd.arg("media")
+            .arg("--trust")
+            .arg(&self.trust)
+            .arg("--link-key")
+            .arg(&self.link_key);
         for o in outs {
             cmd.arg("--out").arg(o);
         }
@@ -82,6 +99,8 @@ impl Fixture {
             .arg(store)
             .arg("--trust")
             .arg(&self.trust)
+            .arg("--link-key")
+            .arg(&self.link_key)
             .args(extra)
             .args(paths)
             .output()
@@ -182,7 +201,7 @@ fn help_and_docs_say_how_to_choose_volumes_and_overhead_for_several_media() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
-        "sluice-send media --out /media/a --out /media/b --out /media/c --trust ./trust update.sluice",
+        "sluice-send media --out /media/a --out /media/b --out /media/c --trust ./trust \\",
         "survives losing any one whole medium (52 % for 3 media, 35 % for 4)",
         "--volumes is rounded up to a multiple of the media",
         "--no-space-check",
@@ -447,6 +466,8 @@ fn sizes_take_suffixes_on_every_size_flag() {
             "--trust",
         ])
         .arg(&fx.trust)
+        .arg("--link-key")
+        .arg(&fx.link_key)
         .arg(&bundle.path)
         .output()
         .unwrap();
@@ -462,6 +483,8 @@ fn sizes_take_suffixes_on_every_size_flag() {
             "--trust",
         ])
         .arg(&fx.trust)
+        .arg("--link-key")
+        .arg(&fx.link_key)
         .arg(&bundle.path)
         .output()
         .unwrap();
