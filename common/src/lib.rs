@@ -19,6 +19,7 @@
 //!   policy, and the streaming verifier whose `Verified` value is the only ticket into quarantine.
 //! - [`spool`]: spool volumes, the same frames written as fixed-size records onto removable media.
 //! - [`exit`]: the exit-code contract both binaries share.
+//! - [`size`]: the one parser for sizes (`1.5GiB`, `700M`) and rates (`800M`) on every flag.
 //! - `codec` (crate-private): the one bounds-checked byte reader, writer and constant-time
 //!   compare that every binary format above is parsed and written with.
 #![forbid(unsafe_code)]
@@ -29,5 +30,6 @@ mod codec;
 pub mod exit;
 pub mod linkkey;
 pub mod profile;
+pub mod size;
 pub mod spool;
 pub mod transport;

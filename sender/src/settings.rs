@@ -56,8 +56,8 @@ pub struct LinkArgs {
     /// Seconds between heartbeat frames, also while idle [default: 1].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_interval: Option<f64>,
-    /// UDP send buffer to request, in bytes [default: 8388608].
-    #[arg(long, value_name = "BYTES")]
+    /// UDP send buffer to request, in bytes or with a suffix (8MiB) [default: 8388608].
+    #[arg(long, value_name = "SIZE", value_parser = sluice_common::size::parse_size_usize)]
     pub sndbuf: Option<usize>,
 }
 
@@ -180,28 +180,21 @@ pub fn load_profile(name_or_path: &str) -> Result<Profile, CommandError> {
         })
 }
 
-/// Parses `800M`, `1.5G`, `250k`, `0` (bits per second).
+/// Parses `800M`, `1.5G`, `250k`, `0` (bits per second) with the parser every size flag shares
+/// (`sluice_common::size`, documented in docs/configuration.md "Sizes and rates").
 pub fn parse_rate(text: &str) -> Result<Option<u64>, CommandError> {
-    let t = text.trim();
-    let (number, scale) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
-        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
-        Some((i, 'g' | 'G')) => (&t[..i], 1e9),
-        _ => (t, 1.0),
-    };
-    let value: f64 = number.parse().map_err(|_| {
-        CommandError::usage(format!(
-            "--rate {text:?} is not a rate: use bits per second with an optional k/M/G suffix, e.g. 800M"
-        ))
-    })?;
-    let bits = value * scale;
-    if !(0.0..=1e12).contains(&bits) {
+    let bits = sluice_common::size::parse_rate(text)
+        .map_err(|e| CommandError::usage(format!("--rate {e}")))?;
+    if bits > MAX_RATE_BITS {
         return Err(CommandError::usage(format!(
             "--rate {text:?} is out of range (0 to 1000G)"
         )));
     }
-    Ok((bits >= 1.0).then_some(bits as u64))
+    Ok((bits > 0).then_some(bits))
 }
+
+/// The fastest rate the pacer is asked for: 1 Tbit/s, far above any diode.
+const MAX_RATE_BITS: u64 = 1_000_000_000_000;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{audit_records, quarantine_ids, rejected_records};
 use sluice_tests::{TempStore, blake3_tree, build_bin};
 
-/// The media quota the attacks run against (`import --media-quota 8M`).
+/// The media quota the attacks run against (`import --media-quota 8MiB`).
 const MEDIA_QUOTA: u64 = 8 << 20;
 const SYMBOL: u16 = 1024;
 const BLOCK: u32 = 64 * 1024;
@@ -184,7 +184,10 @@ impl Rig {
             .arg("--trust")
             .arg(&self.signer.trust)
             .arg("--media-quota")
-            .arg(format!("{}M", MEDIA_QUOTA >> 20))
+            .arg(format!("{}MiB", MEDIA_QUOTA >> 20))
+            // The attacks are made with the public default key, as an attacker without the
+            // site's secret would make them; import only reads it with this flag.
+            .arg("--insecure-public-link-key")
             .args(paths);
         run(&mut cmd, Duration::from_secs(600))
     }

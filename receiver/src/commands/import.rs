@@ -84,20 +84,20 @@ pub struct Args {
     #[arg(long)]
     pub insecure_public_link_key: bool,
     /// Memory budget for buffered symbols, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = sluice_common::size::parse_mib)]
     pub memory: u64,
     /// Staging quota in GiB for partial objects (staging/objects/).
-    #[arg(long, default_value_t = 128, value_name = "GIB")]
+    #[arg(long, default_value_t = 128, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub staging_quota: u64,
     /// Media staging quota: staged volumes (staging/media/) together, apart from
-    /// --staging-quota. A number of GiB, or with a unit: 512M, 96G, 1T.
-    #[arg(long, default_value = "96G", value_parser = parse_size, value_name = "SIZE")]
+    /// --staging-quota. A size in bytes with an optional suffix: 512MiB, 96GiB, 1T.
+    #[arg(long, default_value = "96GiB", value_parser = sluice_common::size::parse_size, value_name = "SIZE")]
     pub media_quota: u64,
     /// Staged volumes of an object are removed when none of its volumes arrived for this long.
     #[arg(long, default_value_t = MediaPolicy::DEFAULT_EXPIRY.as_secs() / 86_400, value_name = "DAYS")]
     pub media_expiry_days: u64,
     /// Largest bundle accepted, in GiB.
-    #[arg(long, default_value_t = 64, value_name = "GIB")]
+    #[arg(long, default_value_t = 64, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub max_object: u64,
     /// Threads decoding RaptorQ blocks.
     #[arg(long, default_value_t = 2)]
@@ -108,23 +108,6 @@ pub struct Args {
     /// Volume files or directories to scan.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-}
-
-/// A size in bytes from `N` (GiB) or `N` with a unit K, M, G or T (binary).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, shift) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 30),
-        Some((i, 'T' | 't')) => (&s[..i], 40),
-        _ => (s, 30),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 96G, 512M, 1T)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// What the import knows about one object.
@@ -637,22 +620,5 @@ fn report(json: bool, id: [u8; 16], s: &ObjectState) {
                 s.count
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_take_binary_units_and_default_to_gib() {
-        assert_eq!(parse_size("96"), Ok(96 << 30));
-        assert_eq!(parse_size("96G"), Ok(96 << 30));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("8m"), Ok(8 << 20));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -98,19 +98,19 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
     /// UDP receive buffer to request, in bytes (forced when privileged) [default: 67108864].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = sluice_common::size::parse_size_usize)]
     pub rcvbuf: Option<usize>,
     /// Largest datagram accepted, in bytes (the link MTU minus 28) [default: 8972].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = sluice_common::size::parse_size_usize)]
     pub max_datagram: Option<usize>,
     /// Memory budget for buffered symbols and in-flight decodes, in MiB [default: 48].
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", value_parser = sluice_common::size::parse_mib)]
     pub memory: Option<u64>,
     /// Staging quota: declared bytes of partial objects kept on disk, in GiB [default: 128].
-    #[arg(long, value_name = "GIB")]
+    #[arg(long, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub staging_quota: Option<u64>,
     /// Largest object (bundle) accepted, in GiB [default: 64].
-    #[arg(long, value_name = "GIB")]
+    #[arg(long, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub max_object: Option<u64>,
     /// Concurrent transfers tracked at once [default: 64].
     #[arg(long, value_name = "N")]
