@@ -4,6 +4,12 @@
 //! and reordering. After the blast the sender sends a few end markers (sequence `u64::MAX`, then
 //! the total sent) so the receiver knows the exact sent count, including tail losses, and stops.
 //! MB/s is 10^6 bytes of UDP payload per second.
+//!
+//! The sender may also pace ([`Pacing`]), to compare pacing mechanisms on the same path
+//! (bench/README.md, "Pacing mechanisms"): Sluice's userspace token bucket
+//! (`sluice_common::transport::pacer`, waking per GSO batch as `sender/src/link.rs` does), or the
+//! kernel's `fq` qdisc, through `SO_MAX_PACING_RATE` or per-batch `SO_TXTIME` departure times.
+//! The kernel mechanisms need `tc qdisc replace dev IF root fq` on the sending interface.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -61,9 +67,12 @@ fn cpu_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// UDP `RcvbufErrors` from /proc/net/snmp (this network namespace, all sockets).
+/// UDP `RcvbufErrors` of the calling thread's network namespace (all sockets).
+/// `/proc/thread-self`, not `/proc/net` (= `/proc/self/net`): the latter shows the namespace of
+/// the process's main thread, so a thread that joined another namespace with `setns` (the
+/// harness's receivers, `sluice_tests::Netns::run_in`) would read the wrong counters.
 pub fn udp_rcvbuf_errors() -> Option<u64> {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
     let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let names: Vec<&str> = lines.next()?.split_whitespace().collect();
     let vals: Vec<&str> = lines.next()?.split_whitespace().collect();
@@ -256,6 +265,73 @@ pub fn run_recv(sock: &UdpSocket, opts: &RecvOpts) -> anyhow::Result<RecvReport>
     Ok(r)
 }
 
+/// How a GSO blast is paced. Rates are wire bits per second: payload + 28 bytes IP/UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// Unpaced.
+    None,
+    /// Sluice's token bucket; `catch_up: false` is the bucket before issue 15 (budget past one
+    /// 64-frame batch dropped).
+    User { bits: u64, catch_up: bool },
+    /// `SO_MAX_PACING_RATE` (the `fq` qdisc spaces the socket's packets).
+    Fq { bits: u64 },
+    /// `SO_TXTIME`: each GSO send carries its departure time, `fq` holds it until then.
+    TxTime { bits: u64 },
+}
+
+impl std::str::FromStr for Pacing {
+    type Err = String;
+    /// `none`, `user:1600M`, `user-drop:1600M`, `fq:1600M`, `txtime:1600M`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Pacing::None);
+        }
+        let (kind, rate) = s
+            .split_once(':')
+            .ok_or("expected KIND:RATE, e.g. fq:1600M")?;
+        let t = rate.trim();
+        let (num, mul) = match t.chars().last() {
+            Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+            Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+            Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+            _ => (t, 1.0),
+        };
+        let bits = (num.parse::<f64>().map_err(|e| format!("{rate}: {e}"))? * mul) as u64;
+        match kind {
+            "user" => Ok(Pacing::User {
+                bits,
+                catch_up: true,
+            }),
+            "user-drop" => Ok(Pacing::User {
+                bits,
+                catch_up: false,
+            }),
+            "fq" => Ok(Pacing::Fq { bits }),
+            "txtime" => Ok(Pacing::TxTime { bits }),
+            _ => Err(format!(
+                "unknown pacing {kind:?} (none|user|user-drop|fq|txtime)"
+            )),
+        }
+    }
+}
+
+// SO_MAX_PACING_RATE (bytes per second; u32 is what every kernel accepts) through nix's own
+// sockopt machinery, so this crate needs no unsafe code of its own.
+mod pacing_opt {
+    // nix's macro names `libc` and its helper macros unqualified.
+    use nix::libc;
+    use nix::{setsockopt_impl, sockopt_impl};
+    sockopt_impl!(
+        /// `SO_MAX_PACING_RATE` in bytes per second.
+        MaxPacingRate,
+        SetOnly,
+        libc::SOL_SOCKET,
+        libc::SO_MAX_PACING_RATE,
+        u32
+    );
+}
+use pacing_opt::MaxPacingRate;
+
 #[derive(Clone, Debug)]
 pub struct SendOpts {
     pub addr: SocketAddr,
@@ -266,6 +342,8 @@ pub struct SendOpts {
     /// Datagrams per sendmmsg call, or segments per GSO send (capped to fit 64 KiB).
     pub batch: usize,
     pub sndbuf: Option<usize>,
+    /// Pacing (GSO mode only).
+    pub pacing: Pacing,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -309,6 +387,9 @@ impl SendReport {
             "datagrams_per_s": self.datagrams_per_s().round(),
             "errors": self.errors,
             "cpu_secs": round3(self.cpu_secs),
+            "wire_mbit_per_s": round3(
+                (self.sent_bytes + 28 * self.sent_datagrams) as f64 * 8.0 / self.secs.max(1e-9) / 1e6
+            ),
         })
     }
 }
@@ -375,12 +456,14 @@ pub fn run_send(opts: &SendOpts) -> anyhow::Result<SendReport> {
             setsockopt(&sock, sockopt::UdpGsoSegment, &(opts.size as i32))
                 .context("UDP_SEGMENT (GSO) not supported here")?;
             let mut buf = vec![0xa5u8; batch * opts.size];
+            let mut gate = Gate::new(&sock, opts.pacing, batch, opts.size)?;
             while Instant::now() < deadline {
                 for i in 0..batch {
                     let o = i * opts.size;
                     buf[o..o + 8].copy_from_slice(&(seq + i as u64).to_le_bytes());
                 }
-                match sock.send(&buf) {
+                gate.wait();
+                match gate.send(&sock, &buf) {
                     Ok(_) => seq += batch as u64,
                     Err(_) => rep.errors += 1,
                 }
@@ -400,6 +483,97 @@ pub fn run_send(opts: &SendOpts) -> anyhow::Result<SendReport> {
         let _ = sock.send(&marker);
     }
     Ok(rep)
+}
+
+/// The paced GSO sender's gate: waits for the userspace bucket, or stamps departure times.
+struct Gate {
+    pacing: Pacing,
+    pacer: Option<sluice_common::transport::pacer::Pacer>,
+    /// Wire bytes of one GSO batch.
+    batch_wire: u64,
+    /// Per-frame wire bytes.
+    frame_wire: usize,
+    batch: usize,
+    /// SO_TXTIME: next departure time, CLOCK_MONOTONIC nanoseconds.
+    next_txtime: u64,
+}
+
+impl Gate {
+    fn new(sock: &UdpSocket, pacing: Pacing, batch: usize, size: usize) -> anyhow::Result<Gate> {
+        use sluice_common::transport::pacer::Pacer;
+        let frame_wire = size + 28;
+        let mut pacer = None;
+        match pacing {
+            Pacing::None => {}
+            Pacing::User { bits, catch_up } => {
+                let burst = 64 * frame_wire as u64;
+                let catch = if catch_up {
+                    sluice_common::transport::pacer::CATCH_UP
+                } else {
+                    Duration::ZERO
+                };
+                pacer = Some(Pacer::with_catch_up(Some(bits / 8), burst, catch));
+            }
+            Pacing::Fq { bits } => {
+                let bytes = u32::try_from(bits / 8).unwrap_or(u32::MAX);
+                setsockopt(sock, MaxPacingRate, &bytes).context("SO_MAX_PACING_RATE")?;
+            }
+            Pacing::TxTime { .. } => {
+                let cfg = nix::libc::sock_txtime {
+                    clockid: nix::libc::CLOCK_MONOTONIC,
+                    flags: 0,
+                };
+                setsockopt(sock, sockopt::TxTime, &cfg).context("SO_TXTIME")?;
+            }
+        }
+        Ok(Gate {
+            pacing,
+            pacer,
+            batch_wire: (batch * frame_wire) as u64,
+            frame_wire,
+            batch,
+            next_txtime: 0,
+        })
+    }
+
+    /// Userspace pacing: sleeps until the bucket allows the next batch (like `sender/src/link.rs`:
+    /// when a whole batch is due), then charges it frame by frame.
+    fn wait(&mut self) {
+        let Some(p) = self.pacer.as_mut() else { return };
+        let Pacing::User { bits, .. } = self.pacing else {
+            return;
+        };
+        let batch_delay = Duration::from_secs_f64(
+            (self.batch - 1) as f64 * self.frame_wire as f64 * 8.0 / bits as f64,
+        );
+        while !p.can_send(Instant::now()) {
+            let due = p.ready_at().map_or(Instant::now(), |r| r + batch_delay);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let now = Instant::now();
+        for _ in 0..self.batch {
+            p.consume(now, self.frame_wire);
+        }
+    }
+
+    fn send(&mut self, sock: &UdpSocket, buf: &[u8]) -> std::io::Result<usize> {
+        let Pacing::TxTime { bits } = self.pacing else {
+            return sock.send(buf);
+        };
+        use nix::sys::socket::{ControlMessage, sendmsg};
+        use nix::time::{ClockId, clock_gettime};
+        let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        // A late sender catches up by at most 10 ms, like the userspace bucket.
+        let floor = now.saturating_sub(10_000_000);
+        let at = self.next_txtime.max(floor);
+        self.next_txtime = at + self.batch_wire * 8 * 1_000_000_000 / bits.max(1);
+        let iov = [IoSlice::new(buf)];
+        let cmsg = [ControlMessage::TxTime(&at)];
+        sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+            .map_err(std::io::Error::from)
+    }
 }
 
 /// Receiver on a thread + sender, on loopback (or any local address), in one process.
@@ -441,6 +615,7 @@ mod tests {
                 mode,
                 batch: 64,
                 sndbuf: None,
+                pacing: Pacing::None,
             };
             let (s, r) = run_pair("127.0.0.1:0".parse().unwrap(), &send, Some(8 << 20)).unwrap();
             assert!(s.sent_datagrams > 0, "{s:?}");

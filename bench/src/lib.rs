@@ -1,4 +1,6 @@
 //! Sluice's benchmark harness (see bench/README.md).
 
 pub mod blast;
+pub mod case;
 pub mod table;
+pub mod verdict;

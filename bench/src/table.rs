@@ -24,9 +24,11 @@ pub const COLUMNS: &[(&str, &str, usize)] = &[
     ("cpu_s_per_gib", "cpu/GiB", 7),
     ("send_peak_rss_mib", "rssS", 6),
     ("recv_peak_rss_mib", "rssR", 6),
+    ("rate_ratio", "wire/set", 8),
     ("sent_frames", "sent", 8),
     ("nft_loss_drops", "nftdrop", 7),
     ("socket_drops", "sockdrp", 7),
+    ("rcvbuf_errors", "rcvbufE", 7),
     ("repaired_blocks", "repair", 6),
     ("intact", "intact", 6),
 ];

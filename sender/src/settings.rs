@@ -27,8 +27,10 @@ pub struct LinkArgs {
     /// supplies defaults for --mtu, --rate, --overhead, --window and --passes.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
-    /// Pacing rate in bits per second on the wire, with an optional k/M/G suffix (e.g. 800M);
-    /// `0` sends unpaced. Default: the profile's recommended rate, else unpaced.
+    /// Pacing rate in bits per second on the wire, with an optional k/M/G suffix (e.g. 800M).
+    /// Default: the profile's recommended rate, else the gbe-fibre-1500 profile's (909M), which
+    /// is safe on any diode of 1 GbE or faster. `0` sends unpaced (warned: a diode has no
+    /// back-pressure, so whatever the link or receiver cannot absorb is lost).
     #[arg(long, value_name = "BITS/S")]
     pub rate: Option<String>,
     /// Repair symbols per block per pass, in percent of its source symbols. Default: the
@@ -61,12 +63,42 @@ pub struct LinkArgs {
     pub sndbuf: Option<usize>,
 }
 
+/// The profile whose rate paces a sender given neither `--rate` nor `--profile`: the slowest
+/// diode the project ships a profile for, so the default never overruns a 1 GbE link or a
+/// receiver that keeps up with one (issue 15: unpaced lost whole bundles at 5 % loss).
+pub const DEFAULT_RATE_PROFILE: &str = "gbe-fibre-1500";
+
+/// Where the pacing rate came from, for the log line and the JSON summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// `--rate` or `rate` in the --config file (`0` = unpaced).
+    Explicit,
+    /// The `--profile`'s `recommended_rate_bps`.
+    Profile,
+    /// Neither: [`DEFAULT_RATE_PROFILE`]'s rate.
+    Default,
+}
+
+impl RateSource {
+    /// The word in JSON summaries (`rate_source`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateSource::Explicit => "rate",
+            RateSource::Profile => "profile",
+            RateSource::Default => "default",
+        }
+    }
+}
+
 /// What `udp` (or `watch`) settled on after applying the profile and flags.
 #[derive(Debug, Clone)]
 pub struct SendSettings {
     pub destination: SocketAddr,
     pub mtu: u32,
+    /// Wire bits per second, `None` = unpaced (only ever from an explicit `--rate 0`, or a
+    /// profile whose `recommended_rate_bps` is 0).
     pub rate_bits: Option<u64>,
+    pub rate_source: RateSource,
     pub overhead: u32,
     pub passes: u16,
     pub window: u32,
@@ -79,6 +111,32 @@ impl SendSettings {
     /// UDP payload bytes per datagram: the MTU less the IPv4 and UDP headers.
     pub fn datagram_len(&self) -> usize {
         datagram_len(self.mtu)
+    }
+
+    /// Says at start how the sender paces: INFO with the rate and where it came from, or a
+    /// warning when unpaced.
+    pub fn log_pacing(&self) {
+        match (self.rate_bits, self.rate_source) {
+            (Some(bits), RateSource::Default) => tracing::info!(
+                rate_bits_per_sec = bits,
+                "pacing at {} Mbit/s, the {DEFAULT_RATE_PROFILE} profile's rate (no --rate and no \
+                 --profile); set --profile or --rate for a faster diode",
+                bits / 1_000_000
+            ),
+            (Some(bits), source) => tracing::info!(
+                rate_bits_per_sec = bits,
+                source = source.as_str(),
+                "pacing at {} Mbit/s",
+                bits / 1_000_000
+            ),
+            (None, source) => tracing::warn!(
+                source = source.as_str(),
+                "sending unpaced (--rate 0, or a profile without a rate): a diode has no back-pressure, so frames the link or \
+                 the receiver cannot absorb are lost, and beyond the repair overhead whole \
+                 bundles; pace a little under the line rate, e.g. --profile gbe-fibre-1500 or \
+                 --rate 900M"
+            ),
+        }
     }
 }
 
@@ -108,9 +166,10 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
             "--mtu {mtu} is outside 576..=65535"
         )));
     }
-    let rate_bits = match &args.rate {
-        Some(text) => parse_rate(text)?,
-        None => profile.as_ref().map(|p| p.recommended_rate_bps),
+    let (rate_bits, rate_source) = match (&args.rate, &profile) {
+        (Some(text), _) => (parse_rate(text)?, RateSource::Explicit),
+        (None, Some(p)) => (Some(p.recommended_rate_bps), RateSource::Profile),
+        (None, None) => (Some(default_rate_bits()?), RateSource::Default),
     };
     let link_key = sluice_host::linkkey::load_for(
         args.link_key.as_deref(),
@@ -134,6 +193,7 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
         destination,
         mtu,
         rate_bits: rate_bits.filter(|&r| r > 0),
+        rate_source,
         overhead: args
             .overhead
             .or(profile.as_ref().map(|p| p.recommended_overhead_percent))
@@ -163,6 +223,19 @@ const DEFAULT_WINDOW_BYTES: u32 = 20 << 20;
 pub fn default_window(mtu: u32) -> u32 {
     let block = recommended_block_size(wire::symbol_size_for_datagram(datagram_len(mtu)));
     (DEFAULT_WINDOW_BYTES / block.max(1)).clamp(1, 16)
+}
+
+/// The built-in [`DEFAULT_RATE_PROFILE`]'s `recommended_rate_bps` (the compiled-in copy, so a
+/// profile directory cannot change what "no flags" means).
+pub fn default_rate_bits() -> Result<u64, CommandError> {
+    sluice_common::profile::builtin(DEFAULT_RATE_PROFILE)
+        .and_then(|text| Profile::parse(text).ok())
+        .map(|p| p.recommended_rate_bps)
+        .ok_or_else(|| {
+            CommandError::internal(format!(
+                "the built-in {DEFAULT_RATE_PROFILE} profile is missing or invalid"
+            ))
+        })
 }
 
 /// Resolves `--profile` (a file, a name in a profile directory, or a built-in profile; see
@@ -217,6 +290,43 @@ mod tests {
         assert_eq!(parse_rate("0").unwrap(), None);
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("-5M").is_err());
+    }
+
+    fn args(rate: Option<&str>, profile: Option<&str>) -> LinkArgs {
+        LinkArgs {
+            to: Some("127.0.0.1:7000".into()),
+            trust: None,
+            profile: profile.map(String::from),
+            rate: rate.map(String::from),
+            overhead: None,
+            mtu: None,
+            passes: None,
+            window: None,
+            link_key: None,
+            heartbeat_interval: None,
+            sndbuf: None,
+        }
+    }
+
+    /// Issue 15: no --rate and no --profile paces at gbe-fibre-1500's rate; unpaced needs an
+    /// explicit `--rate 0`.
+    #[test]
+    fn the_default_is_paced_and_unpaced_needs_rate_zero() {
+        let s = settle(&args(None, None)).unwrap();
+        assert_eq!(s.rate_bits, Some(909_000_000));
+        assert_eq!(s.rate_source, RateSource::Default);
+        assert_eq!(default_rate_bits().unwrap(), 909_000_000);
+
+        let s = settle(&args(Some("0"), None)).unwrap();
+        assert_eq!(s.rate_bits, None);
+        assert_eq!(s.rate_source, RateSource::Explicit);
+
+        let s = settle(&args(Some("1600M"), None)).unwrap();
+        assert_eq!(s.rate_bits, Some(1_600_000_000));
+
+        let s = settle(&args(None, Some("10gbe-jumbo-9000"))).unwrap();
+        assert_eq!(s.rate_source, RateSource::Profile);
+        assert!(s.rate_bits.unwrap() > 909_000_000);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `sluice-recv listen`, beside the raw UDP ceilings measured on the same path in the same run.
 //! Needs root (network namespaces). See bench/README.md.
 
+#![recursion_limit = "256"]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,9 @@ use clap::Parser;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
 use sluice_bench::blast::{self, Mode, RecvOpts, SendOpts};
+use sluice_bench::case::{Case, parse_case, parse_size, rate_args};
 use sluice_bench::table::{human, print_header, print_row, r2, r3};
+use sluice_bench::verdict;
 use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_tests::{DiodeOptions, Netns, ProcessWatch, Side};
 
@@ -40,8 +44,9 @@ struct Cli {
     /// Repair overhead in percent when a case does not say (-oh<PCT>).
     #[arg(long, default_value_t = 10)]
     overhead: u32,
-    /// sluice-send --rate when a case does not say (-rate<BITS>); 0 = unpaced.
-    #[arg(long, default_value = "0")]
+    /// sluice-send --rate when a case does not say (-rate<BITS>); 0 = unpaced; `default` passes
+    /// no --rate (the sender's own default, the gbe-fibre-1500 profile's rate).
+    #[arg(long, default_value = "default")]
     rate: String,
     /// Run every case this many times (each run its own row).
     #[arg(long, default_value_t = 1)]
@@ -69,49 +74,11 @@ struct Cli {
     bin_dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug)]
-struct Case {
-    name: String,
-    mtu: u32,
-    loss: f64,
-    overhead: u32,
-    rate: String,
-}
-
-fn parse_case(s: &str, overhead: u32, rate: &str) -> anyhow::Result<Case> {
-    let mut c = Case {
-        name: s.to_string(),
-        mtu: 1500,
-        loss: 0.0,
-        overhead,
-        rate: rate.to_string(),
-    };
-    for tok in s.split('-') {
-        if let Some(v) = tok.strip_prefix("mtu") {
-            c.mtu = v.parse().with_context(|| format!("case {s}: mtu"))?;
-        } else if let Some(v) = tok.strip_prefix("loss") {
-            c.loss = v.parse().with_context(|| format!("case {s}: loss"))?;
-        } else if let Some(v) = tok.strip_prefix("oh") {
-            c.overhead = v.parse().with_context(|| format!("case {s}: oh"))?;
-        } else if let Some(v) = tok.strip_prefix("rate") {
-            c.rate = v.to_string();
-        } else {
-            bail!("case {s:?}: unknown part {tok:?} (mtu<N>, loss<PCT>, oh<PCT>, rate<BITS>)");
-        }
-    }
-    Ok(c)
-}
-
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let (num, mul) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().with_context(|| format!("size {s:?}"))?;
-    Ok((n * mul as f64) as u64)
+/// UDP RcvbufErrors in the receiver's namespace.
+fn rcvbuf_errors(ns: &Netns) -> anyhow::Result<Option<u64>> {
+    ns.run_in(Side::Rx, blast::udp_rcvbuf_errors)?
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading /proc/net/snmp in the receiver namespace panicked"))
 }
 
 /// Raw ceilings on the case's path: what arrives of an unpaced blast.
@@ -153,6 +120,7 @@ fn measure_ceiling(ns: &Netns, size: usize, mode: Mode, secs: f64) -> anyhow::Re
         mode,
         batch: 64,
         sndbuf: Some(8 << 20),
+        pacing: blast::Pacing::None,
     };
     let s = ns.run_in(Side::Tx, move || blast::run_send(&sopts))?;
     let sent = s
@@ -323,6 +291,7 @@ fn run_case(
     }
     let write_ceiling = measure_page_cache_write(work, fx.size.min(PAGE_CACHE_PROBE_BYTES))?;
     let loss_before = ns.status()?.loss_drops;
+    let rcvbuf_before = rcvbuf_errors(&ns)?;
 
     let store = work.join(format!("store-{}-{}-{run}", case.name, human(fx.size)));
     let _ = std::fs::remove_dir_all(&store);
@@ -380,15 +349,8 @@ fn run_case(
         .arg(work.join("trust"))
         .arg("--link-key")
         .arg(work.join("keys/link.key"))
-        .args([
-            "--mtu",
-            &mtu,
-            "--overhead",
-            &overhead,
-            "--rate",
-            &case.rate,
-            "--json",
-        ])
+        .args(["--mtu", &mtu, "--overhead", &overhead, "--json"])
+        .args(rate_args(&case.rate))
         .args(&cli.send_args)
         .arg(&fx.bundle)
         .stdin(Stdio::null())
@@ -491,6 +453,9 @@ fn run_case(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let loss_drops = ns.status()?.loss_drops.saturating_sub(loss_before);
+    let rcvbuf = rcvbuf_errors(&ns)?
+        .zip(rcvbuf_before)
+        .map(|(a, b)| a.saturating_sub(b));
     ns.down()?;
     if !cli.keep {
         let _ = std::fs::remove_dir_all(&store);
@@ -510,6 +475,11 @@ fn run_case(
         "secs": r3(secs),
         "e2e_secs_incl_sender_verify": r3(e2e_secs),
         "send_secs": send_secs.map(r3),
+        // The rate the sender paced at (null = unpaced) and what it reached on the wire.
+        "set_rate_bits": send_json["rate_limit_bits_per_sec"],
+        "rate_source": send_json["rate_source"],
+        "wire_mbit_s": send_json["wire_mbit_per_sec"].as_f64().map(r2),
+        "rate_ratio": verdict::rate_ratio(&send_json).map(r3),
         // Paced: wire bytes of the set rate the sender left unused (its token bucket was full).
         "send_pacing_unused_bytes": send_json["pacing_unused_bytes"],
         // Sender finished → quarantine commit: the receiver's last blocks, verification, commit.
@@ -530,6 +500,10 @@ fn run_case(
         "repaired_blocks": outcome["repaired_blocks"],
         "nft_loss_drops": loss_drops,
         "socket_drops": status["kernel_drops"],
+        // The receiver namespace's UDP RcvbufErrors delta over the transfer (only the listener
+        // receives there): socket overflows, each up to a whole GRO train.
+        "rcvbuf_errors": rcvbuf,
+        "size": human(fx.size),
         "outcome": outcome["outcome"],
         "intact": intact,
         "send_exit": send_status.code(),
@@ -673,11 +647,12 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&fx.bundle);
         }
     }
+    let failures: Vec<String> = rows.iter().filter_map(verdict::failure).collect();
     if cli.json {
         println!(
             "{}",
             json!({"summary": {"rows": rows.len(), "load_avg_end": load_avg(),
-            "all_intact": rows.iter().all(|r| r["intact"] == true)}})
+            "all_intact": failures.is_empty(), "failures": failures}})
         );
     } else {
         println!("# load at end {}", load_avg());
@@ -687,6 +662,14 @@ fn main() -> anyhow::Result<()> {
         if let Some(t) = tmp.take() {
             let _ = t.keep();
         }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} cases did not arrive intact:\n  {}",
+            failures.len(),
+            rows.len(),
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
-use sluice_bench::blast::{Mode, RecvOpts, SendOpts, bind_recv, run_pair, run_recv, run_send};
+use sluice_bench::blast::{
+    Mode, Pacing, RecvOpts, SendOpts, bind_recv, run_pair, run_recv, run_send,
+};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +65,11 @@ struct SendArgs {
     /// Datagrams per sendmmsg, or segments per GSO send (capped so one send is <= 64 KiB).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Pacing of a GSO blast: none, user:RATE (Sluice's token bucket), user-drop:RATE (the bucket
+    /// before issue 15), fq:RATE (SO_MAX_PACING_RATE), txtime:RATE (SO_TXTIME); RATE in wire
+    /// bits/s with k/M/G. fq and txtime need `tc qdisc replace dev IF root fq`.
+    #[arg(long, default_value = "none")]
+    pacing: Pacing,
     #[arg(long)]
     json: bool,
 }
@@ -75,6 +82,7 @@ fn send_opts(addr: SocketAddr, s: &SendArgs, sndbuf: Option<usize>) -> SendOpts 
         mode: s.mode,
         batch: s.batch,
         sndbuf,
+        pacing: s.pacing,
     }
 }
 

@@ -1,9 +1,20 @@
 //! A token bucket on wire bytes, so the sender never exceeds the diode's line rate.
 //!
 //! The bucket counts *wire* bytes: each frame costs its length plus [`IP_UDP_OVERHEAD`] (IPv4 +
-//! UDP headers), because that is what the diode's line rate is spent on. The bucket holds at
-//! most `burst_bytes`, so after an idle spell the sender may emit one batch (large enough for a
-//! UDP GSO send of ~64 frames) at once and is then held to `rate` on average.
+//! UDP headers), because that is what the diode's line rate is spent on. It starts with
+//! `burst_bytes` (one GSO batch of ~64 frames) and is then held to `rate` on average.
+//!
+//! **Late wake-ups keep their budget.** A sender thread wakes when a batch is due, but the OS
+//! wakes it late (timer slack, the other process on the core), and a block read or a solve
+//! hand-off can hold it for milliseconds. A bucket that holds only one batch throws away every
+//! byte earned past the batch, so the sender fell 10-20 % short of its rate (bench/README.md).
+//! The bucket therefore holds `burst_bytes` plus [`CATCH_UP`] of the rate: what a late wake-up
+//! earned is sent as soon as the sender runs again, and the average stays at `rate`
+//! (`common/tests/sim_pacer.rs::late_wakeups_keep_the_average_rate`). The catch-up is bounded so
+//! a long stall (a slow disk, a suspended process) does not become a huge burst: the worst-case
+//! burst is `burst_bytes + rate × CATCH_UP` (e.g. 1.1 MB at 909 Mbit/s, 12.5 MB at 10 Gbit/s,
+//! well inside the receiver's 32 MiB socket buffer); anything earned beyond it is counted as
+//! unused ([`Pacer::unused_bytes`]).
 //!
 //! The bucket may go into debt by one frame: a frame is allowed whenever the balance is not
 //! negative, and its cost is then subtracted. That keeps the check independent of the exact size
@@ -20,6 +31,12 @@ pub const IP_UDP_OVERHEAD: usize = 28;
 /// Frames in one burst allowance: enough for a single GSO batch.
 pub const DEFAULT_BURST_FRAMES: u64 = 64;
 
+/// How much of the rate a late or stalled sender may make up at once, beyond the burst
+/// allowance: 10 ms covers timer slack, a scheduler slice lost to the receiver on a shared core
+/// (3-4 ms on 2 vCPUs) and a window's block reads (4.3 ms average, 11 ms worst per 16 MiB in
+/// bench/README.md). Worst case: `rate × 10 ms` more bytes back to back (1.1 MB at 909 Mbit/s).
+pub const CATCH_UP: Duration = Duration::from_millis(10);
+
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Token-bucket pacer. `rate = None` means unpaced: [`Pacer::try_consume`] always succeeds.
@@ -27,7 +44,8 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 pub struct Pacer {
     /// Bytes per second, or `None` for unpaced.
     rate: Option<u64>,
-    /// Bucket capacity in byte-nanoseconds (bytes × 10⁹), so refill is exact integer math.
+    /// Bucket capacity in byte-nanoseconds (bytes × 10⁹), so refill is exact integer math: the
+    /// burst allowance plus [`CATCH_UP`] of the rate.
     capacity: i128,
     /// Current balance in byte-nanoseconds; may be negative by at most one frame.
     balance: i128,
@@ -40,16 +58,39 @@ pub struct Pacer {
 
 impl Pacer {
     /// A pacer sending at most `rate_bytes_per_sec` wire bytes per second on average, with a
-    /// burst allowance of `burst_bytes` (clamped to at least one byte). The bucket starts full.
+    /// burst allowance of `burst_bytes` (clamped to at least one byte) and [`CATCH_UP`] for late
+    /// wake-ups. The bucket starts with the burst allowance.
     pub fn new(rate_bytes_per_sec: Option<u64>, burst_bytes: u64) -> Self {
-        let capacity = i128::from(burst_bytes.max(1)) * NANOS_PER_SEC as i128;
+        Self::with_catch_up(rate_bytes_per_sec, burst_bytes, CATCH_UP)
+    }
+
+    /// As [`Pacer::new`] with another catch-up bound (`Duration::ZERO`: budget past the burst
+    /// is dropped, the behaviour before late wake-ups kept their budget).
+    pub fn with_catch_up(
+        rate_bytes_per_sec: Option<u64>,
+        burst_bytes: u64,
+        catch_up: Duration,
+    ) -> Self {
+        let rate = rate_bytes_per_sec.filter(|r| *r > 0);
+        let burst = i128::from(burst_bytes.max(1)) * NANOS_PER_SEC as i128;
+        // rate × catch_up in byte-nanoseconds: bytes/s × ns, exact.
+        let extra = catch_up
+            .as_nanos()
+            .saturating_mul(u128::from(rate.unwrap_or(0)));
+        let extra = i128::try_from(extra).unwrap_or(i128::MAX / 2);
         Self {
-            rate: rate_bytes_per_sec.filter(|r| *r > 0),
-            capacity,
-            balance: capacity,
+            rate,
+            capacity: burst.saturating_add(extra),
+            balance: burst,
             last: None,
             unused: 0,
         }
+    }
+
+    /// The most wire bytes the pacer ever allows back to back (plus one frame of debt): the
+    /// burst allowance and the catch-up.
+    pub fn max_burst_bytes(&self) -> u64 {
+        u64::try_from(self.capacity / NANOS_PER_SEC as i128).unwrap_or(u64::MAX)
     }
 
     /// The configured rate in bytes per second, if paced.

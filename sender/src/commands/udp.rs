@@ -9,7 +9,7 @@ use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 
 use crate::link::Link;
 use crate::prepare::{self, Prepared};
-use crate::settings::{self, LinkArgs, SendSettings};
+use crate::settings::{self, LinkArgs, RateSource, SendSettings};
 
 /// What each exit code means for `udp` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
@@ -48,11 +48,14 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 /// garbage across a one-way link). It is then cut into blocks, each block RaptorQ-encoded with
 /// --overhead % repair symbols, and the symbols of a window of blocks are interleaved so a burst
 /// of lost frames costs each block only a little. Frames are paced to --rate because a diode has
-/// no back-pressure: overrunning it loses frames. Extra --passes send fresh repair symbols only,
-/// so every pass adds information for a receiver that missed something.
+/// no back-pressure: overrunning it loses frames. Without --rate or --profile the pace is the
+/// gbe-fibre-1500 profile's 909 Mbit/s; `--rate 0` sends unpaced (and warns). Extra --passes
+/// send fresh repair symbols only, so every pass adds information for a receiver that missed
+/// something.
 ///
 /// Examples:
 ///
+///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key update.sluice
 ///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key --rate 800M update.sluice
 ///   sluice-send udp --to 10.0.0.2:7000 --trust ./trust --link-key link.key --profile 10gbe-jumbo-9000 --passes 2 *.sluice
 ///
@@ -73,13 +76,7 @@ pub struct Args {
 /// Sends every bundle (`args.link` already merged with --config by the dispatcher).
 pub fn run(args: Args) -> Result<Exit, CommandError> {
     let settings = settings::settle(&args.link)?;
-    if settings.rate_bits.is_none() {
-        tracing::warn!(
-            "sending unpaced (no --rate and no --profile): a diode has no back-pressure, so frames \
-             the link or the receiver cannot absorb are lost; pace a little under the line rate, \
-             e.g. --profile gbe-fibre-1500 or --rate 900M"
-        );
-    }
+    settings.log_pacing();
     let trust = prepare::load_trust(
         args.link.trust.as_deref(),
         "--trust DIR is required (or `trust` in the --config file's [send])",
@@ -140,6 +137,7 @@ impl SendReport {
             "overhead_percent": settings.overhead,
             "mtu": settings.mtu,
             "rate_limit_bits_per_sec": settings.rate_bits,
+            "rate_source": settings.rate_source.as_str(),
             "duration_secs": secs,
             "goodput_mb_per_sec": Self::payload_bytes(prepared) as f64 / secs / 1e6,
             "wire_mbit_per_sec": self.wire_bytes as f64 * 8.0 / secs / 1e6,
@@ -160,8 +158,17 @@ impl SendReport {
                 p.id
             );
         }
+        let pace = match (settings.rate_bits, settings.rate_source) {
+            (None, _) => "unpaced".to_string(),
+            (Some(b), RateSource::Default) => format!(
+                "paced at {} Mbit/s ({} default)",
+                b / 1_000_000,
+                settings::DEFAULT_RATE_PROFILE
+            ),
+            (Some(b), _) => format!("paced at {} Mbit/s", b / 1_000_000),
+        };
         println!(
-            "{} frames, {} wire bytes in {:.2} s ({:.1} MB/s of bundle, {:.0} Mbit/s on the wire) to {} with {} % overhead, {} pass(es){}",
+            "{} frames, {} wire bytes in {:.2} s ({:.1} MB/s of bundle, {:.0} Mbit/s on the wire, {pace}) to {} with {} % overhead, {} pass(es){}",
             self.frames,
             self.wire_bytes,
             secs,

@@ -112,6 +112,7 @@ pub fn run(args: Args, config: &Config) -> Result<Exit, CommandError> {
     let mut json = args.json;
     crate::config::merge_send(&mut link, &mut json, &config.send);
     let settings = settings::settle(&link)?;
+    settings.log_pacing();
     let trust = prepare::load_trust(
         link.trust.as_deref(),
         "--trust DIR is required (or `trust` in the --config file's [send])",
@@ -368,6 +369,7 @@ impl Watcher {
             "end_rfc3339": rfc3339_ms(ended_unix_ms),
             "duration_secs": elapsed,
             "rate_limit_bits_per_sec": self.settings.rate_bits,
+            "rate_source": self.settings.rate_source.as_str(),
             "goodput_mb_per_sec": p.len as f64 * f64::from(self.settings.passes) / elapsed / 1e6,
             "wire_mbit_per_sec": wire_bytes as f64 * 8.0 / elapsed / 1e6,
         });
