@@ -6,33 +6,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-const PROFILE: &str = r#"
-name = "jumbo-test"
-description = "test profile"
-mtu = 9000
-line_rate_bps = 1_000_000_000
-datagram_bytes = 8972
-recommended_overhead_percent = 10
-recommended_rate_bps = 900_000_000
-window_blocks = 16
-passes = 1
-"#;
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
 
 fn fake_tree(root: &Path, neigh_json: &str) {
     write(&root.join("proc/sys/net/core/wmem_max"), "212992\n");
-    write(
-        &root.join("proc/net/route"),
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-         diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+    write_routes(
+        root,
+        "diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
     );
     write(&root.join("sys/class/net/diode0/mtu"), "1500\n");
-    write(&root.join("profile.toml"), PROFILE);
+    write(&root.join("profile.toml"), JUMBO_PROFILE);
     let ip = root.join("fake-ip");
     write(
         &ip,
@@ -42,27 +25,13 @@ fn fake_tree(root: &Path, neigh_json: &str) {
 }
 
 fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
+    let mut doctor = Command::new(env!("CARGO_BIN_EXE_sluice-send"));
+    doctor
         .args(["doctor", "--to", "10.0.0.2:7000", "--json", "--profile"])
         .arg(root.join("profile.toml"))
         .args(extra)
-        .env("SLUICE_PROC_ROOT", root.join("proc"))
-        .env("SLUICE_SYS_ROOT", root.join("sys"))
-        .env("SLUICE_IP", ip)
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code().unwrap(), json)
-}
-
-fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
-    json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["check"] == check)
-        .unwrap_or_else(|| panic!("no {check} finding in {json}"))
+        .env("SLUICE_IP", ip);
+    run_json(doctor, root)
 }
 
 #[test]
