@@ -11,19 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
-use sluice_tests::{TempStore, blake3_tree, build_bin};
-
-struct Bins {
-    send: PathBuf,
-    recv: PathBuf,
-}
-
-fn bins() -> Bins {
-    Bins {
-        send: build_bin("sluice-send", "sluice-send"),
-        recv: build_bin("sluice-recv", "sluice-recv"),
-    }
-}
+use sluice_tests::e2e::{Bins, bins};
+use sluice_tests::{TempStore, blake3_tree};
 
 /// Runs a command with a deadline (a hang fails the test instead of stalling CI).
 fn run(cmd: &mut Command, deadline: Duration) -> Output {
@@ -83,7 +72,7 @@ fn random_input(dir: &Path, total: usize, seed: u64) {
 
 struct Fixture {
     ts: TempStore,
-    bins: Bins,
+    bins: &'static Bins,
     input: PathBuf,
     trust: PathBuf,
     bundle: PathBuf,
