@@ -8,7 +8,13 @@ use std::process::Command;
 
 use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
 
-fn fake_tree(root: &Path, neigh_json: &str) {
+/// A fake low-side host; `neighbour`: the state `ip neigh` reports for the diode peer, if any.
+fn fake_tree(root: &Path, neighbour: Option<&str>) {
+    let neigh_json = neighbour.map_or("[]".to_string(), |state| {
+        format!(
+            r#"[{{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["{state}"]}}]"#
+        )
+    });
     write(&root.join("proc/sys/net/core/wmem_max"), "212992\n");
     write_routes(
         root,
@@ -37,10 +43,7 @@ fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
 #[test]
 fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(
-        dir.path(),
-        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]}]"#,
-    );
+    fake_tree(dir.path(), Some("REACHABLE"));
     let (code, json) = doctor(dir.path(), &dir.path().join("fake-ip"), &[]);
     assert_eq!(code, 1, "{json}");
 
@@ -75,10 +78,7 @@ fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
 #[test]
 fn permanent_neighbour_matching_mtu_and_good_key_pass() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(
-        dir.path(),
-        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["PERMANENT"]}]"#,
-    );
+    fake_tree(dir.path(), Some("PERMANENT"));
     write(&dir.path().join("sys/class/net/diode0/mtu"), "9000\n");
     write(&dir.path().join("proc/sys/net/core/wmem_max"), "16777216\n");
     let key = dir.path().join("link.key");
@@ -104,7 +104,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
 #[test]
 fn missing_ip_and_short_link_key_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(dir.path(), "[]");
+    fake_tree(dir.path(), None);
     let key = dir.path().join("link.key");
     std::fs::write(&key, [7u8; 16]).unwrap();
     let (code, json) = doctor(

@@ -78,23 +78,30 @@ struct Fixture {
     bundle: PathBuf,
 }
 
+/// `sluice-send keygen` of the officer key in `ts`, its public half the one trusted signer in
+/// `ts/trust`: (trust directory, key path without extension).
+fn officer(bins: &Bins, ts: &TempStore) -> (PathBuf, PathBuf) {
+    let trust = ts.subdir("trust");
+    let key = ts.path().join("officer");
+    let out = run(
+        Command::new(&bins.send)
+            .arg("keygen")
+            .arg("--out")
+            .arg(&key),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+    (trust, key)
+}
+
 impl Fixture {
     fn new(mib: usize, seed: u64) -> Fixture {
         let ts = TempStore::new();
         let bins = bins();
         let input = ts.subdir("payload");
         random_input(&input, mib << 20, seed);
-        let trust = ts.subdir("trust");
-        let key = ts.path().join("officer");
-        let out = run(
-            Command::new(&bins.send)
-                .arg("keygen")
-                .arg("--out")
-                .arg(&key),
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+        let (trust, key) = officer(bins, &ts);
         let bundle = ts.path().join("u.sluice");
         let out = run(
             Command::new(&bins.send)
@@ -395,17 +402,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
 fn hostile_media_entries_are_named_and_skipped_without_hanging() {
     let ts = TempStore::new();
     let bins = bins();
-    let trust = ts.subdir("trust");
-    let key = ts.path().join("officer");
-    let out = run(
-        Command::new(&bins.send)
-            .arg("keygen")
-            .arg("--out")
-            .arg(&key),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+    let (trust, key) = officer(bins, &ts);
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
 
     let m = ts.subdir("medium");
