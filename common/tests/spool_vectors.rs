@@ -396,7 +396,7 @@ fn generate() -> Vec<Vector> {
 }
 
 fn file_bytes(v: &Vector) -> Vec<u8> {
-    vectors::hex_vector(&v.comment, &v.key, &v.outcome, &v.bytes)
+    vectors::hex_vector(v.comment, &v.key, &v.outcome, &v.bytes)
 }
 
 #[test]

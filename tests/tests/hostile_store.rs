@@ -267,7 +267,7 @@ impl FaultRig {
 
 /// After a fault is cleared: the next bundle is accepted and lands in quarantine, the listener
 /// stops cleanly, and `audit verify` finds the chain intact.
-fn next_accepted_then_audit_verifies(rig: &mut FaultRig, mut l: Listener, size: usize) {
+fn next_accepted_then_audit_verifies(rig: &mut FaultRig, l: Listener, size: usize) {
     let next = rig.bundle(2, size);
     assert_eq!(deliver(&l, &next), "accepted");
     next.assert_in(&l.store);

@@ -402,7 +402,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
 fn hostile_media_entries_are_named_and_skipped_without_hanging() {
     let ts = TempStore::new();
     let bins = bins();
-    let (trust, key) = officer(bins, &ts);
+    let (trust, _key) = officer(bins, &ts);
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
 
     let m = ts.subdir("medium");

@@ -148,12 +148,12 @@ fn heartbeat_seq(t: &TempStore) -> Option<u64> {
 fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     let bins = bins();
     let t = TempStore::new();
-    let (trust, b) = bundles(&bins, &t, 4);
-    let ids: Vec<String> = b.iter().map(|p| bundle_id(&bins, p)).collect();
+    let (trust, b) = bundles(bins, &t, 4);
+    let ids: Vec<String> = b.iter().map(|p| bundle_id(bins, p)).collect();
     let outbox = t.subdir("outbox");
     let addr = free_udp_addr().to_string();
-    let mut listener = listen(&bins, &t, &trust, &addr);
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch1");
+    let mut listener = listen(bins, &t, &trust, &addr);
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch1");
 
     // A `.tmp` name holding a complete bundle is never taken.
     std::fs::copy(&b[3], outbox.join("b4.sluice.tmp")).unwrap();
@@ -221,7 +221,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
 
     // SIGTERM: clean exit 0. A restarted watcher sends new bundles but never what is in sent/.
     assert_eq!(terminate(&mut watcher).code(), Some(0));
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch2");
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch2");
     drop_into(&outbox, &b[1]);
     let record2 = outbox.join("sent/b2.sluice.sent.json");
     assert!(
@@ -270,12 +270,12 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
 fn watch_does_not_take_a_file_still_being_written() {
     let bins = bins();
     let t = TempStore::new();
-    let (trust, b) = bundles(&bins, &t, 1);
-    let id = bundle_id(&bins, &b[0]);
+    let (trust, b) = bundles(bins, &t, 1);
+    let id = bundle_id(bins, &b[0]);
     let outbox = t.subdir("outbox");
     let addr = free_udp_addr().to_string();
-    let mut listener = listen(&bins, &t, &trust, &addr);
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch");
+    let mut listener = listen(bins, &t, &trust, &addr);
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch");
 
     // A writer that does not rename: the final name from the first byte, written slowly. Each
     // chunk lands well within the default --stable-secs (2 s), so the watcher must wait.
