@@ -55,6 +55,20 @@ fn source() -> MemSource {
     src
 }
 
+/// The error `build` refuses `inputs` (read from a copy of `src`) with.
+fn build_refused(src: &MemSource, inputs: Vec<SourceEntry>) -> BuildError {
+    let mut s = src.clone();
+    build(
+        &spec(),
+        inputs,
+        &alice(),
+        &mut s,
+        Vec::new(),
+        &mut |_, _| {},
+    )
+    .expect_err("refused")
+}
+
 fn build_bytes(src: &MemSource, inputs: Vec<SourceEntry>) -> (Built, Vec<u8>) {
     let mut out = Vec::new();
     let mut s = src.clone();
@@ -194,15 +208,7 @@ fn sink_failure_is_storage_error() {
 fn builder_refuses_what_the_verifier_refuses() {
     let mut src = MemSource::default();
     src.0.insert("../x".into(), b"1".to_vec());
-    let e = build(
-        &spec(),
-        src.entries(),
-        &alice(),
-        &mut src.clone(),
-        Vec::new(),
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let e = build_refused(&src, src.entries());
     assert!(
         matches!(e, BuildError::Path(ref p) if p.rule == PathRule::DotDotComponent),
         "{e}"
@@ -210,30 +216,14 @@ fn builder_refuses_what_the_verifier_refuses() {
     let mut src = MemSource::default();
     src.0.insert("A.txt".into(), b"1".to_vec());
     src.0.insert("a.txt".into(), b"2".to_vec());
-    let e = build(
-        &spec(),
-        src.entries(),
-        &alice(),
-        &mut src.clone(),
-        Vec::new(),
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let e = build_refused(&src, src.entries());
     assert!(e.to_string().contains("collides"), "{e}");
     // A file that is shorter than declared is a "changed while bundling" error.
     let mut src = MemSource::default();
     src.0.insert("f".into(), b"12".to_vec());
     let mut inputs = src.entries();
     inputs[0].size = 3;
-    let e = build(
-        &spec(),
-        inputs,
-        &alice(),
-        &mut src,
-        Vec::new(),
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let e = build_refused(&src, inputs);
     assert!(matches!(e, BuildError::Changed { .. }), "{e}");
 }
 

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sluice_common::exit::Exit;
 use sluice_common::profile::Profile;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -209,14 +210,51 @@ pub fn profile_and_rate(
     (profile, rate, note)
 }
 
-/// Prints the findings and maps them onto the exit contract: 1 (FAILURE) if any check failed,
-/// else 0; warnings do not change it.
-pub fn report(findings: &[Finding], json: bool) -> i32 {
+/// Prints the findings and maps them onto the exit contract ([`EXIT_CODES`]): FAILURE if any
+/// check failed, else OK; warnings do not change it.
+pub fn report(findings: &[Finding], json: bool) -> Exit {
     print_findings(findings, json);
     if findings.iter().any(|f| f.status == Status::Fail) {
-        sluice_common::exit::FAILURE
+        Exit::Failure
     } else {
-        sluice_common::exit::OK
+        Exit::Ok
+    }
+}
+
+/// What each exit code means for either `doctor` (rendered into `--help` by
+/// `sluice_common::exit`).
+pub const EXIT_CODES: &[(Exit, &str)] = &[
+    (Exit::Ok, "no check failed (warnings allowed)"),
+    (Exit::Failure, "at least one check failed; apply each `fix`"),
+];
+
+/// The flags both `doctor`s take, flattened into each one's `Args`: the profile whose rate sizes
+/// the buffer checks, `--json`, and the hidden roots of /proc and /sys that tests point at a
+/// fake tree (`receiver/tests/doctor.rs`, `sender/tests/doctor.rs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
+    /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, hide = true, env = "SLUICE_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    #[arg(long, hide = true, env = "SLUICE_SYS_ROOT", default_value = "/sys")]
+    pub sys_root: PathBuf,
+}
+
+impl DoctorArgs {
+    /// No profile, text output, /proc and /sys under `root` (for tests of the checks).
+    pub fn fake_root(root: &Path) -> Self {
+        Self {
+            profile: None,
+            json: false,
+            proc_root: root.join("proc"),
+            sys_root: root.join("sys"),
+        }
     }
 }
 

@@ -2,10 +2,15 @@
 //! or the OS; the few OS-facing helpers that the sender and the receiver both need live here once,
 //! instead of being compiled into each binary from the other's tree.
 //!
-//! What it owns: log setup (`logging`), the host checks of both `doctor`s (`hostcheck`), heap
+//! What it owns: the global flags of both binaries (`cli`), reading a `--config` file
+//! (`config`), log setup (`logging`), the host checks of both `doctor`s (`hostcheck`), heap
 //! tuning for block-sized buffers (`heap`), quiet SIGPIPE (`sigpipe`), reading a trust directory
 //! (`trust_dir`) and a link-key file (`linkkey`), and wall-clock time (`time`).
 
+pub mod cli;
+pub mod config;
+#[cfg(feature = "fake-host")]
+pub mod fakehost;
 pub mod heap;
 pub mod helpcheck;
 pub mod hostcheck;

@@ -8,7 +8,7 @@ use std::path::Path;
 use sluice_common::exit::{CommandError, Exit};
 
 use crate::commands;
-use sluice_host::logging::LogFormat;
+use sluice_host::cli::{GlobalArgs, config_help};
 
 /// Receive signed bundles from a data diode or removable media, verify every byte against
 /// trusted signers, and commit them to a quarantine store. Never transmits anything.
@@ -27,19 +27,12 @@ use sluice_host::logging::LogFormat;
     long_about,
     verbatim_doc_comment,
     max_term_width = 100,
-    after_help = commands::exit_summary()
+    after_help = commands::exit_summary(),
+    mut_arg("config", |a| config_help(a, "`listen` ([listen]) and `status` ([status], and `store`/`trust` of [listen])"))
 )]
 pub struct Cli {
-    /// Log format on stderr: `text` for people, `json` (one object per line) for a SIEM.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// More log detail (-v info, -vv debug, -vvv trace). Default: warnings and errors only.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// TOML configuration file with any option of `listen` ([listen]) and `status` ([status]);
-    /// flags given on the command line override it. See docs/configuration.md.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,10 +54,7 @@ pub enum Command {
 /// matches on, so `commands/` never imports `cli`: the two form no import circle.
 pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
     use crate::commands::{audit, doctor, import, listen, staging, status, verify};
-    let config = config
-        .map(crate::config::load)
-        .transpose()?
-        .unwrap_or_default();
+    let config = crate::config::load(config)?;
     match command {
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(listen::settle(*args, &config.listen)?),
@@ -73,47 +63,5 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, Command
         Command::Audit(args) => audit::run(args),
         Command::Staging(args) => staging::run(args),
         Command::Doctor(args) => doctor::run(args),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-    use sluice_host::helpcheck::{missing_from_subcommands, missing_from_top_level, render_help};
-
-    use super::*;
-
-    fn help(path: &[&str]) -> String {
-        render_help(Cli::command(), path)
-    }
-
-    #[test]
-    fn top_level_help_names_every_code_a_command_returns() {
-        let top = help(&[]);
-        let missing = missing_from_top_level(&top, &commands::exit_codes());
-        assert!(missing.is_empty(), "{missing:#?}\n{top}");
-        assert!(top.contains("9 network"), "{top}");
-    }
-
-    #[test]
-    fn every_subcommand_help_has_its_codes_and_an_example() {
-        let missing = missing_from_subcommands(
-            &Cli::command(),
-            "sluice-recv",
-            &commands::exit_codes(),
-            &["  sluice-recv --config "],
-        );
-        assert!(missing.is_empty(), "{}", missing.join("\n"));
-        assert!(help(&["audit"]).contains("  sluice-recv audit verify "));
-    }
-
-    #[test]
-    fn the_example_session_stays_one_command_per_line() {
-        let top = help(&[]);
-        assert!(
-            top.lines()
-                .any(|l| l.trim_start().starts_with("sluice-recv listen --bind")),
-            "{top}"
-        );
     }
 }

@@ -76,23 +76,15 @@ pub struct StatusSection {
     pub sent_grace_secs: Option<u64>,
 }
 
-/// Reads and parses a config file; the error (a usage error) names the file and, for a typo,
-/// the unknown key.
-pub fn load(path: &Path) -> Result<Config, CommandError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CommandError::usage(format!("cannot read config file {}: {e}", path.display()))
-    })?;
-    let mut config: Config = toml::from_str(&text)
-        .map_err(|e| CommandError::usage(format!("config file {}: {e}", path.display())))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+/// Reads and parses a config file (`sluice_host::config::load`: size limit, the error names the
+/// file and, for a typo, the unknown key); without `--config`, the defaults.
+pub fn load(path: Option<&Path>) -> Result<Config, CommandError> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let mut config: Config = sluice_host::config::load(path)?;
     let l = &mut config.listen;
-    for p in [&mut l.store, &mut l.trust, &mut l.link_key] {
-        if let Some(p) = p.as_mut()
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
-        }
-    }
+    sluice_host::config::rebase(path, [&mut l.store, &mut l.trust, &mut l.link_key]);
     Ok(config)
 }
 

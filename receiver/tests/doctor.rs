@@ -4,22 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const PROFILE: &str = r#"
-name = "jumbo-test"
-description = "test profile"
-mtu = 9000
-line_rate_bps = 1_000_000_000
-datagram_bytes = 8972
-recommended_overhead_percent = 10
-recommended_rate_bps = 900_000_000
-window_blocks = 16
-passes = 1
-"#;
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
 
 /// A fake host: 127.0.0.0/8 on `lo` (so the granted-buffer probe can really bind), MTU 1500.
 fn fake_tree(root: &Path, rmem_max: u64) {
@@ -33,14 +18,12 @@ fn fake_tree(root: &Path, rmem_max: u64) {
         &proc_.join("sys/net/ipv4/udp_mem"),
         "190000\t253000\t380000\n",
     );
-    write(
-        &proc_.join("net/route"),
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-         lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n",
+    write_routes(
+        root,
+        "lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n",
     );
     write(&root.join("sys/class/net/lo/mtu"), "1500\n");
-    write(&root.join("profile.toml"), PROFILE);
+    write(&root.join("profile.toml"), JUMBO_PROFILE);
     let officer = sluice_common::bundle::keys::SecretKey::from_seed(&[7; 32]);
     write(
         &root.join("trust/officer.pub"),
@@ -50,30 +33,16 @@ fn fake_tree(root: &Path, rmem_max: u64) {
 }
 
 fn doctor(root: &Path) -> (i32, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-recv"))
+    let mut doctor = Command::new(env!("CARGO_BIN_EXE_sluice-recv"));
+    doctor
         .arg("doctor")
         .arg("--store")
         .arg(root.join("store"))
         .arg("--trust")
         .arg(root.join("trust"))
         .args(["--bind", "127.0.0.1:7000", "--json", "--profile"])
-        .arg(root.join("profile.toml"))
-        .env("SLUICE_PROC_ROOT", root.join("proc"))
-        .env("SLUICE_SYS_ROOT", root.join("sys"))
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code().unwrap(), json)
-}
-
-fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
-    json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["check"] == check)
-        .unwrap_or_else(|| panic!("no {check} finding in {json}"))
+        .arg(root.join("profile.toml"));
+    run_json(doctor, root)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use sluice_common::exit::{CommandError, Exit};
 
 use crate::commands;
-use sluice_host::logging::LogFormat;
+use sluice_host::cli::{GlobalArgs, config_help};
 
 /// Sign approved files into a bundle and send it one way: over a data diode as RaptorQ
 /// forward-error-corrected UDP frames, or onto removable media as spool volumes.
@@ -29,19 +29,12 @@ use sluice_host::logging::LogFormat;
     long_about,
     verbatim_doc_comment,
     max_term_width = 100,
-    after_help = commands::exit_summary()
+    after_help = commands::exit_summary(),
+    mut_arg("config", |a| config_help(a, "`udp` ([send]) and `watch` ([send], [watch])"))
 )]
 pub struct Cli {
-    /// Log format on stderr: `text` for people, `json` (one object per line) for a SIEM.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// More log detail (-v info, -vv debug, -vvv trace). Default: warnings and errors only.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// TOML configuration file with any option of `udp` and `watch` ([send], [watch]); flags
-    /// given on the command line override it. See docs/configuration.md.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,10 +63,7 @@ pub enum Command {
 /// matches on, so `commands/` never imports `cli`: the two form no import circle.
 pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, CommandError> {
     use crate::commands::{bundle, doctor, keygen, link_keygen, media, udp, watch};
-    let config = config
-        .map(crate::config::load)
-        .transpose()?
-        .unwrap_or_default();
+    let config = crate::config::load(config)?;
     match command {
         Command::Keygen(args) => keygen::run(args),
         Command::LinkKeygen(args) => link_keygen::run(args),
@@ -85,42 +75,5 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> Result<Exit, Command
         Command::Watch(args) => watch::run(args, &config),
         Command::Doctor(args) => doctor::run(args),
         Command::Media(args) => media::run(args),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-    use sluice_host::helpcheck::{missing_from_subcommands, missing_from_top_level, render_help};
-
-    use super::*;
-
-    fn help(path: &[&str]) -> String {
-        render_help(Cli::command(), path)
-    }
-
-    #[test]
-    fn top_level_help_names_every_code_a_command_returns() {
-        let top = help(&[]);
-        let missing = missing_from_top_level(&top, &commands::exit_codes());
-        assert!(missing.is_empty(), "{missing:#?}\n{top}");
-    }
-
-    #[test]
-    fn every_subcommand_help_has_its_codes_and_an_example() {
-        let missing =
-            missing_from_subcommands(&Cli::command(), "sluice-send", &commands::exit_codes(), &[]);
-        assert!(missing.is_empty(), "{}", missing.join("\n"));
-        assert!(help(&["bundle"]).contains("  sluice-send bundle inspect "));
-    }
-
-    #[test]
-    fn the_example_session_stays_one_command_per_line() {
-        let top = help(&[]);
-        assert!(
-            top.lines()
-                .any(|l| l.trim_start().starts_with("sluice-send bundle create")),
-            "{top}"
-        );
     }
 }

@@ -85,30 +85,16 @@ impl Rate {
     }
 }
 
-/// Reads and parses a config file. The error (a usage error) names the file and, for a typo,
-/// the unknown key.
-pub fn load(path: &Path) -> Result<Config, CommandError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CommandError::usage(format!("cannot read config file {}: {e}", path.display()))
-    })?;
-    let mut config: Config = toml::from_str(&text)
-        .map_err(|e| CommandError::usage(format!("config file {}: {e}", path.display())))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let s = &mut config.send;
-    for p in [&mut s.trust, &mut s.link_key] {
-        rebase(p, base);
-    }
-    rebase(&mut config.watch.outbox, base);
+/// Reads and parses a config file (`sluice_host::config::load`: size limit, the error names the
+/// file and, for a typo, the unknown key); without `--config`, the defaults.
+pub fn load(path: Option<&Path>) -> Result<Config, CommandError> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let mut config: Config = sluice_host::config::load(path)?;
+    let (s, w) = (&mut config.send, &mut config.watch);
+    sluice_host::config::rebase(path, [&mut s.trust, &mut s.link_key, &mut w.outbox]);
     Ok(config)
-}
-
-/// Relative paths in a config file are relative to the file, not to the working directory.
-fn rebase(path: &mut Option<PathBuf>, base: &Path) {
-    if let Some(p) = path.as_mut()
-        && p.is_relative()
-    {
-        *p = base.join(&*p);
-    }
 }
 
 /// Fills every option of `udp` (or `watch`'s sending half) not given as a flag from `[send]`.

@@ -12,6 +12,6 @@ use sluice_send::cli;
 fn main() -> ExitCode {
     sluice_host::process_start();
     let cli = cli::Cli::parse();
-    sluice_host::logging::init(cli.log_format, cli.verbose);
-    sluice_host::exit_with(cli::dispatch(cli.command, cli.config.as_deref()))
+    sluice_host::logging::init(cli.global.log_format, cli.global.verbose);
+    sluice_host::exit_with(cli::dispatch(cli.command, cli.global.config.as_deref()))
 }

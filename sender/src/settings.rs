@@ -303,6 +303,7 @@ mod tests {
             passes: None,
             window: None,
             link_key: None,
+            insecure_public_link_key: false,
             heartbeat_interval: None,
             sndbuf: None,
         }

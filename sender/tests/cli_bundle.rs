@@ -17,6 +17,24 @@ fn send(dir: &Path, args: &[&str]) -> Output {
         .expect("run sluice-send")
 }
 
+/// `bundle create` of `input` signed with `key` on `channel` into `out`.
+fn create(dir: &Path, key: &str, channel: &str, out: &str, input: &str) -> Output {
+    send(
+        dir,
+        &[
+            "bundle",
+            "create",
+            "--key",
+            key,
+            "--channel",
+            channel,
+            "--out",
+            out,
+            input,
+        ],
+    )
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -170,20 +188,7 @@ fn symlinks_and_fifos_are_refused_by_name() {
     tree(t.path());
     std::os::unix::fs::symlink("/etc/passwd", t.path().join("approved/sub/link")).expect("symlink");
     assert!(send(t.path(), &["keygen", "--out", "k"]).status.success());
-    let o = send(
-        t.path(),
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "k.key",
-            "--channel",
-            "c",
-            "--out",
-            "b.sluice",
-            "approved",
-        ],
-    );
+    let o = create(t.path(), "k.key", "c", "b.sluice", "approved");
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
@@ -195,20 +200,7 @@ fn symlinks_and_fifos_are_refused_by_name() {
     let fifo = t.path().join("approved/fifo");
     let st = Command::new("mkfifo").arg(&fifo).status();
     if st.is_ok_and(|s| s.success()) {
-        let o = send(
-            t.path(),
-            &[
-                "bundle",
-                "create",
-                "--key",
-                "k.key",
-                "--channel",
-                "c",
-                "--out",
-                "b.sluice",
-                "approved",
-            ],
-        );
+        let o = create(t.path(), "k.key", "c", "b.sluice", "approved");
         assert_eq!(o.status.code(), Some(3));
         assert!(stderr(&o).contains("approved/fifo"), "{}", stderr(&o));
     }
@@ -220,20 +212,7 @@ fn unsafe_names_are_refused_at_build() {
     std::fs::create_dir(t.path().join("d")).expect("mkdir");
     std::fs::write(t.path().join("d/aux.txt"), b"x").expect("write");
     assert!(send(t.path(), &["keygen", "--out", "k"]).status.success());
-    let o = send(
-        t.path(),
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "k.key",
-            "--channel",
-            "c",
-            "--out",
-            "b.sluice",
-            "d",
-        ],
-    );
+    let o = create(t.path(), "k.key", "c", "b.sluice", "d");
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("Windows device name"), "{}", stderr(&o));
 }
@@ -261,20 +240,7 @@ fn openssh_key_signs_and_verifies() {
         .status()
         .expect("ssh-keygen");
     assert!(st.success());
-    let o = send(
-        t.path(),
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "id_ed25519",
-            "--channel",
-            "updates",
-            "--out",
-            "s.sluice",
-            "approved",
-        ],
-    );
+    let o = create(t.path(), "id_ed25519", "updates", "s.sluice", "approved");
     assert!(o.status.success(), "{}", stderr(&o));
     verify_file(
         &t.path().join("s.sluice"),
@@ -288,20 +254,7 @@ fn openssh_key_signs_and_verifies() {
         .status()
         .expect("ssh-keygen");
     assert!(st.success());
-    let o = send(
-        t.path(),
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "enc",
-            "--channel",
-            "updates",
-            "--out",
-            "e.sluice",
-            "approved",
-        ],
-    );
+    let o = create(t.path(), "enc", "updates", "e.sluice", "approved");
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("passphrase-protected"),
@@ -327,20 +280,7 @@ fn a_closed_stdout_ends_quietly_by_sigpipe() {
             .status
             .success()
     );
-    let o = send(
-        t.path(),
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "alice.key",
-            "--channel",
-            "updates",
-            "--out",
-            "many.sluice",
-            "approved",
-        ],
-    );
+    let o = create(t.path(), "alice.key", "updates", "many.sluice", "approved");
     assert!(o.status.success(), "{}", stderr(&o));
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
         .args(["bundle", "inspect", "many.sluice"])

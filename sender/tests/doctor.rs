@@ -6,33 +6,22 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-const PROFILE: &str = r#"
-name = "jumbo-test"
-description = "test profile"
-mtu = 9000
-line_rate_bps = 1_000_000_000
-datagram_bytes = 8972
-recommended_overhead_percent = 10
-recommended_rate_bps = 900_000_000
-window_blocks = 16
-passes = 1
-"#;
+use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
 
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn fake_tree(root: &Path, neigh_json: &str) {
+/// A fake low-side host; `neighbour`: the state `ip neigh` reports for the diode peer, if any.
+fn fake_tree(root: &Path, neighbour: Option<&str>) {
+    let neigh_json = neighbour.map_or("[]".to_string(), |state| {
+        format!(
+            r#"[{{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["{state}"]}}]"#
+        )
+    });
     write(&root.join("proc/sys/net/core/wmem_max"), "212992\n");
-    write(
-        &root.join("proc/net/route"),
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-         diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+    write_routes(
+        root,
+        "diode0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
     );
     write(&root.join("sys/class/net/diode0/mtu"), "1500\n");
-    write(&root.join("profile.toml"), PROFILE);
+    write(&root.join("profile.toml"), JUMBO_PROFILE);
     let ip = root.join("fake-ip");
     write(
         &ip,
@@ -42,36 +31,19 @@ fn fake_tree(root: &Path, neigh_json: &str) {
 }
 
 fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-send"))
+    let mut doctor = Command::new(env!("CARGO_BIN_EXE_sluice-send"));
+    doctor
         .args(["doctor", "--to", "10.0.0.2:7000", "--json", "--profile"])
         .arg(root.join("profile.toml"))
         .args(extra)
-        .env("SLUICE_PROC_ROOT", root.join("proc"))
-        .env("SLUICE_SYS_ROOT", root.join("sys"))
-        .env("SLUICE_IP", ip)
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    (out.status.code().unwrap(), json)
-}
-
-fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
-    json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["check"] == check)
-        .unwrap_or_else(|| panic!("no {check} finding in {json}"))
+        .env("SLUICE_IP", ip);
+    run_json(doctor, root)
 }
 
 #[test]
 fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(
-        dir.path(),
-        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]}]"#,
-    );
+    fake_tree(dir.path(), Some("REACHABLE"));
     let (code, json) = doctor(dir.path(), &dir.path().join("fake-ip"), &[]);
     assert_eq!(code, 1, "{json}");
 
@@ -106,10 +78,7 @@ fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
 #[test]
 fn permanent_neighbour_matching_mtu_and_good_key_pass() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(
-        dir.path(),
-        r#"[{"dst":"10.0.0.2","dev":"diode0","lladdr":"02:00:00:00:00:02","state":["PERMANENT"]}]"#,
-    );
+    fake_tree(dir.path(), Some("PERMANENT"));
     write(&dir.path().join("sys/class/net/diode0/mtu"), "9000\n");
     write(&dir.path().join("proc/sys/net/core/wmem_max"), "16777216\n");
     let key = dir.path().join("link.key");
@@ -135,7 +104,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
 #[test]
 fn missing_ip_and_short_link_key_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(dir.path(), "[]");
+    fake_tree(dir.path(), None);
     let key = dir.path().join("link.key");
     std::fs::write(&key, [7u8; 16]).unwrap();
     let (code, json) = doctor(
@@ -163,7 +132,7 @@ fn missing_ip_and_short_link_key_are_reported() {
 #[test]
 fn the_public_link_key_fails_toward_a_non_loopback_receiver() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tree(dir.path(), "[]");
+    fake_tree(dir.path(), None);
     let (code, json) = doctor(dir.path(), &dir.path().join("fake-ip"), &[]);
     assert_eq!(code, 1);
     let k = find(&json, "link-key");

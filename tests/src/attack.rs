@@ -6,6 +6,7 @@
 //!   the real builder, [`Signer::careless_bundle`] signs any header (`write_unchecked`).
 //! - [`sender_frames`]: every frame a real `Sender` emits for one object (a "capture").
 //! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry.
+//! - [`Rig`]: a signer's trust directory, a store and the listener binary, as one fixture.
 //! - [`Blaster`]: paced UDP sending ([`crate::listener::wait_until`] polls for the effect).
 //! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space.
 
@@ -318,4 +319,44 @@ pub fn fs_free(path: &Path) -> (u64, u64) {
         s.blocks_available() as u64 * s.fragment_size() as u64,
         s.files_available() as u64,
     )
+}
+
+/// The fixture of the attack suites (`tests/tests/hostile_frames.rs`, `hostile_bundles.rs`): a
+/// temporary directory with a [`Signer`]'s trust directory, the store path beside it, and the
+/// built `sluice-recv` to listen with.
+pub struct Rig {
+    pub tmp: crate::TempStore,
+    pub signer: Signer,
+    pub bin: PathBuf,
+}
+
+impl Rig {
+    pub fn new() -> Self {
+        let tmp = crate::TempStore::new();
+        let signer = Signer::new(&tmp.path().join("trust"));
+        let bin = crate::build_bin("sluice-recv", "sluice-recv");
+        Rig { tmp, signer, bin }
+    }
+
+    /// `store/` in the temporary directory.
+    pub fn store(&self) -> PathBuf {
+        self.tmp.path().join("store")
+    }
+
+    /// A listener on the rig's store and trust directory with `extra` flags, logging beside them.
+    pub fn listen(&self, extra: &[&str]) -> crate::listener::Listener {
+        crate::listener::Listener::spawn(
+            &self.bin,
+            &self.store(),
+            &self.signer.trust,
+            self.tmp.path(),
+            extra,
+        )
+    }
+}
+
+impl Default for Rig {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -241,3 +241,27 @@ pub fn blake3_tree(dir: &Path) -> io::Result<BTreeMap<String, blake3::Hash>> {
     }
     Ok(out)
 }
+
+/// The tool's path, or `None` (skip) with the reason; under `CI=true` a missing tool fails.
+pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let why = format!(
+            "{test}: `{tool}` is not installed (Debian package: {})",
+            match tool {
+                "promtool" => "prometheus",
+                other => other,
+            }
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{why}; CI must have it (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED {why}");
+    }
+    found
+}

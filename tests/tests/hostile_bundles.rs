@@ -14,55 +14,40 @@ use std::time::Duration;
 
 use sluice_common::bundle::EntryKind;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::attack::{Blaster, bundle_id, sender_frames};
+use sluice_tests::blake3_tree;
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
     AuditRecord, audit_records, decisions, quarantine_ids, rejected_records, staging_files,
 };
-use sluice_tests::{TempStore, blake3_tree, build_bin};
 
 /// (name, expected reason code, manifest entries as signed).
 type Case<'a> = (&'a str, &'a str, Vec<(EntryKind, &'a str, &'a [u8])>);
 
+/// The attack rig plus a sentinel directory beside the store that must stay untouched.
 struct Rig {
-    tmp: TempStore,
-    signer: Signer,
-    bin: PathBuf,
+    base: sluice_tests::attack::Rig,
     sentinel: PathBuf,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = sluice_tests::attack::Rig;
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Rig {
     fn new() -> Self {
-        let tmp = TempStore::new();
-        let signer = Signer::new(&tmp.path().join("trust"));
+        let base = sluice_tests::attack::Rig::new();
         // Per-channel caps for the too-many-entries case.
-        let policy = signer.trust.join("policy.toml");
+        let policy = base.signer.trust.join("policy.toml");
         let mut text = std::fs::read_to_string(&policy).expect("policy");
         text.push_str("\n[channels.small]\nmax_files = 10\n");
         std::fs::write(&policy, text).expect("write policy");
-        let sentinel = tmp.subdir("sentinel");
+        let sentinel = base.tmp.subdir("sentinel");
         std::fs::write(sentinel.join("keep"), b"sentinel contents\n").expect("sentinel file");
-        let bin = build_bin("sluice-recv", "sluice-recv");
-        Rig {
-            tmp,
-            signer,
-            bin,
-            sentinel,
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.tmp.path().join("store")
-    }
-
-    fn listen(&self, extra: &[&str]) -> Listener {
-        Listener::spawn(
-            &self.bin,
-            &self.store(),
-            &self.signer.trust,
-            self.tmp.path(),
-            extra,
-        )
+        Rig { base, sentinel }
     }
 
     fn sentinel_tree(&self) -> BTreeMap<String, blake3::Hash> {

@@ -20,13 +20,13 @@ use rand::{Rng, RngCore, SeedableRng};
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Signer, bad_tag, bundle_id, data_frame, end_frame, sender_frames,
+    Blaster, Rig, Signer, bad_tag, bundle_id, data_frame, end_frame, sender_frames,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
     audit_records, decisions, quarantine_ids, rejected_records, staging_files,
 };
-use sluice_tests::{ProcessStats, ProcessWatch, TempStore, blake3_tree, build_bin};
+use sluice_tests::{ProcessStats, ProcessWatch, blake3_tree};
 
 /// One flood at a time: the CI machine has two cores and the measurements should be the
 /// listener's, not contention's.
@@ -36,35 +36,6 @@ const RSS_BUDGET_KIB: u64 = 160 * 1024;
 /// Open fds: ~20 of the process's own (socket, store directories, lock, audit log, metrics,
 /// std streams) plus one staging file per live session.
 const FD_BASE: u64 = 32;
-
-struct Rig {
-    tmp: TempStore,
-    signer: Signer,
-    bin: std::path::PathBuf,
-}
-
-impl Rig {
-    fn new() -> Self {
-        let tmp = TempStore::new();
-        let signer = Signer::new(&tmp.path().join("trust"));
-        let bin = build_bin("sluice-recv", "sluice-recv");
-        Rig { tmp, signer, bin }
-    }
-
-    fn store(&self) -> std::path::PathBuf {
-        self.tmp.path().join("store")
-    }
-
-    fn listen(&self, extra: &[&str]) -> Listener {
-        Listener::spawn(
-            &self.bin,
-            &self.store(),
-            &self.signer.trust,
-            self.tmp.path(),
-            extra,
-        )
-    }
-}
 
 /// A legitimate bundle: its files, bytes and the frames a real sender emits for it.
 struct Legit {

@@ -265,6 +265,18 @@ impl FaultRig {
     }
 }
 
+/// After a fault is cleared: the next bundle is accepted and lands in quarantine, the listener
+/// stops cleanly, and `audit verify` finds the chain intact.
+fn next_accepted_then_audit_verifies(rig: &mut FaultRig, l: Listener, size: usize) {
+    let next = rig.bundle(2, size);
+    assert_eq!(deliver(&l, &next), "accepted");
+    next.assert_in(&l.store);
+    assert!(l.terminate().success());
+    let verify = audit_verify(&rig.bin, &rig.store());
+    let (code, out) = (verify.code, verify.output);
+    assert_eq!(code, 0, "{out}");
+}
+
 /// Sends `b` a few times and waits until the log shows `needle`.
 fn send_until_logged(l: &Listener, b: &Bundle, needle: &str) -> bool {
     let mut blaster = Blaster::new(l.addr);
@@ -314,13 +326,7 @@ fn disk_full_while_staging_then_space_freed() {
         "a resend after space was freed is staged again, no restart"
     );
     big.assert_in(&l.store);
-    let next = rig.bundle(2, 100_000);
-    assert_eq!(deliver(&l, &next), "accepted");
-    next.assert_in(&l.store);
-    assert!(l.terminate().success());
-    let verify = audit_verify(&rig.bin, &rig.store());
-    let (code, out) = (verify.code, verify.output);
-    assert_eq!(code, 0, "{out}");
+    next_accepted_then_audit_verifies(&mut rig, l, 100_000);
 }
 
 /// T63 (commit): the staged object fits but its verified extraction does not: a storage_error
@@ -379,13 +385,7 @@ fn disk_full_while_committing_then_space_freed() {
     );
     assert_eq!(decided(&l.store, &b.id()).as_deref(), Some("accepted"));
     b.assert_in(&l.store);
-    let next = rig.bundle(2, 200_000);
-    assert_eq!(deliver(&l, &next), "accepted");
-    next.assert_in(&l.store);
-    assert!(l.terminate().success());
-    let verify = audit_verify(&rig.bin, &rig.store());
-    let (code, out) = (verify.code, verify.output);
-    assert_eq!(code, 0, "{out}");
+    next_accepted_then_audit_verifies(&mut rig, l, 200_000);
 }
 
 /// T64: no inode left for the staging file: a clear error, the listener keeps running, and

@@ -11,19 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
-use sluice_tests::{TempStore, blake3_tree, build_bin};
-
-struct Bins {
-    send: PathBuf,
-    recv: PathBuf,
-}
-
-fn bins() -> Bins {
-    Bins {
-        send: build_bin("sluice-send", "sluice-send"),
-        recv: build_bin("sluice-recv", "sluice-recv"),
-    }
-}
+use sluice_tests::e2e::{Bins, bins};
+use sluice_tests::{TempStore, blake3_tree};
 
 /// Runs a command with a deadline (a hang fails the test instead of stalling CI).
 fn run(cmd: &mut Command, deadline: Duration) -> Output {
@@ -83,7 +72,7 @@ fn random_input(dir: &Path, total: usize, seed: u64) {
 
 struct Fixture {
     ts: TempStore,
-    bins: Bins,
+    bins: &'static Bins,
     input: PathBuf,
     trust: PathBuf,
     bundle: PathBuf,
@@ -102,23 +91,30 @@ fn link_keygen(bins: &Bins, path: &Path) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// `sluice-send keygen` of the officer key in `ts`, its public half the one trusted signer in
+/// `ts/trust`: (trust directory, key path without extension).
+fn officer(bins: &Bins, ts: &TempStore) -> (PathBuf, PathBuf) {
+    let trust = ts.subdir("trust");
+    let key = ts.path().join("officer");
+    let out = run(
+        Command::new(&bins.send)
+            .arg("keygen")
+            .arg("--out")
+            .arg(&key),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+    (trust, key)
+}
+
 impl Fixture {
     fn new(mib: usize, seed: u64) -> Fixture {
         let ts = TempStore::new();
         let bins = bins();
         let input = ts.subdir("payload");
         random_input(&input, mib << 20, seed);
-        let trust = ts.subdir("trust");
-        let key = ts.path().join("officer");
-        let out = run(
-            Command::new(&bins.send)
-                .arg("keygen")
-                .arg("--out")
-                .arg(&key),
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+        let (trust, key) = officer(bins, &ts);
         let bundle = ts.path().join("u.sluice");
         let out = run(
             Command::new(&bins.send)
@@ -431,17 +427,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
 fn hostile_media_entries_are_named_and_skipped_without_hanging() {
     let ts = TempStore::new();
     let bins = bins();
-    let trust = ts.subdir("trust");
-    let key = ts.path().join("officer");
-    let out = run(
-        Command::new(&bins.send)
-            .arg("keygen")
-            .arg("--out")
-            .arg(&key),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
+    let (trust, _key) = officer(bins, &ts);
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
 
     let m = ts.subdir("medium");

@@ -13,24 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sluice_tests::e2e::bins;
-use sluice_tests::{build_bin, workspace_root};
-
-fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let why = format!("{test}: `{tool}` is not installed");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; CI must have it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED {why}");
-    }
-    found
-}
+use sluice_tests::{build_bin, tool_or_skip, workspace_root};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

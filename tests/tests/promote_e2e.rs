@@ -141,14 +141,6 @@ struct Site {
     diode: Option<Netns>,
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn build_deb(dir: &Path, name: &str, depends: Option<&str>, out: &Path) -> PathBuf {
     build_deb_version(dir, name, "1.0-1", depends, out)
 }
@@ -360,7 +352,7 @@ impl Site {
             store: p.join("store"),
             repo: p.join("srv/mirror/debian"),
             share: p.join("srv/share/updates"),
-            registry_port: free_tcp_port(),
+            registry_port: sluice_tests::listener::free_tcp_addr().port(),
             ts,
             bins,
             trust,

@@ -15,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,33 +28,9 @@ use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{Blaster, Signer, sender_frames};
 use sluice_tests::e2e::bins;
 use sluice_tests::listener::{Listener, wait_until};
-use sluice_tests::workspace_root;
+use sluice_tests::{tool_or_skip, workspace_root};
 
 const FORGED_CHANNEL: &str = "<script>document.title='owned'</script><img src=x onerror=alert(1)>";
-
-/// The tool's path, or `None` (skip) with the reason; under `CI=true` a missing tool fails.
-fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let why = format!(
-            "{test}: `{tool}` is not installed (Debian package: {})",
-            match tool {
-                "promtool" => "prometheus",
-                other => other,
-            }
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; CI must have it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED {why}");
-    }
-    found
-}
 
 /// GET over plain HTTP/1.1; (status code, body).
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {

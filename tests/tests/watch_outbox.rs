@@ -10,19 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sluice_tests::{TempStore, build_bin, free_udp_addr};
-
-struct Bins {
-    send: PathBuf,
-    recv: PathBuf,
-}
-
-fn bins() -> Bins {
-    Bins {
-        send: build_bin("sluice-send", "sluice-send"),
-        recv: build_bin("sluice-recv", "sluice-recv"),
-    }
-}
+use sluice_tests::e2e::{Bins, bins};
+use sluice_tests::listener::wait_until;
+use sluice_tests::{TempStore, free_udp_addr};
 
 /// Key, trust directory and `n` bundles on channel `nightly` with sequences 1..=n.
 fn bundles(bins: &Bins, t: &TempStore, n: u64) -> (PathBuf, Vec<PathBuf>) {
@@ -76,7 +66,7 @@ fn listen(bins: &Bins, t: &TempStore, trust: &Path, addr: &str) -> Child {
         .expect("spawn listen");
     // The listener writes its status file once a second after binding: then it is up.
     assert!(
-        wait_for(Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(30), || {
             t.path().join("store/state/status.json").is_file()
         }),
         "listener did not start"
@@ -103,17 +93,6 @@ fn watch(bins: &Bins, t: &TempStore, trust: &Path, addr: &str, log: &str) -> Chi
         .stderr(std::fs::File::create(t.path().join(format!("{log}.log"))).unwrap())
         .spawn()
         .expect("spawn watch")
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -169,12 +148,12 @@ fn heartbeat_seq(t: &TempStore) -> Option<u64> {
 fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     let bins = bins();
     let t = TempStore::new();
-    let (trust, b) = bundles(&bins, &t, 4);
-    let ids: Vec<String> = b.iter().map(|p| bundle_id(&bins, p)).collect();
+    let (trust, b) = bundles(bins, &t, 4);
+    let ids: Vec<String> = b.iter().map(|p| bundle_id(bins, p)).collect();
     let outbox = t.subdir("outbox");
     let addr = free_udp_addr().to_string();
-    let mut listener = listen(&bins, &t, &trust, &addr);
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch1");
+    let mut listener = listen(bins, &t, &trust, &addr);
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch1");
 
     // A `.tmp` name holding a complete bundle is never taken.
     std::fs::copy(&b[3], outbox.join("b4.sluice.tmp")).unwrap();
@@ -182,7 +161,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     drop_into(&outbox, &b[0]);
     let record = outbox.join("sent/b1.sluice.sent.json");
     assert!(
-        wait_for(Duration::from_secs(60), || record.is_file()),
+        wait_until(Duration::from_secs(60), || record.is_file()),
         "b1 not sent"
     );
     assert!(outbox.join("sent/b1.sluice").is_file());
@@ -199,7 +178,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
         "{r}"
     );
     assert!(
-        wait_for(Duration::from_secs(30), || t
+        wait_until(Duration::from_secs(30), || t
             .path()
             .join("store/quarantine")
             .join(&ids[0])
@@ -215,7 +194,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     std::fs::rename(outbox.join(".bad.partial"), outbox.join("bad.sluice")).unwrap();
     let reason = outbox.join("failed/bad.sluice.reason.json");
     assert!(
-        wait_for(Duration::from_secs(60), || reason.is_file()),
+        wait_until(Duration::from_secs(60), || reason.is_file()),
         "bad not failed"
     );
     assert!(outbox.join("failed/bad.sluice").is_file());
@@ -227,7 +206,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     // Idle: heartbeats keep flowing, and their ledger names what was sent.
     let s1 = heartbeat_seq(&t).unwrap_or(0);
     assert!(
-        wait_for(Duration::from_secs(30), || heartbeat_seq(&t).unwrap_or(0)
+        wait_until(Duration::from_secs(30), || heartbeat_seq(&t).unwrap_or(0)
             > s1 + 2),
         "heartbeats stopped while idle"
     );
@@ -242,15 +221,15 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
 
     // SIGTERM: clean exit 0. A restarted watcher sends new bundles but never what is in sent/.
     assert_eq!(terminate(&mut watcher).code(), Some(0));
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch2");
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch2");
     drop_into(&outbox, &b[1]);
     let record2 = outbox.join("sent/b2.sluice.sent.json");
     assert!(
-        wait_for(Duration::from_secs(60), || record2.is_file()),
+        wait_until(Duration::from_secs(60), || record2.is_file()),
         "b2 not sent"
     );
     assert!(
-        wait_for(Duration::from_secs(30), || audit(&t)
+        wait_until(Duration::from_secs(30), || audit(&t)
             .get(&ids[1])
             .is_some_and(|d| !d.is_empty())),
         "b2 not decided"
@@ -291,12 +270,12 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
 fn watch_does_not_take_a_file_still_being_written() {
     let bins = bins();
     let t = TempStore::new();
-    let (trust, b) = bundles(&bins, &t, 1);
-    let id = bundle_id(&bins, &b[0]);
+    let (trust, b) = bundles(bins, &t, 1);
+    let id = bundle_id(bins, &b[0]);
     let outbox = t.subdir("outbox");
     let addr = free_udp_addr().to_string();
-    let mut listener = listen(&bins, &t, &trust, &addr);
-    let mut watcher = watch(&bins, &t, &trust, &addr, "watch");
+    let mut listener = listen(bins, &t, &trust, &addr);
+    let mut watcher = watch(bins, &t, &trust, &addr, "watch");
 
     // A writer that does not rename: the final name from the first byte, written slowly. Each
     // chunk lands well within the default --stable-secs (2 s), so the watcher must wait.
@@ -319,11 +298,11 @@ fn watch_does_not_take_a_file_still_being_written() {
     // Complete and left alone: now it goes.
     let record = outbox.join("sent/slow.sluice.sent.json");
     assert!(
-        wait_for(Duration::from_secs(60), || record.is_file()),
+        wait_until(Duration::from_secs(60), || record.is_file()),
         "never sent"
     );
     assert!(
-        wait_for(Duration::from_secs(30), || audit(&t)
+        wait_until(Duration::from_secs(30), || audit(&t)
             .get(&id)
             .is_some_and(|d| !d.is_empty())),
         "not decided"

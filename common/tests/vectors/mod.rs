@@ -184,11 +184,11 @@ pub fn committed_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// One `#[test]` per named vector file (`vector::NAME`, calling `$run("NAME")`), plus
-/// `ALL_VECTORS` so a test can check that every committed file has its own test and every test
-/// its file. (Import the module with `#[macro_use]`.)
+/// One `#[test]` per named vector file (`vector::NAME`, calling `$run("NAME")`), `ALL_VECTORS`,
+/// and `every_vector_file_has_its_own_test`: every committed file under `$dir` has its own test
+/// and every test its file. (Import the module with `#[macro_use]`.)
 macro_rules! vector_tests {
-    ($run:ident; $($name:ident),+ $(,)?) => {
+    ($run:ident, $dir:expr; $($name:ident),+ $(,)?) => {
         const ALL_VECTORS: &[&str] = &[$(stringify!($name)),+];
         mod vector {
             $(
@@ -198,7 +198,40 @@ macro_rules! vector_tests {
                 }
             )+
         }
+
+        #[test]
+        fn every_vector_file_has_its_own_test() {
+            let mut listed: Vec<String> = ALL_VECTORS.iter().map(|s| s.to_string()).collect();
+            listed.sort();
+            assert_eq!(listed, vectors::committed_names(&$dir));
+        }
     };
+}
+
+/// A hex-bodied vector file (frames, volumes): its comment, the link key, the outcome lines,
+/// then the input bytes as hex lines.
+pub fn hex_vector(
+    comment: &str,
+    key: &[u8],
+    outcome: &[(String, String)],
+    bytes: &[u8],
+) -> Vec<u8> {
+    let mut fields = vec![
+        ("comment".to_string(), comment.to_string()),
+        ("key".to_string(), hex::encode(key)),
+    ];
+    fields.extend(outcome.iter().cloned());
+    encode(&fields, &hex_lines(bytes))
+}
+
+/// `committed_vectors_match_the_generator` of a hex-vector kind: the generator's files (name →
+/// bytes) against the committed ones under `dir(kind)` (`check_committed`).
+pub fn check_generated<'a>(kind: &str, generated: impl IntoIterator<Item = (&'a str, Vec<u8>)>) {
+    let want: BTreeMap<String, Vec<u8>> = generated
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), bytes))
+        .collect();
+    check_committed(&dir(kind), &want);
 }
 
 /// One line of a hex worked example: `OFFSET  HEX BYTES… | description`.

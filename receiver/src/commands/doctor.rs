@@ -17,11 +17,8 @@ use sluice_common::profile::Profile;
 use sluice_host::hostcheck::*;
 use sluice_host::linkkey::{Endpoint, doctor_finding};
 
-/// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
-pub const EXIT_CODES: &[(Exit, &str)] = &[
-    (Exit::Ok, "no check failed (warnings allowed)"),
-    (Exit::Failure, "at least one check failed; apply each `fix`"),
-];
+/// What each exit code means (the same for both `doctor`s).
+pub use sluice_host::hostcheck::EXIT_CODES;
 
 /// Preflight checks of this host (socket buffers, MTU, store, free space, trust, clock, link key)
 ///
@@ -49,32 +46,17 @@ pub struct Args {
     /// The address `listen` will bind; enables the MTU and granted-buffer checks on it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub bind: Option<String>,
-    /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
-    /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub profile: Option<String>,
     /// Link key file to check the way `listen` and `import` will read it. Without it the public
     /// default key is assumed, a failure unless --bind is loopback.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
-    /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, hide = true, env = "SLUICE_PROC_ROOT", default_value = "/proc")]
-    pub proc_root: PathBuf,
-    #[arg(long, hide = true, env = "SLUICE_SYS_ROOT", default_value = "/sys")]
-    pub sys_root: PathBuf,
+    #[command(flatten)]
+    pub host: DoctorArgs,
 }
 
-/// Everything the checks read from the host.
+/// Everything the checks read from the host: the flags and the clock.
 pub struct Env {
-    pub proc_root: PathBuf,
-    pub sys_root: PathBuf,
-    pub profile: Option<String>,
-    pub bind: Option<String>,
-    pub store: PathBuf,
-    pub trust: PathBuf,
-    pub link_key: Option<PathBuf>,
+    pub args: Args,
     pub now: SystemTime,
 }
 
@@ -88,38 +70,31 @@ const CLOCK_CEILING: u64 = 4_102_444_800;
 
 /// Runs every check; failed checks are the exit code, not an error.
 pub fn run(args: Args) -> Result<Exit, CommandError> {
+    let json = args.host.json;
     let env = Env {
-        proc_root: args.proc_root,
-        sys_root: args.sys_root,
-        profile: args.profile,
-        bind: args.bind,
-        store: args.store,
-        trust: args.trust,
-        link_key: args.link_key,
+        args,
         now: SystemTime::now(),
     };
-    Ok(exit::from_code_or_failure(report(
-        &run_checks(&env),
-        args.json,
-    )))
+    Ok(report(&run_checks(&env), json))
 }
 
 pub fn run_checks(env: &Env) -> Vec<Finding> {
     let mut out = Vec::new();
-    let (profile, rate, rate_note) = profile_and_rate(env.profile.as_deref(), &mut out);
+    let (profile, rate, rate_note) = profile_and_rate(env.args.host.profile.as_deref(), &mut out);
     out.extend(check_rmem(env, rate, &rate_note));
     out.extend(check_bind(env, profile.as_ref(), rate));
-    let max_bundle = check_trust(&env.trust, &mut out);
-    out.extend(check_store(&env.store, max_bundle));
+    let max_bundle = check_trust(&env.args.trust, &mut out);
+    out.extend(check_store(&env.args.store, max_bundle));
     out.push(check_clock(env.now));
     // The loader and the public-key rule `listen` applies; without --bind there is no loopback
     // exemption to claim.
     let endpoint = env
+        .args
         .bind
         .as_deref()
         .and_then(|spec| resolve(spec).ok())
         .map_or(Endpoint::Media, |addr| Endpoint::Udp(addr.ip()));
-    out.push(doctor_finding(env.link_key.as_deref(), endpoint));
+    out.push(doctor_finding(env.args.link_key.as_deref(), endpoint));
     out
 }
 
@@ -130,7 +105,7 @@ fn check_rmem(env: &Env, rate: u64, rate_note: &str) -> Vec<Finding> {
         "persist: install {SYSCTL_CONF} as /etc/sysctl.d/90-sluice.conf (the .deb puts it in /usr/lib/sysctl.d/) and run `sysctl --system`"
     );
     let mut out = Vec::new();
-    out.push(match read_sysctl_u64(&env.proc_root, "net.core.rmem_max") {
+    out.push(match read_sysctl_u64(&env.args.host.proc_root, "net.core.rmem_max") {
         Err(e) => finding("rmem_max", Status::Warn, format!("could not check: {e}"), None),
         Ok(v) if v >= need => finding(
             "rmem_max",
@@ -151,7 +126,7 @@ fn check_rmem(env: &Env, rate: u64, rate_note: &str) -> Vec<Finding> {
             )),
         ),
     });
-    out.push(match read_sysctl_u64(&env.proc_root, "net.core.rmem_default") {
+    out.push(match read_sysctl_u64(&env.args.host.proc_root, "net.core.rmem_default") {
         Err(e) => finding("rmem_default", Status::Warn, format!("could not check: {e}"), None),
         Ok(v) if v >= need => finding(
             "rmem_default",
@@ -170,7 +145,7 @@ fn check_rmem(env: &Env, rate: u64, rate_note: &str) -> Vec<Finding> {
     });
     // udp_mem is in pages: min pressure max. Above `max` the kernel drops UDP datagrams for all
     // sockets together.
-    out.push(match read_sysctl(&env.proc_root, "net.ipv4.udp_mem") {
+    out.push(match read_sysctl(&env.args.host.proc_root, "net.ipv4.udp_mem") {
         Err(e) => finding("udp_mem", Status::Warn, format!("could not check: {e}"), None),
         Ok(t) => match t.split_whitespace().nth(2).and_then(|m| m.parse::<u64>().ok()) {
             None => finding("udp_mem", Status::Warn, format!("unexpected net.ipv4.udp_mem {t:?}"), None),
@@ -201,7 +176,7 @@ fn check_rmem(env: &Env, rate: u64, rate_note: &str) -> Vec<Finding> {
 
 fn check_bind(env: &Env, profile: Option<&Profile>, rate: u64) -> Vec<Finding> {
     let mut out = Vec::new();
-    let bind_ip = match &env.bind {
+    let bind_ip = match &env.args.bind {
         None => {
             out.push(finding(
                 "mtu",
@@ -232,7 +207,7 @@ fn check_bind(env: &Env, profile: Option<&Profile>, rate: u64) -> Vec<Finding> {
             Some("bind to the diode NIC's own address (--bind DIODE_NIC_IP:PORT)".into()),
         )),
         Some(std::net::IpAddr::V4(ip)) => {
-            let route_file = env.proc_root.join("net/route");
+            let route_file = env.args.host.proc_root.join("net/route");
             match std::fs::read_to_string(&route_file) {
                 Err(e) => out.push(finding(
                     "mtu",
@@ -253,7 +228,7 @@ fn check_bind(env: &Env, profile: Option<&Profile>, rate: u64) -> Vec<Finding> {
                     };
                     match iface {
                         Some(iface) => out.push(check_mtu(
-                            &env.sys_root,
+                            &env.args.host.sys_root,
                             &iface,
                             profile,
                             &format!("connected subnet of {ip}"),
@@ -524,13 +499,13 @@ mod tests {
 
     fn env(root: &Path, now: SystemTime) -> Env {
         Env {
-            proc_root: root.join("proc"),
-            sys_root: root.join("sys"),
-            profile: None,
-            bind: None,
-            store: root.join("store"),
-            trust: root.join("trust"),
-            link_key: None,
+            args: Args {
+                store: root.join("store"),
+                trust: root.join("trust"),
+                bind: None,
+                link_key: None,
+                host: DoctorArgs::fake_root(root),
+            },
             now,
         }
     }

@@ -1,7 +1,7 @@
 //! `sluice-send doctor`: preflight checks of the low-side host before a transfer.
 //!
 //! Each check yields a [`Finding`] (ok / warn / fail, what was measured, the exact fix). The
-//! checks read only from an [`Env`] (proc and sys roots, the `ip` program), so tests feed a fake
+//! checks read only from the [`Args`] (proc and sys roots, the `ip` program), so tests feed a fake
 //! tree: `SLUICE_PROC_ROOT`, `SLUICE_SYS_ROOT` and `SLUICE_IP` (or the hidden `--proc-root`,
 //! `--sys-root`, `--ip-cmd` flags). Exit 0 if nothing failed, 1 otherwise.
 
@@ -15,11 +15,8 @@ use sluice_common::profile::Profile;
 use sluice_host::hostcheck::*;
 use sluice_host::linkkey::{Endpoint, doctor_finding};
 
-/// What each exit code means for `doctor` (rendered into `--help` by `sluice_common::exit`).
-pub const EXIT_CODES: &[(Exit, &str)] = &[
-    (Exit::Ok, "no check failed (warnings allowed)"),
-    (Exit::Failure, "at least one check failed; apply each `fix`"),
-];
+/// What each exit code means (the same for both `doctor`s).
+pub use sluice_host::hostcheck::EXIT_CODES;
 
 /// Preflight checks of this host (socket buffers, MTU, static neighbour, link key, profile)
 ///
@@ -37,10 +34,6 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     after_help = exit::help_table(EXIT_CODES)
 )]
 pub struct Args {
-    /// Diode profile: a name (looked up in $SLUICE_PROFILES, /etc/sluice/profiles,
-    /// /usr/share/sluice/profiles, then the built-in profiles) or a path to a .toml file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub profile: Option<String>,
     /// The receiver address the sender will send to; enables the MTU and neighbour checks.
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
@@ -48,46 +41,20 @@ pub struct Args {
     /// it the public default key is assumed, a failure unless --to is loopback.
     #[arg(long, value_name = "FILE")]
     pub link_key: Option<PathBuf>,
-    /// Print `{"findings":[{"check","status","detail","fix"}...]}` instead of text.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, hide = true, env = "SLUICE_PROC_ROOT", default_value = "/proc")]
-    pub proc_root: PathBuf,
-    #[arg(long, hide = true, env = "SLUICE_SYS_ROOT", default_value = "/sys")]
-    pub sys_root: PathBuf,
+    #[command(flatten)]
+    pub host: DoctorArgs,
     #[arg(long, hide = true, env = "SLUICE_IP", default_value = "ip")]
     pub ip_cmd: String,
 }
 
-/// Everything the checks read from the host.
-pub struct Env {
-    pub proc_root: PathBuf,
-    pub sys_root: PathBuf,
-    pub ip_cmd: String,
-    pub profile: Option<String>,
-    pub to: Option<String>,
-    pub link_key: Option<PathBuf>,
-}
-
 /// Runs every check; failed checks are the exit code, not an error.
 pub fn run(args: Args) -> Result<Exit, CommandError> {
-    let env = Env {
-        proc_root: args.proc_root,
-        sys_root: args.sys_root,
-        ip_cmd: args.ip_cmd,
-        profile: args.profile,
-        to: args.to,
-        link_key: args.link_key,
-    };
-    Ok(exit::from_code_or_failure(report(
-        &run_checks(&env),
-        args.json,
-    )))
+    Ok(report(&run_checks(&args), args.host.json))
 }
 
-pub fn run_checks(env: &Env) -> Vec<Finding> {
+pub fn run_checks(env: &Args) -> Vec<Finding> {
     let mut out = Vec::new();
-    let (profile, rate, rate_note) = profile_and_rate(env.profile.as_deref(), &mut out);
+    let (profile, rate, rate_note) = profile_and_rate(env.host.profile.as_deref(), &mut out);
     out.push(check_wmem(env, rate, &rate_note));
     out.extend(check_path(env, profile.as_ref()));
     // The loader and the public-key rule `udp` and `watch` apply, so doctor accepts exactly what
@@ -101,11 +68,11 @@ pub fn run_checks(env: &Env) -> Vec<Finding> {
     out
 }
 
-fn check_wmem(env: &Env, rate: u64, rate_note: &str) -> Finding {
+fn check_wmem(env: &Args, rate: u64, rate_note: &str) -> Finding {
     // The sender paces, so its buffer only has to absorb one batch while the NIC queue drains;
     // ~20 ms of line rate is ample (hardware/sysctl/90-sluice.conf sets 16 MiB).
     let need = bytes_for_ms(rate, 20).max(4 << 20);
-    match read_sysctl_u64(&env.proc_root, "net.core.wmem_max") {
+    match read_sysctl_u64(&env.host.proc_root, "net.core.wmem_max") {
         Err(e) => finding("wmem_max", Status::Warn, e, None),
         Ok(v) if v >= need => finding(
             "wmem_max",
@@ -127,7 +94,7 @@ fn check_wmem(env: &Env, rate: u64, rate_note: &str) -> Finding {
     }
 }
 
-fn check_path(env: &Env, profile: Option<&Profile>) -> Vec<Finding> {
+fn check_path(env: &Args, profile: Option<&Profile>) -> Vec<Finding> {
     let Some(spec) = &env.to else {
         return vec![finding(
             "mtu",
@@ -161,7 +128,7 @@ fn check_path(env: &Env, profile: Option<&Profile>) -> Vec<Finding> {
             )),
         )];
     };
-    let route_file = env.proc_root.join("net/route");
+    let route_file = env.host.proc_root.join("net/route");
     let routes = match std::fs::read_to_string(&route_file) {
         Ok(t) => parse_routes(&t),
         Err(e) => {
@@ -219,7 +186,7 @@ fn check_path(env: &Env, profile: Option<&Profile>) -> Vec<Finding> {
         ));
     }
     out.push(check_mtu(
-        &env.sys_root,
+        &env.host.sys_root,
         &route.iface,
         profile,
         &format!("routes to {ip}"),
