@@ -252,8 +252,8 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
     let rec = send_until_decided(&listener, &ok);
     assert_eq!(rec.decision, "accepted", "{rec:?}");
     let status = listener.terminate();
-    // listen exits with the worst decision it made: too_large is a policy refusal (6).
-    assert_eq!(status.code(), Some(6), "exit status {status}");
+    // A clean stop exits 0 whatever was decided (the too_large refusal is in the audit log).
+    assert_eq!(status.code(), Some(0), "exit status {status}");
     rig.assert_nothing_outside();
 }
 

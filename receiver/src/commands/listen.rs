@@ -27,7 +27,9 @@ use crate::store::inspect;
 pub const EXIT_CODES: &[(Exit, &str)] = &[
     (
         Exit::Ok,
-        "stopped; every bundle decided was accepted or a duplicate",
+        "stopped by SIGINT/SIGTERM (whatever was decided: outcomes are in the log, --json, \
+         metrics and the audit log), or --max-bundles reached with every bundle accepted or a \
+         duplicate",
     ),
     (Exit::Failure, "internal error"),
     (
@@ -35,16 +37,16 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
         "bad flags, config, link key or trust directory",
     ),
     (Exit::Input, "the link key unreadable"),
-    (Exit::Invalid, "stopped; a bundle failed verification"),
-    (Exit::Untrusted, "stopped; a bundle's signer is not trusted"),
-    (Exit::Policy, "stopped; a bundle was refused by policy"),
+    (Exit::Invalid, "--max-bundles: a bundle failed verification"),
+    (Exit::Untrusted, "--max-bundles: a bundle's signer is not trusted"),
+    (Exit::Policy, "--max-bundles: a bundle was refused by policy"),
     (
         Exit::Incomplete,
-        "stopped; a transfer was rejected short of symbols",
+        "--max-bundles: a transfer was rejected short of symbols",
     ),
     (
         Exit::Storage,
-        "the store cannot be opened, or a bundle failed to commit",
+        "the store cannot be opened",
     ),
     (Exit::Network, "cannot bind the address or serve metrics"),
 ];
@@ -62,8 +64,11 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///   sluice-recv listen --bind 10.0.0.2:7000 --store /var/lib/sluice --trust /etc/sluice/trust
 ///   sluice-recv listen --bind 0.0.0.0:7000 --store ./store --trust ./trust --metrics 127.0.0.1:9187
 ///
-/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written), or after
-/// --max-bundles decisions; the exit code is then the worst verdict of the run.
+/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written) and exits 0: a
+/// daemon's stop is not a verdict, so a service restart never leaves the unit "failed" because
+/// some bundle was rejected hours ago. Each outcome is reported as it happens (an INFO log line,
+/// --json, metrics, the audit log). A one-shot run with --max-bundles N instead exits with the
+/// worst verdict of its N decisions, like `import`.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -233,7 +238,8 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
     let mut batch = socket.new_batch(args.max_datagram, 8);
     let mut last_report = Instant::now();
     let status_path = args.store.join("state").join("status.json");
-    let mut exit_code = Exit::Ok;
+    // The worst verdict of the run: the exit code of a --max-bundles run only (see `Args`).
+    let mut worst_verdict = Exit::Ok;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = pipeline
@@ -258,7 +264,7 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
             {
                 overdue.accepted(channel, sluice_host::time::now_unix());
             }
-            exit_code = exit_code.worst(totals.record(&outcome, args.json));
+            worst_verdict = worst_verdict.worst(totals.record(&outcome, args.json));
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
@@ -287,10 +293,21 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
     let drops = socket.kernel_drops();
     let remaining = pipeline.finish();
     for outcome in &remaining {
-        exit_code = exit_code.worst(totals.record(outcome, args.json));
+        worst_verdict = worst_verdict.worst(totals.record(outcome, args.json));
     }
     write_status_final(&status_path, &totals, drops);
-    Ok(exit_code)
+    if stop.load(Ordering::Relaxed) {
+        // A clean stop by signal: the outcomes were reported one by one; see `Args`.
+        tracing::info!(
+            accepted = totals.accepted,
+            duplicates = totals.duplicates,
+            rejected = totals.rejected.values().sum::<u64>(),
+            incomplete = totals.incomplete,
+            "stopped"
+        );
+        return Ok(Exit::Ok);
+    }
+    Ok(worst_verdict)
 }
 
 /// Counters across the listener's life, for metrics, status and the exit code.
