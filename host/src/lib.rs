@@ -3,12 +3,13 @@
 //! instead of being compiled into each binary from the other's tree.
 //!
 //! What it owns: log setup (`logging`), the host checks of both `doctor`s (`hostcheck`), heap
-//! tuning for block-sized buffers (`heap`), quiet SIGPIPE (`sigpipe`), reading a trust directory
+//! tuning for block-sized buffers (`heap`), quiet SIGPIPE (`sigpipe`), the JSON convention (`json`), reading a trust directory
 //! (`trust_dir`) and a link-key file (`linkkey`), and wall-clock time (`time`).
 
 pub mod heap;
 pub mod helpcheck;
 pub mod hostcheck;
+pub mod json;
 pub mod linkkey;
 pub mod logging;
 pub mod sigpipe;
@@ -37,7 +38,11 @@ pub fn exit_with(
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("{e}");
+            if logging::json_errors() {
+                eprintln!("{}", json::error_object(&e));
+            } else {
+                eprintln!("{e}");
+            }
             e.code.into()
         }
     }

@@ -123,7 +123,7 @@ fn deliver(listener: &Listener, blaster: &mut Blaster, l: &Legit) -> bool {
     let decided = || {
         audit_records(&listener.store)
             .iter()
-            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.decision != "incomplete")
+            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.outcome != "incomplete")
     };
     for _ in 0..40 {
         blaster.send_all(&l.frames);

@@ -526,11 +526,11 @@ path = "{share}"
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|r| {
-                r["bundle_id"] == id && r["decision"].as_str().unwrap().starts_with("promote_")
+                r["bundle_id"] == id && r["outcome"].as_str().unwrap().starts_with("promote_")
             })
             .map(|r| {
                 (
-                    r["decision"].as_str().unwrap().to_string(),
+                    r["outcome"].as_str().unwrap().to_string(),
                     r["reason"].as_str().unwrap_or("").to_string(),
                     r["detail"].as_str().unwrap_or("").to_string(),
                 )
@@ -1040,7 +1040,7 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
     let decisions: Vec<String> = text
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["decision"]
+            serde_json::from_str::<Value>(l).unwrap()["outcome"]
                 .as_str()
                 .unwrap()
                 .to_string()

@@ -193,7 +193,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     assert_eq!(r["sequence"], 1);
     assert_eq!(r["passes"], 1);
     assert!(r["frames"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["bundle_bytes"].as_u64().unwrap() > 0, "{r}");
     assert!(
         r["end_unix_ms"].as_u64() >= r["start_unix_ms"].as_u64(),
         "{r}"
