@@ -128,7 +128,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-/// Decisions in the audit log per bundle id: {bundle_id: [decision, …]}.
+/// Outcomes in the audit log per bundle id: {bundle_id: [outcome, …]}.
 fn audit(t: &TempStore) -> BTreeMap<String, Vec<String>> {
     let text = std::fs::read_to_string(t.path().join("store/audit.jsonl")).unwrap_or_default();
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -136,7 +136,7 @@ fn audit(t: &TempStore) -> BTreeMap<String, Vec<String>> {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         out.entry(v["bundle_id"].as_str().unwrap_or("-").to_string())
             .or_default()
-            .push(v["decision"].as_str().unwrap().to_string());
+            .push(v["outcome"].as_str().unwrap().to_string());
     }
     out
 }
