@@ -38,7 +38,7 @@ pub fn finding(check: &str, status: Status, detail: String, fix: Option<String>)
 
 pub fn print_findings(findings: &[Finding], json: bool) {
     if json {
-        let doc = serde_json::json!({ "findings": findings });
+        let doc = crate::json::stamp("doctor", serde_json::json!({ "findings": findings }));
         println!("{doc}");
         return;
     }

@@ -4,7 +4,8 @@
 //!
 //! What it owns: the global flags of both binaries (`cli`), reading a `--config` file
 //! (`config`), log setup (`logging`), the host checks of both `doctor`s (`hostcheck`), heap
-//! tuning for block-sized buffers (`heap`), quiet SIGPIPE (`sigpipe`), reading a trust directory
+//! tuning for block-sized buffers (`heap`), quiet SIGPIPE (`sigpipe`), the JSON convention
+//! (`json`), reading a trust directory
 //! (`trust_dir`) and a link-key file (`linkkey`), and wall-clock time (`time`).
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod fakehost;
 pub mod heap;
 pub mod helpcheck;
 pub mod hostcheck;
+pub mod json;
 pub mod linkkey;
 pub mod logging;
 pub mod sigpipe;
@@ -42,7 +44,11 @@ pub fn exit_with(
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("{e}");
+            if logging::json_errors() {
+                eprintln!("{}", json::error_object(&e));
+            } else {
+                eprintln!("{e}");
+            }
             e.code.into()
         }
     }

@@ -42,6 +42,13 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// `2026-11-27T05:24:35.042Z`: the time format of every JSON output and record (docs/json.md).
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = parts(unix_ms / 1000);
+    let ms = unix_ms % 1000;
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+}
+
 /// `20261127T052435Z`, for sortable file names.
 pub fn compact(secs: u64) -> String {
     let (y, m, d, hh, mm, ss) = parts(secs);
@@ -56,5 +63,9 @@ mod tests {
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_757_075), "2026-11-27T05:24:35Z");
         assert_eq!(super::compact(1_795_757_075), "20261127T052435Z");
+        assert_eq!(
+            super::rfc3339_ms(1_795_757_075_042),
+            "2026-11-27T05:24:35.042Z"
+        );
     }
 }

@@ -298,7 +298,7 @@ fn review_inner(
     state::write_atomic(&adir, &format!("{}.json", signed.key_id), &bytes, 0o644)
         .map_err(storage)?;
     let rec = sluice_recv::store::audit::AuditRecord {
-        decision: "promote_review".into(),
+        outcome: "promote_review".into(),
         bundle_id: Some(a.id.clone()),
         channel: Some(receipt.channel.clone()),
         sequence: Some(receipt.sequence),
@@ -418,7 +418,9 @@ fn status(a: &StatusArgs) -> i32 {
         }
     };
     if a.json {
-        match serde_json::to_string_pretty(&serde_json::json!({ "entries": entries })) {
+        let doc =
+            sluice_host::json::stamp("promote-status", serde_json::json!({ "entries": entries }));
+        match serde_json::to_string_pretty(&doc) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -212,7 +212,7 @@ impl<'a> Engine<'a> {
                 let (t, s) = std::fs::read(qpath.join(&id).join("receipt.json"))
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Receipt>(&b).ok())
-                    .map_or((u64::MAX, 0), |r| (r.received_unix, r.sequence));
+                    .map_or((u64::MAX, 0), |r| (r.received_unix_ms, r.sequence));
                 (t, s, id)
             })
             .collect();
@@ -236,7 +236,7 @@ impl<'a> Engine<'a> {
             }
             let t = st.history[i].clone();
             let rec = AuditRecord {
-                decision: format!("promote_{}", t.stage),
+                outcome: format!("promote_{}", t.stage),
                 bundle_id: Some(st.bundle_id.clone()),
                 channel: Some(st.channel.clone()),
                 sequence: Some(st.sequence),
@@ -248,7 +248,8 @@ impl<'a> Engine<'a> {
                 }),
                 path: Some(format!("promote/{}/state.json", st.bundle_id)),
                 receipt_blake3: Some(st.receipt_blake3.clone()),
-                time_unix: t.time_unix,
+                // promote's state.json keeps whole seconds; the audit record takes milliseconds.
+                time_unix_ms: t.time_unix.saturating_mul(1000),
                 ..AuditRecord::default()
             };
             let rec = audit::append_shared(self.store, rec)

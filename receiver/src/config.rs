@@ -64,6 +64,7 @@ pub struct ListenSection {
     pub max_object: Option<u64>,
     pub max_sessions: Option<usize>,
     pub idle_timeout: Option<u64>,
+    pub heartbeat_timeout: Option<u64>,
     pub decode_threads: Option<usize>,
     pub max_bundles: Option<u64>,
     pub json: Option<bool>,
@@ -104,6 +105,8 @@ pub struct Listen {
     pub max_object: u64,
     pub max_sessions: usize,
     pub idle_timeout: u64,
+    /// WARN when no heartbeat was seen for this many seconds; `None` (or 0) never warns.
+    pub heartbeat_timeout: Option<u64>,
     pub decode_threads: usize,
     pub max_bundles: Option<u64>,
     pub json: bool,

@@ -100,9 +100,10 @@ impl TransferView {
 /// One decision from the audit log.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RecentOutcome {
-    pub time_rfc3339: String,
+    /// RFC 3339 with milliseconds (the audit record's `time`).
+    pub time: String,
     /// `accepted`, `duplicate`, `rejected` or `incomplete`.
-    pub decision: String,
+    pub outcome: String,
     pub channel: Option<String>,
     pub sequence: Option<u64>,
     pub reason: Option<String>,
@@ -137,7 +138,7 @@ pub struct StoreView {
 pub struct AuditView {
     pub records: usize,
     pub chain_ok: bool,
-    pub last_record_rfc3339: Option<String>,
+    pub last_record: Option<String>,
 }
 
 /// Everything the page shows. `/status.json` is this, serialized.
@@ -209,10 +210,10 @@ pub fn build(
     view.audit = AuditView {
         records: report.audit_records,
         chain_ok: report.audit_chain_ok,
-        last_record_rfc3339: report
+        last_record: report
             .last_audit_record
             .as_ref()
-            .and_then(|r| r["time_rfc3339"].as_str().map(str::to_owned)),
+            .and_then(|r| r["time"].as_str().map(str::to_owned)),
     };
     view.sent_not_received = report.sent_not_received;
     view.recent = recent_outcomes(&dir.join("audit.jsonl"), &mut view.errors);
@@ -307,14 +308,14 @@ fn recent_outcomes(path: &Path, errors: &mut Vec<String>) -> Vec<RecentOutcome> 
         .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
         .filter(|r| {
             matches!(
-                r["decision"].as_str(),
+                r["outcome"].as_str(),
                 Some("accepted" | "duplicate" | "rejected" | "incomplete")
             )
         })
         .take(RECENT)
         .map(|r| RecentOutcome {
-            time_rfc3339: str_of(&r, "time_rfc3339").unwrap_or_default(),
-            decision: str_of(&r, "decision").unwrap_or_default(),
+            time: str_of(&r, "time").unwrap_or_default(),
+            outcome: str_of(&r, "outcome").unwrap_or_default(),
             channel: str_of(&r, "channel"),
             sequence: r["sequence"].as_u64(),
             reason: str_of(&r, "reason"),
@@ -342,7 +343,7 @@ fn transfers(
                 .filter_map(|e| {
                     Some((
                         e["object_id"].as_str()?.to_owned(),
-                        e["object_len"].as_u64()?,
+                        e["object_bytes"].as_u64()?,
                     ))
                 })
                 .collect()

@@ -39,7 +39,8 @@ fn write_audit(store: &Path, records: &[serde_json::Value]) {
         let mut r = r.clone();
         r["seq"] = (i as u64 + 1).into();
         r["prev"] = prev.clone().into();
-        r["time_rfc3339"] = "2026-01-01T00:00:00Z".into();
+        r["schema"] = "sluice.audit/1".into();
+        r["time"] = "2026-01-01T00:00:00.000Z".into();
         let line = r.to_string();
         prev = blake3::hash(line.as_bytes()).to_hex().to_string();
         text.push_str(&line);
@@ -64,11 +65,11 @@ fn crafted(root: &Path) -> (String, String) {
     write_audit(
         &store,
         &[
-            serde_json::json!({"time_unix": t - 100, "decision": "accepted", "bundle_id": hex("a", 64),
+            serde_json::json!({"time_unix_ms": (t - 100) * 1000, "outcome": "accepted", "bundle_id": hex("a", 64),
                 "channel": "nightly", "sequence": 1}),
-            serde_json::json!({"time_unix": t - 10, "decision": "accepted", "bundle_id": hex("b", 64),
+            serde_json::json!({"time_unix_ms": (t - 10) * 1000, "outcome": "accepted", "bundle_id": hex("b", 64),
                 "channel": "fresh", "sequence": 1}),
-            serde_json::json!({"time_unix": t - 5, "decision": "rejected", "object_id": hex("c", 32),
+            serde_json::json!({"time_unix_ms": (t - 5) * 1000, "outcome": "rejected", "object_id": hex("c", 32),
                 "reason": "bad_signature", "detail": "x"}),
         ],
     );
@@ -81,7 +82,7 @@ fn crafted(root: &Path) -> (String, String) {
     .unwrap();
     let ms = t * 1000;
     let entry = |id: &str, age_secs: u64| {
-        serde_json::json!({"object_id": id, "object_len": 1000, "first_sent_unix_ms": ms - age_secs * 1000,
+        serde_json::json!({"object_id": id, "object_bytes": 1000, "first_sent_unix_ms": ms - age_secs * 1000,
             "pass": 1, "passes": 1})
     };
     let status = serde_json::json!({
@@ -152,7 +153,7 @@ fn status_flags_overdue_channels_and_bundles_sent_but_not_received() {
     let nightly = get("nightly");
     assert_eq!(nightly["overdue"], true, "{nightly}");
     assert_eq!(nightly["expected_every_secs"], 60);
-    let last = nightly["last_accepted_unix"].as_u64().unwrap();
+    let last = nightly["last_accepted_unix_ms"].as_u64().unwrap() / 1000;
     assert!(now() - last >= 100, "{nightly}");
     assert!(
         nightly["overdue_by_secs"].as_u64().unwrap() >= 40,
@@ -166,7 +167,8 @@ fn status_flags_overdue_channels_and_bundles_sent_but_not_received() {
         never["overdue"], true,
         "never delivered counts as overdue: {never}"
     );
-    assert!(never["last_accepted_unix"].is_null());
+    assert!(never["last_accepted_unix_ms"].is_null());
+    assert!(never["last_accepted"].is_null());
     assert_eq!(
         r["overdue_channels"],
         serde_json::json!(["never", "nightly"])
@@ -177,7 +179,7 @@ fn status_flags_overdue_channels_and_bundles_sent_but_not_received() {
     let snr = &r["sent_not_received"];
     assert_eq!(ids(snr), vec![missing.clone()], "{r:#}");
     assert_eq!(snr[0]["in_staging"], true);
-    assert_eq!(snr[0]["object_len"], 1000);
+    assert_eq!(snr[0]["object_bytes"], 1000);
     assert!(snr[0]["age_secs"].as_u64().unwrap() >= 3600);
 
     // A shorter grace lists the recent one too; without --trust there is no overdue check.

@@ -44,27 +44,28 @@ fn build_store(dir: &Path) -> String {
     )
     .expect("chmod");
     let receipt = serde_json::json!({
-        "receipt_version": 1, "bundle_id": id, "format_version": 1, "channel": "nightly",
+        "schema": "sluice.receipt/1", "bundle_id": id, "format_version": 1, "channel": "nightly",
         "sequence": 3, "signer": {"name": "officer", "key_id": "0011223344556677"},
-        "created_unix": 0, "created_rfc3339": "1970-01-01T00:00:00Z",
-        "expires_unix": null, "expires_rfc3339": null, "note": null,
-        "received_unix": 0, "received_rfc3339": "1970-01-01T00:00:00Z", "bundle_bytes": 999,
+        "created": "1970-01-01T00:00:00.000Z", "created_unix_ms": 0,
+        "expires": null, "expires_unix_ms": null, "note": null,
+        "received": "1970-01-01T00:00:00.000Z", "received_unix_ms": 0, "bundle_bytes": 999,
         "entries": [
-            {"path": "a.txt", "kind": "file", "size": a.len(), "blake3": blake3::hash(a).to_hex().to_string(), "executable": false},
-            {"path": "sub/run.sh", "kind": "file", "size": b.len(), "blake3": blake3::hash(b).to_hex().to_string(), "executable": true}
+            {"path": "a.txt", "kind": "file", "size_bytes": a.len(), "blake3": blake3::hash(a).to_hex().to_string(), "executable": false},
+            {"path": "sub/run.sh", "kind": "file", "size_bytes": b.len(), "blake3": blake3::hash(b).to_hex().to_string(), "executable": true}
         ],
         "transport": {"frames": 10, "lost_frames": 0, "bad_frames": 0, "repaired_blocks": 0, "passes": 1, "source": "media"}
     });
     let receipt_bytes = serde_json::to_vec_pretty(&receipt).expect("json");
     fs::write(entry.join("receipt.json"), &receipt_bytes).expect("w");
     let l1 = serde_json::json!({
-        "seq": 1, "prev": GENESIS, "time_unix": 0, "time_rfc3339": "1970-01-01T00:00:00Z",
-        "decision": "rejected", "reason": "bad_signature", "detail": "x"
+        "schema": "sluice.audit/1", "seq": 1, "prev": GENESIS,
+        "time": "1970-01-01T00:00:00.000Z", "time_unix_ms": 0,
+        "outcome": "rejected", "reason": "bad_signature", "detail": "x"
     })
     .to_string();
     let l2 = serde_json::json!({
-        "seq": 2, "prev": blake3::hash(l1.as_bytes()).to_hex().to_string(), "time_unix": 1,
-        "time_rfc3339": "1970-01-01T00:00:01Z", "decision": "accepted", "bundle_id": id,
+        "schema": "sluice.audit/1", "seq": 2, "prev": blake3::hash(l1.as_bytes()).to_hex().to_string(),
+        "time": "1970-01-01T00:00:01.000Z", "time_unix_ms": 1000, "outcome": "accepted", "bundle_id": id,
         "channel": "nightly", "sequence": 3,
         "receipt_blake3": blake3::hash(&receipt_bytes).to_hex().to_string()
     })
@@ -73,7 +74,7 @@ fn build_store(dir: &Path) -> String {
     fs::create_dir_all(dir.join("state/channels")).expect("mkdir");
     fs::write(
         dir.join("state/channels/c-6e696768746c79.json"),
-        br#"{"channel":"nightly","sequence":3,"bundle_id":"x","updated_unix":1}"#,
+        br#"{"schema":"sluice.channel-mark/1","channel":"nightly","sequence":3,"bundle_id":"x","updated":"1970-01-01T00:00:01.000Z","updated_unix_ms":1000}"#,
     )
     .expect("w");
     fs::create_dir_all(dir.join("rejected")).expect("mkdir");
@@ -105,7 +106,7 @@ fn store_audit_verify_accepts_an_intact_store() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        stdout(&o).starts_with("ok: 2 audit record(s), 1 quarantine"),
+        stdout(&o).starts_with("ok: 2 audit records, 1 quarantine entry checked, 0 problems"),
         "{}",
         stdout(&o)
     );

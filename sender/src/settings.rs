@@ -157,7 +157,11 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
     })?;
     let destination = to
         .to_socket_addrs()
-        .map_err(|e| CommandError::usage(format!("--to {to}: {e}")))?
+        .map_err(|e| {
+            CommandError::usage(format!("--to {to}: {e}")).help(
+                "give the receiver's address and UDP port as HOST:PORT, e.g. --to 10.0.0.2:7000",
+            )
+        })?
         .next()
         .ok_or_else(|| CommandError::usage(format!("--to {to} resolves to nothing")))?;
     let mtu = args.mtu.or(profile.as_ref().map(|p| p.mtu)).unwrap_or(1500);

@@ -107,7 +107,8 @@ fn untrusted_bundles_go_to_failed_with_reasons_and_others_are_ignored() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(line["event"], "failed");
+    assert_eq!(line["outcome"], "failed");
+    assert_eq!(line["schema"], "sluice.send-record/1");
 }
 
 #[test]

@@ -198,7 +198,7 @@ pub fn make_bundle(
         id: v["bundle_id"].as_str().expect("bundle_id").to_string(),
         channel: channel.to_string(),
         sequence,
-        bytes: v["bytes"].as_u64().expect("bytes"),
+        bytes: v["bundle_bytes"].as_u64().expect("bundle_bytes"),
     }
 }
 
@@ -315,7 +315,12 @@ pub fn assert_delivered(store: &Path, bundle: &BundleInfo, source: &Path, top: &
         .entries
         .into_iter()
         .filter(|e| e.kind == "file")
-        .map(|e| (e.path, (e.size, e.blake3)))
+        .map(|e| {
+            (
+                e.path,
+                (e.size_bytes, e.blake3.expect("a file entry has a blake3")),
+            )
+        })
         .collect();
     assert_eq!(files.len(), want.len(), "receipt lists every file once");
     for (rel, hash) in &want {

@@ -30,11 +30,11 @@ pub fn audit_records(store: &Path) -> Vec<AuditRecord> {
         .collect()
 }
 
-/// Audit records with `decision == d` (`accepted`, `duplicate`, `rejected`, `incomplete`).
+/// Audit records with `outcome == d` (`accepted`, `duplicate`, `rejected`, `incomplete`).
 pub fn decisions(store: &Path, d: &str) -> Vec<AuditRecord> {
     audit_records(store)
         .into_iter()
-        .filter(|r| r.decision == d)
+        .filter(|r| r.outcome == d)
         .collect()
 }
 

@@ -325,7 +325,7 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
     // Records written: the one acceptance; nothing for the attack.
     let audit = audit_records(&rig.store());
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].decision, "accepted");
+    assert_eq!(audit[0].outcome, "accepted");
     assert!(rejected_records(&rig.store()).is_empty());
 
     // The same medium again: still nothing staged, nothing recorded.
@@ -435,7 +435,7 @@ fn attack4_junk_volume_two_with_another_frame_length_does_not_block_the_real_bun
     // Records written: one acceptance and one duplicate, nothing rejected.
     let decisions: Vec<String> = audit_records(&rig.store())
         .into_iter()
-        .map(|r| r.decision)
+        .map(|r| r.outcome)
         .collect();
     assert_eq!(decisions, ["accepted", "duplicate"], "{decisions:?}");
     assert!(rejected_records(&rig.store()).is_empty());

@@ -27,8 +27,9 @@ fn write_log(store: &Path) -> u64 {
     let mut total = 0u64;
     for seq in 1..=LINES {
         let line = format!(
-            "{{\"seq\":{seq},\"prev\":\"{prev}\",\"time_unix\":1790000000,\
-             \"time_rfc3339\":\"2026-09-21T00:00:00Z\",\"decision\":\"rejected\",\
+            "{{\"schema\":\"sluice.audit/1\",\"seq\":{seq},\"prev\":\"{prev}\",\
+             \"time\":\"2026-09-21T00:00:00.000Z\",\"time_unix_ms\":1790000000000,\
+             \"outcome\":\"rejected\",\
              \"object_id\":\"{:032x}\",\"reason\":\"bad_signature\",\"detail\":\"{detail}\"}}",
             seq
         );

@@ -129,7 +129,7 @@ fn assert_accepted(store: &Path, bundle: &BundleInfo, source: &Path, name: &str)
     let audit = audit_records(store);
     let accepted: Vec<_> = audit
         .iter()
-        .filter(|r| r.bundle_id.as_deref() == Some(bundle.id.as_str()) && r.decision == "accepted")
+        .filter(|r| r.bundle_id.as_deref() == Some(bundle.id.as_str()) && r.outcome == "accepted")
         .collect();
     assert_eq!(accepted.len(), 1, "one accepted audit record: {audit:?}");
     assert_eq!(
@@ -275,7 +275,7 @@ fn sent_twice(restart: bool) {
     let decisions: Vec<_> = audit
         .iter()
         .filter(|r| r.bundle_id.as_deref() == Some(bundle.id.as_str()))
-        .map(|r| r.decision.clone())
+        .map(|r| r.outcome.clone())
         .collect();
     assert_eq!(decisions, ["accepted", "duplicate"], "{audit:?}");
     assert!(rejected_records(&rig.store).is_empty());
@@ -379,7 +379,7 @@ fn assert_rejected(store: &Path, outcome: &Value, bundle: &BundleInfo, reason: &
     assert_eq!(records[0].reason, reason);
     let audit = audit_records(store);
     assert!(
-        audit.iter().any(|r| r.decision == "rejected"
+        audit.iter().any(|r| r.outcome == "rejected"
             && r.reason.as_deref() == Some(reason)
             && r.object_id.as_deref() == Some(oid.as_str())),
         "an audit record for the rejection: {audit:?}"

@@ -95,7 +95,7 @@ fn send_until_decided(l: &Listener, bundle: &[u8]) -> AuditRecord {
         b.send_all(&frames);
         let got = wait_until(Duration::from_secs(3), || {
             found = audit_records(&l.store).into_iter().find(|r| {
-                r.object_id.as_deref() == Some(oid.as_str()) && r.decision != "incomplete"
+                r.object_id.as_deref() == Some(oid.as_str()) && r.outcome != "incomplete"
             });
             found.is_some()
         });
@@ -184,7 +184,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
             .signer
             .careless_bundle("updates", 10 + i as u64, entries);
         let rec = send_until_decided(&listener, &bundle);
-        assert_eq!(rec.decision, "rejected", "{name}: {rec:?}");
+        assert_eq!(rec.outcome, "rejected", "{name}: {rec:?}");
         assert_eq!(rec.reason.as_deref(), Some(*reason), "{name}: {rec:?}");
         expected.push((bundle_id(&bundle).to_hex(), *reason));
         assert!(listener.alive(), "{name}: listener died");
@@ -235,10 +235,10 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
         .signer
         .bundle("updates", 1000, &[("ok.txt", b"fine\n".to_vec())]);
     let rec = send_until_decided(&listener, &ok);
-    assert_eq!(rec.decision, "accepted", "{rec:?}");
+    assert_eq!(rec.outcome, "accepted", "{rec:?}");
     let status = listener.terminate();
-    // listen exits with the worst decision it made: too_large is a policy refusal (6).
-    assert_eq!(status.code(), Some(6), "exit status {status}");
+    // A clean stop exits 0 whatever was decided (the too_large refusal is in the audit log).
+    assert_eq!(status.code(), Some(0), "exit status {status}");
     rig.assert_nothing_outside();
 }
 
@@ -351,7 +351,7 @@ fn staging_swapped_or_part_file_planted_while_running() {
         .signer
         .bundle("updates", 1, &[("a.txt", b"through the fd\n".to_vec())]);
     let rec = send_until_decided(&listener, &bundle);
-    assert_eq!(rec.decision, "accepted", "{rec:?}");
+    assert_eq!(rec.outcome, "accepted", "{rec:?}");
     let mut want = BTreeMap::new();
     want.insert("keep".to_string(), blake3::hash(b"sentinel contents\n"));
     assert_eq!(

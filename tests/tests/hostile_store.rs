@@ -79,7 +79,7 @@ fn decided(store: &Path, id: &str) -> Option<String> {
     audit_records(store)
         .into_iter()
         .filter(|r| r.bundle_id.as_deref() == Some(id))
-        .map(|r| r.decision)
+        .map(|r| r.outcome)
         .find(|d| d == "accepted" || d == "duplicate" || d == "rejected")
 }
 
@@ -200,7 +200,7 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
     );
     let accepted: BTreeSet<String> = audit_records(&store)
         .into_iter()
-        .filter(|r| r.decision == "accepted")
+        .filter(|r| r.outcome == "accepted")
         .filter_map(|r| r.bundle_id)
         .collect();
     assert_eq!(
@@ -368,7 +368,7 @@ fn disk_full_while_committing_then_space_freed() {
     );
     let rejected_reasons: Vec<String> = audit_records(&l.store)
         .into_iter()
-        .filter(|r| r.decision == "rejected")
+        .filter(|r| r.outcome == "rejected")
         .map(|r| r.reason.unwrap_or_default())
         .collect();
     assert!(

@@ -324,7 +324,7 @@ fn volumes_imported_one_at_a_time_complete_on_the_last() {
         0
     );
     let audit = sluice_tests::store::audit_records(&store);
-    assert!(audit.iter().any(|r| r.decision == "duplicate"), "{audit:?}");
+    assert!(audit.iter().any(|r| r.outcome == "duplicate"), "{audit:?}");
 }
 
 fn flip(path: &Path, offsets: &[u64]) {

@@ -562,11 +562,11 @@ path = "{share}"
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|r| {
-                r["bundle_id"] == id && r["decision"].as_str().unwrap().starts_with("promote_")
+                r["bundle_id"] == id && r["outcome"].as_str().unwrap().starts_with("promote_")
             })
             .map(|r| {
                 (
-                    r["decision"].as_str().unwrap().to_string(),
+                    r["outcome"].as_str().unwrap().to_string(),
                     r["reason"].as_str().unwrap_or("").to_string(),
                     r["detail"].as_str().unwrap_or("").to_string(),
                 )
@@ -902,7 +902,7 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     let chain: Vec<String> = sluice_tests::store::audit_records(&site.store)
         .into_iter()
         .filter(|r| r.bundle_id.as_deref() == Some(id.as_str()))
-        .map(|r| r.decision)
+        .map(|r| r.outcome)
         .collect();
     assert_eq!(
         chain.first().map(String::as_str),
@@ -1230,7 +1230,7 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
     let decisions: Vec<String> = text
         .lines()
         .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["decision"]
+            serde_json::from_str::<Value>(l).unwrap()["outcome"]
                 .as_str()
                 .unwrap()
                 .to_string()

@@ -107,7 +107,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-/// Decisions in the audit log per bundle id: {bundle_id: [decision, …]}.
+/// Outcomes in the audit log per bundle id: {bundle_id: [outcome, …]}.
 fn audit(t: &TempStore) -> BTreeMap<String, Vec<String>> {
     let text = std::fs::read_to_string(t.path().join("store/audit.jsonl")).unwrap_or_default();
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -115,7 +115,7 @@ fn audit(t: &TempStore) -> BTreeMap<String, Vec<String>> {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         out.entry(v["bundle_id"].as_str().unwrap_or("-").to_string())
             .or_default()
-            .push(v["decision"].as_str().unwrap().to_string());
+            .push(v["outcome"].as_str().unwrap().to_string());
     }
     out
 }
@@ -172,7 +172,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     assert_eq!(r["sequence"], 1);
     assert_eq!(r["passes"], 1);
     assert!(r["frames"].as_u64().unwrap() > 0, "{r}");
-    assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["bundle_bytes"].as_u64().unwrap() > 0, "{r}");
     assert!(
         r["end_unix_ms"].as_u64() >= r["start_unix_ms"].as_u64(),
         "{r}"

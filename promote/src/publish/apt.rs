@@ -337,7 +337,9 @@ pub fn publish(t: &Target, e: &Entry, _work: &Path) -> Result<String, PubError> 
             .iter()
             .find(|r| r.path == rel)
             .expect("receipt entry of a listed file")
-            .blake3;
+            .blake3
+            .clone()
+            .unwrap_or_default();
         let d = read_deb(&src).map_err(PubError::Fatal)?;
         let dir = c.repo.join(&pool_rel).join(&d.package);
         fs::create_dir_all(&dir).map_err(retry(dir.display()))?;

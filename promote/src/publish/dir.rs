@@ -61,7 +61,7 @@ fn matches_receipt(root: &Path, e: &Entry) -> io::Result<bool> {
         match r.kind.as_str() {
             "dir" if m.is_dir() => {}
             "file" if m.is_file() => {
-                if m.len() != r.size || hash_copy(&p, None)? != r.blake3 {
+                if m.len() != r.size_bytes || Some(hash_copy(&p, None)?) != r.blake3 {
                     return Ok(false);
                 }
             }
@@ -141,7 +141,7 @@ pub fn publish(base: &Path, e: &Entry) -> Result<String, PubError> {
             .open(&to)
             .map_err(io_retry("create file"))?;
         let h = hash_copy(&e.path_of(&r.path), Some(&mut out)).map_err(io_retry("copy"))?;
-        if h != r.blake3 {
+        if Some(&h) != r.blake3.as_ref() {
             let _ = fs::remove_dir_all(&tmp);
             return Err(PubError::Fatal(format!(
                 "{}: quarantine copy no longer matches its receipt; not publishing",
@@ -152,7 +152,7 @@ pub fn publish(base: &Path, e: &Entry) -> Result<String, PubError> {
             .map_err(io_retry("chmod"))?;
         out.sync_all().map_err(io_retry("fsync"))?;
         files += 1;
-        bytes += r.size;
+        bytes += r.size_bytes;
     }
     for d in dirs.iter().rev() {
         File::open(d)

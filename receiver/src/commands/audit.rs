@@ -71,24 +71,68 @@ fn verify(args: VerifyArgs) -> Result<Exit, CommandError> {
     })?;
     let ok = report.problems.is_empty();
     if args.json {
-        let v = serde_json::json!({
-            "ok": ok,
-            "audit_records": report.audit_records,
-            "entries_checked": report.entries_checked,
-            "problems": report.problems,
-        });
-        println!("{v}");
+        let mut v = sluice_host::json::report("audit-verify");
+        v.insert("ok".into(), ok.into());
+        v.insert("audit_records".into(), report.audit_records.into());
+        v.insert("entries_checked".into(), report.entries_checked.into());
+        v.insert(
+            "problems".into(),
+            report.problems.iter().map(|p| problem_json(p)).collect(),
+        );
+        println!("{}", serde_json::Value::Object(v));
     } else {
         for p in &report.problems {
             println!("PROBLEM: {p}");
         }
         println!(
-            "{}: {} audit record(s), {} quarantine entr(y/ies) checked, {} problem(s)",
+            "{}: {}, {} checked, {}",
             if ok { "ok" } else { "FAILED" },
-            report.audit_records,
-            report.entries_checked,
-            report.problems.len()
+            plural(report.audit_records, "audit record", "audit records"),
+            plural(
+                report.entries_checked,
+                "quarantine entry",
+                "quarantine entries"
+            ),
+            plural(report.problems.len(), "problem", "problems"),
         );
     }
     Ok(if ok { Exit::Ok } else { Exit::Invalid })
+}
+
+/// `1 problem`, `2 problems`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One problem as a structured object for a SIEM (docs/schema/audit-verify.schema.json):
+/// `kind` is `audit_chain` (audit.jsonl itself), `quarantine_entry` (an entry against its
+/// receipt and audit record) or `store` (a part of the store that cannot be read); `path` the
+/// store-relative path it is about; `line` the audit.jsonl line, when there is one; `detail`
+/// the finding in words; `message` the whole text line that the text output prints.
+fn problem_json(text: &str) -> serde_json::Value {
+    let (subject, detail) = text.split_once(": ").unwrap_or(("", text));
+    let (path, entry_detail) = match subject.strip_prefix("quarantine/") {
+        // `quarantine/<id>: <file>: <finding>`: the entry is the path.
+        Some(id) if !id.is_empty() => (format!("quarantine/{id}"), detail),
+        _ => (subject.to_owned(), detail),
+    };
+    let kind = if path == "audit.jsonl" {
+        "audit_chain"
+    } else if path.starts_with("quarantine/") && path != "quarantine/" {
+        "quarantine_entry"
+    } else {
+        "store"
+    };
+    let line = entry_detail
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|_| kind == "audit_chain");
+    serde_json::json!({
+        "kind": kind,
+        "path": path,
+        "line": line,
+        "detail": entry_detail,
+        "message": text,
+    })
 }

@@ -514,6 +514,9 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         let Some(state) = objects.get(id) else {
             continue;
         };
+        if let Some(o) = &state.outcome {
+            crate::report::log_decided(o);
+        }
         report(args.json, *id, state);
         code = code.worst(match state.outcome.as_ref().map(|o| &o.kind) {
             Some(OutcomeKind::Rejected { reason, .. }) => rejected_exit(*reason),
@@ -533,6 +536,7 @@ fn media_figures() -> TransportFigures {
         repaired_blocks: 0,
         passes: 1,
         source: Source::Media,
+        object_bytes: 0,
     }
 }
 
@@ -548,23 +552,16 @@ fn report(json: bool, id: [u8; 16], s: &ObjectState) {
         &s.staged
     };
     if json {
+        // One outcome key (docs/json.md): `waiting` is import's word for "not all volumes yet".
         let mut v = match &s.outcome {
             Some(o) => outcome_json(o),
-            None => serde_json::json!({
-                "outcome": "waiting",
-                "object_id": hex::encode(id),
-            }),
+            None => {
+                let mut m = sluice_host::json::report("outcome");
+                m.insert("outcome".into(), "waiting".into());
+                m.insert("object_id".into(), hex::encode(id).into());
+                serde_json::Value::Object(m)
+            }
         };
-        if matches!(
-            s.outcome.as_ref().map(|o| &o.kind),
-            Some(OutcomeKind::Accepted { .. })
-        ) {
-            v["result"] = "complete".into();
-        } else if let Some(o) = &s.outcome {
-            v["result"] = o.kind.word().into();
-        } else {
-            v["result"] = "waiting".into();
-        }
         v["source"] = "media".into();
         v["volume_count"] = s.count.into();
         v["volumes_have"] = have.iter().map(|i| i + 1).collect::<Vec<_>>().into();

@@ -27,7 +27,9 @@ use crate::store::inspect;
 pub const EXIT_CODES: &[(Exit, &str)] = &[
     (
         Exit::Ok,
-        "stopped; every bundle decided was accepted or a duplicate",
+        "stopped by SIGINT/SIGTERM (whatever was decided: outcomes are in the log, --json, \
+         metrics and the audit log), or --max-bundles reached with every bundle accepted or a \
+         duplicate",
     ),
     (Exit::Failure, "internal error"),
     (
@@ -35,17 +37,20 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
         "bad flags, config, link key or trust directory, or no secret link key on a non-loopback --bind",
     ),
     (Exit::Input, "the link key unreadable"),
-    (Exit::Invalid, "stopped; a bundle failed verification"),
-    (Exit::Untrusted, "stopped; a bundle's signer is not trusted"),
-    (Exit::Policy, "stopped; a bundle was refused by policy"),
+    (Exit::Invalid, "--max-bundles: a bundle failed verification"),
+    (
+        Exit::Untrusted,
+        "--max-bundles: a bundle's signer is not trusted",
+    ),
+    (
+        Exit::Policy,
+        "--max-bundles: a bundle was refused by policy",
+    ),
     (
         Exit::Incomplete,
-        "stopped; a transfer was rejected short of symbols",
+        "--max-bundles: a transfer was rejected short of symbols",
     ),
-    (
-        Exit::Storage,
-        "the store cannot be opened, or a bundle failed to commit",
-    ),
+    (Exit::Storage, "the store cannot be opened"),
     (Exit::Network, "cannot bind the address or serve metrics"),
 ];
 
@@ -66,8 +71,11 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 /// The link key is required unless --bind is loopback (make it with `sluice-send link-keygen`
 /// on the low side and copy the same file here).
 ///
-/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written), or after
-/// --max-bundles decisions; the exit code is then the worst verdict of the run.
+/// Stops cleanly on SIGINT/SIGTERM (progress saved, nothing half-written) and exits 0: a
+/// daemon's stop is not a verdict, so a service restart never leaves the unit "failed" because
+/// some bundle was rejected hours ago. Each outcome is reported as it happens (an INFO log line,
+/// --json, metrics, the audit log). A one-shot run with --max-bundles N instead exits with the
+/// worst verdict of its N decisions, like `import`.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -119,6 +127,11 @@ pub struct Args {
     /// [default: 120].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Log a WARN while no authenticated heartbeat has arrived for this many seconds (the
+    /// sender's watcher is down or the link is dead); repeated every SECS while it lasts. Set it
+    /// a few times the sender's --heartbeat-interval [default: never warn].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_timeout: Option<u64>,
     /// RaptorQ decode threads [default: 1].
     #[arg(long, value_name = "N")]
     pub decode_threads: Option<usize>,
@@ -163,6 +176,10 @@ pub fn settle(a: Args, f: &ListenSection) -> Result<Listen, CommandError> {
             .idle_timeout
             .or(f.idle_timeout)
             .unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
+        heartbeat_timeout: a
+            .heartbeat_timeout
+            .or(f.heartbeat_timeout)
+            .filter(|&s| s > 0),
         decode_threads: a
             .decode_threads
             .or(f.decode_threads)
@@ -187,6 +204,12 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
         );
     }
     let trust = setup::load_trust(&args.trust)?;
+    // Bind before the store is opened (and created): a listener that cannot bind must leave no
+    // empty store behind at a path that may have been a typo (issue #17 item 9).
+    let socket = DiodeSocket::bind(args.bind, args.rcvbuf).map_err(|e| {
+        CommandError::network(format!("cannot bind {}: {e}", args.bind))
+            .help("check the address is on this host and the port is free")
+    })?;
     let store = setup::open_store(&args.store, args.staging_quota << 30)?;
     // policy.toml `expect_every`: alerts for channels that stopped delivering.
     let last_accepted = inspect::last_accepted_by_channel(&args.store).unwrap_or_else(|e| {
@@ -194,10 +217,6 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
         Default::default()
     });
     let mut overdue = inspect::OverdueWatch::new(&trust, last_accepted);
-    let socket = DiodeSocket::bind(args.bind, args.rcvbuf).map_err(|e| {
-        CommandError::network(format!("cannot bind {}: {e}", args.bind))
-            .help("check the address is on this host and the port is free")
-    })?;
     if let Some(advice) = buffer_advice(args.rcvbuf, socket.granted_buffer) {
         tracing::warn!("{advice}");
     }
@@ -249,8 +268,10 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
     let mut totals = Totals::default();
     let mut batch = socket.new_batch(args.max_datagram, 8);
     let mut last_report = Instant::now();
+    let mut link_warn = LinkWarnings::new(started, args.heartbeat_timeout);
     let status_path = args.store.join("state").join("status.json");
-    let mut exit_code = Exit::Ok;
+    // The worst verdict of the run: the exit code of a --max-bundles run only (see `Args`).
+    let mut worst_verdict = Exit::Ok;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = pipeline
@@ -275,12 +296,13 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
             {
                 overdue.accepted(channel, sluice_host::time::now_unix());
             }
-            exit_code = exit_code.worst(totals.record(&outcome, args.json));
+            worst_verdict = worst_verdict.worst(totals.record(&outcome, args.json));
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let drops = socket.kernel_drops();
             overdue.check(sluice_host::time::now_unix());
+            link_warn.check(Instant::now(), &pipeline);
             page.set(render_metrics(&pipeline, &totals, drops) + &overdue.metrics_text());
             write_status(
                 &status_path,
@@ -305,10 +327,105 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
     let drops = socket.kernel_drops();
     let remaining = pipeline.finish();
     for outcome in &remaining {
-        exit_code = exit_code.worst(totals.record(outcome, args.json));
+        worst_verdict = worst_verdict.worst(totals.record(outcome, args.json));
     }
     write_status_final(&status_path, &totals, drops);
-    Ok(exit_code)
+    if stop.load(Ordering::Relaxed) {
+        // A clean stop by signal: the outcomes were reported one by one; see `Args`.
+        tracing::info!(
+            accepted = totals.accepted,
+            duplicates = totals.duplicates,
+            rejected = totals.rejected.values().sum::<u64>(),
+            incomplete = totals.incomplete,
+            "stopped"
+        );
+        return Ok(Exit::Ok);
+    }
+    Ok(worst_verdict)
+}
+
+/// How often at most the "datagrams fail their tag" WARN repeats while it lasts.
+const BAD_TAG_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The two WARNs about the link itself, rate-limited: datagrams arrive but fail their integrity
+/// tag (a link key that differs from the sender's looks exactly like this: every frame fails),
+/// and no heartbeat for `--heartbeat-timeout`. Checked once a second from the receive loop.
+struct LinkWarnings {
+    /// `bad_tag` and the authenticated-frame count at the last check.
+    seen_bad_tag: u64,
+    seen_good: u64,
+    last_bad_tag_warn: Option<Instant>,
+    started: Instant,
+    heartbeat_timeout: Option<Duration>,
+    last_heartbeat_warn: Option<Instant>,
+}
+
+impl LinkWarnings {
+    fn new(started: Instant, heartbeat_timeout_secs: Option<u64>) -> Self {
+        LinkWarnings {
+            seen_bad_tag: 0,
+            seen_good: 0,
+            last_bad_tag_warn: None,
+            started,
+            heartbeat_timeout: heartbeat_timeout_secs.map(Duration::from_secs),
+            last_heartbeat_warn: None,
+        }
+    }
+
+    fn check(&mut self, now: Instant, pipeline: &Pipeline) {
+        let s = pipeline.stats();
+        let good = s.symbols_accepted + s.heartbeats + s.end_frames + s.duplicate_symbols;
+        let bad = s.bad_tag.saturating_sub(self.seen_bad_tag);
+        let new_good = good.saturating_sub(self.seen_good);
+        let due = self
+            .last_bad_tag_warn
+            .is_none_or(|t| now.duration_since(t) >= BAD_TAG_WARN_EVERY);
+        if bad > 0 && due {
+            self.last_bad_tag_warn = Some(now);
+            self.seen_bad_tag = s.bad_tag;
+            self.seen_good = good;
+            if new_good == 0 {
+                tracing::warn!(
+                    bad_tag = s.bad_tag,
+                    new = bad,
+                    "datagrams arrive but every one fails its integrity tag: link key mismatch? \
+                     --link-key must hold the same key as the sender's --link-key"
+                );
+            } else {
+                tracing::warn!(
+                    bad_tag = s.bad_tag,
+                    new = bad,
+                    "some datagrams fail their integrity tag: corruption on the link, or a \
+                     second sender with another link key?"
+                );
+            }
+        } else if bad == 0 {
+            // While failures wait out the rate limit, the window keeps growing instead, so the
+            // next warning judges everything since the last one.
+            self.seen_bad_tag = s.bad_tag;
+            self.seen_good = good;
+        }
+        let Some(limit) = self.heartbeat_timeout else {
+            return;
+        };
+        let since = pipeline
+            .last_heartbeat()
+            .map_or(self.started, |hb| hb.received_at);
+        let silent = now.saturating_duration_since(since);
+        let due = self
+            .last_heartbeat_warn
+            .is_none_or(|t| now.duration_since(t) >= limit);
+        if silent >= limit && due {
+            self.last_heartbeat_warn = Some(now);
+            tracing::warn!(
+                silent_secs = silent.as_secs(),
+                heartbeat_timeout_secs = limit.as_secs(),
+                "no heartbeat for {} s: is the sender's `sluice-send watch` running, and the link \
+                 up? (`sluice-recv status` shows the last heartbeat)",
+                silent.as_secs()
+            );
+        }
+    }
 }
 
 /// Counters across the listener's life, for metrics, status and the exit code.
@@ -350,6 +467,7 @@ impl Totals {
         if outcome.kind.is_decision() {
             self.decided += 1;
         }
+        crate::report::log_decided(outcome);
         if json {
             println!("{}", outcome_json(outcome));
         }
@@ -527,12 +645,15 @@ fn write_status(
         serde_json::json!({
             "sender_id": hex::encode(hb.sender_id),
             "sequence": hb.sequence,
+            "sent_at": sluice_host::time::rfc3339_ms(hb.sent_at_unix_ms),
             "sent_at_unix_ms": hb.sent_at_unix_ms,
+            "received_at": sluice_host::time::rfc3339_ms(hb.received_at_unix_ms),
             "received_at_unix_ms": hb.received_at_unix_ms,
             "authenticated": heartbeats_authenticated,
             "ledger": hb.ledger.iter().map(|l| serde_json::json!({
                 "object_id": hex::encode(l.object_id),
-                "object_len": l.object_len,
+                "object_bytes": l.object_len,
+                "first_sent": sluice_host::time::rfc3339_ms(l.first_sent_unix_ms),
                 "first_sent_unix_ms": l.first_sent_unix_ms,
                 "pass": l.pass,
                 "passes": l.passes,
@@ -544,11 +665,14 @@ fn write_status(
         .into_iter()
         .map(|(id, missing, total)| serde_json::json!({"object_id": hex::encode(id), "missing_blocks": missing, "blocks": total}))
         .collect();
+    let now_ms = sluice_host::time::now_unix_ms();
     let status = serde_json::json!({
+        "schema": sluice_host::json::schema_id("listener-status"),
         "running": true,
         "pid": std::process::id(),
         "bind": args.bind.to_string(),
-        "updated_at_unix_ms": sluice_host::time::now_unix_ms(),
+        "updated_at": sluice_host::time::rfc3339_ms(now_ms),
+        "updated_at_unix_ms": now_ms,
         "last_heartbeat": heartbeat,
         "live_transfers": live,
         "overdue_channels": overdue_channels,
@@ -576,7 +700,9 @@ fn write_status_final(path: &Path, totals: &Totals, drops: Option<u64>) {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .unwrap_or_else(|| serde_json::json!({}));
     status["running"] = false.into();
-    status["updated_at_unix_ms"] = sluice_host::time::now_unix_ms().into();
+    let now_ms = sluice_host::time::now_unix_ms();
+    status["updated_at"] = sluice_host::time::rfc3339_ms(now_ms).into();
+    status["updated_at_unix_ms"] = now_ms.into();
     status["kernel_drops"] = drops.into();
     status["counters"]["accepted"] = totals.accepted.into();
     write_json_atomically(path, &status);

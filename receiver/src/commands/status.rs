@@ -17,6 +17,10 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
     ),
     (Exit::Input, "the config's link key is unreadable"),
     (
+        Exit::Invalid,
+        "the audit chain is BROKEN (run `sluice-recv audit verify`)",
+    ),
+    (
         Exit::Incomplete,
         "a channel is overdue, or a bundle was sent but not received",
     ),
@@ -101,13 +105,27 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
     })?;
     // A monitoring timer alerts on non-zero: something the policy or the sender's ledger says
     // should be here is not.
-    let code = if report.overdue_channels.is_empty() && report.sent_not_received.is_empty() {
+    let late = if report.overdue_channels.is_empty() && report.sent_not_received.is_empty() {
         Exit::Ok
     } else {
         Exit::Incomplete
     };
+    // A broken chain is the same finding as `audit verify`'s (4): evidence that the record was
+    // altered outranks anything late (issue #17 item 6: printing BROKEN and exiting 0 hid it).
+    let chain = if report.audit_chain_ok {
+        Exit::Ok
+    } else {
+        Exit::Invalid
+    };
+    let code = chain.worst(late);
     if args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(CommandError::internal)?;
+        let mut v = sluice_host::json::report("status");
+        if let serde_json::Value::Object(fields) =
+            serde_json::to_value(&report).map_err(CommandError::internal)?
+        {
+            v.extend(fields);
+        }
+        let text = serde_json::to_string_pretty(&v).map_err(CommandError::internal)?;
         println!("{text}");
         return Ok(code);
     }
@@ -125,7 +143,7 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
             Some(b) => format!("progress saved ({b} bytes)"),
             None => "no progress saved".to_owned(),
         };
-        println!("  {}  {} bytes  {progress}", o.object_id, o.bytes);
+        println!("  {}  {} bytes  {progress}", o.object_id, o.size_bytes);
     }
     println!(
         "audit:       {} record(s), chain {}",
@@ -149,8 +167,8 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
         println!(
             "  last: seq {} {} {} bundle {} channel {} sequence {}",
             field("seq"),
-            field("time_rfc3339"),
-            field("decision"),
+            field("time"),
+            field("outcome"),
             field("bundle_id"),
             field("channel"),
             field("sequence")
@@ -182,7 +200,7 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
     } else {
         println!("expected:");
         for e in &report.expectations {
-            let last = e.last_accepted_rfc3339.as_deref().unwrap_or("never");
+            let last = e.last_accepted.as_deref().unwrap_or("never");
             println!(
                 "  {:?}  every {} s, last accepted {last}{}",
                 e.channel,
@@ -218,8 +236,8 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
             println!(
                 "  object {}  {} bytes  first sent {} ({} s ago){}",
                 m.object_id,
-                m.object_len.unwrap_or(0),
-                m.first_sent_rfc3339,
+                m.object_bytes.unwrap_or(0),
+                m.first_sent,
                 m.age_secs,
                 if m.in_staging {
                     "  partial in staging"
@@ -234,13 +252,20 @@ pub fn run(args: Status) -> Result<Exit, CommandError> {
         (None, Some(e)) => println!("listener:    unreadable: {e}"),
         (None, None) => println!("listener:    no state/status.json (no listener has reported)"),
     }
-    if code != Exit::Ok {
+    if chain != Exit::Ok {
+        println!(
+            "attention:   the audit chain is BROKEN (exit {}); run `sluice-recv audit verify` \
+             to see where, and treat it as a security event (docs/operations.md)",
+            code.code()
+        );
+    }
+    if late != Exit::Ok {
         println!(
             "attention:   {} channel(s) overdue, {} bundle(s) sent but not received (exit {}); \
              check the link and the low side's outbox, or run `sluice-recv status --json`",
             report.overdue_channels.len(),
             report.sent_not_received.len(),
-            code.code()
+            late.code()
         );
     }
     Ok(code)

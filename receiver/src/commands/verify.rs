@@ -61,8 +61,19 @@ pub struct Args {
 }
 
 /// Verifies the file; a rejected bundle is an error (with `--json`, a JSON verdict on stdout
-/// and the same exit code).
+/// and the same exit code). With `--json`, a failure before any verdict (a broken trust
+/// directory, an unreadable file) is a `sluice.error/1` object on stdout too, so a pipeline that
+/// parses stdout never reads nothing (issue #17 item 7); stderr still has the text.
 pub fn run(args: Args) -> Result<Exit, CommandError> {
+    let json = args.json;
+    let result = verify(args);
+    if json && let Err(e) = &result {
+        println!("{}", sluice_host::json::error_object(e));
+    }
+    result
+}
+
+fn verify(args: Args) -> Result<Exit, CommandError> {
     let trust = sluice_host::trust_dir::load_trust_dir(&args.trust)
         .map_err(|e| CommandError::usage(e.to_string()))?;
     let f = File::open(&args.file).map_err(|e| {
@@ -85,17 +96,23 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         Ok(v) => {
             let h = v.header();
             if args.json {
-                let j = serde_json::json!({
+                let mut j = sluice_host::json::report("verify");
+                sluice_host::json::set_time_secs(&mut j, "created", Some(h.created));
+                sluice_host::json::set_time_secs(&mut j, "expires", h.expires);
+                let fields = serde_json::json!({
                     "valid": true,
+                    "outcome": "valid",
                     "bundle_id": v.id().to_hex(),
                     "signer": v.signer_name(),
                     "signer_key_id": h.signer.to_hex(),
                     "channel": h.channel, "sequence": h.sequence,
-                    "created": h.created, "expires": h.expires,
                     "entries": h.entries.len(), "file_bytes": h.total_file_bytes(),
                     "bundle_bytes": v.bundle_bytes(),
                 });
-                println!("{j}");
+                if let serde_json::Value::Object(f) = fields {
+                    j.extend(f);
+                }
+                println!("{}", serde_json::Value::Object(j));
             } else {
                 println!(
                     "valid: bundle {} signed by {:?} (key id {}) on channel {} sequence {}: {} entries, {} bytes, verified in {secs:.2}s",
@@ -113,11 +130,12 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         Err(e) if args.json => {
             let j = serde_json::json!({
                 "valid": false,
+                "outcome": "rejected",
                 "reason": e.reason.code(),
                 "detail": e.detail,
                 "help": e.remediation(),
             });
-            println!("{j}");
+            println!("{}", sluice_host::json::stamp("verify", j));
             Ok(rejected_exit(e.reason))
         }
         Err(e) => Err(CommandError::new(

@@ -184,7 +184,7 @@ fn recent(h: &mut String, v: &StatusView) {
          <th class=\"num\">Sequence</th><th>Reason</th><th>Detail</th></tr>",
     );
     for r in &v.recent {
-        let class = match r.decision.as_str() {
+        let class = match r.outcome.as_str() {
             "accepted" => "ok",
             "duplicate" => "muted",
             "incomplete" => "warn",
@@ -194,8 +194,8 @@ fn recent(h: &mut String, v: &StatusView) {
             h,
             "<tr><td>{}</td><td class=\"{class}\">{}</td><td class=\"channel\">{}</td>\
              <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&r.time_rfc3339),
-            escape(&r.decision),
+            escape(&r.time),
+            escape(&r.outcome),
             opt(&r.channel),
             r.sequence.map(|s| s.to_string()).unwrap_or_default(),
             opt(&r.reason),
@@ -257,9 +257,9 @@ fn attention(h: &mut String, v: &StatusView) {
                 "<tr><td class=\"mono bad\">{}</td><td>{}</td><td class=\"num\">{} s</td>\
                  <td class=\"num\">{}</td><td>{}</td></tr>",
                 escape(&s.object_id),
-                escape(&s.first_sent_rfc3339),
+                escape(&s.first_sent),
                 s.age_secs,
-                s.object_len.map(human_bytes).unwrap_or_default(),
+                s.object_bytes.map(human_bytes).unwrap_or_default(),
                 if s.in_staging { "yes" } else { "no" }
             );
         }
@@ -293,7 +293,7 @@ fn store_and_audit(h: &mut String, v: &StatusView) {
          <tr><th>Kernel drops</th><td>{}</td></tr></table>",
         v.audit.records,
         v.audit
-            .last_record_rfc3339
+            .last_record
             .as_deref()
             .map(|t| format!(", last at {}", escape(t)))
             .unwrap_or_default(),
@@ -356,8 +356,8 @@ mod tests {
                 first_seen: None,
             }],
             recent: vec![RecentOutcome {
-                time_rfc3339: "2026-01-01T00:00:00Z".into(),
-                decision: "rejected".into(),
+                time: "2026-01-01T00:00:00.000Z".into(),
+                outcome: "rejected".into(),
                 channel: Some(EVIL.into()),
                 sequence: Some(9),
                 reason: Some("bad_signature".into()),

@@ -390,6 +390,7 @@ mod tests {
                 repaired_blocks: 0,
                 passes: 1,
                 source: Source::Udp,
+                object_bytes: 0,
             }
         }
 

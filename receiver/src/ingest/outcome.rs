@@ -75,7 +75,8 @@ pub struct LastHeartbeat {
     pub ledger: Vec<LedgerEntry>,
 }
 
-/// One log line per outcome: INFO for decisions that went well, WARN/ERROR for the rest.
+/// The pipeline's detailed line per outcome, at DEBUG: the operator's one line per decision
+/// (INFO/WARN) is `crate::report::log_decided`, printed by `listen` and `import`.
 pub(super) fn log_outcome(outcome: &Outcome) {
     let object = hex::encode(outcome.object_id);
     let bundle = outcome.bundle_id.map(|b| b.to_hex()).unwrap_or_default();
@@ -84,16 +85,16 @@ pub(super) fn log_outcome(outcome: &Outcome) {
         OutcomeKind::Accepted {
             path,
             verified_early,
-        } => tracing::info!(decision = "accepted", %bundle, %channel,
+        } => tracing::debug!(decision = "accepted", %bundle, %channel,
             sequence = outcome.sequence, %path, verified_early, frames = outcome.figures.frames,
             repaired_blocks = outcome.figures.repaired_blocks, "bundle accepted into quarantine"),
-        OutcomeKind::Duplicate => tracing::info!(decision = "duplicate", %bundle, %channel,
+        OutcomeKind::Duplicate => tracing::debug!(decision = "duplicate", %bundle, %channel,
             "bundle already in quarantine; recorded as a duplicate, no second copy"),
-        OutcomeKind::Rejected { reason, detail } => tracing::warn!(decision = "rejected", %bundle,
+        OutcomeKind::Rejected { reason, detail } => tracing::debug!(decision = "rejected", %bundle,
             %object, %channel, reason = reason.code(), %detail, "bundle rejected"),
-        OutcomeKind::Incomplete { missing_blocks } => tracing::warn!(decision = "incomplete",
+        OutcomeKind::Incomplete { missing_blocks } => tracing::debug!(decision = "incomplete",
             %object, missing_blocks, "transfer ended short of symbols; progress kept for the next pass"),
-        OutcomeKind::StorageError { detail } => tracing::error!(decision = "storage_error",
+        OutcomeKind::StorageError { detail } => tracing::debug!(decision = "storage_error",
             %object, %detail, "store failure; the detail says what is kept and what is retried"),
     }
 }

@@ -34,6 +34,8 @@ struct Tally {
     lost_frames: u64,
     repaired_blocks: u64,
     passes: u64,
+    /// The object's declared length (from its frames), for the decision's log line and JSON.
+    object_bytes: u64,
 }
 
 /// See the module documentation.
@@ -359,7 +361,10 @@ impl Pipeline {
     fn perform(&mut self, now: Instant, effect: Effect) {
         match effect {
             Effect::Open { params } => {
-                self.tallies.entry(params.object_id).or_default();
+                self.tallies
+                    .entry(params.object_id)
+                    .or_default()
+                    .object_bytes = params.object_len;
                 self.next_generation += 1;
                 let generation = self.next_generation;
                 self.generations.insert(params.object_id, generation);
@@ -589,6 +594,7 @@ impl Pipeline {
             repaired_blocks: tally.repaired_blocks,
             passes: tally.passes.max(1),
             source: self.source,
+            object_bytes: tally.object_bytes,
         }
     }
 

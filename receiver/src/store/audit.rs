@@ -29,6 +29,8 @@ pub struct AcceptedInfo {
     pub channel: Option<String>,
     pub sequence: Option<u64>,
     pub receipt_blake3: Option<String>,
+    /// Trust-store name of the signer that verified it: a duplicate record names it too.
+    pub signer: Option<String>,
 }
 
 /// A parsed log with its chain problems (empty when intact).
@@ -54,6 +56,15 @@ pub const MAX_AUDIT_LINE_BYTES: usize = 1 << 20;
 /// Chain problems kept as text; further ones are counted into one last line, so a log of
 /// millions of broken lines costs no more memory than a log of a thousand.
 pub const MAX_CHAIN_PROBLEMS: usize = 1000;
+
+/// The appender's part of a record: its schema and its time (now unless the caller set one).
+fn stamp(rec: &mut AuditRecord) {
+    rec.schema = super::records::AUDIT_SCHEMA.into();
+    if rec.time_unix_ms == 0 {
+        rec.time_unix_ms = time::now_unix_ms();
+    }
+    rec.time = time::rfc3339_ms(rec.time_unix_ms);
+}
 
 /// Recomputes the chain over the log's bytes. Never fails: every irregularity is a problem line.
 pub fn check_chain(bytes: &[u8]) -> ChainReport {
@@ -173,7 +184,7 @@ impl Chain {
                 }
                 self.expected_seq = rec.seq.saturating_add(1);
                 self.r.last_seq = rec.seq;
-                if rec.decision == "accepted" {
+                if rec.outcome == "accepted" {
                     if let Some(id) = &rec.bundle_id {
                         self.r.accepted.insert(
                             id.clone(),
@@ -181,6 +192,7 @@ impl Chain {
                                 channel: rec.channel.clone(),
                                 sequence: rec.sequence,
                                 receipt_blake3: rec.receipt_blake3.clone(),
+                                signer: rec.signer.clone(),
                             },
                         );
                     }
@@ -296,10 +308,7 @@ impl AuditLog {
         }
         rec.seq = self.next_seq;
         rec.prev = self.prev.clone();
-        if rec.time_unix == 0 {
-            rec.time_unix = time::now_unix();
-        }
-        rec.time_rfc3339 = time::rfc3339(rec.time_unix);
+        stamp(&mut rec);
         let line = serde_json::to_string(&rec).map_err(io::Error::other)?;
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
@@ -465,10 +474,7 @@ pub fn append_shared(store_dir: &Path, mut rec: AuditRecord) -> io::Result<Audit
     let tail = read_tail(&mut file)?;
     rec.seq = tail.next_seq;
     rec.prev = tail.prev;
-    if rec.time_unix == 0 {
-        rec.time_unix = time::now_unix();
-    }
-    rec.time_rfc3339 = time::rfc3339(rec.time_unix);
+    stamp(&mut rec);
     let line = serde_json::to_string(&rec).map_err(io::Error::other)?;
     let mut bytes = line.into_bytes();
     bytes.push(b'\n');
@@ -494,7 +500,7 @@ mod tests {
         serde_json::to_string(&AuditRecord {
             seq,
             prev: prev.to_owned(),
-            decision: "incomplete".into(),
+            outcome: "incomplete".into(),
             ..AuditRecord::default()
         })
         .unwrap_or_default()
@@ -528,7 +534,7 @@ mod tests {
         let dir = File::open(d.path()).unwrap();
         let (mut log, _) = AuditLog::open(&dir).unwrap();
         let rec = |what: &str| AuditRecord {
-            decision: what.into(),
+            outcome: what.into(),
             ..AuditRecord::default()
         };
         assert_eq!(log.append(rec("accepted")).unwrap().seq, 1);

@@ -105,14 +105,20 @@ impl Store {
         let sequence = known
             .map(|k| k.1)
             .or_else(|| accepted.and_then(|a| a.sequence));
+        // The signer of the copy already accepted (a duplicate is the same signed bytes): callers
+        // that only replayed a capture do not know it, and an empty name would mislead.
+        let signer = accepted
+            .and_then(|a| a.signer.clone())
+            .or_else(|| known.map(|k| k.2.to_owned()))
+            .filter(|s| !s.is_empty());
         self.audit
             .append(AuditRecord {
-                decision: "duplicate".into(),
+                outcome: "duplicate".into(),
                 bundle_id: Some(idhex.clone()),
                 object_id: Some(hex::encode(object_id)),
                 channel,
                 sequence,
-                signer: known.map(|k| k.2.to_owned()),
+                signer,
                 path: Some(format!("quarantine/{idhex}")),
                 detail: Some("already accepted; no second copy".into()),
                 transport: Some(transport),
@@ -280,7 +286,7 @@ impl Store {
             .and_then(|()| {
                 self.audit
                     .append(AuditRecord {
-                        decision: "accepted".into(),
+                        outcome: "accepted".into(),
                         bundle_id: Some(idhex.clone()),
                         object_id: Some(hex::encode(object_id)),
                         channel: Some(info.channel.clone()),
@@ -324,6 +330,7 @@ impl Store {
                 channel: Some(info.channel.clone()),
                 sequence: Some(info.sequence),
                 receipt_blake3: Some(receipt_hash),
+                signer: Some(info.signer_name.clone()),
             },
         );
         let e = self
@@ -400,9 +407,10 @@ impl Store {
     }
 
     pub(super) fn receipt(&self, info: &CommitInfo, transport: TransportFigures) -> Receipt {
-        let now = time::now_unix();
+        let now = time::now_unix_ms();
+        let ms = |secs: u64| secs.saturating_mul(1000);
         Receipt {
-            receipt_version: 1,
+            schema: super::records::RECEIPT_SCHEMA.into(),
             bundle_id: info.id.to_hex(),
             format_version: info.format_version,
             channel: info.channel.clone(),
@@ -411,13 +419,13 @@ impl Store {
                 name: info.signer_name.clone(),
                 key_id: info.signer_key.to_hex(),
             },
-            created_unix: info.created,
-            created_rfc3339: time::rfc3339(info.created),
-            expires_unix: info.expires,
-            expires_rfc3339: info.expires.map(time::rfc3339),
+            created: time::rfc3339_ms(ms(info.created)),
+            created_unix_ms: ms(info.created),
+            expires: info.expires.map(|e| time::rfc3339_ms(ms(e))),
+            expires_unix_ms: info.expires.map(ms),
             note: info.note.clone(),
-            received_unix: now,
-            received_rfc3339: time::rfc3339(now),
+            received: time::rfc3339_ms(now),
+            received_unix_ms: now,
             bundle_bytes: info.bundle_bytes,
             entries: info
                 .entries
@@ -428,8 +436,8 @@ impl Store {
                         EntryKind::File => "file".into(),
                         EntryKind::Dir => "dir".into(),
                     },
-                    size: e.size,
-                    blake3: hex::encode(e.blake3),
+                    size_bytes: e.size,
+                    blake3: (e.kind == EntryKind::File).then(|| hex::encode(e.blake3)),
                     executable: e.executable,
                 })
                 .collect(),

@@ -149,13 +149,17 @@ pub fn check_entry(quarantine: impl AsFd, name: &str) -> Result<(Receipt, String
                 }
             }
             ("file", Some(Found::File { size, hash, mode })) => {
-                if size != e.size {
-                    problems.push(format!("{}: size {size}, receipt says {}", e.path, e.size));
+                if size != e.size_bytes {
+                    problems.push(format!(
+                        "{}: size {size}, receipt says {}",
+                        e.path, e.size_bytes
+                    ));
                 }
-                if hash != e.blake3 {
+                if e.blake3.as_deref() != Some(hash.as_str()) {
                     problems.push(format!(
                         "{}: blake3 {hash}, receipt says {}",
-                        e.path, e.blake3
+                        e.path,
+                        e.blake3.as_deref().unwrap_or("null")
                     ));
                 }
                 let want = file_mode(e.executable);
@@ -272,7 +276,8 @@ pub fn verify_store(dir: &Path) -> io::Result<VerifyReport> {
 #[derive(Debug, Serialize)]
 pub struct StagingObject {
     pub object_id: String,
-    pub bytes: u64,
+    /// Size of the staged `.part` file.
+    pub size_bytes: u64,
     pub progress_bytes: Option<u64>,
     /// Blocks written, as a percentage of the object's blocks (one decimal), from the saved
     /// `.progress`. `None` without a readable progress record that matches the `.part` file.
@@ -419,7 +424,7 @@ pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusRep
                 });
                 staging_objects.push(StagingObject {
                     object_id: id.to_owned(),
-                    bytes,
+                    size_bytes: bytes,
                     progress_bytes,
                     percent_complete,
                 });
@@ -462,8 +467,8 @@ pub fn status_with(dir: &Path, opts: &StatusOptions<'_>) -> io::Result<StatusRep
         if let Ok(m) = &parsed {
             let e = last_accepted
                 .entry(m.channel.clone())
-                .or_insert(m.updated_unix);
-            *e = (*e).max(m.updated_unix);
+                .or_insert(m.updated_unix_ms / 1000);
+            *e = (*e).max(m.updated_unix_ms / 1000);
         }
         channels.push(match parsed {
             Ok(m) => ChannelStatus {
@@ -545,7 +550,7 @@ impl AuditScan {
     /// Takes one record into account. With `only`, object ids outside it are not kept (the
     /// caller only asks about those), so memory does not follow the log's length.
     pub fn visit(&mut self, rec: &AuditRecord, only: Option<&HashSet<String>>) {
-        if !matches!(rec.decision.as_str(), "accepted" | "duplicate" | "rejected") {
+        if !matches!(rec.outcome.as_str(), "accepted" | "duplicate" | "rejected") {
             return;
         }
         // A bundle's transport object id is the first 16 bytes of its bundle id.
@@ -559,11 +564,12 @@ impl AuditScan {
         {
             self.decided_objects.insert(o);
         }
-        if rec.decision == "accepted"
+        if rec.outcome == "accepted"
             && let Some(c) = &rec.channel
         {
-            let e = self.last_accepted.entry(c.clone()).or_insert(rec.time_unix);
-            *e = (*e).max(rec.time_unix);
+            let secs = rec.time_unix_ms / 1000;
+            let e = self.last_accepted.entry(c.clone()).or_insert(secs);
+            *e = (*e).max(secs);
         }
     }
 }
@@ -605,8 +611,8 @@ pub fn last_accepted_by_channel(dir: &Path) -> io::Result<HashMap<String, u64>> 
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ChannelMark>(&b).ok());
             if let Some(m) = mark {
-                let e = last.entry(m.channel).or_insert(m.updated_unix);
-                *e = (*e).max(m.updated_unix);
+                let e = last.entry(m.channel).or_insert(m.updated_unix_ms / 1000);
+                *e = (*e).max(m.updated_unix_ms / 1000);
             }
         }
     }

@@ -53,11 +53,14 @@ impl Store {
         bundle_id: &str,
     ) -> Result<(), StoreError> {
         let file = Self::mark_file(channel);
+        let now = time::now_unix_ms();
         let mark = ChannelMark {
+            schema: records::CHANNEL_MARK_SCHEMA.into(),
             channel: channel.to_owned(),
             sequence,
             bundle_id: bundle_id.to_owned(),
-            updated_unix: time::now_unix(),
+            updated: time::rfc3339_ms(now),
+            updated_unix_ms: now,
         };
         let mut bytes = serde_json::to_vec_pretty(&mark)
             .map_err(|e| ioe("encode mark")(io::Error::other(e)))?;

@@ -15,8 +15,8 @@ pub struct Expectation {
     pub channel: String,
     pub expected_every_secs: u64,
     /// `None`: nothing was ever accepted on this channel (counted as overdue).
-    pub last_accepted_unix: Option<u64>,
-    pub last_accepted_rfc3339: Option<String>,
+    pub last_accepted: Option<String>,
+    pub last_accepted_unix_ms: Option<u64>,
     /// Nothing accepted within `expected_every_secs` of now.
     pub overdue: bool,
     /// How long past the expected time, when overdue after a first delivery.
@@ -46,8 +46,8 @@ pub fn expectations(
             Expectation {
                 channel: channel.clone(),
                 expected_every_secs: *every,
-                last_accepted_unix: last,
-                last_accepted_rfc3339: last.map(time::rfc3339),
+                last_accepted: last.map(|l| time::rfc3339_ms(l.saturating_mul(1000))),
+                last_accepted_unix_ms: last.map(|l| l.saturating_mul(1000)),
                 overdue: late.is_none_or(|l| l > 0),
                 overdue_by_secs: late.filter(|&l| l > 0),
             }
@@ -59,9 +59,9 @@ pub fn expectations(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SentNotReceived {
     pub object_id: String,
-    pub object_len: Option<u64>,
+    pub object_bytes: Option<u64>,
+    pub first_sent: String,
     pub first_sent_unix_ms: u64,
-    pub first_sent_rfc3339: String,
     pub age_secs: u64,
     pub pass: Option<u64>,
     pub passes: Option<u64>,
@@ -99,9 +99,9 @@ pub fn sent_not_received(
         out.push(SentNotReceived {
             in_staging: staged.contains(id.as_str()),
             object_id: id,
-            object_len: entry["object_len"].as_u64(),
+            object_bytes: entry["object_bytes"].as_u64(),
+            first_sent: time::rfc3339_ms(first),
             first_sent_unix_ms: first,
-            first_sent_rfc3339: time::rfc3339(first / 1000),
             age_secs: age_ms / 1000,
             pass: entry["pass"].as_u64(),
             passes: entry["passes"].as_u64(),
@@ -153,10 +153,10 @@ impl OverdueWatch {
                 continue;
             }
             self.warned.insert(e.channel.clone(), period);
-            match e.last_accepted_unix {
+            match &e.last_accepted {
                 Some(last) => {
                     tracing::warn!(channel = %e.channel, expected_every_secs = e.expected_every_secs,
-                    last_accepted_unix = last, overdue_by_secs = e.overdue_by_secs.unwrap_or(0),
+                    last_accepted = %last, overdue_by_secs = e.overdue_by_secs.unwrap_or(0),
                     "channel overdue: nothing accepted on it within its expected interval (policy.toml expect_every); check the low-side job and the link")
                 }
                 None => {

@@ -139,7 +139,7 @@ impl Store {
                 Ok((receipt, receipt_hash)) => {
                     self.audit
                         .append(AuditRecord {
-                            decision: "accepted".into(),
+                            outcome: "accepted".into(),
                             bundle_id: Some(name.clone()),
                             object_id: Some(bundle_object_hex(&name)),
                             channel: Some(receipt.channel.clone()),
@@ -162,6 +162,7 @@ impl Store {
                             channel: Some(receipt.channel.clone()),
                             sequence: Some(receipt.sequence),
                             receipt_blake3: Some(receipt_hash),
+                            signer: Some(receipt.signer.name.clone()),
                         },
                     );
                     let e = self

@@ -1,10 +1,23 @@
 //! The JSON records the store writes: receipts, rejected records, audit records, channel marks.
-//! Field names are part of the on-disk format documented in docs/store.md.
+//! Field names are part of the on-disk format documented in docs/store.md, and follow the one
+//! JSON convention of docs/json.md: a `schema` key (`sluice.<kind>/1`), every time as `<name>`
+//! (RFC 3339 with milliseconds) beside `<name>_unix_ms`, sizes as `*_bytes`, the audit record's
+//! verdict under `outcome`. docs/schema/{receipt,rejected,audit,channel-mark}.schema.json
+//! describe them; tests/tests/json_schemas.rs validates records a real listener wrote.
 //!
 //! Public (`sluice_recv::store::records`) and `Deserialize`, so tools and tests read the store
 //! through these same types instead of untyped JSON.
 
 use serde::{Deserialize, Serialize};
+
+/// `schema` of `receipt.json`.
+pub const RECEIPT_SCHEMA: &str = "sluice.receipt/1";
+/// `schema` of a `rejected/*.json` record.
+pub const REJECTED_SCHEMA: &str = "sluice.rejected/1";
+/// `schema` of an `audit.jsonl` line.
+pub const AUDIT_SCHEMA: &str = "sluice.audit/1";
+/// `schema` of a `state/channels/*.json` mark.
+pub const CHANNEL_MARK_SCHEMA: &str = "sluice.channel-mark/1";
 
 /// How the bundle crossed, as counted by the transport layer (passed in by the caller).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +34,10 @@ pub struct TransportFigures {
     pub passes: u64,
     /// `udp` or `media`.
     pub source: Source,
+    /// Size of the transferred object (the signed bundle), as its frames declared it; 0 when
+    /// unknown (a duplicate found before any frame, records written before this field).
+    #[serde(default)]
+    pub object_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,28 +61,31 @@ pub struct ReceiptEntry {
     pub path: String,
     /// `file` or `dir`.
     pub kind: String,
-    pub size: u64,
-    /// blake3 hex (64 zeros for a directory).
-    pub blake3: String,
+    pub size_bytes: u64,
+    /// blake3 hex of a file's bytes; `null` for a directory (which has no bytes to hash).
+    pub blake3: Option<String>,
     pub executable: bool,
 }
 
 /// `quarantine/<bundle-id>/receipt.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
-    pub receipt_version: u32,
+    /// [`RECEIPT_SCHEMA`].
+    pub schema: String,
     pub bundle_id: String,
     pub format_version: u16,
     pub channel: String,
     pub sequence: u64,
     pub signer: SignerInfo,
-    pub created_unix: u64,
-    pub created_rfc3339: String,
-    pub expires_unix: Option<u64>,
-    pub expires_rfc3339: Option<String>,
+    /// When the bundle was signed (its header's time, whole seconds).
+    pub created: String,
+    pub created_unix_ms: u64,
+    pub expires: Option<String>,
+    pub expires_unix_ms: Option<u64>,
     pub note: Option<String>,
-    pub received_unix: u64,
-    pub received_rfc3339: String,
+    /// When the receiver committed it.
+    pub received: String,
+    pub received_unix_ms: u64,
     pub bundle_bytes: u64,
     pub entries: Vec<ReceiptEntry>,
     pub transport: TransportFigures,
@@ -74,8 +94,10 @@ pub struct Receipt {
 /// `rejected/<timestamp>-<id>.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRecord {
-    pub time_unix: u64,
-    pub time_rfc3339: String,
+    /// [`REJECTED_SCHEMA`].
+    pub schema: String,
+    pub time: String,
+    pub time_unix_ms: u64,
     /// `RejectReason::code()`.
     pub reason: String,
     pub detail: String,
@@ -90,12 +112,16 @@ pub struct RejectedRecord {
 /// newline); the first record's `prev` is 64 zeros. `seq` starts at 1 and has no gaps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// [`AUDIT_SCHEMA`] (set by the appender).
+    pub schema: String,
     pub seq: u64,
     pub prev: String,
-    pub time_unix: u64,
-    pub time_rfc3339: String,
-    /// `accepted`, `duplicate`, `rejected` or `incomplete`.
-    pub decision: String,
+    /// Set by the appender from `time_unix_ms` (now when that is 0).
+    pub time: String,
+    pub time_unix_ms: u64,
+    /// `accepted`, `duplicate`, `rejected` or `incomplete`; `promote_*` for sluice-promote's
+    /// transitions (docs/promotion.md).
+    pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,11 +157,14 @@ pub struct AuditRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelMark {
+    /// [`CHANNEL_MARK_SCHEMA`].
+    pub schema: String,
     pub channel: String,
     /// Highest sequence ever accepted on this channel.
     pub sequence: u64,
     pub bundle_id: String,
-    pub updated_unix: u64,
+    pub updated: String,
+    pub updated_unix_ms: u64,
 }
 
 /// File name of a channel's mark: `c-<hex(channel)>.json`, or `h-<blake3(channel)>.json` when

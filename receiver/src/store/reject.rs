@@ -47,7 +47,7 @@ impl Store {
         transport: Option<TransportFigures>,
         reconciled: bool,
     ) -> Result<PathBuf, StoreError> {
-        let now = time::now_unix();
+        let now = time::now_unix_ms();
         let bundle_hex = subject.bundle_id.map(|b| b.to_hex());
         let object_hex = subject.object_id.map(hex::encode);
         let label = bundle_hex
@@ -55,8 +55,9 @@ impl Store {
             .or_else(|| object_hex.clone())
             .unwrap_or_else(|| "unknown".into());
         let record = RejectedRecord {
-            time_unix: now,
-            time_rfc3339: time::rfc3339(now),
+            schema: super::records::REJECTED_SCHEMA.into(),
+            time: time::rfc3339_ms(now),
+            time_unix_ms: now,
             reason: reason.code().into(),
             detail: detail.into(),
             bundle_id: bundle_hex.clone(),
@@ -92,7 +93,7 @@ impl Store {
         let audit = self
             .audit
             .append(AuditRecord {
-                decision: "rejected".into(),
+                outcome: "rejected".into(),
                 bundle_id: bundle_hex,
                 object_id: object_hex,
                 channel: subject.channel.clone(),
@@ -129,7 +130,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.audit
             .append(AuditRecord {
-                decision: "incomplete".into(),
+                outcome: "incomplete".into(),
                 object_id: Some(hex::encode(object_id)),
                 reason: Some(RejectReason::InsufficientSymbols.code().into()),
                 detail: Some(detail.into()),

@@ -162,6 +162,17 @@ fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, CommandError> {
 
 fn load_key(p: &Path) -> Result<SecretKey, CommandError> {
     let bytes = zeroize::Zeroizing::new(read_small(p, bundle::keys::MAX_KEY_FILE_BYTES as u64)?);
+    // Said before any mode warning: a public key's mode is fine and its format is not "unknown".
+    if is_public_key(&bytes) {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "{}: this is a public key; --key needs the private key",
+                p.display()
+            ),
+            "pass the private key file (`PREFIX.key` from `sluice-send keygen`, not `PREFIX.pub`)",
+        ));
+    }
     if let Ok(m) = std::fs::metadata(p) {
         if m.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %p.display(), "secret key is readable by group or others; chmod 600 it");
@@ -174,6 +185,21 @@ fn load_key(p: &Path) -> Result<SecretKey, CommandError> {
             "pass a key made by `sluice-send keygen` or an unencrypted OpenSSH ed25519 key",
         )
     })
+}
+
+/// Whether the file's first line that is not a comment is a public key line (Sluice's or
+/// OpenSSH's), by its first word.
+fn is_public_key(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next());
+    matches!(
+        first,
+        Some(bundle::keys::PUBLIC_KEY_TAG | bundle::keys::SSH_ED25519_TAG)
+    )
 }
 
 /// Walk the inputs: bundle path → filesystem path, refusing anything but files and directories.
@@ -365,19 +391,23 @@ fn create(a: CreateArgs) -> Result<Exit, CommandError> {
     }
     let built = result?;
     if a.json {
-        let v = serde_json::json!({
+        let mut v = sluice_host::json::report("bundle-create");
+        sluice_host::json::set_time_secs(&mut v, "created", Some(built.header.created));
+        sluice_host::json::set_time_secs(&mut v, "expires", built.header.expires);
+        let fields = serde_json::json!({
             "bundle_id": built.id.to_hex(),
             "out": a.out.display().to_string(),
-            "bytes": built.bytes,
+            "bundle_bytes": built.bytes,
             "channel": built.header.channel,
             "sequence": built.header.sequence,
-            "created": built.header.created,
-            "expires": built.header.expires,
             "signer_key_id": built.header.signer.to_hex(),
             "entries": built.header.entries.len(),
             "file_bytes": built.header.total_file_bytes(),
         });
-        println!("{v}");
+        if let serde_json::Value::Object(f) = fields {
+            v.extend(f);
+        }
+        println!("{}", serde_json::Value::Object(v));
     } else {
         println!("{}", built.id);
         eprintln!(
@@ -490,24 +520,30 @@ fn inspect(a: InspectArgs) -> Result<Exit, CommandError> {
             .map(|e| {
                 serde_json::json!({
                     "kind": if e.kind == EntryKind::Dir { "dir" } else { "file" },
-                    "path": e.path, "size": e.size, "blake3": hex::encode(e.blake3),
+                    "path": e.path, "size_bytes": e.size,
+                    "blake3": (e.kind == EntryKind::File).then(|| hex::encode(e.blake3)),
                     "executable": e.executable,
                 })
             })
             .collect();
-        let v = serde_json::json!({
+        let mut v = sluice_host::json::report("bundle-inspect");
+        sluice_host::json::set_time_secs(&mut v, "created", Some(h.created));
+        sluice_host::json::set_time_secs(&mut v, "expires", h.expires);
+        let fields = serde_json::json!({
             "bundle_id": env.id.to_hex(),
             "format_version": h.format_version,
-            "channel": h.channel, "sequence": h.sequence, "created": h.created,
-            "expires": h.expires, "note": h.note,
+            "channel": h.channel, "sequence": h.sequence, "note": h.note,
             "signer_key_id": h.signer.to_hex(),
             "signature_checked": false,
             "file_bytes": h.total_file_bytes(),
-            "bundle_bytes_expected": expected, "bundle_bytes_actual": len,
+            "expected_bundle_bytes": expected, "bundle_bytes": len,
             "path_policy_violation": policy.as_ref().map(|e| e.to_string()),
             "entries": entries,
         });
-        println!("{v}");
+        if let serde_json::Value::Object(f) = fields {
+            v.extend(f);
+        }
+        println!("{}", serde_json::Value::Object(v));
     } else {
         println!("bundle id      {}", env.id);
         println!("format         {}", h.format_version);

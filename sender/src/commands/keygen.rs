@@ -123,7 +123,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             "secret_key": key_path.display().to_string(),
             "public_key": pub_path.display().to_string(),
         });
-        println!("{v}");
+        println!("{}", sluice_host::json::stamp("keygen", v));
     } else {
         println!("key id {id} ({name})");
         println!(

@@ -91,7 +91,10 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     let stop = crate::stop::on_signals()?;
     let report = send(&settings, &prepared, &stop, !args.json)?;
     if args.json {
-        println!("{}", report.to_json(&prepared, &settings));
+        println!(
+            "{}",
+            sluice_host::json::stamp("send", report.to_json(&prepared, &settings))
+        );
     } else {
         report.print(&prepared, &settings);
     }
@@ -126,10 +129,10 @@ impl SendReport {
                 "bundle_id": p.id.to_hex(),
                 "channel": p.channel,
                 "sequence": p.sequence,
-                "bytes": p.len,
+                "bundle_bytes": p.len,
             })).collect::<Vec<_>>(),
             "destination": settings.destination.to_string(),
-            "bytes": Self::payload_bytes(prepared),
+            "bundle_bytes": Self::payload_bytes(prepared),
             "frames": self.frames,
             "wire_bytes": self.wire_bytes,
             "pacing_unused_bytes": self.pacing_unused_bytes,
@@ -148,9 +151,16 @@ impl SendReport {
 
     pub fn print(&self, prepared: &[Prepared], settings: &SendSettings) {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        // An interrupted run cannot say which bundles got all their passes out, so it does not
+        // claim any was "sent".
+        let verb = if self.interrupted {
+            "not fully sent (interrupted)"
+        } else {
+            "sent"
+        };
         for p in prepared {
             println!(
-                "sent {} ({} bytes, channel {}, seq {}) id {}",
+                "{verb} {} ({} bytes, channel {}, seq {}) id {}",
                 p.path.display(),
                 p.len,
                 p.channel,
@@ -178,7 +188,8 @@ impl SendReport {
             settings.overhead,
             settings.passes,
             if self.interrupted {
-                " — INTERRUPTED"
+                "; stopped by SIGINT/SIGTERM before the last pass: send again to complete (the \
+                 receiver resumes what arrived)"
             } else {
                 ""
             }

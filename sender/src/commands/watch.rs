@@ -352,21 +352,22 @@ impl Watcher {
         let wire_bytes =
             frames * (wire::data_frame_len(self.link_symbol_size()) + IP_UDP_OVERHEAD) as u64;
         let record = serde_json::json!({
-            "event": "sent",
+            "schema": sluice_host::json::schema_id("send-record"),
+            "outcome": "sent",
             "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
             "bundle_id": p.id.to_hex(),
             "object_id": p.id.to_hex()[..32].to_string(),
             "channel": p.channel,
             "sequence": p.sequence,
-            "bytes": p.len,
+            "bundle_bytes": p.len,
             "frames": frames,
             "passes": self.settings.passes,
             "overhead_percent": self.settings.overhead,
             "destination": self.settings.destination.to_string(),
             "start_unix_ms": done.started_unix_ms,
             "end_unix_ms": ended_unix_ms,
-            "start_rfc3339": rfc3339_ms(done.started_unix_ms),
-            "end_rfc3339": rfc3339_ms(ended_unix_ms),
+            "start": rfc3339_ms(done.started_unix_ms),
+            "end": rfc3339_ms(ended_unix_ms),
             "duration_secs": elapsed,
             "rate_limit_bits_per_sec": self.settings.rate_bits,
             "rate_source": self.settings.rate_source.as_str(),
@@ -415,14 +416,15 @@ impl Watcher {
         };
         let now = sluice_host::time::now_unix_ms();
         let record = serde_json::json!({
-            "event": "failed",
+            "schema": sluice_host::json::schema_id("send-record"),
+            "outcome": "failed",
             "file": target.file_name().map(|n| n.to_string_lossy().into_owned()),
             "reason": e.reason.code(),
             "detail": e.detail,
             "remediation": e.remediation(),
             "exit_code": e.reason.exit_code(),
             "time_unix_ms": now,
-            "time_rfc3339": rfc3339_ms(now),
+            "time": rfc3339_ms(now),
         });
         write_record(
             &failed_dir.join(record_name(&target, ".reason.json")),
@@ -507,7 +509,7 @@ fn write_record(path: &Path, value: &serde_json::Value) -> Result<(), CommandErr
 }
 
 fn rfc3339_ms(unix_ms: u64) -> String {
-    sluice_host::time::rfc3339(unix_ms / 1000)
+    sluice_host::time::rfc3339_ms(unix_ms)
 }
 
 #[cfg(test)]

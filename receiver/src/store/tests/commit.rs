@@ -37,7 +37,9 @@ fn commit_writes_exact_files_modes_receipt_and_audit() {
     assert_eq!(receipt.sequence, 1);
     assert_eq!(receipt.signer.name, "officer-a");
     assert_eq!(receipt.signer.key_id, "0707070707070707");
-    assert_eq!(receipt.created_rfc3339, "2026-11-27T05:24:35Z");
+    assert_eq!(receipt.created, "2026-11-27T05:24:35.000Z");
+    assert_eq!(receipt.created_unix_ms, 1_795_757_075_000);
+    assert_eq!(receipt.schema, "sluice.receipt/1");
     assert_eq!(receipt.bundle_bytes, 12_345);
     assert_eq!(receipt.transport, tf());
     assert_eq!(receipt.entries.len(), 6);
@@ -48,12 +50,20 @@ fn commit_writes_exact_files_modes_receipt_and_audit() {
         .expect("entry");
     assert!(tool.executable);
     assert_eq!(
-        tool.blake3,
-        blake3::hash(b"#!/bin/sh\necho hi\n").to_hex().to_string()
+        tool.blake3.as_deref(),
+        Some(blake3::hash(b"#!/bin/sh\necho hi\n").to_hex().as_str())
+    );
+    // A directory has no bytes to hash: null, not 64 zeros (issue #17 item 6).
+    assert!(
+        receipt
+            .entries
+            .iter()
+            .filter(|e| e.kind == "dir")
+            .all(|e| e.blake3.is_none())
     );
     let lines = audit_lines(&dir);
     assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["decision"], "accepted");
+    assert_eq!(lines[0]["outcome"], "accepted");
     assert_eq!(lines[0]["seq"], 1);
     assert_eq!(lines[0]["prev"], records::GENESIS);
     assert_eq!(store.high_water_mark("nightly").expect("mark"), Some(1));
@@ -88,7 +98,7 @@ fn duplicate_keeps_one_copy_and_is_audited() {
     assert_eq!(names(&dir.join("quarantine")), vec![hexid(2)]);
     let lines = audit_lines(&dir);
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["decision"], "duplicate");
+    assert_eq!(lines[1]["outcome"], "duplicate");
     assert!(names(&dir.join("staging/extract")).is_empty());
     assert!(names(&dir.join("rejected")).is_empty());
     verify_ok(&dir);
@@ -142,7 +152,7 @@ fn rollback_rejected_only_when_required() {
     assert!(
         audit_lines(&dir)
             .iter()
-            .filter(|l| l["decision"] == "rejected")
+            .filter(|l| l["outcome"] == "rejected")
             .count()
             == 2
     );
@@ -197,7 +207,7 @@ fn corrupt_high_water_mark_fails_closed() {
     // A mark naming the wrong channel is corrupt too.
     fs::write(
         &mark,
-        br#"{"channel":"x","sequence":0,"bundle_id":"","updated_unix":0}"#,
+        br#"{"schema":"sluice.channel-mark/1","channel":"x","sequence":0,"bundle_id":"","updated":"1970-01-01T00:00:00.000Z","updated_unix_ms":0}"#,
     )
     .expect("w");
     assert!(matches!(

@@ -62,7 +62,9 @@ fn crash_after_rename_before_audit_is_recorded_on_restart() {
         channel: "c".into(),
         sequence: 1,
         bundle_id: hexid(30),
-        updated_unix: 1,
+        schema: "sluice.channel-mark/1".into(),
+        updated: "1970-01-01T00:00:00.001Z".into(),
+        updated_unix_ms: 1,
     };
     fs::write(&mark, serde_json::to_vec(&m).expect("json")).expect("w");
     assert!(!inspect::verify_store(&dir).expect("v").problems.is_empty());
@@ -100,7 +102,9 @@ fn crash_after_audit_before_mark_raises_mark_on_restart() {
         channel: "c".into(),
         sequence: 3,
         bundle_id: String::new(),
-        updated_unix: 1,
+        schema: "sluice.channel-mark/1".into(),
+        updated: "1970-01-01T00:00:00.001Z".into(),
+        updated_unix_ms: 1,
     };
     fs::write(&mark, serde_json::to_vec(&m).expect("json")).expect("w");
     let mut store = Store::open(&dir, cfg()).expect("reopen");
@@ -160,7 +164,7 @@ fn interrupted_audit_append_and_invalid_unrecorded_entry_are_repaired() {
     assert_eq!(names(&dir.join("rejected")).len(), 1);
     let lines = audit_lines(&dir);
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["decision"], "rejected");
+    assert_eq!(lines[1]["outcome"], "rejected");
     assert!(names(&dir.join("staging/extract")).is_empty());
     verify_ok(&dir);
 }
@@ -207,7 +211,7 @@ fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
         );
         let accepted_records = audit_lines(&dir)
             .iter()
-            .filter(|l| l["decision"] == "accepted" && l["bundle_id"] == hexid(91))
+            .filter(|l| l["outcome"] == "accepted" && l["bundle_id"] == hexid(91))
             .count();
         assert_eq!(accepted_records, usize::from(after_rename), "{step:?}");
         assert_eq!(

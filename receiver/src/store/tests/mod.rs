@@ -31,6 +31,7 @@ fn tf() -> TransportFigures {
         repaired_blocks: 2,
         passes: 1,
         source: Source::Udp,
+        object_bytes: 12_345,
     }
 }
 

@@ -107,9 +107,9 @@ fn reject_and_incomplete_are_recorded() {
         "reject removes staging"
     );
     let lines = audit_lines(&dir);
-    assert_eq!(lines[0]["decision"], "incomplete");
+    assert_eq!(lines[0]["outcome"], "incomplete");
     assert_eq!(lines[0]["reason"], "insufficient_symbols");
-    assert_eq!(lines[1]["decision"], "rejected");
+    assert_eq!(lines[1]["outcome"], "rejected");
     assert_eq!(
         lines[1]["prev"],
         blake3::hash(
@@ -245,7 +245,7 @@ fn record_duplicate_without_extracting() {
         }
     );
     assert!(names(&dir.join("staging/objects")).is_empty());
-    assert_eq!(audit_lines(&dir)[1]["decision"], "duplicate");
+    assert_eq!(audit_lines(&dir)[1]["outcome"], "duplicate");
     verify_ok(&dir);
 }
 

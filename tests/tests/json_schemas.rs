@@ -1,0 +1,452 @@
+//! Issue #17 item 7: one JSON convention (docs/json.md), checked on REAL output. Every command's
+//! `--json`, every record a listener writes, and the fatal error under `--log-format json` are
+//! validated against their schema in docs/schema/ with the `jsonschema` crate, and every object
+//! is also checked against the convention itself: a `schema` key, each `<name>_unix_ms` beside
+//! an RFC 3339 `<name>` with milliseconds that says the same instant, no `decision`/`event`/
+//! `result` keys, no `*_unix`/`*_rfc3339`/`*_len` keys and no bare `bytes`/`size`.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_common::transport::wire::LinkKey;
+use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::listener::Listener;
+use sluice_tests::{TempStore, build_bin, workspace_root};
+
+/// Validates `v` against docs/schema/<kind>.schema.json and the convention; `what` names the
+/// output in failure messages.
+fn check(kind: &str, v: &Value, what: &str) {
+    let path = workspace_root()
+        .join("docs/schema")
+        .join(format!("{kind}.schema.json"));
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let validator = jsonschema::validator_for(&schema)
+        .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()));
+    let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match {kind}.schema.json: {errors:#?}\n{v:#}"
+    );
+    assert_eq!(v["schema"], format!("sluice.{kind}/1"), "{what}: {v}");
+    convention(v, what, "");
+}
+
+/// The rules of docs/json.md that a schema cannot say once for all kinds.
+fn convention(v: &Value, what: &str, at: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let here = format!("{at}.{k}");
+                assert!(
+                    !["decision", "event", "result", "bytes", "size"].contains(&k.as_str()),
+                    "{what}: key {here} breaks the convention (outcome / *_bytes)"
+                );
+                assert!(
+                    !k.ends_with("_unix") && !k.ends_with("_rfc3339") && !k.ends_with("_len"),
+                    "{what}: key {here} breaks the convention (<name> + <name>_unix_ms, *_bytes)"
+                );
+                if let Some(base) = k.strip_suffix("_unix_ms") {
+                    let text = m.get(base).unwrap_or_else(|| {
+                        panic!("{what}: {here} has no RFC 3339 partner `{base}`")
+                    });
+                    match (text, x) {
+                        (Value::Null, Value::Null) => {}
+                        (Value::String(s), Value::Number(n)) => {
+                            let ms = n.as_u64().expect("unix ms is an integer");
+                            assert_eq!(s, &rfc3339_ms(ms), "{what}: {at}.{base} vs {here}");
+                        }
+                        _ => panic!("{what}: {at}.{base} = {text} and {here} = {x} disagree"),
+                    }
+                }
+                convention(x, what, &here);
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                convention(x, what, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `2026-11-27T05:24:35.042Z` (an independent implementation of the format, so a wrong
+/// conversion in sluice-host cannot agree with itself).
+fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+/// stdout as one JSON value.
+fn json_of(out: &Output, what: &str) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A trust directory with `officer.pub` and a permissive policy.
+fn trust_with(dir: &Path, public: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("trust dir");
+    std::fs::copy(public, dir.join("officer.pub")).expect("copy pub");
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[defaults]\nallow_any_trusted_signer = true\nrequire_increasing_sequence = false\n",
+    )
+    .expect("policy");
+    dir.to_path_buf()
+}
+
+/// keygen, bundle create, bundle inspect, verify (valid, rejected, broken trust directory) and
+/// both doctors.
+#[test]
+fn sender_and_verify_outputs_match_their_schemas() {
+    let tmp = TempStore::new();
+    let send = build_bin("sluice-send", "sluice-send");
+    let recv = build_bin("sluice-recv", "sluice-recv");
+    let keys = tmp.subdir("keys");
+    let out = run(Command::new(&send)
+        .args(["keygen", "--json", "--out"])
+        .arg(keys.join("officer")));
+    assert!(out.status.success(), "{out:?}");
+    check("keygen", &json_of(&out, "keygen --json"), "keygen --json");
+    let trust = trust_with(&tmp.path().join("trust"), &keys.join("officer.pub"));
+
+    let content = tmp.subdir("content/sub");
+    std::fs::write(content.join("f.txt"), b"payload\n").expect("content");
+    let bundle = tmp.path().join("b.sluice");
+    let out = run(Command::new(&send)
+        .args([
+            "bundle",
+            "create",
+            "--json",
+            "--channel",
+            "nightly",
+            "--seq",
+            "1",
+        ])
+        .args(["--expires", "7d", "--key"])
+        .arg(keys.join("officer.key"))
+        .arg("--out")
+        .arg(&bundle)
+        .arg(tmp.path().join("content")));
+    assert!(out.status.success(), "{out:?}");
+    let created = json_of(&out, "bundle create --json");
+    check("bundle-create", &created, "bundle create --json");
+    assert!(created["expires_unix_ms"].as_u64() > created["created_unix_ms"].as_u64());
+
+    let out = run(Command::new(&send)
+        .args(["bundle", "inspect", "--json"])
+        .arg(&bundle));
+    let inspected = json_of(&out, "bundle inspect --json");
+    check("bundle-inspect", &inspected, "bundle inspect --json");
+    let dirs: Vec<&Value> = inspected["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["kind"] == "dir")
+        .collect();
+    assert!(!dirs.is_empty() && dirs.iter().all(|e| e["blake3"].is_null()));
+
+    let out = run(Command::new(&recv)
+        .args(["verify", "--json", "--trust"])
+        .arg(&trust)
+        .arg(&bundle));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let valid = json_of(&out, "verify --json");
+    check("verify", &valid, "verify --json (valid)");
+    assert_eq!(valid["outcome"], "valid");
+
+    let mut tampered = std::fs::read(&bundle).expect("bundle");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bad = tmp.path().join("tampered.sluice");
+    std::fs::write(&bad, tampered).expect("tampered");
+    let out = run(Command::new(&recv)
+        .args(["verify", "--json", "--trust"])
+        .arg(&trust)
+        .arg(&bad));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let rejected = json_of(&out, "verify --json (tampered)");
+    check("verify", &rejected, "verify --json (rejected)");
+    assert_eq!(rejected["outcome"], "rejected");
+
+    // A broken trust directory: no verdict, but a JSON error object on stdout, not nothing.
+    let out = run(Command::new(&recv)
+        .args(["verify", "--json", "--trust"])
+        .arg(tmp.path().join("no-such-trust"))
+        .arg(&bundle));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let error = json_of(&out, "verify --json (broken trust)");
+    check(
+        "error",
+        &error,
+        "verify --json with a broken trust directory",
+    );
+    assert_eq!(error["exit_code"], 2);
+
+    // Both doctors (their findings depend on the host; the shape does not).
+    let out = run(Command::new(&recv)
+        .args(["doctor", "--json", "--store"])
+        .arg(tmp.path().join("store"))
+        .arg("--trust")
+        .arg(&trust));
+    check(
+        "doctor",
+        &json_of(&out, "recv doctor"),
+        "sluice-recv doctor --json",
+    );
+    let out = run(Command::new(&send).args(["doctor", "--json"]));
+    check(
+        "doctor",
+        &json_of(&out, "send doctor"),
+        "sluice-send doctor --json",
+    );
+}
+
+/// With `--log-format json` a fatal error is a `sluice.error/1` object on stderr (here: listen
+/// cannot bind), and stderr has no ANSI escapes.
+#[test]
+fn fatal_errors_are_json_under_log_format_json() {
+    let tmp = TempStore::new();
+    let alice = Signer::new(&tmp.path().join("trust"));
+    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let out = run(Command::new(build_bin("sluice-recv", "sluice-recv"))
+        .args(["--log-format", "json", "listen", "--bind"])
+        .arg(taken.local_addr().expect("addr").to_string())
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .arg("--trust")
+        .arg(&alice.trust));
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    for line in stderr.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+        if v["schema"] == "sluice.error/1" {
+            check("error", &v, "the fatal error");
+            assert_eq!(v["exit_code"], 9);
+            assert_eq!(v["exit_name"], "NETWORK");
+            assert!(v["message"].as_str().unwrap_or("").contains("cannot bind"));
+            return;
+        }
+    }
+    panic!("no sluice.error/1 line on stderr:\n{stderr}");
+}
+
+/// A real listener: `udp --json`, `listen --json` (accepted, duplicate, rejected), the store's
+/// records (receipt, rejected, audit, channel mark, listener status), `status --json`, `audit
+/// verify --json` clean and with a problem, `sluice-promote status --json`; then `media` and
+/// `import --json` into a second store.
+#[test]
+fn listener_outputs_and_store_records_match_their_schemas() {
+    let tmp = TempStore::new();
+    let alice = Signer::new(&tmp.path().join("trust"));
+    let send = build_bin("sluice-send", "sluice-send");
+    let recv = build_bin("sluice-recv", "sluice-recv");
+    let store = tmp.path().join("store");
+    let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
+
+    let good = tmp.path().join("good.sluice");
+    std::fs::write(
+        &good,
+        alice.bundle("nightly", 1, &[("dir/a.txt", b"alpha\n".to_vec())]),
+    )
+    .expect("bundle");
+    let sent = run(Command::new(&send)
+        .args([
+            "udp",
+            "--json",
+            "--rate",
+            "200M",
+            "--to",
+            &l.addr.to_string(),
+        ])
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&good));
+    assert!(sent.status.success(), "{sent:?}");
+    check(
+        "send",
+        &json_of(&sent, "udp --json"),
+        "sluice-send udp --json",
+    );
+    l.wait_outcomes(1, Duration::from_secs(60));
+    let again = run(Command::new(&send)
+        .args(["udp", "--rate", "200M", "--to", &l.addr.to_string()])
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&good));
+    assert!(again.status.success(), "{again:?}");
+    l.wait_outcomes(2, Duration::from_secs(60));
+    let stranger = Signer {
+        key: sluice_common::bundle::SecretKey::from_seed(&[0x4D; 32]),
+        trust: tmp.path().join("unused"),
+    }
+    .bundle("nightly", 2, &[("x.txt", b"x\n".to_vec())]);
+    let mut b = Blaster::new(l.addr);
+    b.send_all(&sender_frames(
+        &LinkKey::public_default(),
+        &stranger,
+        bundle_id(&stranger).object_id(),
+        1024,
+        64 * 1024,
+        10,
+        1,
+    ));
+    let outcomes = l.wait_outcomes(3, Duration::from_secs(60)).to_vec();
+    let words: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        words,
+        ["accepted", "duplicate", "rejected"],
+        "{outcomes:#?}"
+    );
+    for o in &outcomes {
+        check("outcome", o, "a listen --json line");
+    }
+    assert_eq!(
+        outcomes[0]["bundle_bytes"],
+        std::fs::metadata(&good).unwrap().len()
+    );
+
+    // The records as written.
+    let id = bundle_id(&std::fs::read(&good).unwrap()).to_hex();
+    let read = |p: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    check(
+        "receipt",
+        &read(&store.join("quarantine").join(&id).join("receipt.json")),
+        "receipt.json",
+    );
+    let rejected: Vec<PathBuf> = std::fs::read_dir(store.join("rejected"))
+        .expect("rejected/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    check("rejected", &read(&rejected[0]), "rejected record");
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).expect("audit");
+    for line in audit.lines() {
+        check(
+            "audit",
+            &serde_json::from_str(line).expect("audit line"),
+            "audit.jsonl line",
+        );
+    }
+    for mark in std::fs::read_dir(store.join("state/channels"))
+        .expect("marks")
+        .flatten()
+    {
+        check("channel-mark", &read(&mark.path()), "channel mark");
+    }
+    check(
+        "listener-status",
+        &read(&store.join("state/status.json")),
+        "state/status.json",
+    );
+
+    let out = run(Command::new(&recv)
+        .args(["status", "--json", "--store"])
+        .arg(&store)
+        .arg("--trust")
+        .arg(&alice.trust));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    check("status", &json_of(&out, "status --json"), "status --json");
+
+    let verify = |what: &str| {
+        let out = run(Command::new(&recv)
+            .args(["audit", "verify", "--json", "--store"])
+            .arg(&store));
+        let v = json_of(&out, what);
+        check("audit-verify", &v, what);
+        (out.status.code(), v)
+    };
+    let (code, v) = verify("audit verify --json");
+    assert_eq!((code, &v["ok"]), (Some(0), &Value::Bool(true)), "{v}");
+    let file = store.join("quarantine").join(&id).join("files/dir/a.txt");
+    std::fs::write(&file, b"ALPHA\n").expect("edit quarantined file (same size)");
+    let (code, v) = verify("audit verify --json (edited file)");
+    assert_eq!(code, Some(4), "{v}");
+    let problem = &v["problems"][0];
+    assert_eq!(problem["kind"], "quarantine_entry", "{v}");
+    assert_eq!(problem["path"], format!("quarantine/{id}"), "{v}");
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("blake3"),
+        "{v}"
+    );
+
+    let out = run(Command::new(build_bin("sluice-promote", "sluice-promote"))
+        .args(["status", "--json", "--store"])
+        .arg(&store));
+    // No promotion ran, so `entries` is empty: promote's own state files (what an entry would
+    // show) are not converted yet (docs/json.md).
+    check(
+        "promote-status",
+        &json_of(&out, "sluice-promote status --json"),
+        "sluice-promote status --json",
+    );
+    assert!(l.terminate().success());
+
+    // Media: the same bundle through spool volumes into a second store.
+    let spool = tmp.subdir("spool");
+    let out = run(Command::new(&send)
+        .args(["media", "--out"])
+        .arg(&spool)
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&good));
+    assert!(out.status.success(), "{out:?}");
+    let out = run(Command::new(&recv)
+        .args(["import", "--json", "--store"])
+        .arg(tmp.path().join("store2"))
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&spool));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("import --json line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    check("outcome", &lines[0], "import --json");
+    assert_eq!(lines[0]["outcome"], "accepted");
+    assert_eq!(lines[0]["source"], "media");
+}
