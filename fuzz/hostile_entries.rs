@@ -318,7 +318,11 @@ pub fn handle_datagram_sequence(data: &[u8]) {
                 Effect::Complete { object_id, len } => {
                     assert_eq!(opened.get(&object_id), Some(&len));
                 }
+                Effect::Authenticate { object_id, .. } => {
+                    rx.authenticate(now, object_id);
+                }
                 Effect::Checkpoint { .. }
+                | Effect::Forgotten { .. }
                 | Effect::Incomplete { .. }
                 | Effect::Abandoned { .. }
                 | Effect::Replayed { .. } => {}

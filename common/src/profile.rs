@@ -81,8 +81,9 @@ impl Profile {
 
     fn validate(&self) -> Result<(), ProfileError> {
         let out = |what: &str| Err(ProfileError::OutOfRange(what.to_string()));
-        if !(576..=65_535).contains(&self.mtu) {
-            return out("mtu must be 576..=65535");
+        // 600: the smallest MTU whose symbols (MTU − 86) a receiver accepts (≥ 512 bytes).
+        if !(600..=65_535).contains(&self.mtu) {
+            return out("mtu must be 600..=65535");
         }
         if self.datagram_bytes < 128 || self.datagram_bytes > self.mtu.saturating_sub(28) {
             return out("datagram_bytes must be at least 128 and at most mtu - 28");

@@ -165,9 +165,11 @@ pub fn settle(args: &LinkArgs) -> Result<SendSettings, CommandError> {
         .next()
         .ok_or_else(|| CommandError::usage(format!("--to {to} resolves to nothing")))?;
     let mtu = args.mtu.or(profile.as_ref().map(|p| p.mtu)).unwrap_or(1500);
-    if !(576..=65_535).contains(&mtu) {
+    // 600, not IPv4's 576: the receiver refuses symbols under 512 bytes
+    // (`Limits::DEFAULT_MIN_SYMBOL_SIZE`), and T = MTU − 28 − 58.
+    if !(600..=65_535).contains(&mtu) {
         return Err(CommandError::usage(format!(
-            "--mtu {mtu} is outside 576..=65535"
+            "--mtu {mtu} is outside 600..=65535"
         )));
     }
     let (rate_bits, rate_source) = match (&args.rate, &profile) {

@@ -11,7 +11,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::progress::Progress;
-use sluice_common::transport::recv::{AbandonReason, Effect, Receiver};
+use sluice_common::transport::recv::{AbandonReason, Effect, Handled, Receiver};
 use sluice_common::transport::send::{ReadRequest, Sender};
 use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
 
@@ -144,6 +144,11 @@ pub struct Sim {
     pub max_sessions_seen: usize,
     /// Frames injected ahead of the genuine ones (delivered first).
     pub inject_first: Vec<Vec<u8>>,
+    /// Authenticate every object at its first stored symbol (default): the simulation carries
+    /// arbitrary bytes, not bundles, and tests the transport. `false` leaves objects
+    /// unauthenticated until their start is offered (`Effect::Authenticate`), as a receiver
+    /// that checks signatures sees them.
+    pub trust_first_frame: bool,
 }
 
 impl Sim {
@@ -160,6 +165,7 @@ impl Sim {
             max_buffered: 0,
             max_sessions_seen: 0,
             inject_first: Vec::new(),
+            trust_first_frame: true,
         }
     }
 
@@ -182,7 +188,10 @@ impl Sim {
 
     /// Feed one datagram to the receiver and perform every effect.
     pub fn deliver(&mut self, datagram: &[u8]) {
-        self.receiver.handle_datagram(self.now, datagram);
+        let handled = self.receiver.handle_datagram(self.now, datagram);
+        if let (true, Handled::Stored { object_id, .. }) = (self.trust_first_frame, handled) {
+            self.receiver.authenticate(self.now, object_id);
+        }
         self.drain();
     }
 
@@ -191,6 +200,12 @@ impl Sim {
         self.observe();
         while let Some(e) = self.receiver.poll_effect() {
             match e {
+                // The simulation carries arbitrary bytes, not bundles: it trusts every object
+                // (the receiver's real authentication is tested in receiver/ and tests/).
+                Effect::Authenticate { object_id, .. } => {
+                    self.receiver.authenticate(self.now, object_id);
+                }
+                Effect::Forgotten { .. } => {}
                 Effect::Open { params } => {
                     let log = self.objects.entry(params.object_id).or_default();
                     log.opens += 1;

@@ -10,8 +10,8 @@ use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, Frame};
 use sluice_testkit::sim::{content, key, oid};
 
-const T: u16 = 256;
-const BLOCK: u32 = 256 * 16;
+const T: u16 = 512;
+const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 3 * BLOCK as u64 + 100;
 const SEED: u64 = 57;
 
@@ -62,6 +62,10 @@ fn feed(frames: &[Vec<u8>], now: Instant) -> (u64, u64, bool) {
         while let Some(e) = r.poll_effect() {
             match e {
                 Effect::Decode(task) => r.handle_decoded(now, task.run()),
+                // Arbitrary bytes, not a bundle: this driver trusts every object.
+                Effect::Authenticate { object_id, .. } => {
+                    r.authenticate(now, object_id);
+                }
                 Effect::Complete { .. } => complete = true,
                 _ => {}
             }

@@ -105,7 +105,22 @@ fn pass_one_sends_every_source_symbol_of_a_window_before_any_solve() {
     let mut out = Vec::new();
     drain(&mut s, now, &mut out);
     let sources = out.iter().filter_map(|f| esi_and_k(f)).count();
-    // 4 blocks × K = 40 source symbols each.
+    // The first window is block 0 alone (it carries the bundle's signed header, see
+    // transport/send.rs): K = 40 source symbols.
+    assert_eq!(sources, 40);
+    assert_eq!(jobs.len(), 1);
+    // The next window is 4 blocks × K = 40 source symbols each.
+    for job in jobs.drain(..) {
+        s.handle_encoded(job.run()).expect("encoded");
+    }
+    drain(&mut s, now, &mut out);
+    let before = out.len();
+    while let Some(r) = s.poll_read() {
+        let data = read(&r);
+        jobs.push(s.handle_source(r, data).expect("source"));
+    }
+    drain(&mut s, now, &mut out);
+    let sources = out[before..].iter().filter_map(|f| esi_and_k(f)).count();
     assert_eq!(sources, 4 * 40);
     assert_eq!(jobs.len(), 4);
 }
@@ -127,6 +142,8 @@ fn encoded_results_for_the_wrong_block_or_twice_are_refused() {
     let again = s.handle_source(r, read(&r));
     assert_eq!(again.err(), Some(SendError::UnexpectedRead));
 
+    // Block 0 is a window of its own: sending it opens the next window.
+    drain(&mut s, now, &mut Vec::new());
     // A short read is refused before anything is stored.
     let r2 = s.poll_read().expect("second read");
     assert_eq!(

@@ -105,6 +105,9 @@ fn every_frame_duplicated() {
 #[test]
 fn bit_errors_never_reach_the_decoder() {
     let seed = 4;
+    // ~58 % of frames corrupted: block 0 (sent first, alone) completes in pass 3, and until it
+    // authenticates the object lives in a small share that drops most of the rest
+    // (transport/recv/mod.rs, "Authenticate first"), so passes 3.. must carry the rest: 6, not 4.
     let mut sim = run(
         ImpairConfig {
             corrupt_ber: 1e-4,
@@ -112,7 +115,7 @@ fn bit_errors_never_reach_the_decoder() {
         },
         seed,
         10,
-        4,
+        6,
     );
     sim.run();
     assert!(sim.link.stats.corrupted > 1000);

@@ -9,8 +9,8 @@ use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_testkit::drive;
 use sluice_testkit::sim::{key, oid, reads};
 
-const T: u16 = 256;
-const BLOCK: u32 = 256 * 16;
+const T: u16 = 512;
+const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 5 * BLOCK as u64 + 100;
 const SEED: u64 = 31;
 
@@ -30,6 +30,7 @@ fn resend_opens_afresh(r: &mut Receiver, all: &[Vec<u8>], at: Instant) -> Vec<Ef
     for f in all {
         r.handle_datagram(at, f);
     }
+    authenticate_offered(r, at);
     let effects = drain(r);
     assert!(
         matches!(effects.first(), Some(Effect::Open { .. })),
@@ -47,13 +48,29 @@ fn for_object(e: &Effect) -> bool {
         | Effect::Complete { object_id, .. }
         | Effect::Incomplete { object_id, .. }
         | Effect::Replayed { object_id }
-        | Effect::Abandoned { object_id, .. } => *object_id == id,
+        | Effect::Abandoned { object_id, .. }
+        | Effect::Authenticate { object_id, .. }
+        | Effect::Forgotten { object_id } => *object_id == id,
         Effect::Decode(task) => task.object_id() == id,
     }
 }
 
 fn drain(r: &mut Receiver) -> Vec<Effect> {
     std::iter::from_fn(|| r.poll_effect()).collect()
+}
+
+/// The object is unauthenticated until its start is offered: nothing is staged before. This
+/// driver trusts it (arbitrary bytes, not a bundle), which queues `Open` and the held blocks.
+fn authenticate_offered(r: &mut Receiver, at: Instant) {
+    let offered = drain(r);
+    assert!(
+        offered
+            .iter()
+            .all(|e| matches!(e, Effect::Authenticate { .. })),
+        "{offered:?}"
+    );
+    assert!(!offered.is_empty(), "the object's start was offered");
+    assert!(r.authenticate(at, oid(SEED)));
 }
 
 #[test]
@@ -68,6 +85,7 @@ fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
     for f in &all[..all.len() / 2] {
         r.handle_datagram(t0, f);
     }
+    authenticate_offered(&mut r, t0);
     let first = r.poll_effect().expect("an effect");
     assert!(matches!(first, Effect::Open { .. }), "{first:?}");
     // Open failed: everything queued behind it for this object is dropped, its budget freed.
@@ -113,6 +131,7 @@ fn a_failure_after_some_writes_drops_only_what_is_still_queued() {
     for f in &all {
         r.handle_datagram(t0, f);
     }
+    authenticate_offered(&mut r, t0);
     // Open and the first write succeed; the second write fails (EIO).
     assert!(matches!(r.poll_effect(), Some(Effect::Open { .. })));
     assert!(matches!(r.poll_effect(), Some(Effect::Write { .. })));

@@ -525,17 +525,53 @@ impl BlockAssembler {
         Ok(AddOutcome::Stored)
     }
 
-    /// Grow the arena geometrically but never past `max_symbols` symbols.
+    /// Symbols the arena grows by when it is full: a quarter of what it holds (at least 16), never
+    /// past `max_symbols`. A quarter, not a doubling, so capacity stays within 25 % (plus 16
+    /// symbols) of what is held: the receiver charges its budget per stored symbol by this growth.
+    fn growth(&self) -> usize {
+        let held = self.esis.len();
+        let room = (self.max_symbols as usize).saturating_sub(held);
+        (held / 4).max(16).min(room).max(1)
+    }
+
+    /// Grow the arena by [`Self::growth`] symbols when it is full.
     fn reserve_one(&mut self) {
         let t = usize::from(self.symbol_size);
         if self.arena.capacity() - self.arena.len() >= t {
             return;
         }
-        let held = self.esis.len();
-        let room = (self.max_symbols as usize).saturating_sub(held);
-        let grow = held.max(16).min(room).max(1);
+        let grow = self.growth();
         self.arena.reserve_exact(grow * t);
         self.esis.reserve_exact(grow);
+    }
+
+    /// Heap bytes that storing symbol `esi` would allocate (arena and ESI growth, the source
+    /// slot table on the first source symbol), or `None` if [`Self::add`] would not store it
+    /// (duplicate, full, finished, out of range). Lets a caller charge its budget per stored
+    /// symbol, before the allocation.
+    pub fn add_cost(&self, esi: u32) -> Option<u64> {
+        if self.finished || esi >= ESI_LIMIT || self.is_full() {
+            return None;
+        }
+        let duplicate = if esi < self.k {
+            self.source_slot
+                .get(esi as usize)
+                .is_some_and(|slot| *slot != 0)
+        } else {
+            self.repair_seen.contains(&esi)
+        };
+        if duplicate {
+            return None;
+        }
+        let t = u64::from(self.symbol_size);
+        let mut cost = 0u64;
+        if self.arena.capacity() - self.arena.len() < usize::from(self.symbol_size) {
+            cost += self.growth() as u64 * (t + 4);
+        }
+        if esi < self.k && self.source_slot.is_empty() {
+            cost += u64::from(self.k) * 4;
+        }
+        Some(cost)
     }
 
     /// Produce the block if possible. After `Complete`, the assembler is spent (later symbols

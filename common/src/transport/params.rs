@@ -83,14 +83,18 @@ impl ObjectParams {
 pub struct Limits {
     /// Largest object accepted. Bounds staging disk use per object, not memory.
     pub max_object_bytes: u64,
-    /// Smallest symbol size accepted. Below 64 bytes the 58-byte frame overhead exceeds the
-    /// payload and K per MiB explodes; nobody should configure that, so it is refused.
+    /// Smallest symbol size accepted. Small symbols make forged traffic cost far more CPU per
+    /// byte than real traffic (RaptorQ decode cost grows with K, and a 1 MiB block at T = 64
+    /// has K = 16 384), so anything below what senders produce (T ≥ 514: `sluice-send` refuses
+    /// an MTU below 600) is refused.
     pub min_symbol_size: u16,
     /// Largest symbol size accepted: the payload of a 9000-byte-MTU datagram.
     pub max_symbol_size: u16,
     /// Largest block accepted. One block is the unit of decoder memory.
     pub max_block_bytes: u32,
-    /// Largest K (source symbols per block). RaptorQ decode cost grows super-linearly in K.
+    /// Largest K (source symbols per block). RaptorQ decode cost grows super-linearly in K; the
+    /// sender's recommended blocks have K ≤ 2041 (≈1 MiB at T = 514, 742 at T = 1414, 471 at
+    /// jumbo T), so nothing larger is admitted.
     pub max_source_symbols: u32,
     /// Extra symbols stored per block beyond K, so a decode that fails at exactly K (≈1/256)
     /// can be retried with more; anything beyond K + surplus is dropped (bounds ESI floods).
@@ -103,14 +107,16 @@ pub struct Limits {
 impl Limits {
     /// Default largest object: 64 GiB.
     pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 << 30;
-    /// Default smallest symbol.
-    pub const DEFAULT_MIN_SYMBOL_SIZE: u16 = 64;
+    /// Default smallest symbol: 512 bytes. Worst case it admits: a 1 MiB block of K = 2048
+    /// all-repair symbols, which decodes at the same cost per byte as a real sender's block.
+    pub const DEFAULT_MIN_SYMBOL_SIZE: u16 = 512;
     /// Default largest symbol: 9000 MTU − 20 (IPv4) − 8 (UDP) − 58 (frame overhead).
     pub const DEFAULT_MAX_SYMBOL_SIZE: u16 = 8914;
     /// Default largest block: 16 MiB.
     pub const DEFAULT_MAX_BLOCK_BYTES: u32 = 16 << 20;
-    /// Default largest K.
-    pub const DEFAULT_MAX_SOURCE_SYMBOLS: u32 = 8192;
+    /// Default largest K: 2048, the most any recommended block has (see
+    /// [`recommended_block_size`]); a larger K only makes a forged block costlier to decode.
+    pub const DEFAULT_MAX_SOURCE_SYMBOLS: u32 = 2048;
     /// Default symbols stored beyond K.
     pub const DEFAULT_REPAIR_SURPLUS: u32 = 16;
     /// Default largest block count: 2^20 (a 128 KiB progress bitmap).

@@ -235,7 +235,8 @@ struct PendingEnd {
 ///
 /// # What goes on the wire
 ///
-/// For each object and pass, the object is cut into windows of `window_blocks` blocks. Within a
+/// For each object and pass, block 0 (which carries the bundle's signed prefix and header) is
+/// sent first, alone, then the rest is cut into windows of `window_blocks` blocks. Within a
 /// window the symbols are interleaved, one per block in turn (block0 esi0, block1 esi0, …,
 /// block0 esi1, …), so a burst of lost frames is spread thin across blocks. Pass `p` (1-based)
 /// sends ESIs `(p-1)·(K+R) .. p·(K+R)` of every block: pass 1 is the K source symbols plus R
@@ -456,7 +457,16 @@ impl Sender {
 
     fn open_window(config: &SenderConfig, cur: &mut Current, start: u64) {
         let blocks = cur.params.block_count();
-        let n = (blocks.saturating_sub(start)).min(u64::from(config.window_blocks));
+        // Block 0 is a window of its own, first in every pass: it carries the bundle's signed
+        // prefix and header, and a receiver holds an object it cannot yet authenticate in a
+        // small memory share with no staging (transport/recv/mod.rs, "Authenticate first"), so
+        // the sooner that block is whole the sooner the rest is staged normally.
+        let width = if start == 0 {
+            1
+        } else {
+            u64::from(config.window_blocks)
+        };
+        let n = (blocks.saturating_sub(start)).min(width);
         cur.window_start = start;
         cur.slots = (0..n).map(|_| None).collect();
         cur.requested = 0;

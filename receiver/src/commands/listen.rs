@@ -477,6 +477,7 @@ impl Totals {
 
 fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64>) -> String {
     let s = pipeline.stats();
+    let a = pipeline.admission_counters();
     let mut e = Exposition::default();
     e.counter(
         "sluice_datagrams_total",
@@ -579,6 +580,31 @@ fn render_metrics(pipeline: &Pipeline, totals: &Totals, kernel_drops: Option<u64
         s.heartbeats,
     )
     .counter(
+        "sluice_objects_unauthenticated_refused_total",
+        "Objects whose first bytes did not verify under a trusted key (counted, never recorded).",
+        a.rejected_unauthenticated,
+    )
+    .counter(
+        "sluice_sessions_unauthenticated_expired_total",
+        "Unauthenticated transfers forgotten (idle, replaced, or ended before authenticating).",
+        s.sessions_unauthenticated_expired,
+    )
+    .counter(
+        "sluice_records_suppressed_total",
+        "Duplicate or rejection records not written (per-bundle hourly window or record budget).",
+        a.records_suppressed_window + a.records_suppressed_budget,
+    )
+    .counter(
+        "sluice_replays_unverified_total",
+        "Resends of completed objects, counted without a record.",
+        a.replays_unverified,
+    )
+    .counter(
+        "sluice_decodes_deferred_total",
+        "Decodes that waited for a worker (never run on the receive thread).",
+        pipeline.decodes_deferred(),
+    )
+    .counter(
         "sluice_bundles_accepted_total",
         "Bundles committed to quarantine.",
         totals.accepted,
@@ -641,6 +667,7 @@ fn write_status(
     heartbeats_authenticated: bool,
 ) {
     let s = pipeline.stats();
+    let a = pipeline.admission_counters();
     let heartbeat = pipeline.last_heartbeat().map(|hb| {
         serde_json::json!({
             "sender_id": hex::encode(hb.sender_id),
@@ -689,6 +716,11 @@ fn write_status(
             "budget_drops": s.budget_drops, "sessions_refused": s.sessions_refused,
             "sessions_opened": s.sessions_opened, "sessions_abandoned": s.objects_abandoned,
             "staging_refused": s.staging_refused,
+            "unauthenticated_refused": a.rejected_unauthenticated,
+            "unauthenticated_by_code": &a.unauthenticated_by_code,
+            "records_suppressed": a.records_suppressed_window + a.records_suppressed_budget,
+            "replays_unverified": a.replays_unverified,
+            "decodes_deferred": pipeline.decodes_deferred(),
         },
     });
     write_json_atomically(path, &status);

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sluice_common::bundle::Verified;
+use sluice_common::bundle::auth::{self, AuthStep};
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::bundle::verify::{self, VerifyOptions};
 
@@ -180,20 +181,28 @@ impl Drop for EarlyVerify {
 
 fn run(mut reader: GrowingReader, store: &Mutex<Store>, trust: &TrustStore) -> EarlyResult {
     let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
-    // The channel's high-water mark is needed before verification starts, so read the envelope
-    // and header first, then start over from byte 0 (the same bytes, from the page cache).
-    let (envelope, header) =
-        verify::inspect(BufReader::new(&mut reader)).map_err(|e| e.to_string())?;
-    if envelope.id.object_id() != reader.object_id {
+    // The channel's high-water mark is needed before verification starts, so authenticate the
+    // prefix and header first (signature before any decoding), then start over from byte 0
+    // (the same bytes, from the page cache).
+    let step = auth::authenticate_from(
+        BufReader::new(&mut reader),
+        trust,
+        auth::DEFAULT_MAX_HEADER_BYTES,
+    )
+    .map_err(|e| e.to_string())?;
+    let AuthStep::Authenticated(prefix) = step else {
+        return Err("the object's first bytes did not authenticate".into());
+    };
+    if prefix.object_id() != reader.object_id {
         return Err("the transport object id does not match the bundle inside it".into());
     }
     let (extraction, last_sequence) = {
         let store = lock();
-        if store.is_accepted(&envelope.id) {
+        if store.is_accepted(&prefix.id()) {
             return Err("already accepted: a resend".into());
         }
         let last = store
-            .high_water_mark(&header.channel)
+            .high_water_mark(prefix.channel())
             .map_err(|e| e.to_string())?;
         (store.stage_extract().map_err(|e| e.to_string())?, last)
     };

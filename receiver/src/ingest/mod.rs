@@ -2,14 +2,22 @@
 //! [`Receiver`] → staging object in the store → bundle verification → quarantine commit or a
 //! recorded rejection.
 //!
+//! Authenticate first: the transport [`Receiver`] keeps a new object *unauthenticated* (no
+//! staging file, no quota, nothing persisted, a small memory share) until its first bytes are
+//! offered; the pipeline checks the ed25519 signature over the raw prefix and header
+//! (`sluice_common::bundle::auth`) and asks [`admit`]'s `Admission` about the signed facts
+//! before anything of the object is staged. Unauthenticated refusals are counted, never
+//! recorded or logged; every other non-accept record is within admission's budget.
+//!
 //! Threads, and why:
 //! - the caller's thread owns the [`Receiver`] state machine and performs its effects, except
-//!   staging I/O;
+//!   staging I/O and decoding;
 //! - one staging writer ([`stager`]) creates, writes, checkpoints and fsyncs staged
 //!   objects in effect order, so copying blocks into the page cache (the receive thread's
 //!   largest cost) never stops the socket from being drained;
 //! - decode workers run RaptorQ [`DecodeTask`]s, the only CPU-heavy step of reception, so a decode
-//!   never delays draining the socket;
+//!   never delays draining the socket (when their queue is full a task waits in the pipeline,
+//!   counted, never decoded inline);
 //! - one verifier thread verifies complete objects and commits them. Verification streams the
 //!   whole bundle through blake3 and into an extraction directory (seconds for a large bundle), so
 //!   it runs outside the store lock: the lock is taken only to open the object, stage the
@@ -28,21 +36,23 @@
 //!
 //! ```text
 //! outcome    Outcome, OutcomeKind, LastHeartbeat, the outcome log line
-//! budget     RecordBudget, VerifyRetries (time passed in)      imports nothing of ingest
+//! admit      the one Admission behind a mutex, its clock       imports nothing of ingest
 //! frontier   how far an object's bytes are written             nothing
 //! stager     the staging writer thread                         frontier
 //! early      early verifiers                                   frontier
-//! commit     verify_and_commit: one object's decision          budget, early, outcome
-//! workers    decode pool and verifier thread                   budget, commit, outcome
-//! pipeline   Pipeline: the Receiver and its effects            budget, commit, early, outcome,
+//! first_bytes  the decision about an object's first bytes      admit, outcome
+//! commit     verify_and_commit: one object's decision          admit, early, outcome
+//! workers    decode pool and verifier thread                   admit, commit, outcome
+//! pipeline   Pipeline: the Receiver and its effects            admit, commit, early, outcome,
 //!                                                              stager, workers
 //! ```
 
 use std::path::Path;
 
-mod budget;
+mod admit;
 mod commit;
 pub mod early;
+mod first_bytes;
 pub mod frontier;
 mod outcome;
 mod pipeline;

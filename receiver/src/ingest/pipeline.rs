@@ -1,28 +1,32 @@
 //! [`Pipeline`]: the caller's side of the ingest path. It owns the transport [`Receiver`] and
-//! performs its effects: staging I/O goes to the staging writer, decodes to the worker pool,
-//! complete objects to the verifier thread; outcomes come back to the caller. It keeps the
-//! per-object transport figures that end up in receipts and audit records.
+//! performs its effects: an object's first bytes are authenticated here (signature over the raw
+//! prefix and header, then [`Admission`](sluice_common::admission::Admission)) before anything of
+//! it is staged, staging I/O goes to the staging writer, decodes to the worker pool (never run on
+//! this thread: a full queue defers them), complete objects to the verifier thread; outcomes
+//! come back to the caller. It keeps the per-object transport figures that end up in receipts
+//! and audit records.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver as Rx, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver as Rx, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use sluice_common::admission::Counters;
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::transport::progress::Progress;
 use sluice_common::transport::recv::{
-    AbandonReason, DecodeTask, Decoded, Effect, Event, Handled, Receiver, ReceiverConfig,
-    ReceiverStats,
+    AbandonReason, Decoded, Effect, Event, Handled, Receiver, ReceiverConfig, ReceiverStats,
 };
 use sluice_host::time::now_unix_ms as unix_ms;
 
-use super::budget::VerifyRetries;
+use super::admit::Admit;
 use super::commit::VerifyJob;
 use super::early::{self, EarlyVerify};
+use super::first_bytes::{self, FirstBytes};
 use super::outcome::{LastHeartbeat, Outcome, OutcomeKind, log_outcome};
 use super::stager::{StageDone, StageOp, Stager};
-use super::workers::{self, Decoders, Verifier};
+use super::workers::{self, DecodeQueue, Decoders, Verifier};
 use crate::store::{Source, Store, StoreError, TransportFigures};
 
 /// Per-object transport figures gathered while frames arrive.
@@ -55,7 +59,8 @@ pub struct Pipeline {
     next_generation: u64,
     source: Source,
     tallies: HashMap<[u8; 16], Tally>,
-    decode_tx: Option<SyncSender<DecodeTask>>,
+    /// Decode tasks to the workers (never run on this thread; a full queue defers them).
+    decodes: DecodeQueue,
     decoded_rx: Rx<Decoded>,
     decoders: Vec<JoinHandle<()>>,
     verify_tx: Option<SyncSender<VerifyJob>>,
@@ -63,10 +68,8 @@ pub struct Pipeline {
     outcome_rx: Rx<Option<Outcome>>,
     verifier: Option<JoinHandle<()>>,
     pending_verifications: usize,
-    /// Decode tasks handed to workers and not yet collected.
-    decodes_in_flight: usize,
-    /// Complete objects whose verdict was a storage error, retried with backoff.
-    verify_retries: VerifyRetries,
+    /// Admission (decisions, record budget, retries), shared with the verifier thread.
+    gate: Arc<Admit>,
     /// The latest `now` the caller passed in (for work done in calls that take no time, like
     /// [`Pipeline::take_outcomes`]).
     now: Instant,
@@ -95,8 +98,10 @@ impl Pipeline {
         let store = Arc::new(Mutex::new(store));
         let trust = Arc::new(trust);
 
+        let gate = Arc::new(Admit::new(now));
         let decoders = workers::spawn_decoders(decode_workers);
-        let verifier = workers::spawn_verifier(Arc::clone(&store), Arc::clone(&trust));
+        let verifier =
+            workers::spawn_verifier(Arc::clone(&store), Arc::clone(&trust), Arc::clone(&gate));
         let Decoders {
             tx: decode_tx,
             rx: decoded_rx,
@@ -119,15 +124,14 @@ impl Pipeline {
             store,
             source,
             tallies: HashMap::new(),
-            decode_tx: Some(decode_tx),
+            decodes: DecodeQueue::new(decode_tx),
             decoded_rx,
             decoders,
             verify_tx: Some(verify_tx),
             outcome_rx,
             verifier: Some(verifier),
             pending_verifications: 0,
-            decodes_in_flight: 0,
-            verify_retries: VerifyRetries::default(),
+            gate,
             now,
             local_outcomes: Vec::new(),
             last_heartbeat: None,
@@ -188,10 +192,14 @@ impl Pipeline {
     /// batch of datagrams and whenever [`poll_timeout`](Self::poll_timeout) passes.
     pub fn drive(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        for id in self.verify_retries.due(now) {
+        let ms = self.gate.ms(now);
+        loop {
+            let due = self.gate.lock().take_due_retry(ms);
+            let Some(id) = due else { break };
             tracing::info!(object = %hex::encode(id), "retrying verification after a storage error");
             self.enqueue_verification(id);
         }
+        self.decodes.flush();
         if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
             self.receiver.handle_timeout(now);
         }
@@ -211,34 +219,26 @@ impl Pipeline {
         while let Ok(outcome) = self.outcome_rx.try_recv() {
             self.pending_verifications = self.pending_verifications.saturating_sub(1);
             if let Some(outcome) = outcome {
-                self.schedule_retry(&outcome);
                 out.push(outcome);
             }
         }
         out
     }
 
-    /// After a verifier storage error on an object still whole in staging, try again with
-    /// backoff ([`VerifyRetries`]); any decision ends the retries.
-    fn schedule_retry(&mut self, outcome: &Outcome) {
-        let id = outcome.object_id;
-        if outcome.kind.is_decision() {
-            self.verify_retries.forget(id);
-            return;
-        }
-        if !matches!(outcome.kind, OutcomeKind::StorageError { .. }) {
-            return;
-        }
-        let gave_up = if self.lock_store().open_object_reader(id).is_ok() {
-            self.verify_retries.schedule(id, self.now).err()
-        } else {
-            self.verify_retries.forget(id);
-            Some(0)
-        };
-        if let Some(tries) = gave_up {
-            tracing::warn!(object = %hex::encode(id), tries,
-                "not retrying verification; a resend after a restart delivers this object");
-        }
+    /// Admission's counters: every decision, recorded or not (unauthenticated refusals, records
+    /// suppressed by the budget or the per-bundle window, replays, retries).
+    pub fn admission_counters(&self) -> Counters {
+        self.gate.counters()
+    }
+
+    /// Decode tasks that had to wait for a worker, since start.
+    pub fn decodes_deferred(&self) -> u64 {
+        self.decodes.deferred_total
+    }
+
+    /// Bytes the transport receiver holds for unauthenticated sessions.
+    pub fn unauthenticated_bytes(&self) -> u64 {
+        self.receiver.unauthenticated_bytes()
     }
 
     /// Verifications queued or running.
@@ -282,7 +282,9 @@ impl Pipeline {
     /// Waits for every in-flight decode, then persists the progress of every live object, so a
     /// restart (or the next import) resumes exactly here.
     pub fn checkpoint_all(&mut self, now: Instant) {
-        while self.decodes_in_flight > 0 && self.collect_decoded_blocking(now) {}
+        // Shutting down: waiting for a queue slot is fine now.
+        self.decodes.flush_blocking();
+        while self.decodes.in_flight > 0 && self.collect_decoded_blocking(now) {}
         let ids: Vec<[u8; 16]> = self.tallies.keys().copied().collect();
         for id in ids {
             self.checkpoint(id);
@@ -292,7 +294,7 @@ impl Pipeline {
     /// Stops the workers after the verifier has finished every queued object, returning the
     /// outcomes not yet taken.
     pub fn finish(mut self) -> Vec<Outcome> {
-        self.decode_tx = None;
+        self.decodes.close();
         // Everything queued for staging lands first; objects it completes still get verified.
         for done in self.stager.finish() {
             if let StageDone::Synced { object_id, .. } = done {
@@ -324,7 +326,7 @@ impl Pipeline {
         loop {
             match self.decoded_rx.try_recv() {
                 Ok(decoded) => {
-                    self.decodes_in_flight = self.decodes_in_flight.saturating_sub(1);
+                    self.decodes.in_flight = self.decodes.in_flight.saturating_sub(1);
                     self.receiver.handle_decoded(now, decoded);
                     self.drain_effects(now);
                 }
@@ -340,7 +342,7 @@ impl Pipeline {
             .recv_timeout(std::time::Duration::from_secs(5))
         {
             Ok(decoded) => {
-                self.decodes_in_flight = self.decodes_in_flight.saturating_sub(1);
+                self.decodes.in_flight = self.decodes.in_flight.saturating_sub(1);
                 self.receiver.handle_decoded(now, decoded);
                 self.drain_effects(now);
                 true
@@ -397,23 +399,16 @@ impl Pipeline {
                     .entry(task.object_id())
                     .or_default()
                     .repaired_blocks += 1;
-                let task = match &self.decode_tx {
-                    Some(tx) => match tx.try_send(task) {
-                        Ok(()) => {
-                            self.decodes_in_flight += 1;
-                            None
-                        }
-                        Err(mpsc::TrySendError::Full(task))
-                        | Err(mpsc::TrySendError::Disconnected(task)) => Some(task),
-                    },
-                    None => Some(task),
-                };
-                // Workers busy: decode here rather than queue without bound. This is the
-                // back-pressure that keeps the budget honest.
-                if let Some(task) = task {
-                    let decoded = task.run();
-                    self.receiver.handle_decoded(now, decoded);
-                }
+                self.decodes.submit(task);
+            }
+            Effect::Authenticate {
+                object_id,
+                prefix,
+                complete,
+            } => self.authenticate(now, object_id, &prefix, complete),
+            Effect::Forgotten { object_id } => {
+                // An unauthenticated session dropped: nothing was staged or recorded.
+                self.tallies.remove(&object_id);
             }
             Effect::Checkpoint { object_id } => self.checkpoint(object_id),
             Effect::Complete { object_id, .. } => {
@@ -445,19 +440,10 @@ impl Pipeline {
                 self.report_incomplete(object_id, missing_blocks, figures);
             }
             Effect::Replayed { object_id } => {
-                let figures = self.figures(object_id);
-                if let Some(tx) = &self.verify_tx
-                    && tx
-                        .send(VerifyJob {
-                            object_id,
-                            figures,
-                            replay: true,
-                            early: None,
-                        })
-                        .is_ok()
-                {
-                    self.pending_verifications += 1;
-                }
+                // Frames naming an object this run completed, not verified again: counted only
+                // (a duplicate is recorded only when a resend authenticates again).
+                let ms = self.gate.ms(now);
+                self.gate.lock().handle_replay(ms, object_id);
             }
             Effect::Abandoned {
                 object_id,
@@ -478,6 +464,35 @@ impl Pipeline {
                 let figures = self.figures(object_id);
                 self.tallies.remove(&object_id);
                 self.report_incomplete(object_id, missing_blocks, figures);
+            }
+        }
+    }
+
+    /// The start of an unauthenticated object grew: [`first_bytes::decide`] checks it; only an
+    /// object it lets proceed is authenticated in the transport (and so staged).
+    fn authenticate(&mut self, now: Instant, object_id: [u8; 16], prefix: &[u8], complete: bool) {
+        let verdict = first_bytes::decide(
+            &self.store,
+            &self.trust,
+            &self.gate,
+            now,
+            object_id,
+            prefix,
+            complete,
+            || self.figures(object_id),
+        );
+        match verdict {
+            FirstBytes::Wait => {}
+            FirstBytes::Stage => {
+                self.receiver.authenticate(now, object_id);
+            }
+            FirstBytes::Refuse { outcome, failed } => {
+                self.receiver.refuse(object_id);
+                self.tallies.remove(&object_id);
+                self.storage_errors += failed;
+                if let Some(outcome) = outcome {
+                    self.report(outcome);
+                }
             }
         }
     }
@@ -626,7 +641,6 @@ impl Pipeline {
                 .send(VerifyJob {
                     object_id,
                     figures,
-                    replay: false,
                     early,
                 })
                 .is_ok()
@@ -671,7 +685,7 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        self.decode_tx = None;
+        self.decodes.close();
         self.verify_tx = None;
     }
 }

@@ -1,21 +1,21 @@
 //! The threads the pipeline starts: a pool of RaptorQ decode workers and the one verifier
-//! thread (with its memory of recent decisions, so a resend of an object it already accepted is
-//! recorded as a duplicate without receiving it again).
+//! thread. A resend of an object the transport already completed is only counted
+//! (`Admission::handle_replay`): forged frames naming a known object id cost nothing to send, so
+//! they never reach the verifier or a record.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver as Rx, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use sluice_common::bundle::BundleId;
 use sluice_common::bundle::trust::TrustStore;
 use sluice_common::transport::recv::{DecodeTask, Decoded};
 use sluice_host::time::now_unix_ms;
 
-use super::budget::RecordBudget;
+use super::admit::Admit;
 use super::commit::{VerifyJob, verify_and_commit};
-use super::outcome::{Outcome, OutcomeKind, log_outcome};
+use super::outcome::Outcome;
 use crate::store::Store;
 
 /// How many verifications may wait behind the running one. Each waiting one is a complete
@@ -63,6 +63,84 @@ pub(super) fn spawn_decoders(workers: usize) -> Decoders {
     }
 }
 
+/// The decode pool's input side. Decoding never runs on the receive thread: a forged all-repair
+/// block costs tens of ms of CPU, and that thread must keep draining the socket. When the
+/// workers' queue is full a task waits here; its memory is already charged to the transport
+/// receiver's budget (`DecodeTask` holds a copy of its symbols until `handle_decoded`), so this
+/// queue is bounded by that budget.
+pub(super) struct DecodeQueue {
+    tx: Option<SyncSender<DecodeTask>>,
+    deferred: VecDeque<DecodeTask>,
+    /// Tasks handed to workers and not yet collected.
+    pub(super) in_flight: usize,
+    /// Tasks that had to wait for a queue slot, since start.
+    pub(super) deferred_total: u64,
+}
+
+impl DecodeQueue {
+    pub(super) fn new(tx: SyncSender<DecodeTask>) -> Self {
+        DecodeQueue {
+            tx: Some(tx),
+            deferred: VecDeque::new(),
+            in_flight: 0,
+            deferred_total: 0,
+        }
+    }
+
+    /// Hands `task` to the workers, or defers it (in order) if their queue is full.
+    pub(super) fn submit(&mut self, task: DecodeTask) {
+        let waiting = if self.deferred.is_empty() {
+            self.try_send(task)
+        } else {
+            Some(task)
+        };
+        if let Some(task) = waiting {
+            self.deferred_total += 1;
+            self.deferred.push_back(task);
+        }
+    }
+
+    fn try_send(&mut self, task: DecodeTask) -> Option<DecodeTask> {
+        let Some(tx) = &self.tx else {
+            return Some(task);
+        };
+        match tx.try_send(task) {
+            Ok(()) => {
+                self.in_flight += 1;
+                None
+            }
+            Err(mpsc::TrySendError::Full(task) | mpsc::TrySendError::Disconnected(task)) => {
+                Some(task)
+            }
+        }
+    }
+
+    /// Moves deferred tasks to the workers while their queue has room.
+    pub(super) fn flush(&mut self) {
+        while let Some(task) = self.deferred.pop_front() {
+            if let Some(task) = self.try_send(task) {
+                self.deferred.push_front(task);
+                return;
+            }
+        }
+    }
+
+    /// Moves every deferred task to the workers, waiting for room (shutdown only).
+    pub(super) fn flush_blocking(&mut self) {
+        while let Some(task) = self.deferred.pop_front() {
+            match &self.tx {
+                Some(tx) if tx.send(task).is_ok() => self.in_flight += 1,
+                _ => return,
+            }
+        }
+    }
+
+    /// Stops the workers (after the tasks already queued).
+    pub(super) fn close(&mut self) {
+        self.tx = None;
+    }
+}
+
 /// The verifier thread: jobs in, one message per job out (`None` for a job that decided nothing
 /// worth reporting).
 pub(super) struct Verifier {
@@ -72,33 +150,21 @@ pub(super) struct Verifier {
 }
 
 /// Starts the verifier thread. It stops when `tx` is dropped, after the queued jobs.
-pub(super) fn spawn_verifier(store: Arc<Mutex<Store>>, trust: Arc<TrustStore>) -> Verifier {
+pub(super) fn spawn_verifier(
+    store: Arc<Mutex<Store>>,
+    trust: Arc<TrustStore>,
+    gate: Arc<Admit>,
+) -> Verifier {
     let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(VERIFY_QUEUE);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Option<Outcome>>();
     let thread = std::thread::Builder::new()
         .name("verify".into())
         .spawn(move || {
-            let mut recent = RecentDecisions::default();
-            let mut budget = RecordBudget::new(Instant::now());
             for job in verify_rx {
-                let outcome = if job.replay {
-                    record_replay(&store, &recent, job)
-                } else {
-                    // This thread's clocks, read once per object at the edge.
-                    let now = Instant::now();
-                    let now_unix = now_unix_ms() / 1000;
-                    Some(verify_and_commit(
-                        &store,
-                        &trust,
-                        &mut budget,
-                        job,
-                        now,
-                        now_unix,
-                    ))
-                };
-                if let Some(outcome) = &outcome {
-                    recent.remember(outcome);
-                }
+                // This thread's clocks, read once per object at the edge.
+                let now = Instant::now();
+                let now_unix = now_unix_ms() / 1000;
+                let outcome = verify_and_commit(&store, &trust, &gate, job, now, now_unix);
                 if outcome_tx.send(outcome).is_err() {
                     return;
                 }
@@ -110,75 +176,4 @@ pub(super) fn spawn_verifier(store: Arc<Mutex<Store>>, trust: Arc<TrustStore>) -
         rx: outcome_rx,
         thread,
     }
-}
-
-/// What the verifier thread remembers of recent decisions, so a resend of an object it already
-/// accepted can be recorded as a duplicate without receiving it again. Bounded like the
-/// transport receiver's own memory of completed objects.
-#[derive(Default)]
-struct RecentDecisions {
-    by_object: HashMap<[u8; 16], (BundleId, String, u64)>,
-    order: VecDeque<[u8; 16]>,
-}
-
-impl RecentDecisions {
-    const CAPACITY: usize = sluice_common::transport::recv::COMPLETED_MEMORY;
-
-    fn remember(&mut self, outcome: &Outcome) {
-        let (Some(bundle), Some(channel), Some(sequence)) =
-            (outcome.bundle_id, outcome.channel.clone(), outcome.sequence)
-        else {
-            return;
-        };
-        if !matches!(
-            outcome.kind,
-            OutcomeKind::Accepted { .. } | OutcomeKind::Duplicate
-        ) {
-            return;
-        }
-        if self
-            .by_object
-            .insert(outcome.object_id, (bundle, channel, sequence))
-            .is_none()
-        {
-            self.order.push_back(outcome.object_id);
-        }
-        while self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.by_object.remove(&old);
-            }
-        }
-    }
-}
-
-/// Records a resend of an object this run already decided. Only accepted bundles get a
-/// `duplicate` record: a replayed capture of something rejected is counted in metrics but not
-/// written again, so replaying garbage cannot grow the audit log.
-fn record_replay(
-    store: &Mutex<Store>,
-    recent: &RecentDecisions,
-    job: VerifyJob,
-) -> Option<Outcome> {
-    let (bundle, channel, sequence) = recent.by_object.get(&job.object_id)?.clone();
-    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-    let kind = match store.record_duplicate(
-        &bundle,
-        Some((&channel, sequence, "")),
-        job.figures.clone(),
-    ) {
-        Ok(_) => OutcomeKind::Duplicate,
-        Err(e) => OutcomeKind::StorageError {
-            detail: e.to_string(),
-        },
-    };
-    let outcome = Outcome {
-        object_id: job.object_id,
-        bundle_id: Some(bundle),
-        channel: Some(channel),
-        sequence: Some(sequence),
-        kind,
-        figures: job.figures,
-    };
-    log_outcome(&outcome);
-    Some(outcome)
 }

@@ -1,11 +1,13 @@
-//! Block memory: one buffer per block with symbols (allocated on its first symbol, reserved at
-//! its worst case), the byte budget they share with in-flight decodes and unpolled writes, LRU
-//! eviction when the budget is full, and turning a buffer into a block write (straight copy of
-//! the source symbols, or a decode task).
+//! Block memory: one buffer per block with symbols (allocated on its first symbol, charged per
+//! stored symbol), the byte budget they share with in-flight decodes, unpolled writes and the
+//! blocks unauthenticated sessions hold, eviction when the budget is full (never of a block that
+//! made more progress than the one asking, never of an authenticated session's block for an
+//! unauthenticated one), and turning a buffer into a block write (straight copy of the source
+//! symbols, or a decode task).
 
 use std::time::Instant;
 
-use super::{DecodeTask, Decoded, Effect, Handled, Receiver, SYMBOL_OVERHEAD};
+use super::{BLOCK_OVERHEAD, DecodeTask, Decoded, Effect, Handled, Receiver, SYMBOL_OVERHEAD};
 use crate::transport::fec::{AddOutcome, Assembled, BlockAssembler, NeedMore};
 use crate::transport::params::{ESI_LIMIT, ObjectParams};
 use crate::transport::wire::DataFrame;
@@ -20,7 +22,8 @@ struct Symbol<'a> {
 #[derive(Debug)]
 pub(super) struct BlockBuf {
     pub(super) asm: BlockAssembler,
-    /// Bytes reserved for `asm`: its worst case, charged when the block is first seen.
+    /// Bytes charged for `asm` so far: [`BLOCK_OVERHEAD`] plus, per stored symbol, the growth
+    /// it caused and [`SYMBOL_OVERHEAD`].
     pub(super) reserved: u64,
     /// LRU key in `Receiver::lru` (None while a decode is in flight).
     pub(super) tick: Option<u64>,
@@ -44,14 +47,6 @@ fn gap_from(params: &ObjectParams, block: u64, esi: u32) -> u32 {
 }
 
 impl Receiver {
-    /// Worst-case bytes of one block's assembler: `K + repair_surplus` symbols of T bytes
-    /// plus their bookkeeping. Charged up front so the budget can never be overrun by growth.
-    pub(super) fn block_reserve(&self, params: &ObjectParams, block: u64) -> u64 {
-        let k = params.source_symbols(block);
-        let max = u64::from(self.config.limits.max_stored_symbols(k));
-        max * (u64::from(params.symbol_size) + SYMBOL_OVERHEAD) + u64::from(k) * 4
-    }
-
     pub(super) fn handle_data(&mut self, now: Instant, frame: DataFrame<'_>) -> Handled {
         let params = frame.header.params;
         let d = Symbol {
@@ -71,20 +66,17 @@ impl Receiver {
             return Handled::Other;
         }
         let id = params.object_id;
-        let Some(s) = self.sessions.get(&id) else {
+        let Some(s) = self.sessions.get_mut(&id) else {
             return Handled::Other;
         };
         if s.progress.is_done(d.block) {
             self.stats.late_symbols += 1;
             return Handled::Other;
         }
-        if !s.blocks.contains_key(&d.block) {
-            // First symbol of this block: reserve its worst case before allocating anything.
-            let reserve = self.block_reserve(&params, d.block);
-            if !self.make_room(reserve, (id, d.block)) {
-                self.stats.budget_drops += 1;
-                return Handled::Other;
-            }
+        let authenticated = s.authenticated;
+        // The block's buffer, created (allocating nothing yet) on its first symbol.
+        let new_block = !s.blocks.contains_key(&d.block);
+        if new_block {
             let Ok(block32) = u32::try_from(d.block) else {
                 self.stats.over_limit += 1;
                 return Handled::Other;
@@ -93,21 +85,37 @@ impl Receiver {
                 self.stats.over_limit += 1;
                 return Handled::Other;
             };
-            let Some(s) = self.sessions.get_mut(&id) else {
-                return Handled::Other;
-            };
             s.blocks.insert(
                 d.block,
                 BlockBuf {
                     asm,
-                    reserved: reserve,
+                    reserved: 0,
                     tick: None,
                     in_flight: false,
                     gap_from: gap_from(&params, d.block, d.esi),
                     next_esi: gap_from(&params, d.block, d.esi),
                 },
             );
-            self.buffered += reserve;
+        }
+        let Some(b) = s.blocks.get(&d.block) else {
+            return Handled::Other;
+        };
+        let held_symbols = b.asm.symbols_held();
+        // Charge what storing this symbol allocates, before it is allocated. `None`: it would
+        // not be stored (duplicate, full, finished), so `add` below counts it and allocates
+        // nothing.
+        let cost = b
+            .asm
+            .add_cost(d.esi)
+            .map(|c| c + SYMBOL_OVERHEAD + if new_block { BLOCK_OVERHEAD } else { 0 });
+        if let Some(cost) = cost {
+            if !self.make_room(cost, (id, d.block), authenticated, held_symbols) {
+                self.stats.budget_drops += 1;
+                if new_block {
+                    self.take_block(&id, d.block);
+                }
+                return Handled::Other;
+            }
         }
         self.tick += 1;
         let tick = self.tick;
@@ -117,24 +125,43 @@ impl Receiver {
         let Some(b) = s.blocks.get_mut(&d.block) else {
             return Handled::Other;
         };
-        match b.asm.add(d.esi, d.payload) {
-            Ok(AddOutcome::Stored) => self.stats.symbols_accepted += 1,
+        let outcome = b.asm.add(d.esi, d.payload);
+        if let (Ok(AddOutcome::Stored), Some(cost)) = (&outcome, cost) {
+            b.reserved += cost;
+            s.bytes += cost;
+            s.symbols += 1;
+            self.buffered += cost;
+            if !authenticated {
+                self.unauth_buffered += cost;
+            }
+        }
+        let dropped = match outcome {
+            Ok(AddOutcome::Stored) => {
+                self.stats.symbols_accepted += 1;
+                false
+            }
             Ok(AddOutcome::Duplicate) => {
                 self.stats.duplicate_symbols += 1;
-                return Handled::Other;
+                true
             }
             Ok(AddOutcome::Full) => {
                 self.stats.over_cap_symbols += 1;
-                return Handled::Other;
+                true
             }
             Ok(AddOutcome::Finished) => {
                 self.stats.late_symbols += 1;
-                return Handled::Other;
+                true
             }
             Err(_) => {
                 self.stats.over_limit += 1;
-                return Handled::Other;
+                true
             }
+        };
+        if dropped {
+            if new_block {
+                self.take_block(&id, d.block);
+            }
+            return Handled::Other;
         }
         // The sender sends each block's symbol ids in increasing order, so a stored id past the
         // next expected one means the ids in between were lost; a stored id below it fills a
@@ -159,69 +186,128 @@ impl Receiver {
         }
     }
 
-    /// Make room for `cost` more bytes, evicting least-recently-fed blocks other than
-    /// `protect`. False if the budget cannot fit it.
-    pub(super) fn make_room(&mut self, cost: u64, protect: ([u8; 16], u64)) -> bool {
-        while self.buffered + cost > self.config.max_buffered_bytes {
-            let victim = self
-                .lru
-                .iter()
-                .find(|(_, key)| **key != protect)
-                .map(|(t, key)| (*t, *key));
+    /// Whether block `block` of an unauthenticated session carries bytes offered for
+    /// authentication (its offset is below `max_auth_prefix_bytes`): such a block is never
+    /// evicted, and may evict its own session's later blocks, so a real object's first block
+    /// completes even while the rest of it crowds the session's share.
+    fn is_prefix_block(&self, id: &[u8; 16], block: u64) -> bool {
+        self.sessions.get(id).is_some_and(|s| {
+            !s.authenticated
+                && s.progress
+                    .params
+                    .block_offset(block)
+                    .is_some_and(|o| o < self.config.max_auth_prefix_bytes)
+        })
+    }
+
+    /// Make room for `cost` more bytes for block `protect`, whose session is `authenticated`
+    /// and which holds `held_symbols` symbols: within the whole budget, and for an
+    /// unauthenticated session also within the unauthenticated pool and its own share. Evicts,
+    /// least recently fed first, only blocks that (a) hold no more symbols than `held_symbols`
+    /// (a new or unfed block never evicts one making progress), except that an unauthenticated
+    /// session's first (prefix) blocks may evict its own later ones; (b) for an
+    /// unauthenticated requester, belong to unauthenticated sessions (and only to its own while
+    /// it is over its share); and (c) are not an unauthenticated session's prefix blocks.
+    /// False if that cannot make room.
+    pub(super) fn make_room(
+        &mut self,
+        cost: u64,
+        protect: ([u8; 16], u64),
+        authenticated: bool,
+        held_symbols: u32,
+    ) -> bool {
+        let pool = self.config.unauthenticated_pool_bytes();
+        let share = self.config.unauthenticated_session_bytes();
+        let requester_prefix = self.is_prefix_block(&protect.0, protect.1);
+        loop {
+            let session_bytes = self.sessions.get(&protect.0).map_or(0, |s| s.bytes);
+            let over_budget = self.buffered + cost > self.config.max_buffered_bytes;
+            let over_pool = !authenticated && self.unauth_buffered + cost > pool;
+            let over_share = !authenticated && session_bytes + cost > share;
+            if !over_budget && !over_pool && !over_share {
+                return true;
+            }
+            let victim = self.lru.iter().find_map(|(t, key)| {
+                if *key == protect || (over_share && key.0 != protect.0) {
+                    return None;
+                }
+                let s = self.sessions.get(&key.0)?;
+                if !authenticated && s.authenticated {
+                    return None;
+                }
+                if self.is_prefix_block(&key.0, key.1) {
+                    return None;
+                }
+                let b = s.blocks.get(&key.1)?;
+                let own_later = requester_prefix && key.0 == protect.0;
+                (own_later || b.asm.symbols_held() <= held_symbols).then_some((*t, *key))
+            });
             let Some((t, (id, block))) = victim else {
                 return false;
             };
             self.lru.remove(&t);
-            if let Some(b) = self
-                .sessions
-                .get_mut(&id)
-                .and_then(|s| s.blocks.remove(&block))
-            {
-                self.buffered = self.buffered.saturating_sub(b.reserved);
+            if self.take_block(&id, block).is_some() {
                 self.stats.blocks_evicted += 1;
             }
         }
-        true
     }
 
     pub(super) fn release(&mut self, bytes: u64) {
         self.buffered = self.buffered.saturating_sub(bytes);
     }
 
-    /// Drop one block's buffer (not in the LRU any more, reservation released).
-    pub(super) fn drop_block(&mut self, id: &[u8; 16], block: u64) -> Option<BlockBuf> {
-        let b = self.sessions.get_mut(id)?.blocks.remove(&block)?;
+    /// Release the budget of an in-flight decode of `(id, block)`.
+    pub(super) fn release_in_flight(&mut self, id: [u8; 16], block: u64) {
+        if let Some((cost, unauth)) = self.in_flight.remove(&(id, block)) {
+            self.release(cost);
+            if unauth {
+                self.unauth_buffered = self.unauth_buffered.saturating_sub(cost);
+            }
+        }
+    }
+
+    /// Remove one block's buffer, releasing what it was charged (LRU entry, budget, the
+    /// session's bytes and, for an unauthenticated session, the pool).
+    pub(super) fn take_block(&mut self, id: &[u8; 16], block: u64) -> Option<BlockBuf> {
+        let s = self.sessions.get_mut(id)?;
+        let b = s.blocks.remove(&block)?;
+        s.bytes = s.bytes.saturating_sub(b.reserved);
+        let unauth = !s.authenticated;
         if let Some(t) = b.tick {
             self.lru.remove(&t);
         }
         self.release(b.reserved);
+        if unauth {
+            self.unauth_buffered = self.unauth_buffered.saturating_sub(b.reserved);
+        }
         Some(b)
     }
 
     /// Copy the block out, or hand out a decode job, if its assembler has enough symbols.
     pub(super) fn poll_block(&mut self, id: &[u8; 16], block: u64) {
-        let Some(b) = self
-            .sessions
-            .get_mut(id)
-            .and_then(|s| s.blocks.get_mut(&block))
-        else {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let authenticated = s.authenticated;
+        let Some(b) = s.blocks.get_mut(&block) else {
             return;
         };
         if b.in_flight {
             return;
         }
+        let held_symbols = b.asm.symbols_held();
         match b.asm.poll() {
             Assembled::Pending => {
                 if b.asm.is_exhausted() {
                     // Full, and decoding from everything stored failed: start the block over
                     // (a later pass refills it).
-                    self.drop_block(id, block);
+                    self.take_block(id, block);
                     self.stats.blocks_evicted += 1;
                 }
             }
             Assembled::Complete(data) => {
-                self.drop_block(id, block);
-                // Released the reservation (≥ K × T ≥ the block) before charging the write.
+                self.take_block(id, block);
+                // Released the block's charge (≥ K × T ≥ the block) before charging the write.
                 self.buffered += data.len() as u64;
                 self.stats.blocks_copied += 1;
                 self.emit_write(id, block, data);
@@ -232,7 +318,7 @@ impl Receiver {
                     .get(id)
                     .map_or(0, |s| u64::from(s.progress.params.symbol_size));
                 let cost = u64::from(job.symbols()) * (t + 4);
-                if !self.make_room(cost, (*id, block)) {
+                if !self.make_room(cost, (*id, block), authenticated, held_symbols) {
                     // The assembler offers another job after a few more symbols.
                     self.stats.budget_drops += 1;
                     return;
@@ -249,7 +335,10 @@ impl Receiver {
                     self.lru.remove(&t);
                 }
                 self.buffered += cost;
-                self.in_flight.insert((*id, block), cost);
+                if !authenticated {
+                    self.unauth_buffered += cost;
+                }
+                self.in_flight.insert((*id, block), (cost, !authenticated));
                 self.effects.push_back(Effect::Decode(DecodeTask {
                     object_id: *id,
                     block,
@@ -264,20 +353,20 @@ impl Receiver {
         let _ = now;
         let id = decoded.object_id;
         let block = decoded.block;
-        let job_bytes = self.in_flight.remove(&(id, block)).unwrap_or(0);
-        self.release(job_bytes);
+        self.release_in_flight(id, block);
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
         if s.progress.is_done(block) {
             return;
         }
+        let authenticated = s.authenticated;
         match decoded.result {
             Ok(data) => {
-                self.drop_block(&id, block);
-                if !self.make_room(data.len() as u64, (id, block)) {
-                    // Cannot happen (the block's reservation and the job were just released),
-                    // but never overrun the budget: the symbols come again on a later pass.
+                self.take_block(&id, block);
+                if !self.make_room(data.len() as u64, (id, block), authenticated, u32::MAX) {
+                    // Only when the unauthenticated pool is full of other sessions' held
+                    // blocks: the symbols come again on a later pass.
                     self.stats.budget_drops += 1;
                     return;
                 }
@@ -299,12 +388,24 @@ impl Receiver {
         }
     }
 
+    /// A block is complete (its bytes already charged to `buffered`). Authenticated: a `Write`
+    /// (and maybe `Checkpoint`/`Complete`). Unauthenticated: held in the session, and its start
+    /// offered for authentication if it grew.
     pub(super) fn emit_write(&mut self, id: &[u8; 16], block: u64, data: Vec<u8>) {
         let Some(s) = self.sessions.get_mut(id) else {
+            self.release(data.len() as u64);
             return;
         };
-        let offset = s.progress.params.block_offset(block).unwrap_or(0);
         s.progress.set_done(block);
+        if !s.authenticated {
+            let len = data.len() as u64;
+            s.bytes += len;
+            s.held.insert(block, data);
+            self.unauth_buffered += len;
+            self.offer_prefix(id);
+            return;
+        }
+        let offset = s.progress.params.block_offset(block).unwrap_or(0);
         s.writes_since_checkpoint += 1;
         let checkpoint = s.writes_since_checkpoint >= self.config.checkpoint_every_blocks;
         if checkpoint {

@@ -21,10 +21,20 @@ use super::fec::{DecodeJob, NeedMore};
 use super::params::{Limits, ObjectParams};
 use super::progress::Progress;
 use super::wire::{self, Frame, FrameError, Heartbeat, LedgerEntry, LinkKey};
+use crate::bundle::auth::{DEFAULT_MAX_HEADER_BYTES, max_input_bytes};
 use session::{CompletedObject, Session};
 
-/// Bytes charged per symbol slot on top of its payload (ESI, source slot, dedup entry).
+/// Bytes charged per stored symbol on top of the arena growth it causes: its ESI slot, a dedup
+/// entry (a repair ESI's hash-set slot, amortised over the set's doubling) and the LRU entry.
 pub const SYMBOL_OVERHEAD: u64 = 24;
+/// Bytes charged per block buffer for its bookkeeping (the `BlockBuf`, its map and LRU slots).
+pub const BLOCK_OVERHEAD: u64 = 256;
+/// The most bytes of an object's start that are offered for authentication
+/// ([`Effect::Authenticate`]): prefix + header + signature under the default header bound of
+/// [`crate::bundle::auth`] (1 MiB + 86 bytes).
+pub fn default_auth_prefix_bytes() -> u64 {
+    max_input_bytes(DEFAULT_MAX_HEADER_BYTES) as u64
+}
 /// Object ids remembered after completion, so late frames and later passes of a finished object
 /// are dropped instead of re-opening it. 1024 × ~40 bytes.
 pub const COMPLETED_MEMORY: usize = 1024;
@@ -72,6 +82,19 @@ pub struct ReceiverConfig {
     /// After [`Receiver::handle_staging_failed`], frames of that object are dropped for this
     /// long; the next frame after it opens a new session (and a new staging attempt). Default 5 s.
     pub staging_retry: Duration,
+    /// Unauthenticated sessions (see [`Receiver`], "Authenticate first") at once. Default 2;
+    /// each may hold [`ReceiverConfig::unauthenticated_session_bytes`]. A new one beyond this
+    /// replaces the unauthenticated session with the fewest stored symbols (the youngest among
+    /// equals), so a flood of forged one-frame objects replaces itself and never a real object
+    /// that is receiving its first block.
+    pub max_unauthenticated_sessions: usize,
+    /// An unauthenticated session with no valid frame for this long is forgotten
+    /// ([`Effect::Forgotten`]). Default 10 s: a real sender sends its object's first block first,
+    /// so the session authenticates after about one block.
+    pub unauthenticated_idle_timeout: Duration,
+    /// Most bytes of an object's start held and offered for authentication. Default
+    /// [`default_auth_prefix_bytes`] (1 MiB + 86).
+    pub max_auth_prefix_bytes: u64,
 }
 
 impl ReceiverConfig {
@@ -88,7 +111,25 @@ impl ReceiverConfig {
             end_grace: Duration::from_secs(2),
             checkpoint_every_blocks: 64,
             staging_retry: Duration::from_secs(5),
+            max_unauthenticated_sessions: 2,
+            unauthenticated_idle_timeout: Duration::from_secs(10),
+            max_auth_prefix_bytes: default_auth_prefix_bytes(),
         }
+    }
+
+    /// Bytes all unauthenticated sessions together may hold (symbols and completed blocks):
+    /// a quarter of `max_buffered_bytes` (12 MiB of the default 48). Authenticated sessions
+    /// always keep the other three quarters.
+    pub fn unauthenticated_pool_bytes(&self) -> u64 {
+        self.max_buffered_bytes / 4
+    }
+
+    /// Bytes one unauthenticated session may hold: the pool split between
+    /// `max_unauthenticated_sessions` (6 MiB each with the defaults): room for its first block
+    /// (≈1 MiB at T ≤ 1414, 4.2 MB at jumbo T, which needs `max_buffered_bytes` ≥ 36 MiB) and
+    /// the blocks that follow it while it authenticates.
+    pub fn unauthenticated_session_bytes(&self) -> u64 {
+        self.unauthenticated_pool_bytes() / self.max_unauthenticated_sessions.max(1) as u64
     }
 }
 
@@ -105,7 +146,28 @@ pub enum AbandonReason {
 /// call; `Write` data counts against the memory budget until it is polled.
 #[derive(Debug)]
 pub enum Effect {
-    /// A new object: create or reserve its staging file of `params.object_len` bytes.
+    /// The contiguous start of an unauthenticated object grew: check the bundle prefix, header
+    /// and signature in `prefix` (at most `max_auth_prefix_bytes`) and answer with
+    /// [`Receiver::authenticate`] or [`Receiver::refuse`]; to wait for more, do nothing (it is
+    /// offered again when more arrives). `complete` means no more will come (the object or the
+    /// bound ends here), so a check that still needs more is a refusal. Until then the object has
+    /// no staging file and nothing of it is persisted.
+    Authenticate {
+        /// The object.
+        object_id: [u8; 16],
+        /// Its first bytes.
+        prefix: Vec<u8>,
+        /// No more bytes will be offered.
+        complete: bool,
+    },
+    /// An unauthenticated session was dropped (idle, replaced by a newer one, or its final pass
+    /// ended before it authenticated). Nothing was staged; forget any figures kept for it.
+    Forgotten {
+        /// The object.
+        object_id: [u8; 16],
+    },
+    /// A new authenticated object: create or reserve its staging file of `params.object_len`
+    /// bytes.
     Open {
         /// The object.
         params: ObjectParams,
@@ -323,6 +385,15 @@ pub struct ReceiverStats {
     pub events_dropped: u64,
     /// Frames dropped because their object's staging failed and its retry is not due yet.
     pub staging_refused: u64,
+    /// Sessions that authenticated ([`Receiver::authenticate`]).
+    pub sessions_authenticated: u64,
+    /// Unauthenticated sessions refused by the driver ([`Receiver::refuse`]).
+    pub sessions_unauthenticated_refused: u64,
+    /// Unauthenticated sessions forgotten: idle, replaced, or ended before authenticating.
+    pub sessions_unauthenticated_expired: u64,
+    /// Object-end frames for an object with no session: they open none (an end frame alone
+    /// must not reserve anything).
+    pub end_frames_without_session: u64,
 }
 
 /// The receiver. Sans-IO: it reads no clock, file or socket, and never panics on input.
@@ -354,6 +425,27 @@ pub struct ReceiverStats {
 /// symbols are present. When a symbol would exceed `max_buffered_bytes`, the least recently fed
 /// incomplete block is evicted (a later pass refills it); if nothing can be evicted the symbol
 /// is dropped.
+///
+/// # Authenticate first
+///
+/// Anyone holding the link key (the public default key: anyone on the low network) can make
+/// frames, so a new session is *unauthenticated* until the driver says otherwise. Such a session
+/// gets no staging file and no staging quota, is never checkpointed (so nothing of it survives a
+/// restart), holds its completed blocks in memory instead of writing them, lives within a small
+/// fixed share of the memory budget ([`ReceiverConfig::unauthenticated_pool_bytes`], and
+/// [`ReceiverConfig::unauthenticated_session_bytes`] each), never evicts an authenticated
+/// session's blocks, and is forgotten after [`ReceiverConfig::unauthenticated_idle_timeout`].
+/// Each time its contiguous start grows it is offered to the driver as
+/// [`Effect::Authenticate`]; the driver checks the bundle signature over those bytes and calls
+/// [`Receiver::authenticate`] (the session becomes a normal one: `Open`, its held blocks as
+/// `Write`s) or [`Receiver::refuse`]. A real sender sends each object's first block first
+/// (`transport/send.rs`), so a real object authenticates after about one block.
+///
+/// Block memory is charged per stored symbol (the arena growth it causes plus
+/// [`SYMBOL_OVERHEAD`]), not at a block's worst case up front. When the budget is full, a symbol
+/// may evict only a block holding no more symbols than its own block (so a new or unfed block
+/// never evicts a block that is making progress), and an unauthenticated one only blocks of other
+/// unauthenticated sessions.
 #[derive(Debug)]
 pub struct Receiver {
     config: ReceiverConfig,
@@ -363,9 +455,12 @@ pub struct Receiver {
     /// Least-recently-fed index of blocks with buffered symbols and no decode in flight.
     lru: BTreeMap<u64, ([u8; 16], u64)>,
     tick: u64,
-    /// Bytes held by in-flight decode tasks, by (object, block).
-    in_flight: HashMap<([u8; 16], u64), u64>,
+    /// Bytes held by in-flight decode tasks, by (object, block), and whether they were charged
+    /// to the unauthenticated share.
+    in_flight: HashMap<([u8; 16], u64), (u64, bool)>,
     buffered: u64,
+    /// Bytes held by unauthenticated sessions (part of `buffered`).
+    unauth_buffered: u64,
     staging: u64,
     /// Objects whose staging failed, and when a new session may try again. At most
     /// `max_sessions` entries (one per session that could have failed).
@@ -387,6 +482,7 @@ impl Receiver {
             tick: 0,
             in_flight: HashMap::new(),
             buffered: 0,
+            unauth_buffered: 0,
             staging: 0,
             staging_failed: HashMap::new(),
             effects: VecDeque::new(),
@@ -416,9 +512,24 @@ impl Receiver {
         self.staging
     }
 
-    /// The persistable progress of a live object.
+    /// Bytes currently held by unauthenticated sessions. Never above
+    /// [`ReceiverConfig::unauthenticated_pool_bytes`].
+    pub fn unauthenticated_bytes(&self) -> u64 {
+        self.unauth_buffered
+    }
+
+    /// Live unauthenticated sessions.
+    pub fn unauthenticated_sessions(&self) -> usize {
+        self.sessions.values().filter(|s| !s.authenticated).count()
+    }
+
+    /// The persistable progress of a live authenticated object (`None` for an unauthenticated
+    /// one: nothing of it may survive a restart).
     pub fn progress(&self, object_id: &[u8; 16]) -> Option<Progress> {
-        self.sessions.get(object_id).map(|s| s.progress.clone())
+        self.sessions
+            .get(object_id)
+            .filter(|s| s.authenticated)
+            .map(|s| s.progress.clone())
     }
 
     /// The next effect to perform.
@@ -440,8 +551,13 @@ impl Receiver {
         self.sessions
             .values()
             .flat_map(|s| {
+                let idle = if s.authenticated {
+                    self.config.idle_timeout
+                } else {
+                    self.config.unauthenticated_idle_timeout
+                };
                 [
-                    Some(s.last_activity + self.config.idle_timeout),
+                    Some(s.last_activity + idle),
                     Some(s.opened_at + self.config.object_deadline),
                     s.incomplete_at,
                 ]

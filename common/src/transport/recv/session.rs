@@ -1,8 +1,9 @@
 //! The session table: which objects are live, admission against `max_sessions` and the staging
-//! quota (before anything is allocated), the memory of completed objects that tells stragglers
-//! from a resend, end frames, timeouts, and dropping a session whose staging failed.
+//! quota (before anything is allocated), authentication (unauthenticated sessions, their held
+//! blocks and the offers of their first bytes), the memory of completed objects that tells
+//! stragglers from a resend, end frames, timeouts, and dropping a session whose staging failed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::blocks::BlockBuf;
@@ -28,6 +29,21 @@ pub(super) struct Session {
     pub(super) writes_since_checkpoint: u32,
     /// Data frames inferred lost so far (gaps in each block's symbol ids until it completes).
     pub(super) lost_frames: u64,
+    /// The driver authenticated the object's first bytes ([`Receiver::authenticate`]).
+    pub(super) authenticated: bool,
+    /// Completed blocks of an unauthenticated session, held (and charged) until it
+    /// authenticates: it has no staging file.
+    pub(super) held: BTreeMap<u64, Vec<u8>>,
+    /// Bytes this session holds: block buffers (as charged) plus `held`.
+    pub(super) bytes: u64,
+    /// Length of the contiguous start last offered as [`Effect::Authenticate`].
+    pub(super) offered: u64,
+    /// Symbols stored in this session so far (never decremented): its progress, for choosing
+    /// which unauthenticated session a newcomer replaces.
+    pub(super) symbols: u64,
+    /// Order of opening (the receiver's `sessions_opened` count then): the youngest has the
+    /// highest, also when many open at the same `now`.
+    pub(super) serial: u64,
 }
 
 impl Session {
@@ -53,6 +69,7 @@ impl Receiver {
     /// Re-open an object from stored progress (after a restart), so only missing blocks are
     /// written. Emits no `Open` (the staging file exists); emits `Complete` at once if nothing
     /// is missing.
+    /// Only authenticated sessions are ever persisted, so a restored session is authenticated.
     pub fn restore(&mut self, now: Instant, progress: Progress) -> Result<(), RestoreError> {
         let params = progress.params;
         if self.config.limits.check(&params).is_err() {
@@ -65,7 +82,7 @@ impl Receiver {
             return Err(RestoreError::Refused);
         }
         self.completed.remove(&params.object_id);
-        self.insert_session(now, progress);
+        self.insert_session(now, progress, true);
         self.maybe_complete(&params.object_id);
         Ok(())
     }
@@ -83,8 +100,45 @@ impl Receiver {
         fits
     }
 
-    pub(super) fn insert_session(&mut self, now: Instant, progress: Progress) {
-        self.staging += progress.params.object_len;
+    /// A new unauthenticated session fits: below `max_unauthenticated_sessions` and the session
+    /// table, after replacing the unauthenticated session with the fewest stored symbols (the
+    /// youngest among equals) if either is full. A real object receiving its first block has
+    /// more symbols than any forged one-frame object, and an old session survives a stream of
+    /// new ones. Takes no staging quota (nothing is staged before authentication).
+    fn admit_unauthenticated(&mut self) -> bool {
+        let unauth = self.sessions.values().filter(|s| !s.authenticated).count();
+        if unauth >= self.config.max_unauthenticated_sessions.max(1)
+            || self.sessions.len() >= self.config.max_sessions
+        {
+            let victim = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.authenticated)
+                .min_by_key(|(_, s)| (s.symbols, std::cmp::Reverse(s.serial)))
+                .map(|(id, _)| *id);
+            match victim {
+                Some(id) => self.forget_unauthenticated(&id),
+                None => {
+                    self.stats.sessions_refused += 1;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Drops an unauthenticated session and tells the driver ([`Effect::Forgotten`]).
+    pub(super) fn forget_unauthenticated(&mut self, id: &[u8; 16]) {
+        if self.remove_session(id).is_some() {
+            self.stats.sessions_unauthenticated_expired += 1;
+            self.effects.push_back(Effect::Forgotten { object_id: *id });
+        }
+    }
+
+    pub(super) fn insert_session(&mut self, now: Instant, progress: Progress, authenticated: bool) {
+        if authenticated {
+            self.staging += progress.params.object_len;
+        }
         self.stats.sessions_opened += 1;
         self.sessions.insert(
             progress.params.object_id,
@@ -97,8 +151,115 @@ impl Receiver {
                 incomplete_at: None,
                 writes_since_checkpoint: 0,
                 lost_frames: 0,
+                authenticated,
+                held: BTreeMap::new(),
+                bytes: 0,
+                offered: 0,
+                symbols: 0,
+                serial: self.stats.sessions_opened,
             },
         );
+    }
+
+    /// The driver verified the object's first bytes (offered as [`Effect::Authenticate`]): the
+    /// session becomes a normal one. Its staging quota is taken now (`false`, and the session is
+    /// forgotten, if it does not fit), `Open` is emitted, then its held blocks as `Write`s.
+    /// Returns whether the session is (now) authenticated.
+    pub fn authenticate(&mut self, now: Instant, object_id: [u8; 16]) -> bool {
+        let Some(s) = self.sessions.get(&object_id) else {
+            return false;
+        };
+        if s.authenticated {
+            return true;
+        }
+        let params = s.progress.params;
+        let fits = self
+            .staging
+            .checked_add(params.object_len)
+            .is_some_and(|t| t <= self.config.max_staging_bytes);
+        if !fits {
+            self.stats.sessions_refused += 1;
+            self.forget_unauthenticated(&object_id);
+            return false;
+        }
+        let Some(s) = self.sessions.get_mut(&object_id) else {
+            return false;
+        };
+        s.authenticated = true;
+        s.last_activity = now;
+        let held = std::mem::take(&mut s.held);
+        let held_bytes: u64 = held.values().map(|d| d.len() as u64).sum();
+        // Everything it holds leaves the unauthenticated share; the held blocks stay charged to
+        // the budget as queued writes until polled.
+        self.unauth_buffered = self.unauth_buffered.saturating_sub(s.bytes);
+        s.bytes = s.bytes.saturating_sub(held_bytes);
+        self.staging += params.object_len;
+        self.stats.sessions_authenticated += 1;
+        self.effects.push_back(Effect::Open { params });
+        for (block, data) in held {
+            let offset = params.block_offset(block).unwrap_or(0);
+            self.effects.push_back(Effect::Write {
+                object_id,
+                block,
+                offset,
+                data,
+            });
+        }
+        if !self.maybe_complete(&object_id) {
+            self.effects.push_back(Effect::Checkpoint { object_id });
+        }
+        true
+    }
+
+    /// The driver refused the object's first bytes (not a trusted bundle, or one it does not
+    /// want again). The unauthenticated session is dropped and its id remembered like a
+    /// completed object's, so its further frames are dropped as late. No effect is emitted.
+    pub fn refuse(&mut self, object_id: [u8; 16]) {
+        if self
+            .sessions
+            .get(&object_id)
+            .is_none_or(|s| s.authenticated)
+        {
+            return;
+        }
+        self.remove_session(&object_id);
+        self.stats.sessions_unauthenticated_refused += 1;
+        self.remember_completed(object_id);
+    }
+
+    /// Offers the contiguous start of an unauthenticated session for authentication when it grew
+    /// (at most `max_auth_prefix_bytes`; `complete` when nothing more will be offered).
+    pub(super) fn offer_prefix(&mut self, id: &[u8; 16]) {
+        let cap = self.config.max_auth_prefix_bytes;
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let mut len = 0u64;
+        let mut block = 0u64;
+        while len < cap {
+            let Some(d) = s.held.get(&block) else { break };
+            len += d.len() as u64;
+            block += 1;
+        }
+        if len <= s.offered {
+            return;
+        }
+        s.offered = len;
+        let take = usize::try_from(len.min(cap)).unwrap_or(usize::MAX);
+        let mut prefix = Vec::with_capacity(take);
+        for d in s.held.values() {
+            if prefix.len() >= take {
+                break;
+            }
+            let n = d.len().min(take - prefix.len());
+            prefix.extend_from_slice(&d[..n]);
+        }
+        let complete = len >= s.progress.params.object_len || len >= cap;
+        self.effects.push_back(Effect::Authenticate {
+            object_id: *id,
+            prefix,
+            complete,
+        });
     }
 
     /// Find the live session for `params` (checking the pinned params) or open one. `None`
@@ -133,11 +294,10 @@ impl Receiver {
             }
             self.staging_failed.remove(&params.object_id);
         }
-        if !self.admit(params) {
+        if !self.admit_unauthenticated() {
             return None;
         }
-        self.insert_session(now, Progress::new(*params));
-        self.effects.push_back(Effect::Open { params: *params });
+        self.insert_session(now, Progress::new(*params), false);
         Some(())
     }
 
@@ -166,8 +326,7 @@ impl Receiver {
                     ..
                 } if id == object_id => self.release(data.len() as u64),
                 Effect::Decode(task) if task.object_id == object_id => {
-                    let cost = self.in_flight.remove(&(object_id, task.block)).unwrap_or(0);
-                    self.release(cost);
+                    self.release_in_flight(object_id, task.block);
                 }
                 Effect::Open { params } if params.object_id == object_id => {}
                 Effect::Checkpoint { object_id: id }
@@ -200,7 +359,7 @@ impl Receiver {
         if !self
             .sessions
             .get(id)
-            .is_some_and(|s| s.progress.is_complete())
+            .is_some_and(|s| s.authenticated && s.progress.is_complete())
         {
             return false;
         }
@@ -235,8 +394,16 @@ impl Receiver {
     /// come back).
     pub(super) fn remove_session(&mut self, id: &[u8; 16]) -> Option<Session> {
         let mut s = self.sessions.remove(id)?;
-        self.staging = self.staging.saturating_sub(s.progress.params.object_len);
+        if s.authenticated {
+            self.staging = self.staging.saturating_sub(s.progress.params.object_len);
+        }
         self.release_blocks(&mut s);
+        let held: u64 = s.held.values().map(|d| d.len() as u64).sum();
+        s.held.clear();
+        self.buffered = self.buffered.saturating_sub(held);
+        if !s.authenticated {
+            self.unauth_buffered = self.unauth_buffered.saturating_sub(held);
+        }
         Some(s)
     }
 
@@ -246,6 +413,10 @@ impl Receiver {
                 self.lru.remove(&t);
             }
             self.buffered = self.buffered.saturating_sub(b.reserved);
+            s.bytes = s.bytes.saturating_sub(b.reserved);
+            if !s.authenticated {
+                self.unauth_buffered = self.unauth_buffered.saturating_sub(b.reserved);
+            }
         }
     }
 
@@ -275,14 +446,27 @@ impl Receiver {
             }
             return;
         }
+        // An end frame never opens a session for a non-empty object: alone it would reserve
+        // staging and survive a restart for an object of any declared length. An empty object
+        // (never a bundle) is offered at once, with nothing to authenticate, and costs nothing.
+        if !self.sessions.contains_key(&params.object_id) {
+            if params.object_len != 0 {
+                self.stats.end_frames_without_session += 1;
+                return;
+            }
+            if self.session_for(now, &params).is_some() {
+                self.effects.push_back(Effect::Authenticate {
+                    object_id: params.object_id,
+                    prefix: Vec::new(),
+                    complete: true,
+                });
+            }
+            return;
+        }
         if self.session_for(now, &params).is_none() {
             return;
         }
         let id = params.object_id;
-        // A zero-length object is complete on its (authenticated) end frame.
-        if self.maybe_complete(&id) {
-            return;
-        }
         let grace = self.config.end_grace;
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -308,7 +492,18 @@ impl Receiver {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut incomplete = Vec::new();
+        let mut forgotten = Vec::new();
         for (id, s) in &self.sessions {
+            if !s.authenticated {
+                // Nothing staged, nothing to report: an unauthenticated session that goes idle
+                // or ends its final pass before authenticating is only forgotten.
+                if now >= s.last_activity + self.config.unauthenticated_idle_timeout
+                    || s.incomplete_at.is_some_and(|t| now >= t)
+                {
+                    forgotten.push(*id);
+                }
+                continue;
+            }
             if now >= s.opened_at + self.config.object_deadline {
                 expired.push((*id, AbandonReason::Deadline));
             } else if now >= s.last_activity + self.config.idle_timeout {
@@ -319,6 +514,10 @@ impl Receiver {
         }
         expired.sort_unstable();
         incomplete.sort_unstable();
+        forgotten.sort_unstable();
+        for id in forgotten {
+            self.forget_unauthenticated(&id);
+        }
         for (id, reason) in expired {
             if let Some(s) = self.remove_session(&id) {
                 self.stats.objects_abandoned += 1;
