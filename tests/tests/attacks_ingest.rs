@@ -96,7 +96,7 @@ fn deliver_and_check(listener: &Listener, l: &Legit) {
     let accepted = || {
         audit_records(&listener.store)
             .iter()
-            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.decision == "accepted")
+            .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.outcome == "accepted")
     };
     let mut ok = false;
     for _ in 0..20 {
@@ -134,7 +134,7 @@ fn params(object_id: [u8; 16], object_len: u64, block_size: u32, symbol_size: u1
 fn non_accept_records(listener: &Listener) -> usize {
     audit_records(&listener.store)
         .iter()
-        .filter(|r| r.decision != "accepted")
+        .filter(|r| r.outcome != "accepted")
         .count()
 }
 

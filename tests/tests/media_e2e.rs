@@ -127,7 +127,7 @@ impl Fixture {
         );
         assert!(out.status.success(), "{}", text(&out));
         let link_key = ts.path().join("link.key");
-        link_keygen(&bins, &link_key);
+        link_keygen(bins, &link_key);
         Fixture {
             ts,
             bins,
@@ -526,7 +526,7 @@ fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() 
     );
 
     let other = fx.ts.path().join("other.key");
-    link_keygen(&fx.bins, &other);
+    link_keygen(fx.bins, &other);
     for key_args in [
         vec!["--link-key".to_string(), other.display().to_string()],
         vec!["--insecure-public-link-key".to_string()],
