@@ -279,7 +279,10 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
         "every valid forged session counted as expired ({expired} of {valid})"
     );
     assert_eq!(records, 0, "no record for any forged session");
-    assert!(staged.is_empty(), "nothing staged for forged sessions: {staged:?}");
+    assert!(
+        staged.is_empty(),
+        "nothing staged for forged sessions: {staged:?}"
+    );
     // status.json (written each second) carries the same counters as the metrics page.
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -558,7 +561,10 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
         "drips expire: sessions {}, unauthenticated expired {forgotten} of {opened} opened",
         listener.metric("sluice_sessions"),
     );
-    assert!(opened >= 4.0, "each drip object opened a session ({opened})");
+    assert!(
+        opened >= 4.0,
+        "each drip object opened a session ({opened})"
+    );
     assert_eq!(forgotten, opened, "every drip session that opened expired");
     assert!(
         max_live <= 2.0,
