@@ -253,9 +253,13 @@ pub(super) fn verify_and_commit(
                     Ok(Decision::Rejected { reason, detail }) => {
                         OutcomeKind::Rejected { reason, detail }
                     }
-                    Err(e) => OutcomeKind::StorageError {
-                        detail: e.to_string(),
-                    },
+                    Err(e) => {
+                        // The store failed, not the bundle (a full disk, a planted entry): keep
+                        // the staged object and retry with backoff, as before admission took
+                        // over the retries.
+                        drop(store);
+                        return storage_failure(store_mutex, gate, ms, outcome, e.to_string());
+                    }
                 };
             }
         }
