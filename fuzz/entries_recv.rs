@@ -73,6 +73,12 @@ pub fn replay_datagrams(data: &[u8]) -> usize {
                         "block {block} written twice"
                     );
                 }
+                // The seeds carry arbitrary bytes, not signed bundles: the driver trusts every
+                // offered start (as testkit's `Sim::trust_first_frame` does), so the fuzzer
+                // reaches the authenticated path; refusal is fuzzed by hostile_entries.rs.
+                Effect::Authenticate { object_id, .. } => {
+                    receiver.authenticate(now, object_id);
+                }
                 Effect::Complete { .. } => completed += 1,
                 // An abandoned session may legitimately be reopened and rewritten later.
                 Effect::Abandoned { object_id, .. } => written.retain(|(id, _)| *id != object_id),

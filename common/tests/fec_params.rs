@@ -58,7 +58,7 @@ fn limits_refuse_each_parameter_before_allocation() {
         limits.check(&params(u64::MAX, 1 << 20, 1414)),
         Err(ParamsError::ObjectTooLarge { .. })
     ));
-    for t in [0u16, 1, 63, 8915, u16::MAX] {
+    for t in [0u16, 1, 63, 511, 8915, u16::MAX] {
         assert!(
             matches!(
                 limits.check(&params(1000, 1 << 20, t)),
@@ -76,13 +76,10 @@ fn limits_refuse_each_parameter_before_allocation() {
             "block size {bs}"
         );
     }
-    // 1 MiB blocks of 64-byte symbols: K = 16384 > 8192.
+    // 2 MiB blocks of 512-byte symbols (the smallest admitted): K = 4096 > 2048.
     assert_eq!(
-        limits.check(&params(1000, 1 << 20, 64)),
-        Err(ParamsError::TooManySourceSymbols {
-            k: 16384,
-            max: 8192
-        })
+        limits.check(&params(1000, 2 << 20, 512)),
+        Err(ParamsError::TooManySourceSymbols { k: 4096, max: 2048 })
     );
     // The configured K never exceeds raptorq's own maximum.
     let loose = Limits {

@@ -493,12 +493,13 @@ mod tests {
     fn record_filter_keeps_authentic_frames_of_the_object_up_to_k_plus_surplus() {
         use sluice_common::transport::wire::DataHeader;
         let key = LinkKey::public_default();
+        // T = 512: the smallest symbol the receiver's limits admit (docs/protocol.md §5).
         let limits = Limits::default();
         let params = ObjectParams {
             object_id: [7; 16],
-            object_len: 10 * 64,
-            block_size: 4 * 64,
-            symbol_size: 64,
+            object_len: 10 * 512,
+            block_size: 4 * 512,
+            symbol_size: 512,
         };
         let frame = |p: ObjectParams, block: u32, esi: u32| {
             let mut out = vec![0u8; wire::data_frame_len(p.symbol_size)];
@@ -521,7 +522,7 @@ mod tests {
             volume_count: 1,
             object_id: [7; 16],
             object_len: params.object_len,
-            frame_len: wire::data_frame_len(64) as u32,
+            frame_len: wire::data_frame_len(512) as u32,
             frame_count: 100,
         };
         let mut f = RecordFilter::new(&key, &limits, header);
@@ -547,7 +548,7 @@ mod tests {
             ..params
         };
         let regeometry = ObjectParams {
-            block_size: 8 * 64,
+            block_size: 8 * 512,
             ..params
         };
         for junk in [

@@ -303,30 +303,35 @@ fn listener_outputs_and_store_records_match_their_schemas() {
         &json_of(&sent, "udp --json"),
         "sluice-send udp --json",
     );
-    l.wait_outcomes(1, Duration::from_secs(60));
+    let mut outcomes = l.wait_outcomes(1, Duration::from_secs(60)).to_vec();
+    // A resend is verified again (and recorded as a duplicate) only by a new process: within
+    // one, the transport drops a completed object's frames before anything is verified (issue
+    // #12 attack 2). So restart, as a site's nightly resend would meet a restarted listener.
+    assert_eq!(l.stop().0, 0);
+    let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
     let again = run(Command::new(&send)
         .args(["udp", "--rate", "200M", "--to", &l.addr.to_string()])
         .arg("--trust")
         .arg(&alice.trust)
         .arg(&good));
     assert!(again.status.success(), "{again:?}");
-    l.wait_outcomes(2, Duration::from_secs(60));
-    let stranger = Signer {
-        key: sluice_common::bundle::SecretKey::from_seed(&[0x4D; 32]),
-        trust: tmp.path().join("unused"),
-    }
-    .bundle("nightly", 2, &[("x.txt", b"x\n".to_vec())]);
+    l.wait_outcomes(1, Duration::from_secs(60));
+    // Rejected after authenticating: a trusted signer's header over a body that does not match
+    // it (a bundle no trusted signer made is refused unauthenticated and writes no record).
+    let mut tampered = alice.bundle("nightly", 2, &[("x.txt", vec![b'x'; 4096])]);
+    let n = tampered.len();
+    tampered[n - 100] ^= 0x01;
     let mut b = Blaster::new(l.addr);
     b.send_all(&sender_frames(
         &LinkKey::public_default(),
-        &stranger,
-        bundle_id(&stranger).object_id(),
+        &tampered,
+        bundle_id(&tampered).object_id(),
         1024,
         64 * 1024,
         10,
         1,
     ));
-    let outcomes = l.wait_outcomes(3, Duration::from_secs(60)).to_vec();
+    outcomes.extend(l.wait_outcomes(2, Duration::from_secs(60)).iter().cloned());
     let words: Vec<&str> = outcomes
         .iter()
         .map(|o| o["outcome"].as_str().unwrap_or(""))

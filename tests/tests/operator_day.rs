@@ -109,6 +109,37 @@ impl QuietListener {
         panic!("no outcome for {want}; log:\n{}", self.log_text());
     }
 
+    /// Sends `bundle` until the listener's status counts it as refused unauthenticated with
+    /// `code` (such a bundle never produces an outcome line).
+    fn send_until_counted(&self, bundle: &[u8], code: &str) {
+        let id = bundle_id(bundle);
+        let frames = sender_frames(
+            &LinkKey::public_default(),
+            bundle,
+            id.object_id(),
+            1024,
+            64 * 1024,
+            10,
+            1,
+        );
+        let mut b = Blaster::new(self.addr);
+        let counted = || {
+            std::fs::read(self.store.join("state/status.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v["counters"]["unauthenticated_by_code"][code].as_u64())
+                .unwrap_or(0)
+                > 0
+        };
+        for _ in 0..20 {
+            b.send_all(&frames);
+            if wait_until(Duration::from_secs(3), counted) {
+                return;
+            }
+        }
+        panic!("{code} never counted; log:\n{}", self.log_text());
+    }
+
     /// SIGTERM and the exit code.
     fn terminate(mut self) -> (i32, String) {
         nix::sys::signal::kill(
@@ -140,26 +171,43 @@ fn clean_stop_after_a_rejection_exits_0_and_logs_each_decision() {
     let l = QuietListener::start(tmp.path(), &alice.trust, &[]);
 
     let good = alice.bundle("nightly", 1, &[("sub/readme.txt", b"hello\n".to_vec())]);
-    // Signed by a key the listener's trust directory does not hold.
+    // A trusted signer's header over a body that does not match it: rejected once authenticated.
+    let mut tampered = alice.bundle("nightly", 2, &[("x.txt", vec![b'x'; 4096])]);
+    let n = tampered.len();
+    tampered[n - 100] ^= 0x01;
+    // Signed by a key the listener's trust directory does not hold: refused before anything is
+    // staged, counted, and never logged as a decision (issue #12).
     let stranger = Signer {
         key: sluice_common::bundle::SecretKey::from_seed(&[0x4D; 32]),
         trust: tmp.path().join("unused"),
     }
-    .bundle("nightly", 2, &[("x.txt", b"x\n".to_vec())]);
+    .bundle("nightly", 3, &[("y.txt", b"y\n".to_vec())]);
     let good_id = bundle_id(&good).to_hex();
+    let tampered_id = bundle_id(&tampered).to_hex();
     let stranger_id = bundle_id(&stranger).to_hex();
 
     assert_eq!(l.deliver(&good)["outcome"], "accepted");
+    let (code, first_log) = l.terminate();
+    assert_eq!(code, 0, "a clean stop exits 0; log:\n{first_log}");
+    // A resend is verified again, and recorded as a duplicate, by a new process (within one,
+    // the transport drops a completed object's frames unverified).
+    let l = QuietListener::start(tmp.path(), &alice.trust, &[]);
     assert_eq!(l.deliver(&good)["outcome"], "duplicate");
-    let rejected = l.deliver(&stranger);
+    let rejected = l.deliver(&tampered);
     assert_eq!(rejected["outcome"], "rejected", "{rejected}");
+    l.send_until_counted(&stranger, "unknown_signer");
 
     let store = l.store.clone();
-    let (code, log) = l.terminate();
+    let (code, second_log) = l.terminate();
     assert_eq!(
         code, 0,
-        "a clean stop exits 0 whatever was decided; log:\n{log}"
+        "a clean stop exits 0 whatever was decided; log:\n{second_log}"
     );
+    assert!(
+        !second_log.contains(&stranger_id),
+        "an unauthenticated bundle is never a decision line:\n{second_log}"
+    );
+    let log = format!("{first_log}{second_log}");
 
     // Item 4: one line per decision at the default verbosity, with id, channel, outcome, bytes.
     let lines = decision_lines(&log);
@@ -168,7 +216,7 @@ fn clean_stop_after_a_rejection_exits_0_and_logs_each_decision() {
     for (line, id, outcome) in [
         (lines[0], &good_id, "accepted"),
         (lines[1], &good_id, "duplicate"),
-        (lines[2], &stranger_id, "rejected"),
+        (lines[2], &tampered_id, "rejected"),
     ] {
         assert!(line.contains(id.as_str()), "{line}");
         assert!(line.contains(outcome), "{line}");

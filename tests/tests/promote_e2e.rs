@@ -786,12 +786,20 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     let config = site.config();
     let reg = site.registry();
 
+    // The link key both ends share: a diode address is not loopback, so both refuse the public
+    // default key (docs/operations.md, "The link key").
+    let link_key = site.store.with_file_name("link.key");
+    let made = Command::new(&site.bins.send)
+        .args(["link-keygen", "--out"])
+        .arg(&link_key)
+        .output()
+        .expect("run link-keygen");
+    assert!(made.status.success(), "{}", out_text(&made));
     // High side: the receiver listens on the diode's far end, with the store promote reads.
     let bind = SocketAddr::from((diode.rx_addr, 7000));
-    let mut listener = Listener::start(
-        site.high(&site.bins.recv),
-        &ListenOptions::new(bind, &site.store, &site.trust),
-    );
+    let mut opts = ListenOptions::new(bind, &site.store, &site.trust);
+    opts.extra = vec!["--link-key".into(), link_key.display().to_string()];
+    let mut listener = Listener::start(site.high(&site.bins.recv), &opts);
     // Low side: bundle built and sent from the low namespace.
     let (id, bundle) = site.make_bundle(1, &[]);
     let args: Vec<String> = vec![
@@ -801,6 +809,8 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
         site.trust.display().to_string(),
         "--rate".into(),
         "100M".into(),
+        "--link-key".into(),
+        link_key.display().to_string(),
     ];
     let (report, _) = sluice_tests::e2e::send_udp(site.low(&site.bins.send), &args, &[&bundle]);
     let outcomes = listener.wait_outcomes(1, Duration::from_secs(300)).to_vec();

@@ -294,6 +294,9 @@ pub struct Admission {
     bucket: Bucket,
     /// Bundle id → when its last record (accept, duplicate or rejection) was written.
     recorded: HashMap<BundleId, u64>,
+    /// Object id → when its last `incomplete` record was written (end frames are not signed,
+    /// so these are budgeted per object like the rest; at most [`MAX_REMEMBERED_BUNDLES`]).
+    incomplete_recorded: HashMap<[u8; 16], u64>,
     retries: HashMap<[u8; 16], RetryState>,
     counters: Counters,
 }
@@ -307,6 +310,7 @@ impl Admission {
                 refilled_at: now_ms,
             },
             recorded: HashMap::new(),
+            incomplete_recorded: HashMap::new(),
             retries: HashMap::new(),
             counters: Counters::default(),
         }
@@ -402,6 +406,31 @@ impl Admission {
     pub fn handle_replay(&mut self, _now_ms: u64, _object_id: [u8; 16]) -> Decision {
         self.counters.replays_unverified += 1;
         Decision::Duplicate { record: false }
+    }
+
+    /// A pass of an authenticated transfer ended short (its end frame arrived with blocks
+    /// missing). End frames carry no signature, so anyone who knows a live object id can send
+    /// them with a new pass number: the `incomplete` record is written at most once per object
+    /// per [`RECORD_WINDOW_MS`], from the shared bucket. Returns whether to write it.
+    pub fn handle_incomplete(&mut self, now_ms: u64, object_id: [u8; 16]) -> bool {
+        let within_window = self
+            .incomplete_recorded
+            .get(&object_id)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < RECORD_WINDOW_MS);
+        if within_window {
+            self.counters.records_suppressed_window += 1;
+            return false;
+        }
+        if self.incomplete_recorded.len() >= MAX_REMEMBERED_BUNDLES {
+            self.incomplete_recorded
+                .retain(|_, at| now_ms.saturating_sub(*at) < RECORD_WINDOW_MS);
+        }
+        if self.incomplete_recorded.len() >= MAX_REMEMBERED_BUNDLES || !self.bucket.take(now_ms) {
+            self.counters.records_suppressed_budget += 1;
+            return false;
+        }
+        self.incomplete_recorded.insert(object_id, now_ms);
+        true
     }
 
     /// Staging or the store failed for this object: retry with exponential backoff, or give up.

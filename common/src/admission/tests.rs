@@ -540,3 +540,29 @@ fn a_clock_stepping_back_neither_panics_nor_refills() {
         Decision::Retry { .. }
     ));
 }
+
+/// Forged end frames with ever new pass numbers for a live object write one `incomplete`
+/// record per object per hour, and all objects together stay within the shared bucket.
+#[test]
+fn incomplete_records_are_once_per_object_per_hour_within_the_bucket() {
+    let mut a = Admission::new(0);
+    let id = [1u8; 16];
+    assert!(a.handle_incomplete(0, id));
+    for t in 1..1000u64 {
+        assert!(!a.handle_incomplete(t * 2_000, id), "end frame {t}");
+    }
+    assert!(a.handle_incomplete(RECORD_WINDOW_MS + 1, id));
+    let mut b = Admission::new(0);
+    let written = (0..10_000u32)
+        .filter(|i| {
+            let mut other = [0u8; 16];
+            other[..4].copy_from_slice(&i.to_be_bytes());
+            b.handle_incomplete(0, other)
+        })
+        .count();
+    assert_eq!(written, RECORD_BURST as usize);
+    assert_eq!(
+        b.counters().records_suppressed_budget,
+        10_000 - u64::from(RECORD_BURST)
+    );
+}

@@ -430,9 +430,16 @@ impl Pipeline {
                     "the last pass ended with {missing_blocks} block(s) short of symbols; \
                      progress is kept and the next pass or resend completes only those"
                 );
-                let recorded =
+                // The end frame that ended the pass is not signed: the record is budgeted
+                // (common/src/admission, `handle_incomplete`); the log line and outcome stay.
+                let ms = self.gate.ms(now);
+                let may_record = self.gate.lock().handle_incomplete(ms, object_id);
+                let recorded = if may_record {
                     self.lock_store()
-                        .record_incomplete(object_id, &detail, figures.clone());
+                        .record_incomplete(object_id, &detail, figures.clone())
+                } else {
+                    Ok(())
+                };
                 if let Err(e) = recorded {
                     self.storage_errors += 1;
                     tracing::error!(error = %e, "recording an incomplete transfer failed");
