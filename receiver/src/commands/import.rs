@@ -83,11 +83,11 @@ pub struct Args {
     /// no loopback to tell a test from a site, so only this flag allows it.
     #[arg(long)]
     pub insecure_public_link_key: bool,
-    /// Memory budget for buffered symbols, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = sluice_common::size::parse_mib)]
+    /// Memory budget for buffered symbols, in MiB (the same default as `listen`).
+    #[arg(long, default_value_t = crate::config::DEFAULT_MEMORY_MIB, value_name = "MIB", value_parser = sluice_common::size::parse_mib)]
     pub memory: u64,
     /// Staging quota in GiB for partial objects (staging/objects/).
-    #[arg(long, default_value_t = 128, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_STAGING_QUOTA_GIB, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub staging_quota: u64,
     /// Media staging quota: staged volumes (staging/media/) together, apart from
     /// --staging-quota. A size in bytes with an optional suffix: 512MiB, 96GiB, 1T.
@@ -97,9 +97,10 @@ pub struct Args {
     #[arg(long, default_value_t = MediaPolicy::DEFAULT_EXPIRY.as_secs() / 86_400, value_name = "DAYS")]
     pub media_expiry_days: u64,
     /// Largest bundle accepted, in GiB.
-    #[arg(long, default_value_t = 64, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_OBJECT_GIB, value_name = "GIB", value_parser = sluice_common::size::parse_gib)]
     pub max_object: u64,
-    /// Threads decoding RaptorQ blocks.
+    /// Threads decoding RaptorQ blocks. Default 2, where `listen` has 1: an import has no
+    /// receive thread that must keep a core to itself, so both cores decode.
     #[arg(long, default_value_t = 2)]
     pub decode_threads: usize,
     /// One JSON object per bundle on stdout instead of the human report.
