@@ -441,8 +441,8 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     let out = run(Command::new(build_bin("sluice-promote", "sluice-promote"))
         .args(["status", "--json", "--store"])
         .arg(&store));
-    // No promotion ran, so `entries` is empty: promote's own state files (what an entry would
-    // show) are not converted yet (docs/json.md).
+    // No promotion ran here (entries are `new`); one with a history, and promote's own files,
+    // are checked in media_staging_and_admin_outputs_match_their_schemas.
     check(
         "promote-status",
         &json_of(&out, "sluice-promote status --json"),
@@ -451,7 +451,9 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     assert!(l.terminate().success());
 }
 
-/// A listener's admin `/status.json` after one accepted bundle; then `media --json` (and its
+/// A listener's admin `/status.json` after one accepted bundle; sluice-promote's approval,
+/// state.json, promotion.json, promote_* audit records and `status --json` after an approve and
+/// one `run --once` of a pipeline; then `media --json` (and its
 /// manifest), `import --json` into a second store, and `staging list`/`purge --json` of a set
 /// with one volume of three imported.
 #[test]
@@ -461,6 +463,10 @@ fn media_staging_and_admin_outputs_match_their_schemas() {
     let send = build_bin("sluice-send", "sluice-send");
     let recv = build_bin("sluice-recv", "sluice-recv");
     let store = tmp.path().join("store");
+    let read = |p: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
     let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
     let good = tmp.path().join("good.sluice");
     std::fs::write(
@@ -490,10 +496,88 @@ fn media_staging_and_admin_outputs_match_their_schemas() {
     );
     assert!(page["audit"]["last_record_unix_ms"].is_u64(), "{page}");
     assert!(l.terminate().success());
-    let read = |p: &Path| -> Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    };
+
+    // A reviewer's signed approval (approvals/<key-id>.json) and the entry in promote status.
+    let out = run(Command::new(&send)
+        .args(["keygen", "--out"])
+        .arg(tmp.path().join("carol")));
+    assert!(out.status.success(), "{out:?}");
+    let promote = build_bin("sluice-promote", "sluice-promote");
+    let id = bundle_id(&std::fs::read(&good).unwrap()).to_hex();
+    let out = run(Command::new(&promote)
+        .args(["approve", "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(tmp.path().join("carol.key"))
+        .arg(&id));
+    assert!(out.status.success(), "{out:?}");
+    let approvals: Vec<PathBuf> =
+        std::fs::read_dir(store.join("promote").join(&id).join("approvals"))
+            .expect("approvals/")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    let approval = read(&approvals[0]);
+    check("approval", &approval, "approvals/<key-id>.json");
+    assert_eq!(approval["statement"]["verdict"], "approve", "{approval}");
+
+    // One pass of a pipeline (scan `true`, one approval, publish to a directory): the entry's
+    // state.json, its promotion.json and the promote_* audit records.
+    let reviewers = tmp.subdir("reviewers");
+    std::fs::copy(tmp.path().join("carol.pub"), reviewers.join("carol.pub")).expect("carol.pub");
+    let config = tmp.path().join("promote.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[reviewers]\ntrust = {:?}\n\n[[pipeline]]\nchannel = \"nightly\"\napprovals = 1\n\
+             [[pipeline.scan]]\nrun = [\"true\"]\n[[pipeline.publish]]\nkind = \"dir\"\npath = {:?}\n",
+            reviewers.display().to_string(),
+            tmp.subdir("published").display().to_string()
+        ),
+    )
+    .expect("promote.toml");
+    let out = run(Command::new(&promote)
+        .args(["run", "--once", "--store"])
+        .arg(&store)
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let entry = store.join("promote").join(&id);
+    let state = read(&entry.join("state.json"));
+    check("promote-state", &state, "promote/<id>/state.json");
+    assert_eq!(state["stage"], "published", "{state}");
+    check(
+        "promotion",
+        &read(&entry.join("promotion.json")),
+        "promote/<id>/promotion.json",
+    );
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).expect("audit");
+    let promoted = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("audit line"))
+        .filter(|r| {
+            r["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("promote_"))
+        })
+        .inspect(|r| check("audit", r, "a promote_* audit record"))
+        .count();
+    assert!(promoted >= 3, "{audit}");
+    let out = run(Command::new(&promote)
+        .args(["status", "--json", "--store"])
+        .arg(&store));
+    let status = json_of(&out, "sluice-promote status --json");
+    check(
+        "promote-status",
+        &status,
+        "sluice-promote status --json (one entry)",
+    );
+    assert_eq!(
+        status["entries"][0]["reviews"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
 
     // Media: the same bundle through spool volumes into a second store.
     let spool = tmp.subdir("spool");
