@@ -175,7 +175,7 @@ echo "layout manifest: $MAN"
 say "HIGH SIDE: the share, and the audit chain with every transition"
 find "$OUT/srv/share/updates" -maxdepth 3 | head
 "$BIN/sluice-recv" audit verify --store "$STORE"
-grep -o '"seq":[0-9]*,.*"decision":"promote_[a-z]*",.*"reason":"[a-z_]*"' "$STORE/audit.jsonl" |
-  sed -E 's/"seq":([0-9]+),.*"decision":"([a-z_]+)".*"reason":"([a-z_]+)"/  seq \1  \2  \3/'
+grep -o '"seq":[0-9]*,.*"outcome":"promote_[a-z]*",.*"reason":"[a-z_]*"' "$STORE/audit.jsonl" |
+  sed -E 's/"seq":([0-9]+),.*"outcome":"([a-z_]+)".*"reason":"([a-z_]+)"/  seq \1  \2  \3/'
 echo
 echo "done: everything is in $OUT"

@@ -44,6 +44,9 @@ impl Decision {
 /// What a reviewer signs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statement {
+    /// `approve` or `reject`; `verdict` in the JSON (docs/json.md has no `decision` key). The
+    /// signature covers the value (see [`Statement::digest`]), not the key's name.
+    #[serde(rename = "verdict")]
     pub decision: Decision,
     pub bundle_id: String,
     pub channel: String,
@@ -74,7 +77,8 @@ impl Statement {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedStatement {
-    pub approval_version: u32,
+    /// `sluice.approval/1` (docs/json.md).
+    pub schema: String,
     pub statement: Statement,
     /// Key id (16 hex) of the signing key.
     pub key_id: String,
@@ -82,8 +86,10 @@ pub struct SignedStatement {
     pub public_key: String,
     /// The key file's comment, informational only (the trust directory's name is what counts).
     pub comment: String,
-    pub time_unix: u64,
-    pub time_rfc3339: String,
+    /// When it was signed (not covered by the signature), RFC 3339 with milliseconds, and the
+    /// same as unix milliseconds.
+    pub time: String,
+    pub time_unix_ms: u64,
     /// ed25519 signature over `statement.digest()` (base64).
     pub signature: String,
 }
@@ -120,18 +126,18 @@ pub fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
 pub fn sign(
     key: &SecretKey,
     statement: Statement,
-    now_unix: u64,
+    now_unix_ms: u64,
 ) -> anyhow::Result<SignedStatement> {
     let sk = signing_key(key)?;
     let sig = sk.sign(&statement.digest());
     Ok(SignedStatement {
-        approval_version: 1,
+        schema: sluice_host::json::schema_id("approval"),
         statement,
         key_id: key.key_id().to_string(),
         public_key: STANDARD.encode(key.public().0),
         comment: short_comment(&key.comment),
-        time_unix: now_unix,
-        time_rfc3339: sluice_host::time::rfc3339(now_unix),
+        time: sluice_host::time::rfc3339_ms(now_unix_ms),
+        time_unix_ms: now_unix_ms,
         signature: STANDARD.encode(sig.to_bytes()),
     })
 }

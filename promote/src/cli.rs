@@ -275,7 +275,7 @@ fn review_inner(
             ));
         }
     };
-    let now = sluice_host::time::now_unix();
+    let now = sluice_host::time::now_unix_ms();
     let signed = approval::sign(
         &key,
         Statement {
@@ -457,7 +457,7 @@ fn status(a: &StatusArgs) -> i32 {
         for t in &e.history {
             println!(
                 "    {} {} {}{}{}",
-                t.time_rfc3339,
+                t.time,
                 t.stage,
                 t.result,
                 t.target

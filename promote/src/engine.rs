@@ -248,8 +248,7 @@ impl<'a> Engine<'a> {
                 }),
                 path: Some(format!("promote/{}/state.json", st.bundle_id)),
                 receipt_blake3: Some(st.receipt_blake3.clone()),
-                // promote's state.json keeps whole seconds; the audit record takes milliseconds.
-                time_unix_ms: t.time_unix.saturating_mul(1000),
+                time_unix_ms: t.time_unix_ms,
                 ..AuditRecord::default()
             };
             let rec = audit::append_shared(self.store, rec)
@@ -275,10 +274,10 @@ impl<'a> Engine<'a> {
         target: Option<String>,
         reviewers: Vec<String>,
     ) -> anyhow::Result<()> {
-        let now = sluice_host::time::now_unix();
+        let now_ms = sluice_host::time::now_unix_ms();
         st.history.push(Transition {
-            time_unix: now,
-            time_rfc3339: sluice_host::time::rfc3339(now),
+            time: sluice_host::time::rfc3339_ms(now_ms),
+            time_unix_ms: now_ms,
             stage: what.into(),
             result: result.into(),
             detail: detail.clone(),

@@ -57,11 +57,14 @@ impl Stage {
 /// One recorded transition (also one audit record; `audit_seq` is set once it is appended).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
-    pub time_unix: u64,
-    pub time_rfc3339: String,
+    /// When, RFC 3339 with milliseconds (docs/json.md), and the same as unix milliseconds.
+    pub time: String,
+    pub time_unix_ms: u64,
     /// `scan`, `approve`, `publish`.
     pub stage: String,
-    /// `passed`, `failed`, `rejected`, `target_done`, `published`, `retry`.
+    /// `passed`, `failed`, `rejected`, `target_done`, `published`, `retry` (the JSON's
+    /// `outcome`: the convention's one key for what became of a thing).
+    #[serde(rename = "outcome")]
     pub result: String,
     pub detail: String,
     /// Publish target id (target_done / retry).
@@ -78,7 +81,8 @@ pub struct Transition {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    pub state_version: u32,
+    /// `sluice.promote-state/1` (docs/json.md).
+    pub schema: String,
     pub bundle_id: String,
     pub channel: String,
     pub sequence: u64,
@@ -92,14 +96,16 @@ pub struct State {
     /// Publish targets done, by id.
     pub published: Vec<String>,
     pub publish_attempts: u32,
-    pub updated_unix: u64,
+    /// Last saved, RFC 3339 with milliseconds, and the same as unix milliseconds.
+    pub updated: String,
+    pub updated_unix_ms: u64,
     pub history: Vec<Transition>,
 }
 
 impl State {
     pub fn new(bundle_id: &str, channel: &str, sequence: u64, receipt_blake3: &str) -> State {
         State {
-            state_version: 1,
+            schema: sluice_host::json::schema_id("promote-state"),
             bundle_id: bundle_id.into(),
             channel: channel.into(),
             sequence,
@@ -109,7 +115,8 @@ impl State {
             reason: None,
             published: Vec::new(),
             publish_attempts: 0,
-            updated_unix: 0,
+            updated: sluice_host::time::rfc3339_ms(0),
+            updated_unix_ms: 0,
             history: Vec::new(),
         }
     }
@@ -119,7 +126,8 @@ impl State {
 /// is never modified, because its blake3 is bound into the audit chain by the `accepted` record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Promotion {
-    pub promotion_version: u32,
+    /// `sluice.promotion/1` (docs/json.md).
+    pub schema: String,
     pub bundle_id: String,
     pub channel: String,
     pub sequence: u64,
@@ -131,7 +139,7 @@ pub struct Promotion {
 impl From<&State> for Promotion {
     fn from(s: &State) -> Promotion {
         Promotion {
-            promotion_version: 1,
+            schema: sluice_host::json::schema_id("promotion"),
             bundle_id: s.bundle_id.clone(),
             channel: s.channel.clone(),
             sequence: s.sequence,
@@ -239,7 +247,8 @@ pub fn save(store: &Path, st: &mut State) -> io::Result<()> {
     promote_root(store)?;
     let dir = entry_dir(store, &st.bundle_id);
     ensure_dir(&dir, 0o750)?;
-    st.updated_unix = sluice_host::time::now_unix();
+    st.updated_unix_ms = sluice_host::time::now_unix_ms();
+    st.updated = sluice_host::time::rfc3339_ms(st.updated_unix_ms);
     let bytes = serde_json::to_vec_pretty(st).map_err(io::Error::other)?;
     write_atomic(&dir, STATE_FILE, &bytes, 0o640)?;
     let promo = serde_json::to_vec_pretty(&Promotion::from(&*st)).map_err(io::Error::other)?;
@@ -303,8 +312,8 @@ mod tests {
         let id = "a".repeat(64);
         let mut st = State::new(&id, "updates", 3, &"b".repeat(64));
         st.history.push(Transition {
-            time_unix: 1,
-            time_rfc3339: "x".into(),
+            time: sluice_host::time::rfc3339_ms(1000),
+            time_unix_ms: 1000,
             stage: "scan".into(),
             result: "passed".into(),
             detail: "clean".into(),
@@ -318,7 +327,7 @@ mod tests {
             &fs::read(entry_dir(d.path(), &id).join(PROMOTION_FILE)).unwrap(),
         )
         .unwrap();
-        assert_eq!(p["stages"][0]["result"], "passed");
+        assert_eq!(p["stages"][0]["outcome"], "passed");
         assert_eq!(list(d.path()).unwrap(), vec![id.clone()]);
         let l = lock_run(d.path()).unwrap();
         assert!(l.is_some());

@@ -73,8 +73,10 @@ pub struct TransferView {
     pub blocks_total: u64,
     pub blocks_missing: u64,
     /// Approximate: complete blocks times the block size, capped at the object length.
+    #[serde(rename = "have_bytes")]
     pub bytes_have: u64,
     /// Object length, when the checkpoint or the sender's heartbeat ledger says it.
+    #[serde(rename = "need_bytes")]
     pub bytes_need: Option<u64>,
     /// Fraction of symbols lost on the way for this transfer, when known.
     pub loss: Option<f64>,
@@ -102,6 +104,8 @@ impl TransferView {
 pub struct RecentOutcome {
     /// RFC 3339 with milliseconds (the audit record's `time`).
     pub time: String,
+    /// The audit record's `time_unix_ms`.
+    pub time_unix_ms: Option<u64>,
     /// `accepted`, `duplicate`, `rejected` or `incomplete`.
     pub outcome: String,
     pub channel: Option<String>,
@@ -138,15 +142,21 @@ pub struct StoreView {
 pub struct AuditView {
     pub records: usize,
     pub chain_ok: bool,
+    /// When the last audit record was written (its `time`), and the same as unix ms.
     pub last_record: Option<String>,
+    pub last_record_unix_ms: Option<u64>,
 }
 
-/// Everything the page shows. `/status.json` is this, serialized.
+/// Everything the page shows. `/status.json` is this, as [`StatusView::to_json`] writes it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusView {
+    /// When the snapshot was taken: `time`/`time_unix_ms` in the JSON.
+    #[serde(skip)]
     pub generated_at_unix_ms: u64,
     /// The listener wrote `state/status.json` within the last 10 s and says it is running.
     pub listener_up: bool,
+    /// The listener status file's `updated_at`: `listener_updated_at`/`_unix_ms` in the JSON.
+    #[serde(skip)]
     pub listener_updated_at_unix_ms: Option<u64>,
     pub bind: Option<String>,
     pub kernel_drops: Option<u64>,
@@ -162,6 +172,28 @@ pub struct StatusView {
     pub store: StoreView,
     /// Parts that could not be read, shown instead of failing the page.
     pub errors: Vec<String>,
+}
+
+impl StatusView {
+    /// `/status.json` (`sluice.receiver-status/1`, docs/json.md): the schema key first, the
+    /// snapshot's time as `time`/`time_unix_ms`, the listener's last update as
+    /// `listener_updated_at`/`listener_updated_at_unix_ms` (both `null` when unknown).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let mut m = sluice_host::json::object("receiver-status");
+        sluice_host::json::set_time(&mut m, "time", self.generated_at_unix_ms);
+        match self.listener_updated_at_unix_ms {
+            Some(ms) => sluice_host::json::set_time(&mut m, "listener_updated_at", ms),
+            None => {
+                m.insert("listener_updated_at".into(), Value::Null);
+                m.insert("listener_updated_at_unix_ms".into(), Value::Null);
+            }
+        }
+        if let Ok(Value::Object(fields)) = serde_json::to_value(self) {
+            m.extend(fields);
+        }
+        Value::Object(m)
+    }
 }
 
 /// Recent outcomes shown.
@@ -207,13 +239,12 @@ pub fn build(
     view.store.quarantine_entries = report.quarantine_entries;
     view.store.rejected_records = report.rejected_records;
     view.store.staging_bytes = report.staging_bytes;
+    let last = report.last_audit_record.as_ref();
     view.audit = AuditView {
         records: report.audit_records,
         chain_ok: report.audit_chain_ok,
-        last_record: report
-            .last_audit_record
-            .as_ref()
-            .and_then(|r| r["time"].as_str().map(str::to_owned)),
+        last_record: last.and_then(|r| r["time"].as_str().map(str::to_owned)),
+        last_record_unix_ms: last.and_then(|r| r["time_unix_ms"].as_u64()),
     };
     view.sent_not_received = report.sent_not_received;
     view.recent = recent_outcomes(&dir.join("audit.jsonl"), &mut view.errors);
@@ -315,6 +346,7 @@ fn recent_outcomes(path: &Path, errors: &mut Vec<String>) -> Vec<RecentOutcome> 
         .take(RECENT)
         .map(|r| RecentOutcome {
             time: str_of(&r, "time").unwrap_or_default(),
+            time_unix_ms: r["time_unix_ms"].as_u64(),
             outcome: str_of(&r, "outcome").unwrap_or_default(),
             channel: str_of(&r, "channel"),
             sequence: r["sequence"].as_u64(),
@@ -475,6 +507,20 @@ mod tests {
         // No progress yet: no estimate rather than infinity.
         let mut stalled = transfer(10, 40);
         assert_eq!(eta(&previous, &mut stalled, 11_000), None);
+    }
+
+    #[test]
+    fn the_json_leads_with_its_schema_and_gives_times_in_both_forms() {
+        let view = StatusView {
+            generated_at_unix_ms: 1_795_757_075_042,
+            ..StatusView::default()
+        };
+        let v = view.to_json();
+        assert_eq!(v["schema"], "sluice.receiver-status/1");
+        assert_eq!(v["time"], "2026-11-27T05:24:35.042Z");
+        assert_eq!(v["time_unix_ms"], 1_795_757_075_042_u64);
+        assert!(v["listener_updated_at"].is_null() && v["listener_updated_at_unix_ms"].is_null());
+        assert!(v.get("generated_at_unix_ms").is_none());
     }
 
     #[test]

@@ -15,8 +15,10 @@ use crate::media_plan::survival_text;
 
 pub const MANIFEST_TXT: &str = "SLUICE-MANIFEST.txt";
 pub const MANIFEST_JSON: &str = "sluice-manifest.json";
-/// v2: one manifest per medium, listing only the files on it, accumulated across runs.
-pub const FORMAT: &str = "sluice-media-manifest-v2";
+/// The manifest's kind (`"schema": "sluice.media-manifest/1"`, docs/json.md): one manifest per
+/// medium, listing only the files on it, accumulated across runs. It replaced the format
+/// `sluice-media-manifest-v2`, whose entries are read back and renamed ([`upgrade_entry`]).
+pub const SCHEMA_KIND: &str = "media-manifest";
 /// Largest earlier manifest read back: ~1 KiB per bundle, so 16 MiB is some 16 000 bundles,
 /// far more than a stick holds. A larger (or unparsable) one is set aside, not trusted.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
@@ -34,11 +36,11 @@ pub fn bundle_entry(job: &Job, outs: &[PathBuf], medium: Option<usize>, now_ms: 
                 "of": plan.volumes,
                 "medium": plan.medium_of(v) + 1,
                 "frames": plan.frames[v],
-                "bytes": plan.volume_bytes(v),
+                "volume_bytes": plan.volume_bytes(v),
             });
             if medium.is_none() {
                 f["out"] = outs[plan.medium_of(v)].display().to_string().into();
-                f["action"] = match job.actions[v] {
+                f["outcome"] = match job.actions[v] {
                     Action::Create => "written",
                     Action::Verify => "verified",
                 }
@@ -47,13 +49,13 @@ pub fn bundle_entry(job: &Job, outs: &[PathBuf], medium: Option<usize>, now_ms: 
             f
         })
         .collect();
-    json!({
+    let mut e = json!({
         "bundle_id": p.id.to_hex(),
         "object_id": hex::encode(p.id.object_id()),
         "source": p.path.display().to_string(),
         "channel": p.channel,
         "sequence": p.sequence,
-        "bytes": p.len,
+        "bundle_bytes": p.len,
         "directory": job.dir_name,
         "volumes": plan.volumes,
         "media": plan.media,
@@ -61,10 +63,40 @@ pub fn bundle_entry(job: &Job, outs: &[PathBuf], medium: Option<usize>, now_ms: 
         "survivable_volume_losses": plan.survivable,
         "survivable_media_losses": plan.survivable_media,
         "survival": survival_text(plan),
-        "frame_len": plan.frame_len,
-        "written_unix_ms": now_ms,
-        "files": files,
-    })
+        "frame_bytes": plan.frame_len,
+    });
+    if let Value::Object(m) = &mut e {
+        sluice_host::json::set_time(m, "written", now_ms);
+        m.insert("files".into(), Value::Array(files));
+    }
+    e
+}
+
+/// An entry of a manifest written before the JSON convention (format
+/// `sluice-media-manifest-v2`: `bytes`, `frame_len`, `written_unix_ms` only) with its keys
+/// renamed to the convention's, so one manifest never mixes the two spellings.
+fn upgrade_entry(mut e: Value) -> Value {
+    let Value::Object(m) = &mut e else {
+        return e;
+    };
+    for (old, new) in [("bytes", "bundle_bytes"), ("frame_len", "frame_bytes")] {
+        if let Some(x) = m.remove(old) {
+            m.entry(new).or_insert(x);
+        }
+    }
+    if !m.contains_key("written")
+        && let Some(ms) = m.get("written_unix_ms").and_then(Value::as_u64)
+    {
+        sluice_host::json::set_time(m, "written", ms);
+    }
+    if let Some(Value::Array(files)) = m.get_mut("files") {
+        for f in files.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(x) = f.remove("bytes") {
+                f.entry("volume_bytes").or_insert(x);
+            }
+        }
+    }
+    e
 }
 
 /// Rewrites medium `out`'s manifests: earlier entries (files still present) plus `fresh`.
@@ -78,10 +110,13 @@ pub fn update(
     let bundles = merge(earlier, fresh, |rel| {
         std::fs::symlink_metadata(out.join(rel)).is_ok_and(|m| m.is_file())
     });
-    let doc = json!({ "format": FORMAT, "written_unix_ms": now_ms, "bundles": bundles });
-    let mut json_bytes = serde_json::to_vec_pretty(&doc).map_err(CommandError::internal)?;
-    json_bytes.push(b'\n');
     let text = render_text(&bundles);
+    let mut doc = sluice_host::json::object(SCHEMA_KIND);
+    sluice_host::json::set_time(&mut doc, "written", now_ms);
+    doc.insert("bundles".into(), Value::Array(bundles));
+    let mut json_bytes =
+        serde_json::to_vec_pretty(&Value::Object(doc)).map_err(CommandError::internal)?;
+    json_bytes.push(b'\n');
     for (name, bytes) in [
         (MANIFEST_TXT, text.into_bytes()),
         (MANIFEST_JSON, json_bytes),
@@ -120,7 +155,13 @@ fn read_earlier(out: &Path, now_ms: u64) -> Vec<Value> {
             }
         });
     match read {
-        Ok(v) if v["bundles"].is_array() => v["bundles"].as_array().cloned().unwrap_or_default(),
+        Ok(v) if v["bundles"].is_array() => v["bundles"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(upgrade_entry)
+            .collect(),
         Ok(_) => set_aside(&path, "no \"bundles\" list", now_ms),
         Err(why) => set_aside(&path, &why, now_ms),
     }
@@ -197,7 +238,7 @@ pub fn render_text(bundles: &[Value]) -> String {
             txt(&b["bundle_id"]),
             txt(&b["channel"]),
             txt(&b["sequence"]),
-            txt(&b["bytes"]),
+            txt(&b["bundle_bytes"]),
             txt(&b["source"]),
             txt(&b["volumes"]),
             match b["media"].as_u64().unwrap_or(1) {
@@ -213,7 +254,7 @@ pub fn render_text(bundles: &[Value]) -> String {
                 txt(&f["path"]),
                 txt(&f["volume"]),
                 txt(&f["of"]),
-                txt(&f["bytes"]),
+                txt(&f["volume_bytes"]),
             ));
         }
         s.push('\n');
@@ -278,5 +319,22 @@ mod tests {
             text.contains("bundle aa") && text.contains("bundle cc"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_entry_of_the_older_v2_manifest_is_read_back_under_the_new_keys() {
+        let old = json!({
+            "bundle_id": "aa",
+            "bytes": 10,
+            "frame_len": 1024,
+            "written_unix_ms": 1_795_757_075_042_u64,
+            "files": [{ "path": "aa/vol-001-of-001.sluicevol", "bytes": 2048 }],
+        });
+        let e = upgrade_entry(old);
+        assert_eq!(e["bundle_bytes"], 10);
+        assert_eq!(e["frame_bytes"], 1024);
+        assert_eq!(e["written"], "2026-11-27T05:24:35.042Z");
+        assert_eq!(e["files"][0]["volume_bytes"], 2048);
+        assert!(e.get("bytes").is_none() && e["files"][0].get("bytes").is_none());
     }
 }

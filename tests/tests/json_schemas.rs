@@ -101,6 +101,24 @@ fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// `GET /status.json` from the listener's admin endpoint, as JSON.
+fn status_json(addr: std::net::SocketAddr) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect --metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /status.json HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/status.json is not JSON ({e}): {body}"))
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
@@ -141,6 +159,15 @@ fn sender_and_verify_outputs_match_their_schemas() {
         .arg(keys.join("officer")));
     assert!(out.status.success(), "{out:?}");
     check("keygen", &json_of(&out, "keygen --json"), "keygen --json");
+    let out = run(Command::new(&send)
+        .args(["link-keygen", "--json", "--out"])
+        .arg(keys.join("link.key")));
+    assert!(out.status.success(), "{out:?}");
+    check(
+        "link-keygen",
+        &json_of(&out, "link-keygen --json"),
+        "link-keygen --json",
+    );
     let trust = trust_with(&tmp.path().join("trust"), &keys.join("officer.pub"));
 
     let content = tmp.subdir("content/sub");
@@ -268,8 +295,7 @@ fn fatal_errors_are_json_under_log_format_json() {
 
 /// A real listener: `udp --json`, `listen --json` (accepted, duplicate, rejected), the store's
 /// records (receipt, rejected, audit, channel mark, listener status), `status --json`, `audit
-/// verify --json` clean and with a problem, `sluice-promote status --json`; then `media` and
-/// `import --json` into a second store.
+/// verify --json` clean and with a problem, `sluice-promote status --json`.
 #[test]
 fn listener_outputs_and_store_records_match_their_schemas() {
     let tmp = TempStore::new();
@@ -420,38 +446,233 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     let out = run(Command::new(build_bin("sluice-promote", "sluice-promote"))
         .args(["status", "--json", "--store"])
         .arg(&store));
-    // No promotion ran, so `entries` is empty: promote's own state files (what an entry would
-    // show) are not converted yet (docs/json.md).
+    // No promotion ran here (entries are `new`); one with a history, and promote's own files,
+    // are checked in media_staging_and_admin_outputs_match_their_schemas.
     check(
         "promote-status",
         &json_of(&out, "sluice-promote status --json"),
         "sluice-promote status --json",
     );
     assert!(l.terminate().success());
+}
+
+/// A listener's admin `/status.json` after one accepted bundle; sluice-promote's approval,
+/// state.json, promotion.json, promote_* audit records and `status --json` after an approve and
+/// one `run --once` of a pipeline; then `media --json` (and its
+/// manifest), `import --json` into a second store, and `staging list`/`purge --json` of a set
+/// with one volume of three imported.
+#[test]
+fn media_staging_and_admin_outputs_match_their_schemas() {
+    let tmp = TempStore::new();
+    let alice = Signer::new(&tmp.path().join("trust"));
+    let send = build_bin("sluice-send", "sluice-send");
+    let recv = build_bin("sluice-recv", "sluice-recv");
+    let store = tmp.path().join("store");
+    let read = |p: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
+    let good = tmp.path().join("good.sluice");
+    std::fs::write(
+        &good,
+        alice.bundle("nightly", 1, &[("dir/a.txt", b"alpha\n".to_vec())]),
+    )
+    .expect("bundle");
+    let sent = run(Command::new(&send)
+        .args(["udp", "--rate", "200M", "--to", &l.addr.to_string()])
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&good));
+    assert!(sent.status.success(), "{sent:?}");
+    l.wait_outcomes(1, Duration::from_secs(60));
+    // The admin page's JSON, from the running listener's --metrics endpoint.
+    // The page's snapshot is cached for a moment, so it may predate the audit record at first.
+    let metrics = l.metrics.expect("the listener serves --metrics");
+    let mut page = Value::Null;
+    let seen = sluice_tests::listener::wait_until(Duration::from_secs(30), || {
+        page = status_json(metrics);
+        check("receiver-status", &page, "GET /status.json");
+        page["recent"][0]["outcome"] == "accepted"
+    });
+    assert!(
+        seen,
+        "the accepted bundle never showed on /status.json: {page}"
+    );
+    assert!(page["audit"]["last_record_unix_ms"].is_u64(), "{page}");
+    assert!(l.terminate().success());
+
+    // A reviewer's signed approval (approvals/<key-id>.json) and the entry in promote status.
+    let out = run(Command::new(&send)
+        .args(["keygen", "--out"])
+        .arg(tmp.path().join("carol")));
+    assert!(out.status.success(), "{out:?}");
+    let promote = build_bin("sluice-promote", "sluice-promote");
+    let id = bundle_id(&std::fs::read(&good).unwrap()).to_hex();
+    let out = run(Command::new(&promote)
+        .args(["approve", "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(tmp.path().join("carol.key"))
+        .arg(&id));
+    assert!(out.status.success(), "{out:?}");
+    let approvals: Vec<PathBuf> =
+        std::fs::read_dir(store.join("promote").join(&id).join("approvals"))
+            .expect("approvals/")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    let approval = read(&approvals[0]);
+    check("approval", &approval, "approvals/<key-id>.json");
+    assert_eq!(approval["statement"]["verdict"], "approve", "{approval}");
+
+    // One pass of a pipeline (scan `true`, one approval, publish to a directory): the entry's
+    // state.json, its promotion.json and the promote_* audit records.
+    let reviewers = tmp.subdir("reviewers");
+    std::fs::copy(tmp.path().join("carol.pub"), reviewers.join("carol.pub")).expect("carol.pub");
+    let config = tmp.path().join("promote.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[reviewers]\ntrust = {:?}\n\n[[pipeline]]\nchannel = \"nightly\"\napprovals = 1\n\
+             [[pipeline.scan]]\nrun = [\"true\"]\n[[pipeline.publish]]\nkind = \"dir\"\npath = {:?}\n",
+            reviewers.display().to_string(),
+            tmp.subdir("published").display().to_string()
+        ),
+    )
+    .expect("promote.toml");
+    let out = run(Command::new(&promote)
+        .args(["run", "--once", "--store"])
+        .arg(&store)
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let entry = store.join("promote").join(&id);
+    let state = read(&entry.join("state.json"));
+    check("promote-state", &state, "promote/<id>/state.json");
+    assert_eq!(state["stage"], "published", "{state}");
+    check(
+        "promotion",
+        &read(&entry.join("promotion.json")),
+        "promote/<id>/promotion.json",
+    );
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).expect("audit");
+    let promoted = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("audit line"))
+        .filter(|r| {
+            r["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("promote_"))
+        })
+        .inspect(|r| check("audit", r, "a promote_* audit record"))
+        .count();
+    assert!(promoted >= 3, "{audit}");
+    let out = run(Command::new(&promote)
+        .args(["status", "--json", "--store"])
+        .arg(&store));
+    let status = json_of(&out, "sluice-promote status --json");
+    check(
+        "promote-status",
+        &status,
+        "sluice-promote status --json (one entry)",
+    );
+    assert_eq!(
+        status["entries"][0]["reviews"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
 
     // Media: the same bundle through spool volumes into a second store.
     let spool = tmp.subdir("spool");
     let out = run(Command::new(&send)
-        .args(["media", "--out"])
+        .args(["media", "--json", "--insecure-public-link-key", "--out"])
         .arg(&spool)
         .arg("--trust")
         .arg(&alice.trust)
         .arg(&good));
     assert!(out.status.success(), "{out:?}");
-    let out = run(Command::new(&recv)
-        .args(["import", "--json", "--store"])
-        .arg(tmp.path().join("store2"))
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&spool));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("import --json line"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{text}");
-    check("outcome", &lines[0], "import --json");
+    let media = json_of(&out, "media --json");
+    check("media", &media, "sluice-send media --json");
+    assert_eq!(
+        media["bundles"][0]["files"][0]["outcome"], "written",
+        "{media}"
+    );
+    check(
+        "media-manifest",
+        &read(&spool.join("sluice-manifest.json")),
+        "sluice-manifest.json",
+    );
+    let store2 = tmp.path().join("store2");
+    let import = |what: &str, path: &Path| -> Vec<Value> {
+        let out = run(Command::new(&recv)
+            .args(["import", "--json", "--insecure-public-link-key", "--store"])
+            .arg(&store2)
+            .arg("--trust")
+            .arg(&alice.trust)
+            .arg(path));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("import --json line"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{what}: {text} {out:?}");
+        check("outcome", &lines[0], what);
+        lines
+    };
+    let lines = import("import --json", &spool);
     assert_eq!(lines[0]["outcome"], "accepted");
     assert_eq!(lines[0]["source"], "media");
+
+    // One volume of three: the object waits in staging, which `staging list` shows and
+    // `staging purge` removes.
+    let second = tmp.path().join("second.sluice");
+    std::fs::write(
+        &second,
+        alice.bundle("nightly", 2, &[("b.bin", vec![7u8; 200_000])]),
+    )
+    .expect("bundle");
+    let spool2 = tmp.subdir("spool2");
+    let out = run(Command::new(&send)
+        .args([
+            "media",
+            "--json",
+            "--insecure-public-link-key",
+            "--volumes",
+            "3",
+            "--out",
+        ])
+        .arg(&spool2)
+        .arg("--trust")
+        .arg(&alice.trust)
+        .arg(&second));
+    assert!(out.status.success(), "{out:?}");
+    let media = json_of(&out, "media --json (3 volumes)");
+    check("media", &media, "sluice-send media --json (3 volumes)");
+    let first_volume = spool2.join(
+        media["bundles"][0]["files"][0]["path"]
+            .as_str()
+            .expect("path"),
+    );
+    let lines = import("import --json (1 of 3 volumes)", &first_volume);
+    assert_eq!(lines[0]["outcome"], "waiting", "{:?}", lines);
+    let out = run(Command::new(&recv)
+        .args(["staging", "list", "--json", "--store"])
+        .arg(&store2));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listed = json_of(&out, "staging list --json");
+    check("staging-list", &listed, "sluice-recv staging list --json");
+    assert_eq!(listed["objects"][0]["kind"], "media", "{listed}");
+    let out = run(Command::new(&recv)
+        .args(["staging", "purge", "--all", "--json", "--store"])
+        .arg(&store2));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let purged = json_of(&out, "staging purge --json");
+    check("staging-purge", &purged, "sluice-recv staging purge --json");
+    assert_eq!(
+        purged["removed"].as_array().map(Vec::len),
+        Some(1),
+        "{purged}"
+    );
 }

@@ -356,7 +356,7 @@ fn truncate_half(path: &Path) {
 fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
     let fx = Fixture::new(test_mib(), 4);
     let (vols, summary, _) = fx.write_media("medium", &["--volumes", "4"]);
-    let frame_len = summary["bundles"][0]["frame_len"].as_u64().unwrap();
+    let frame_len = summary["bundles"][0]["frame_bytes"].as_u64().unwrap();
     let records = std::fs::metadata(&vols[0]).unwrap().len() / frame_len;
 
     // Within: volume 2's header is damaged (the volume is lost), volume 1 has 20 flipped

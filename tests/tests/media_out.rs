@@ -162,7 +162,7 @@ fn three_media_any_one_removed_still_imports_byte_identical() {
         let file = &b["files"][m];
         assert_eq!(file["out"], dir.display().to_string());
         assert_eq!(
-            (file["medium"].as_u64(), file["action"].as_str()),
+            (file["medium"].as_u64(), file["outcome"].as_str()),
             (Some(m as u64 + 1), Some("written"))
         );
         // Each medium's manifest lists exactly what is on that medium.
@@ -251,7 +251,7 @@ fn each_medium_manifest_accumulates_across_runs() {
         .map(|e| e["bundle_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [first.id.as_str(), second.id.as_str()], "{json_a}");
-    assert_eq!(json_a["format"], "sluice-media-manifest-v2");
+    assert_eq!(json_a["schema"], "sluice.media-manifest/1");
     assert!(
         txt_a.contains(&first.id) && txt_a.contains(&second.id),
         "{txt_a}"
@@ -301,7 +301,7 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     let again = fx.media_json(&[&a, &b], &[], &[&bundle.path]);
     assert_eq!(again["written_bytes"], 0, "{again}");
     for f in again["bundles"][0]["files"].as_array().unwrap() {
-        assert_eq!(f["action"], "verified", "{again}");
+        assert_eq!(f["outcome"], "verified", "{again}");
     }
     assert_eq!(fingerprint(&[&a, &b]), before, "a rerun changed a volume");
     let human = fx.media(&[&a, &b], &[], &[&bundle.path]);
@@ -314,8 +314,8 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     );
     // The same bundle and a new one: the first is verified, the second written.
     let mixed = fx.media_json(&[&a, &b], &[], &[&bundle.path, &other.path]);
-    assert_eq!(mixed["bundles"][0]["files"][0]["action"], "verified");
-    assert_eq!(mixed["bundles"][1]["files"][0]["action"], "written");
+    assert_eq!(mixed["bundles"][0]["files"][0]["outcome"], "verified");
+    assert_eq!(mixed["bundles"][1]["files"][0]["outcome"], "written");
 
     let dir = bundle.id[..16].to_string();
     let vol1 = a.join(&dir).join("vol-001-of-002.sluicevol");
@@ -327,7 +327,7 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["action"].as_str().unwrap())
+        .map(|f| f["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["verified", "written"]);
     assert_eq!(
@@ -395,7 +395,7 @@ fn sizes_take_suffixes_on_every_size_flag() {
     let files = s["bundles"][0]["files"].as_array().unwrap();
     assert!(files.len() >= 4, "{s}");
     for f in files {
-        assert!(f["bytes"].as_u64().unwrap() <= 1_000_000, "{s}");
+        assert!(f["volume_bytes"].as_u64().unwrap() <= 1_000_000, "{s}");
     }
     for ok in ["1.5GiB", "700M", "1G", "4294967295", "2MiB"] {
         let out = fx.media(

@@ -175,7 +175,17 @@ fn status_page_in_headless_chromium_shows_a_transfer_and_escapes_forged_text() {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The JSON convention (docs/json.md; the full schema check is in json_schemas.rs).
+    assert_eq!(view["schema"], "sluice.receiver-status/1", "{view:#}");
+    assert!(
+        view["time_unix_ms"].is_u64() && view["time"].is_string(),
+        "{view:#}"
+    );
     let transfer = view["transfers"][0].clone();
+    assert!(
+        transfer["have_bytes"].is_u64(),
+        "a transfer's size is have_bytes: {transfer:#}"
+    );
     assert!(
         transfer["blocks_total"].as_u64().is_some_and(|n| n > 0),
         "no transfer in flight on the status page: {view:#}\nlog:\n{}",

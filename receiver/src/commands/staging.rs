@@ -145,7 +145,7 @@ fn rows(store: &Store, expiry: Duration) -> Result<Vec<serde_json::Value>, Comma
         out.push(serde_json::json!({
             "object_id": hex::encode(o.object_id),
             "kind": "transfer",
-            "bytes": o.len,
+            "object_bytes": o.len,
             "resumable": o.resumable,
             "age_secs": age_secs(now, o.modified),
         }));
@@ -159,14 +159,14 @@ fn rows(store: &Store, expiry: Duration) -> Result<Vec<serde_json::Value>, Comma
                 serde_json::json!({
                     "volume": index + 1,
                     "geometry": geometry.map(|g| format!("{g:016x}")),
-                    "bytes": bytes,
+                    "volume_bytes": bytes,
                 })
             })
             .collect();
         out.push(serde_json::json!({
             "object_id": hex::encode(m.object_id),
             "kind": "media",
-            "bytes": m.bytes,
+            "object_bytes": m.bytes,
             "volumes": volumes,
             "age_secs": age,
             "expires_in_secs": expiry.as_secs().saturating_sub(age),
@@ -184,12 +184,15 @@ fn list(args: ListArgs) -> Result<Exit, CommandError> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({
-                "objects": objects,
-                "media_bytes": media_bytes,
-                "staging_bytes": staging_bytes,
-                "media_quota_default": media_quota,
-            })
+            sluice_host::json::stamp(
+                "staging-list",
+                serde_json::json!({
+                    "objects": objects,
+                    "media_bytes": media_bytes,
+                    "staging_bytes": staging_bytes,
+                    "media_quota_bytes": media_quota,
+                })
+            )
         );
         return Ok(Exit::Ok);
     }
@@ -198,7 +201,7 @@ fn list(args: ListArgs) -> Result<Exit, CommandError> {
     }
     for o in &objects {
         let id = o["object_id"].as_str().unwrap_or_default();
-        let bytes = o["bytes"].as_u64().unwrap_or(0);
+        let bytes = o["object_bytes"].as_u64().unwrap_or(0);
         let age_h = o["age_secs"].as_u64().unwrap_or(0) / 3600;
         if o["kind"] == "media" {
             let vols: Vec<String> = o["volumes"]
@@ -256,7 +259,7 @@ fn purge(args: PurgeArgs) -> Result<Exit, CommandError> {
     if args.expired {
         for m in store.expire_media(SystemTime::now()).map_err(storage)? {
             removed.push(serde_json::json!({
-                "object_id": hex::encode(m.object_id), "kind": "media", "bytes": m.bytes,
+                "object_id": hex::encode(m.object_id), "kind": "media", "object_bytes": m.bytes,
             }));
         }
     }
@@ -302,13 +305,13 @@ fn purge(args: PurgeArgs) -> Result<Exit, CommandError> {
         if let Some(p) = part {
             store.remove_object(id).map_err(storage)?;
             removed.push(serde_json::json!({
-                "object_id": hex::encode(id), "kind": "transfer", "bytes": p.len,
+                "object_id": hex::encode(id), "kind": "transfer", "object_bytes": p.len,
             }));
         }
         if let Some(m) = media {
             store.remove_staged_volumes(id).map_err(storage)?;
             removed.push(serde_json::json!({
-                "object_id": hex::encode(id), "kind": "media", "bytes": m.bytes,
+                "object_id": hex::encode(id), "kind": "media", "object_bytes": m.bytes,
             }));
         }
     }
@@ -316,14 +319,17 @@ fn purge(args: PurgeArgs) -> Result<Exit, CommandError> {
         tracing::warn!(object = %r["object_id"], kind = %r["kind"], "staging purged");
     }
     if args.json {
-        println!("{}", serde_json::json!({ "removed": removed }));
+        println!(
+            "{}",
+            sluice_host::json::stamp("staging-purge", serde_json::json!({ "removed": removed }))
+        );
     } else {
         for r in &removed {
             println!(
                 "removed {} {} ({} bytes)",
                 r["kind"].as_str().unwrap_or_default(),
                 r["object_id"].as_str().unwrap_or_default(),
-                r["bytes"]
+                r["object_bytes"]
             );
         }
         println!("{} removed", removed.len());

@@ -137,7 +137,7 @@ async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<
         "/status.json" => match snapshot(shared).await {
             Some(view) => with_type(
                 StatusCode::OK,
-                serde_json::to_string_pretty(&*view).unwrap_or_default(),
+                serde_json::to_string_pretty(&view.to_json()).unwrap_or_default(),
                 "application/json",
             ),
             None => plain(StatusCode::NOT_FOUND, "no store to report on\n"),

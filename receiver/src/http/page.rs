@@ -357,6 +357,7 @@ mod tests {
             }],
             recent: vec![RecentOutcome {
                 time: "2026-01-01T00:00:00.000Z".into(),
+                time_unix_ms: Some(1_767_225_600_000),
                 outcome: "rejected".into(),
                 channel: Some(EVIL.into()),
                 sequence: Some(9),
@@ -411,7 +412,7 @@ mod tests {
 
     #[test]
     fn json_twin_carries_the_same_data_with_a_compact_block_map() {
-        let json = serde_json::to_value(sample()).unwrap();
+        let json = sample().to_json();
         assert_eq!(json["transfers"][0]["block_map"], "ccdm");
         assert_eq!(json["transfers"][0]["channel"], EVIL);
         assert_eq!(json["recent"][0]["reason"], "bad_signature");

@@ -78,11 +78,14 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     })?;
     let print = fingerprint(&key);
     if args.json {
-        let v = serde_json::json!({
-            "link_key": out.display().to_string(),
-            "mode": "0600",
-            "fingerprint": print,
-        });
+        let v = sluice_host::json::stamp(
+            "link-keygen",
+            serde_json::json!({
+                "link_key": out.display().to_string(),
+                "mode": "0600",
+                "fingerprint": print,
+            }),
+        );
         println!("{v}");
     } else {
         println!(

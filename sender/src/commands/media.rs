@@ -233,20 +233,21 @@ fn report(args: &Args, jobs: &[Job], elapsed: Duration, now_ms: u64) {
         .map(|m| jobs.iter().map(|j| j.bytes_to_write(m)).sum::<u64>())
         .sum();
     if args.json {
-        let v = serde_json::json!({
-            "format": media_manifest::FORMAT,
-            "written_unix_ms": now_ms,
-            "bundles": jobs
-                .iter()
-                .map(|j| media_manifest::bundle_entry(j, &args.out, None, now_ms))
-                .collect::<Vec<_>>(),
-            "out": args.out.iter().map(|o| o.display().to_string()).collect::<Vec<_>>(),
-            "bundle_bytes": bytes,
-            "medium_bytes": on_media,
-            "written_bytes": written,
-            "duration_secs": secs,
-            "mb_per_sec": bytes as f64 / secs / 1e6,
-        });
+        let v = sluice_host::json::stamp(
+            "media",
+            serde_json::json!({
+                "bundles": jobs
+                    .iter()
+                    .map(|j| media_manifest::bundle_entry(j, &args.out, None, now_ms))
+                    .collect::<Vec<_>>(),
+                "out": args.out.iter().map(|o| o.display().to_string()).collect::<Vec<_>>(),
+                "bundle_bytes": bytes,
+                "medium_bytes": on_media,
+                "written_bytes": written,
+                "duration_secs": secs,
+                "mb_per_sec": bytes as f64 / secs / 1e6,
+            }),
+        );
         println!("{v}");
         return;
     }
