@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod listen_state;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -22,12 +22,20 @@ use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::send::SenderConfig;
 use sluice_common::transport::wire::{self, DataHeader, LinkKey, ObjectEnd};
 
-/// The bundle id of bundle bytes (blake3 of the signed header), without any trust decision.
+/// The bundle id of bundle bytes (the signed digest over prefix and header), without any trust
+/// decision and without parsing the header, so it also names bundles whose header a receiver
+/// refuses (an invalid channel name, say).
 pub fn bundle_id(bundle: &[u8]) -> BundleId {
-    sluice_common::bundle::inspect(bundle)
-        .expect("a bundle with a readable envelope")
-        .0
-        .id
+    use sluice_common::bundle::format::{PREFIX_LEN, digest};
+    let prefix: &[u8; PREFIX_LEN] = bundle
+        .get(..PREFIX_LEN)
+        .and_then(|p| p.try_into().ok())
+        .expect("a bundle prefix");
+    let header_len = u32::from_le_bytes(prefix[18..22].try_into().expect("4 bytes")) as usize;
+    let header = bundle
+        .get(PREFIX_LEN..PREFIX_LEN + header_len)
+        .expect("a whole header");
+    digest(prefix, header)
 }
 
 /// An officer key (fixed seed) and a trust directory trusting it as `alice`.
