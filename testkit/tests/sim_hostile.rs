@@ -169,6 +169,68 @@ fn a_million_object_ids() {
     assert!(sim.staged(&oid(7)) == whole(7, len, BLOCK).as_slice());
 }
 
+/// Threat-model G12: two large forged sessions (hundreds of stored symbols each, never
+/// authenticating) are kept alive with one frame every 9 s, past two idle windows; then a real
+/// transfer starts while a forged one-frame object arrives after every fourth real frame, far
+/// faster than the real first block completes (about 1 100 frames). Newcomers replace the session
+/// with the fewest *recent* symbols, so the drip-fed giants lose their slots, not the real
+/// object, which authenticates and completes byte-identical. (With "fewest symbols ever" the
+/// giants' 300 old symbols outranked the real session's few, and each newcomer evicted it.)
+#[test]
+fn drip_fed_large_forged_sessions_do_not_hold_the_unauthenticated_slots() {
+    let c = small_config();
+    assert_eq!(c.max_unauthenticated_sessions, 2, "the attack fills both slots");
+    let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
+    sim.trust_first_frame = false;
+    let k = key();
+    let giants = [oid(500), oid(501)];
+    let giant_len = 64 * u64::from(BLOCK);
+    // Block 1 only: block 0 never completes, so the giants are never offered for
+    // authentication and hold their slots as long as they are fed.
+    for g in giants {
+        for esi in 0..300 {
+            sim.deliver(&raw_data(&k, g, giant_len, BLOCK, T, 1, esi));
+        }
+    }
+    let mut esi = 300;
+    for _ in 0..4 {
+        sim.now += std::time::Duration::from_secs(9);
+        for g in giants {
+            sim.deliver(&raw_data(&k, g, giant_len, BLOCK, T, 1, esi));
+        }
+        esi += 1;
+        sim.receiver.handle_timeout(sim.now);
+        sim.drain();
+    }
+    assert_eq!(sim.receiver.unauthenticated_sessions(), 2, "both giants alive");
+
+    let len = 3 * u64::from(BLOCK) + 5;
+    let mut s =
+        Sender::new(SenderConfig::new(key(), [1; 16], T, BLOCK), sim.now, 0).expect("sender");
+    s.queue_object(sim.now, oid(7), len, 0).expect("queue");
+    let now = sim.now;
+    let mut real_frames = 0u64;
+    let mut flood = 0u64;
+    drive::drive(&mut s, now, sim::reads(7), |_, f| {
+        sim.deliver(f);
+        real_frames += 1;
+        if real_frames % 4 == 0 {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&flood.to_le_bytes());
+            id[15] = 0xEE;
+            sim.deliver(&raw_data(&k, id, giant_len, BLOCK, T, 0, 0));
+            flood += 1;
+        }
+        check_bounds(&sim, &c);
+        ControlFlow::Continue(())
+    });
+    assert!(flood > 500, "the flood ran through the real first block: {flood}");
+    let log = sim.log(&oid(7));
+    assert_eq!(log.outcomes, vec![Outcome::Complete { len }]);
+    assert!(sim.staged(&oid(7)) == whole(7, len, BLOCK).as_slice());
+    assert!(sim.receiver.unauthenticated_bytes() <= c.unauthenticated_pool_bytes());
+}
+
 /// 10^6 distinct repair symbols for one block of a live object: at most K + surplus are stored.
 #[test]
 fn a_million_repair_symbols_for_one_block() {

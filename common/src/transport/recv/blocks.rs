@@ -129,7 +129,7 @@ impl Receiver {
         if let (Ok(AddOutcome::Stored), Some(cost)) = (&outcome, cost) {
             b.reserved += cost;
             s.bytes += cost;
-            s.symbols += 1;
+            s.recent.record(now);
             self.buffered += cost;
             if !authenticated {
                 self.unauth_buffered += cost;

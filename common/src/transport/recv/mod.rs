@@ -84,9 +84,10 @@ pub struct ReceiverConfig {
     pub staging_retry: Duration,
     /// Unauthenticated sessions (see [`Receiver`], "Authenticate first") at once. Default 2;
     /// each may hold [`ReceiverConfig::unauthenticated_session_bytes`]. A new one beyond this
-    /// replaces the unauthenticated session with the fewest stored symbols (the youngest among
-    /// equals), so a flood of forged one-frame objects replaces itself and never a real object
-    /// that is receiving its first block.
+    /// replaces the unauthenticated session with the fewest symbols stored in the last one to
+    /// two seconds (the youngest among equals), so a flood of forged
+    /// one-frame objects replaces itself, and forged sessions kept alive by a drip lose their
+    /// slots, never a real object that is receiving its first block.
     pub max_unauthenticated_sessions: usize,
     /// An unauthenticated session with no valid frame for this long is forgotten
     /// ([`Effect::Forgotten`]). Default 10 s: a real sender sends its object's first block first,

@@ -4,7 +4,7 @@
 //! stragglers from a resend, end frames, timeouts, and dropping a session whose staging failed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::blocks::BlockBuf;
 use super::{
@@ -38,12 +38,64 @@ pub(super) struct Session {
     pub(super) bytes: u64,
     /// Length of the contiguous start last offered as [`Effect::Authenticate`].
     pub(super) offered: u64,
-    /// Symbols stored in this session so far (never decremented): its progress, for choosing
-    /// which unauthenticated session a newcomer replaces.
-    pub(super) symbols: u64,
+    /// Symbols stored recently: its progress, for choosing which unauthenticated session a
+    /// newcomer replaces. Recent, not total: a session that stopped growing loses its standing
+    /// (threat-model G12).
+    pub(super) recent: RecentSymbols,
     /// Order of opening (the receiver's `sessions_opened` count then): the youngest has the
     /// highest, also when many open at the same `now`.
     pub(super) serial: u64,
+}
+
+/// How long a symbol counts toward a session's standing against newcomers: one to two of these.
+/// Short, so a forged session must keep sending at a real transfer's pace to outrank it: a real
+/// first block (about 1 100 frames) arrives within 15 ms at the default 909 Mbit/s and within
+/// 1 s at 10 Mbit/s, while a forged session fed just often enough to stay alive (one frame per
+/// 9 s against the 10 s idle timeout) scores 0 or 1.
+pub(super) const RECENT_SYMBOLS_WINDOW: Duration = Duration::from_secs(1);
+
+/// Symbols stored in the current and the previous [`RECENT_SYMBOLS_WINDOW`]: a session's recent
+/// progress, however many symbols it stored before (threat-model G12).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecentSymbols {
+    window_start: Instant,
+    current: u64,
+    previous: u64,
+}
+
+impl RecentSymbols {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            current: 0,
+            previous: 0,
+        }
+    }
+
+    /// One more symbol stored at `now`.
+    pub(super) fn record(&mut self, now: Instant) {
+        let window = RECENT_SYMBOLS_WINDOW;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= window {
+            self.previous = if elapsed < window * 2 { self.current } else { 0 };
+            self.current = 0;
+            self.window_start = now;
+        }
+        self.current += 1;
+    }
+
+    /// Symbols stored within the last one to two windows as of `now`.
+    pub(super) fn score(&self, now: Instant) -> u64 {
+        let window = RECENT_SYMBOLS_WINDOW;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= window * 2 {
+            0
+        } else if elapsed >= window {
+            self.current
+        } else {
+            self.current + self.previous
+        }
+    }
 }
 
 impl Session {
@@ -101,11 +153,13 @@ impl Receiver {
     }
 
     /// A new unauthenticated session fits: below `max_unauthenticated_sessions` and the session
-    /// table, after replacing the unauthenticated session with the fewest stored symbols (the
-    /// youngest among equals) if either is full. A real object receiving its first block has
-    /// more symbols than any forged one-frame object, and an old session survives a stream of
-    /// new ones. Takes no staging quota (nothing is staged before authentication).
-    fn admit_unauthenticated(&mut self) -> bool {
+    /// table, after replacing the unauthenticated session with the fewest *recently* stored
+    /// symbols (the youngest among equals) if either is full. A real object receiving its first
+    /// block stores more symbols per window than a forged one-frame object or a forged session
+    /// kept alive by a drip, however large that grew earlier (threat-model G12), and an old
+    /// session survives a stream of new ones. Takes no staging quota (nothing is staged before
+    /// authentication).
+    fn admit_unauthenticated(&mut self, now: Instant) -> bool {
         let unauth = self.sessions.values().filter(|s| !s.authenticated).count();
         if unauth >= self.config.max_unauthenticated_sessions.max(1)
             || self.sessions.len() >= self.config.max_sessions
@@ -114,7 +168,7 @@ impl Receiver {
                 .sessions
                 .iter()
                 .filter(|(_, s)| !s.authenticated)
-                .min_by_key(|(_, s)| (s.symbols, std::cmp::Reverse(s.serial)))
+                .min_by_key(|(_, s)| (s.recent.score(now), std::cmp::Reverse(s.serial)))
                 .map(|(id, _)| *id);
             match victim {
                 Some(id) => self.forget_unauthenticated(&id),
@@ -155,7 +209,7 @@ impl Receiver {
                 held: BTreeMap::new(),
                 bytes: 0,
                 offered: 0,
-                symbols: 0,
+                recent: RecentSymbols::new(now),
                 serial: self.stats.sessions_opened,
             },
         );
@@ -294,7 +348,7 @@ impl Receiver {
             }
             self.staging_failed.remove(&params.object_id);
         }
-        if !self.admit_unauthenticated() {
+        if !self.admit_unauthenticated(now) {
             return None;
         }
         self.insert_session(now, Progress::new(*params), false);
