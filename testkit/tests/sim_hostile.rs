@@ -179,7 +179,10 @@ fn a_million_object_ids() {
 #[test]
 fn drip_fed_large_forged_sessions_do_not_hold_the_unauthenticated_slots() {
     let c = small_config();
-    assert_eq!(c.max_unauthenticated_sessions, 2, "the attack fills both slots");
+    assert_eq!(
+        c.max_unauthenticated_sessions, 2,
+        "the attack fills both slots"
+    );
     let mut sim = Sim::new(Receiver::new(c.clone()), ImpairConfig::default());
     sim.trust_first_frame = false;
     let k = key();
@@ -202,7 +205,11 @@ fn drip_fed_large_forged_sessions_do_not_hold_the_unauthenticated_slots() {
         sim.receiver.handle_timeout(sim.now);
         sim.drain();
     }
-    assert_eq!(sim.receiver.unauthenticated_sessions(), 2, "both giants alive");
+    assert_eq!(
+        sim.receiver.unauthenticated_sessions(),
+        2,
+        "both giants alive"
+    );
 
     let len = 3 * u64::from(BLOCK) + 5;
     let mut s =
@@ -224,7 +231,10 @@ fn drip_fed_large_forged_sessions_do_not_hold_the_unauthenticated_slots() {
         check_bounds(&sim, &c);
         ControlFlow::Continue(())
     });
-    assert!(flood > 500, "the flood ran through the real first block: {flood}");
+    assert!(
+        flood > 500,
+        "the flood ran through the real first block: {flood}"
+    );
     let log = sim.log(&oid(7));
     assert_eq!(log.outcomes, vec![Outcome::Complete { len }]);
     assert!(sim.staged(&oid(7)) == whole(7, len, BLOCK).as_slice());

@@ -185,7 +185,7 @@ fn metric_at_least(l: &Listener, name: &str, at_least: f64) -> f64 {
 /// T24: 10^5 new object ids, one frame each, half with a valid public-key tag and half with a
 /// bad tag, while a legitimate transfer (which opened its session first) is interleaved. A new
 /// object is *unauthenticated* until its first block verifies (issue #12): at most 2 such
-/// sessions live at once, each newcomer replaces the one with the fewest symbols (so the flood
+/// sessions live at once, each newcomer replaces the one with the fewest recent symbols (so the flood
 /// replaces itself, never the real transfer), nothing is staged or recorded for them, every one
 /// is counted as expired, and the legitimate bundle is accepted byte-identical.
 #[test]
@@ -524,7 +524,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
 
 /// T25 / T11: sessions that get one valid frame now and then (every 2.5 s) never authenticate
 /// (their first block never completes), so they live as *unauthenticated* sessions (issue #12):
-/// at most 2 at once (a newcomer replaces the one with the fewest symbols), nothing staged,
+/// at most 2 at once (a newcomer replaces the one with the fewest recent symbols), nothing staged,
 /// nothing recorded, and each is forgotten at the unauthenticated idle timeout (10 s, fixed;
 /// `--idle-timeout`, here 1 s, governs authenticated transfers only). Every drip session that
 /// opened is counted as expired, none as abandoned or incomplete, the session gauge returns to 0

@@ -77,7 +77,11 @@ impl RecentSymbols {
         let window = RECENT_SYMBOLS_WINDOW;
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= window {
-            self.previous = if elapsed < window * 2 { self.current } else { 0 };
+            self.previous = if elapsed < window * 2 {
+                self.current
+            } else {
+                0
+            };
             self.current = 0;
             self.window_start = now;
         }
