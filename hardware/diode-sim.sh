@@ -18,7 +18,8 @@
 # GSO and loss: a UDP GSO sender hands veth one 64 KB "super-packet"; nftables would see it as ONE
 # packet and drop 40+ datagrams at once. With --loss the script therefore runs
 # `ethtool -K ${TX_IF} tx-udp-segmentation off` so the kernel segments before veth and loss is
-# per datagram (a GSO sender still gets most of its speed-up, see research/perf-anchors.md).
+# per datagram (a GSO sender still gets most of its speed-up, see the `--loss 5` row of the
+# udpblast table in bench/README.md).
 #
 # Socket buffers: the script leaves sysctls alone. A receiver running as root should use
 # SO_RCVBUFFORCE (sluice-recv and udpblast do); an unprivileged receiver needs

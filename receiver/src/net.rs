@@ -1,10 +1,10 @@
 //! The receiver's UDP edge: bind, size the kernel receive buffer, read datagrams in batches, and
 //! read the kernel's drop counter. Nothing here (or anywhere in this binary) sends.
 //!
-//! Loss on a diode link is mostly the receiver not draining its queue (research/perf-anchors.md:
-//! an unpaced sender loses 1.6-2.9 % into a default 208 KiB buffer on a lossless link). So we ask
-//! for a large buffer, force it when privileged, say loudly when the kernel grants less, and
-//! export the socket's own drop counter so operators can tell overrun from wire loss.
+//! Loss on a diode link is mostly the receiver not draining its queue (an unpaced sender loses
+//! 1.6-2.9 % into a default 208 KiB buffer on a lossless link). So we ask for a large buffer, force
+//! it when privileged, say loudly when the kernel grants less, and export the socket's own drop
+//! counter so operators can tell overrun from wire loss.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};

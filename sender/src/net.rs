@@ -1,9 +1,10 @@
 //! The sender's UDP edge: one socket toward the diode, large send buffer, and batched sends.
 //!
-//! Per-datagram syscall cost, not bandwidth, caps a UDP sender (research/perf-anchors.md: about
-//! 160 k datagrams/s per core with `sendmmsg`, 560 k with UDP GSO on the same path). So frames of
-//! equal length are handed to the kernel as one GSO batch (`UDP_SEGMENT`) through quinn-udp, which
-//! falls back to one datagram per `sendmsg` if the driver refuses segmentation (EIO/EINVAL).
+//! Per-datagram syscall cost, not bandwidth, caps a UDP sender (bench/README.md, udpblast: about
+//! 180-290 k datagrams/s per core with `sendmmsg`, 2-2.7x that with UDP GSO on the same path). So
+//! frames of equal length are handed to the kernel as one GSO batch (`UDP_SEGMENT`) through
+//! quinn-udp, which falls back to one datagram per `sendmsg` if the driver refuses segmentation
+//! (EIO/EINVAL).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -1,7 +1,7 @@
-//! Hostile but authenticated input (research T20–T25, T30): a sender that holds the link key
-//! sends absurd header values, floods of object ids and floods of repair symbols. Everything is
-//! dropped or capped; `buffered_bytes()` stays within the budget and the session count within
-//! its maximum throughout, and a genuine transfer alongside still completes.
+//! Hostile but authenticated input: a sender that holds the link key sends absurd header values,
+//! floods of object ids and floods of repair symbols. Everything is dropped or capped;
+//! `buffered_bytes()` stays within the budget and the session count within its maximum
+//! throughout, and a genuine transfer alongside still completes.
 
 use std::ops::ControlFlow;
 

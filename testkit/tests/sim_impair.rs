@@ -1,5 +1,5 @@
-//! Link impairments other than random loss (research T2, T3, T5, T6, T8, T26): a burst of 1000
-//! lost frames, reordering, duplication, bit errors, truncation and forged frames sent first.
+//! Link impairments other than random loss: a burst of 1000 lost frames, reordering,
+//! duplication, bit errors, truncation and forged frames sent first.
 //! Each transfer must complete byte-identical, and every bad datagram must land in a counter.
 
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
@@ -168,7 +168,7 @@ fn truncated_datagrams_of_every_header_length_are_dropped() {
 
 /// Forged frames with the right structure under another key, for every symbol of the object,
 /// delivered before any genuine frame: all dropped at the tag, so they cannot poison blocks
-/// (first-wins, research A32b), and the transfer completes identical.
+/// (the first copy of an ESI wins), and the transfer completes identical.
 #[test]
 fn forged_frames_first_are_dropped() {
     let seed = 6;

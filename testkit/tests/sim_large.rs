@@ -1,4 +1,4 @@
-//! Large objects through a bounded receiver (research T74): the object is generated on the fly
+//! Large objects through a bounded receiver: the object is generated on the fly
 //! from a seeded function, never stored; the receiver's writes are hashed in offset order and
 //! compared with blake3 of what the sender read. `buffered_bytes()` never exceeds the budget,
 //! which is far smaller than the object.

@@ -1,6 +1,6 @@
-//! Random loss against repair overhead (research T1): objects of awkward sizes arrive
-//! byte-identical when loss stays below the overhead, and fail cleanly as `Incomplete` (never a
-//! wrong or partial `Complete`) when it does not.
+//! Random loss against repair overhead: objects of awkward sizes arrive byte-identical when
+//! loss stays below the overhead, and fail cleanly as `Incomplete` (never a wrong or partial
+//! `Complete`) when it does not.
 
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};

@@ -1,7 +1,7 @@
-//! Rateless passes, persisted progress and concurrent senders (research T10, T15): a second
-//! pass of fresh repair symbols completes what the first could not; progress exported after
-//! pass 1 restores into a new receiver that then writes only the missing blocks; two objects
-//! from two senders interleaved both complete.
+//! Rateless passes, persisted progress and concurrent senders: a second pass of fresh repair
+//! symbols completes what the first could not; progress exported after pass 1 restores into a
+//! new receiver that then writes only the missing blocks; two objects from two senders
+//! interleaved both complete.
 
 use std::ops::ControlFlow;
 

@@ -1,7 +1,6 @@
-//! Resends of a completed object (research T27, T56): a nightly resend or a replayed capture is
-//! reported once per resend (`Effect::Replayed`, so the driver records a duplicate), while the
-//! late frames of the original send — the rest of its pass, its later passes, reordered
-//! stragglers — never are.
+//! Resends of a completed object: a nightly resend or a replayed capture is reported once per
+//! resend (`Effect::Replayed`, so the driver records a duplicate), while the late frames of the
+//! original send — the rest of its pass, its later passes, reordered stragglers — never are.
 
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
 use sluice_common::transport::send::{Sender, SenderConfig};

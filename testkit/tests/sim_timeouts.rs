@@ -1,6 +1,5 @@
-//! Deadlines and operator events (research T11, T12, T25, A22): a sender that stops mid-object
-//! is abandoned after the idle timeout, a slow drip after the absolute deadline; heartbeats
-//! and pass ends reach the operator.
+//! Deadlines and operator events: a sender that stops mid-object is abandoned after the idle
+//! timeout, a slow drip after the absolute deadline; heartbeats and pass ends reach the operator.
 
 use std::time::Duration;
 

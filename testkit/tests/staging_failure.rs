@@ -1,6 +1,6 @@
 //! A staging failure (disk full, I/O error) drops the object's session and everything queued for
 //! it, refuses its frames for `staging_retry`, and then lets the next resend start over — while
-//! the listener runs, with no restart (threat model G5, BUGS.md B2).
+//! the listener runs, with no restart (threat model G5).
 
 use std::time::{Duration, Instant};
 

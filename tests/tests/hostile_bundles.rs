@@ -1,7 +1,7 @@
-//! Bundle-level attacks delivered through a real `sluice-recv listen` (threat model ADV3 and ADV5,
-//! research T31-T41, T46, T70): validly SIGNED bundles by a TRUSTED signer whose manifests break
-//! the path policy (a careless or compromised signer, `build::write_unchecked`), and a local user
-//! who plants symlinks in the store.
+//! Bundle-level attacks delivered through a real `sluice-recv listen` (threat model ADV3 and
+//! ADV5): validly SIGNED bundles by a TRUSTED signer whose manifests break the path policy (a
+//! careless or compromised signer, `build::write_unchecked`), and a local user who plants
+//! symlinks in the store.
 //!
 //! Each hostile bundle must be rejected with its exact reason code in `rejected/` (except one whose
 //! header is over the receiver's 1 MiB bound: its signature cannot be checked, so it is refused
@@ -107,8 +107,8 @@ fn send_until_decided(l: &Listener, bundle: &[u8]) -> AuditRecord {
     found.unwrap_or_else(|| panic!("no decision for object {oid}; log:\n{}", l.log_text()))
 }
 
-/// T31, T32, T35, T36, T41: each validly signed hostile manifest is rejected with its exact
-/// reason, recorded in rejected/, and nothing lands in quarantine or outside the store.
+/// Each validly signed hostile manifest is rejected with its exact reason, recorded in
+/// rejected/, and nothing lands in quarantine or outside the store.
 #[test]
 fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
     let rig = Rig::new();
@@ -267,7 +267,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
     rig.assert_nothing_outside();
 }
 
-/// T70 / T46: a local user plants a symlink where the next bundle's quarantine entry goes. The
+/// A local user plants a symlink where the next bundle's quarantine entry goes. The
 /// commit refuses to follow or replace it (clear error in the log), the target is untouched, the
 /// listener keeps running; once the operator removes the link, the listener's own verification
 /// retry (backoff from 2 s) commits the staged bundle without a resend or restart.
@@ -326,8 +326,8 @@ fn planted_symlink_at_the_quarantine_entry_is_never_followed() {
     rig.assert_nothing_outside();
 }
 
-/// T70: the staging directory (or quarantine/) replaced by a symlink before start: the store
-/// refuses to open through it (exit 8, clear error) and the target stays untouched.
+/// The staging directory (or quarantine/) replaced by a symlink before start: the store refuses
+/// to open through it (exit 8, clear error) and the target stays untouched.
 #[test]
 fn store_directories_replaced_by_symlinks_refuse_to_open() {
     for dir in ["staging", "quarantine"] {
@@ -361,7 +361,7 @@ fn store_directories_replaced_by_symlinks_refuse_to_open() {
     }
 }
 
-/// T70: staging swapped for a symlink while the listener runs: every write goes through the
+/// Staging swapped for a symlink while the listener runs: every write goes through the
 /// directory handles opened at start, so the bundle still lands in the real store and nothing
 /// follows the new link. A planted `.part` symlink for the next object is refused, not followed.
 #[test]

@@ -1,7 +1,7 @@
-//! Frame-level attacks against a running `sluice-recv listen` on loopback (threat model ADV1/ADV2,
-//! research T20-T28). The realistic attacker holds no secret: every attack is sent with a VALID tag
-//! under the public default link key (what a listener without `--link-key` accepts) and, where it
-//! makes a difference, also with a bad tag.
+//! Frame-level attacks against a running `sluice-recv listen` on loopback (threat model ADV1/ADV2).
+//! The realistic attacker holds no secret: every attack is sent with a VALID tag under the public
+//! default link key (what a listener without `--link-key` accepts) and, where it makes a
+//! difference, also with a bad tag.
 //!
 //! Since issue #12 a new object is *unauthenticated* until its first block (the signed prefix and
 //! header) verifies against the trust directory: until then it has no staging file, no quota, no
@@ -182,12 +182,12 @@ fn metric_at_least(l: &Listener, name: &str, at_least: f64) -> f64 {
     v
 }
 
-/// T24: 10^5 new object ids, one frame each, half with a valid public-key tag and half with a
-/// bad tag, while a legitimate transfer (which opened its session first) is interleaved. A new
-/// object is *unauthenticated* until its first block verifies (issue #12): at most 2 such
-/// sessions live at once, each newcomer replaces the one with the fewest recent symbols (so the flood
-/// replaces itself, never the real transfer), nothing is staged or recorded for them, every one
-/// is counted as expired, and the legitimate bundle is accepted byte-identical.
+/// A session flood: 10^5 new object ids, one frame each, half with a valid public-key tag and half
+/// with a bad tag, while a legitimate transfer (which opened its session first) is interleaved. A
+/// new object is *unauthenticated* until its first block verifies (issue #12): at most 2 such
+/// sessions live at once, each newcomer replaces the one with the fewest recent symbols (so the
+/// flood replaces itself, never the real transfer), nothing is staged or recorded for them, every
+/// one is counted as expired, and the legitimate bundle is accepted byte-identical.
 #[test]
 fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,9 +297,9 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
     stop_clean(listener);
 }
 
-/// T20-T22: declared lengths up to 2^63 and u64::MAX, absurd block and symbol sizes, block and
-/// ESI out of range, with valid tags: dropped before anything is allocated (no staging file, RSS
-/// flat), counted as over-limit.
+/// Absurd geometry: declared lengths up to 2^63 and u64::MAX, absurd block and symbol sizes, block
+/// and ESI out of range, with valid tags: dropped before anything is allocated (no staging file,
+/// RSS flat), counted as over-limit.
 #[test]
 fn absurd_geometry_is_refused_before_allocation() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -391,13 +391,14 @@ fn absurd_geometry_is_refused_before_allocation() {
     stop_clean(listener);
 }
 
-/// T23, T5 and poisoning (A32b): 10^5 distinct repair ESIs and 10^5 copies of one symbol for a
-/// single block. Memory stays flat. When the forged symbols target the legitimate object's first
-/// block before its genuine ones (possible with the public key), that block fails authentication:
-/// the object is refused and only counted (`sluice_objects_unauthenticated_refused_total`), with
-/// no record and nothing staged, and it is never accepted with wrong bytes. That is still a denial
-/// of service: while the listener runs, resends of the same bundle (same object id) are dropped
-/// as late; after a restart the resend is accepted.
+/// Symbol floods and poisoning (the first copy of an ESI wins): 10^5 distinct repair ESIs and 10^5
+/// copies of one symbol for a single block. Memory stays flat. When the forged symbols target the
+/// legitimate object's first block before its genuine ones (possible with the public key), that
+/// block fails authentication: the object is refused and only counted
+/// (`sluice_objects_unauthenticated_refused_total`), with no record and nothing staged, and it is
+/// never accepted with wrong bytes. That is still a denial of service: while the listener runs,
+/// resends of the same bundle (same object id) are dropped as late; after a restart the resend is
+/// accepted.
 #[test]
 fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -522,7 +523,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     stop_clean(listener);
 }
 
-/// T25 / T11: sessions that get one valid frame now and then (every 2.5 s) never authenticate
+/// Slow drip: sessions that get one valid frame now and then (every 2.5 s) never authenticate
 /// (their first block never completes), so they live as *unauthenticated* sessions (issue #12):
 /// at most 2 at once (a newcomer replaces the one with the fewest recent symbols), nothing staged,
 /// nothing recorded, and each is forgotten at the unauthenticated idle timeout (10 s, fixed;
@@ -590,12 +591,12 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     stop_clean(listener);
 }
 
-/// B1 regression: waves of forged sessions (valid public-key tags) must not accumulate open
-/// staging files or staging reservations. One of them declares almost the whole 1 GiB staging
-/// quota. Since issue #12 a forged session is unauthenticated: it opens no staging file and
-/// reserves no quota, so a legitimate bundle is accepted while the hog is still live, nothing is
-/// ever staged for the waves, and every forged session is forgotten (counted as expired, not
-/// abandoned) at the 10 s unauthenticated idle timeout.
+/// Regression test for a fixed leak: waves of forged sessions (valid public-key tags) must not
+/// accumulate open staging files or staging reservations. One of them declares almost the whole
+/// 1 GiB staging quota. Since issue #12 a forged session is unauthenticated: it opens no staging
+/// file and reserves no quota, so a legitimate bundle is accepted while the hog is still live,
+/// nothing is ever staged for the waves, and every forged session is forgotten (counted as expired,
+/// not abandoned) at the 10 s unauthenticated idle timeout.
 #[test]
 fn abandoned_sessions_release_fds_and_staging_quota() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -698,7 +699,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     stop_clean(listener);
 }
 
-/// T27 / T56: the frames of an accepted transfer, captured and replayed (while the listener runs,
+/// The frames of an accepted transfer, captured and replayed (while the listener runs,
 /// and again after a restart that cleared its memory of completed objects), give no second copy:
 /// dropped as late, or reassembled and recorded as a duplicate.
 #[test]
@@ -741,10 +742,10 @@ fn replayed_capture_is_a_duplicate_never_a_second_copy() {
     stop_clean(listener);
 }
 
-/// T28 (scaled): random bytes at a high rate (arbitrary lengths, some with a valid "SL" prefix,
-/// some valid-length frames with garbage bodies) from another thread alongside a legitimate
-/// transfer. No panic, flat resources, the bundle completes byte-identical, and every datagram
-/// the kernel delivered is counted.
+/// A random flood (scaled down to 300 000 datagrams): random bytes at a high rate (arbitrary
+/// lengths, some with a valid "SL" prefix, some valid-length frames with garbage bodies) from
+/// another thread alongside a legitimate transfer. No panic, flat resources, the bundle completes
+/// byte-identical, and every datagram the kernel delivered is counted.
 #[test]
 fn random_flood_alongside_a_legitimate_transfer() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -784,7 +785,7 @@ fn random_flood_alongside_a_legitimate_transfer() {
         "legitimate transfer during the flood"
     );
     let (sent, empty) = flood.join().expect("flood thread");
-    // Zero-length datagrams never reach the pipeline and are not counted (BUGS.md B3).
+    // Zero-length datagrams never reach the pipeline and are not counted (threat model G6).
     let flood_sent = sent - empty;
     let junk = || {
         listener.metric("sluice_frames_malformed_total")
@@ -812,7 +813,7 @@ fn random_flood_alongside_a_legitimate_transfer() {
     stop_clean(listener);
 }
 
-/// G3 / BUGS.md B5: with the public key a single frame is a complete one-symbol object. Since
+/// Threat model G3: with the public key a single frame is a complete one-symbol object. Since
 /// issue #12 its first bytes are authenticated before anything else: a junk object fails, is
 /// refused and only counted (`sluice_objects_unauthenticated_refused_total`), and writes no
 /// rejected/ file and no audit line. This test floods junk objects and asserts every one is
@@ -867,7 +868,7 @@ fn junk_objects_do_not_grow_rejected_records_without_bound() {
     stop_clean(listener);
 }
 
-/// T29: forged control frames with valid public-key tags: an object-end for the final pass before
+/// Forged control frames with valid public-key tags: an object-end for the final pass before
 /// any data (and repeated), and an end frame whose geometry contradicts the object. An end frame
 /// never opens a session for a non-empty object (issue #12, attack 6), so the early ones are only
 /// counted (`sluice_frames_end_total`): no session, no record, nothing staged. Once the real

@@ -1,5 +1,4 @@
-//! Crash safety and storage faults of a running `sluice-recv listen` (threat model ENV; research
-//! T10, T63, T64, T66, T69, T71).
+//! Crash safety and storage faults of a running `sluice-recv listen` (threat model ENV).
 //!
 //! - `kill_9_loop_*`: SIGKILL at seeded random moments while small bundles arrive, restart,
 //!   repeat (`SLUICE_CRASH_ITERATIONS`, default 100 under `CI=true`, 25 otherwise;
@@ -121,7 +120,7 @@ fn receipts(store: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// T66 / T10 / T71: SIGKILL at random moments during transfers, restart, repeat.
+/// SIGKILL at random moments during transfers, restart, repeat.
 #[test]
 fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -286,10 +285,10 @@ fn send_until_logged(l: &Listener, b: &Bundle, needle: &str) -> bool {
     })
 }
 
-/// T63 (staging): the object does not fit the filesystem: the reservation fails with a clear
+/// While staging, the object does not fit the filesystem: the reservation fails with a clear
 /// ENOSPC error, nothing reaches quarantine, the listener keeps running and reports it once per
 /// attempt (not once per block); after the filesystem grows, a resend of the same bundle is
-/// accepted without a restart (threat model G5, BUGS.md B2), and so is the next bundle.
+/// accepted without a restart (threat model G5), and so is the next bundle.
 #[test]
 fn disk_full_while_staging_then_space_freed() {
     if !require_mount_or_skip("disk_full_while_staging_then_space_freed") {
@@ -329,7 +328,7 @@ fn disk_full_while_staging_then_space_freed() {
     next_accepted_then_audit_verifies(&mut rig, l, 100_000);
 }
 
-/// T63 (commit): the staged object fits but its verified extraction does not: a storage_error
+/// At commit, the staged object fits but its verified extraction does not: a storage_error
 /// outcome (not a rejection), the extraction is discarded, nothing in quarantine, the listener
 /// keeps running; after the filler is deleted the listener's verification retry commits the
 /// staged bundle without a resend, and the next bundle is accepted too.
@@ -388,7 +387,7 @@ fn disk_full_while_committing_then_space_freed() {
     next_accepted_then_audit_verifies(&mut rig, l, 200_000);
 }
 
-/// T64: no inode left for the staging file: a clear error, the listener keeps running, and
+/// No inode left for the staging file: a clear error, the listener keeps running, and
 /// after inodes are freed the next bundle is accepted.
 #[test]
 fn inodes_exhausted_then_freed() {
@@ -420,7 +419,7 @@ fn inodes_exhausted_then_freed() {
     eprintln!("[inodes] {n} filler inodes; listener survived ENOSPC on create");
 }
 
-/// T69: a store on a read-only filesystem at start: exit 8 with a clear error, no crash loop.
+/// A store on a read-only filesystem at start: exit 8 with a clear error, no crash loop.
 #[test]
 fn read_only_store_at_start_exits_8() {
     if !require_mount_or_skip("read_only_store_at_start_exits_8") {

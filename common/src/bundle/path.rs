@@ -2,8 +2,7 @@
 //!
 //! Applied when building **and** again when verifying, by component, and by rejection only:
 //! nothing is ever "normalised into" an acceptable path. The policy is deliberately stricter than
-//! any one filesystem because the quarantine may later be copied to Windows, macOS or a USB stick
-//! (research A35, A39; threats T31-T38).
+//! any one filesystem because the quarantine may later be copied to Windows, macOS or a USB stick.
 //!
 //! A path is accepted when it is relative, `/`-separated UTF-8 in NFC, and every component is
 //! non-empty, not `.` or `..`, at most [`MAX_COMPONENT_BYTES`], free of `\` and `:`, free of

@@ -7,7 +7,7 @@
 //! raptorq's terms (our block number lives in our frame header); the whole-object
 //! `Encoder`/`Decoder` are never used because they hold the whole object in memory.
 //!
-//! raptorq panics on several inputs (research A32, and code reading of raptorq 2.0.1):
+//! raptorq panics on several inputs (code reading of raptorq 2.0.1):
 //! a symbol whose length is not T, an ESI ≥ 2^24, block data that is not a multiple of T, more
 //! than 56403 source symbols, an SBN it does not know, a zero symbol size. Every public function
 //! here checks all of those first and returns a [`FecError`] instead, so no wire input can reach

@@ -222,7 +222,7 @@ pub struct AuditLog {
     next_seq: u64,
     prev: String,
     /// Set after an fsync failure: the log's durability is unknown, so nothing more is appended
-    /// until a restart reconciles it (A42: never retry-then-trust).
+    /// until a restart reconciles it (never retry-then-trust).
     poisoned: Option<String>,
     /// Test hook: the next fsync reports EIO (after the write went through).
     #[cfg(test)]

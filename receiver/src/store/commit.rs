@@ -84,7 +84,7 @@ impl Store {
             )
     }
 
-    /// Records a replay of an already-accepted bundle (T56): a `duplicate` audit record, no
+    /// Records a replay of an already-accepted bundle: a `duplicate` audit record, no
     /// second copy, and the bundle's staged object removed. `commit` calls this itself; a caller
     /// that checked [`Store::is_accepted`] before verifying calls it directly to skip the work.
     /// `known` is (channel, sequence, signer name) when the header was decoded; without it the
@@ -306,13 +306,13 @@ impl Store {
             }
             if self.audit.is_poisoned() {
                 // The record may or may not be in the log (write done, fsync failed). Do not
-                // report it accepted (A42) and do not withdraw it either: a restart reconciles
+                // report it accepted and do not withdraw it either: a restart reconciles
                 // it (re-verifying every file) whichever way the log turned out.
                 tracing::error!(bundle = %idhex, error = %e,
                     "audit fsync failed; bundle NOT reported accepted; store degraded until restart");
                 return Err(e);
             }
-            // Not accepted (A42: no retry-then-trust). Take it back out of quarantine.
+            // Not accepted (no retry-then-trust). Take it back out of quarantine.
             tracing::error!(bundle = %idhex, error = %e, "commit failed after rename; withdrawing the entry");
             match fsutil::rename_noreplace(&self.quarantine, &idhex, &self.extract, &staged_name) {
                 Ok(()) => {

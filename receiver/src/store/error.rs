@@ -22,7 +22,7 @@ pub enum StoreError {
     /// (`store::media::MediaPolicy`); `needed` is what the copy had reached when it stopped.
     MediaQuota { needed: u64, used: u64, quota: u64 },
     /// The channel's high-water mark file exists but cannot be trusted: accepting on this channel
-    /// is refused until an operator repairs it (T60: fail closed, never reset to 0).
+    /// is refused until an operator repairs it (fail closed, never reset to 0).
     StateCorrupt {
         channel: String,
         file: String,

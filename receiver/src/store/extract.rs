@@ -288,7 +288,7 @@ impl Extraction {
                 ),
             ));
         }
-        // fsync now (bounded open fds for bundles with many files); an error is final (A42).
+        // fsync now (bounded open fds for bundles with many files); an error is final.
         cur.file.sync_all()?;
         self.files_written += 1;
         self.completed

@@ -3,7 +3,7 @@
 //! Every path the store touches below its root is reached one component at a time from an open
 //! directory fd, with `O_NOFOLLOW` (and `O_DIRECTORY` for directories, `O_CREAT | O_EXCL` for new
 //! files). A symlink a local user planted therefore makes the operation fail with `ELOOP`,
-//! `ENOTDIR` or `EEXIST` instead of redirecting a write (research T70, A38).
+//! `ENOTDIR` or `EEXIST` instead of redirecting a write.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -157,7 +157,8 @@ pub fn read_file_at(dir: impl AsFd, name: &str, max: u64) -> io::Result<Vec<u8>>
     Ok(buf)
 }
 
-/// `fsync` on any fd (file or directory). An error is returned once and never retried (A42).
+/// `fsync` on any fd (file or directory). An error is returned once and never retried (a retry
+/// that succeeded would not prove the data durable, so it is never trusted).
 pub fn fsync(fd: impl AsFd) -> io::Result<()> {
     rfs::fsync(fd).map_err(Into::into)
 }

@@ -148,7 +148,7 @@ pub struct AuditRecord {
     pub rejected_record: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportFigures>,
-    /// True when this record was appended by restart reconciliation (T71), not live.
+    /// True when this record was appended by restart reconciliation, not live.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconciled: bool,
 }

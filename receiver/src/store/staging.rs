@@ -206,7 +206,7 @@ impl Store {
         Ok(())
     }
 
-    /// fsyncs the object's `.part` file. On failure the object is removed (A42).
+    /// fsyncs the object's `.part` file. On failure the object is removed (no retry-then-trust).
     pub fn sync_object(&mut self, object_id: [u8; 16]) -> Result<(), StoreError> {
         let o = self.object(&object_id)?;
         if let Err(e) = o.file.sync_data() {

@@ -178,7 +178,7 @@ const STEPS: [Step; 5] = [
 ];
 
 /// Kill the process at every step of the commit protocol; a restart must always land in one of
-/// the two consistent states (fully accepted or not there at all), never in between (T66, T71).
+/// the two consistent states (fully accepted or not there at all), never in between.
 #[test]
 fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
     for step in STEPS {
@@ -233,7 +233,7 @@ fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
 
 /// An I/O error at every step: before the audit record the bundle is NOT accepted, nothing is in
 /// quarantine, staging is clean, and the store keeps working; a failed mark update after the
-/// audit record leaves the bundle accepted and the mark is rebuilt on restart (T63, T68).
+/// audit record leaves the bundle accepted and the mark is rebuilt on restart.
 #[test]
 fn eio_at_every_commit_step_is_never_trusted() {
     for step in STEPS {

@@ -249,7 +249,7 @@ fn record_duplicate_without_extracting() {
     verify_ok(&dir);
 }
 
-/// Inode exhaustion (T64): like a full disk, a clean per-bundle failure and recovery.
+/// Inode exhaustion: like a full disk, a clean per-bundle failure and recovery.
 
 #[test]
 fn extraction_must_match_the_verified_manifest() {
