@@ -10,7 +10,7 @@ use std::time::Instant;
 use sluice_common::spool::{HEADER_LEN, VolumeHeader};
 use sluice_common::transport::params::Limits;
 
-use crate::ingest::Pipeline;
+use crate::ingest::{Pipeline, Room};
 use crate::media::{self, RecordReader};
 use crate::store::StoreError;
 
@@ -129,7 +129,15 @@ pub fn drop_conflicting_partial(store: &mut crate::store::Store, id: [u8; 16], p
 /// Feeds the planned staged volumes of `id` into the pipeline, interleaved by each volume's
 /// progress through its own share so records arrive in (nearly) the sender's order and the
 /// receiver's bounded window of blocks suffices. Each volume is read with its own frame length.
-pub fn feed_object(pipeline: &mut Pipeline, id: [u8; 16], plan: Plan) -> Result<(), FeedError> {
+/// Feeding pauses while decodes hold more than `room` (half the budget, for the window of partial
+/// blocks the sender interleaves: 8 of about 2 MiB, `sender/src/media_plan.rs`): a medium can
+/// wait, and a full budget would evict blocks of the window.
+pub fn feed_object(
+    pipeline: &mut Pipeline,
+    id: [u8; 16],
+    plan: Plan,
+    room: Room,
+) -> Result<(), FeedError> {
     let mut readers = Vec::new();
     let mut longest = 0usize;
     for (_, (h, v, _)) in plan.volumes {
@@ -156,6 +164,7 @@ pub fn feed_object(pipeline: &mut Pipeline, id: [u8; 16], plan: Plan) -> Result<
                 now = Instant::now();
             }
             pipeline.drive(now);
+            pipeline.wait_for_room(now, room);
         }
     }
     pipeline.drive(Instant::now());

@@ -10,7 +10,7 @@ use sluice_common::spool::HEADER_LEN;
 use sluice_common::transport::params::Limits;
 use sluice_common::transport::recv::ReceiverConfig;
 
-use crate::ingest::{Outcome, OutcomeKind, Pipeline};
+use crate::ingest::{Outcome, OutcomeKind, Pipeline, Room};
 use crate::media::{self, OpenVolume, RecordFilter, RecordVerdict};
 use crate::rebuild;
 use crate::report::{outcome_json, rejected_exit};
@@ -425,6 +425,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
         config.max_buffered_bytes = args.memory << 20;
         config.max_staging_bytes = args.staging_quota << 30;
         config.idle_timeout = Duration::from_secs(3600);
+        let room = Room::half_of(&config);
         let now = Instant::now();
         let mut pipeline = Pipeline::start(
             store,
@@ -448,7 +449,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             };
             state.staged.extend(plan.volumes.keys().copied());
             state.count = plan.geometry.0;
-            if let Err(e) = rebuild::feed_object(&mut pipeline, *id, plan) {
+            if let Err(e) = rebuild::feed_object(&mut pipeline, *id, plan, room) {
                 problems.error(
                     Exit::Storage,
                     format!("rebuilding {}: {e}", hex::encode(id)),

@@ -61,6 +61,7 @@ mod workers;
 
 pub use outcome::{LastHeartbeat, Outcome, OutcomeKind};
 pub use pipeline::Pipeline;
+pub use workers::Room;
 
 use crate::store::{Store, StoreConfig, StoreError};
 

@@ -7,7 +7,35 @@ use std::time::Instant;
 use sluice_common::bundle::{BundleId, RejectReason};
 use sluice_common::transport::wire::LedgerEntry;
 
-use crate::store::TransportFigures;
+use crate::store::{Source, TransportFigures};
+
+/// Per-object transport figures gathered while frames arrive.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Tally {
+    /// Symbols the transport receiver stored for the object.
+    pub(super) frames: u64,
+    /// Frames the transport receiver infers lost (its running count for the object).
+    pub(super) lost_frames: u64,
+    pub(super) repaired_blocks: u64,
+    pub(super) passes: u64,
+    /// The object's declared length (from its frames), for the decision's log line and JSON.
+    pub(super) object_bytes: u64,
+}
+
+impl Tally {
+    /// The figures a receipt and an audit record carry; `bad_frames` is the receiver's count.
+    pub(super) fn figures(self, bad_frames: u64, source: Source) -> TransportFigures {
+        TransportFigures {
+            frames: self.frames,
+            lost_frames: self.lost_frames,
+            bad_frames,
+            repaired_blocks: self.repaired_blocks,
+            passes: self.passes.max(1),
+            source,
+            object_bytes: self.object_bytes,
+        }
+    }
+}
 
 /// What became of one object, as reported to the operator and counted in metrics.
 #[derive(Clone, Debug)]

@@ -24,23 +24,10 @@ use super::admit::Admit;
 use super::commit::VerifyJob;
 use super::early::{self, EarlyVerify};
 use super::first_bytes::{self, FirstBytes};
-use super::outcome::{LastHeartbeat, Outcome, OutcomeKind, log_outcome};
+use super::outcome::{LastHeartbeat, Outcome, OutcomeKind, Tally, log_outcome};
 use super::stager::{StageDone, StageOp, Stager};
-use super::workers::{self, DecodeQueue, Decoders, Verifier};
+use super::workers::{self, DecodeQueue, Decoders, Room, Verifier};
 use crate::store::{Source, Store, StoreError, TransportFigures};
-
-/// Per-object transport figures gathered while frames arrive.
-#[derive(Clone, Copy, Debug, Default)]
-struct Tally {
-    /// Symbols the transport receiver stored for the object.
-    frames: u64,
-    /// Frames the transport receiver infers lost (its running count for the object).
-    lost_frames: u64,
-    repaired_blocks: u64,
-    passes: u64,
-    /// The object's declared length (from its frames), for the decision's log line and JSON.
-    object_bytes: u64,
-}
 
 /// See the module documentation.
 pub struct Pipeline {
@@ -277,6 +264,23 @@ impl Pipeline {
                 Some((*id, p.block_count() - p.done_count(), p.block_count()))
             })
             .collect()
+    }
+
+    /// Waits until the transport holds at most `room.total` bytes, and unauthenticated sessions at
+    /// most `room.unauthenticated`, or until waiting cannot free any (no decode outstanding). For
+    /// a caller that can pause its input, as `import` can: media have no deadline, so decodes
+    /// falling behind on a busy machine must not fill the budget (or an unauthenticated object's
+    /// share while its first block decodes) and evict blocks whose symbols do not come again in
+    /// this run (`media_e2e.rs::losing_any_one_of_four_volumes_is_survivable` lost blocks so).
+    pub fn wait_for_room(&mut self, now: Instant, room: Room) {
+        while self.receiver.buffered_bytes() > room.total
+            || self.receiver.unauthenticated_bytes() > room.unauthenticated
+        {
+            self.decodes.flush();
+            if self.decodes.in_flight == 0 || !self.collect_decoded_blocking(now) {
+                return;
+            }
+        }
     }
 
     /// Waits for every in-flight decode, then persists the progress of every live object, so a
@@ -605,19 +609,9 @@ impl Pipeline {
     }
 
     fn figures(&self, object_id: [u8; 16]) -> TransportFigures {
+        let s = self.receiver.stats();
         let tally = self.tallies.get(&object_id).copied().unwrap_or_default();
-        TransportFigures {
-            frames: tally.frames,
-            lost_frames: tally.lost_frames,
-            bad_frames: {
-                let s = self.receiver.stats();
-                s.bad_tag + s.malformed
-            },
-            repaired_blocks: tally.repaired_blocks,
-            passes: tally.passes.max(1),
-            source: self.source,
-            object_bytes: tally.object_bytes,
-        }
+        tally.figures(s.bad_tag + s.malformed, self.source)
     }
 
     /// Starts an early verifier for a newly opened object when a slot is free.

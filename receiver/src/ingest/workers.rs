@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use sluice_common::bundle::trust::TrustStore;
-use sluice_common::transport::recv::{DecodeTask, Decoded};
+use sluice_common::transport::recv::{DecodeTask, Decoded, ReceiverConfig};
 use sluice_host::time::now_unix_ms;
 
 use super::admit::Admit;
@@ -60,6 +60,24 @@ pub(super) fn spawn_decoders(workers: usize) -> Decoders {
         tx: decode_tx,
         rx: decoded_rx,
         threads,
+    }
+}
+
+/// Buffered bytes below which [`Pipeline::wait_for_room`](super::Pipeline::wait_for_room) lets a paused input go on.
+#[derive(Clone, Copy, Debug)]
+pub struct Room {
+    pub total: u64,
+    pub unauthenticated: u64,
+}
+
+impl Room {
+    /// Half of each bound of `config`: the other half holds the window of partial blocks the
+    /// input keeps feeding while decodes catch up.
+    pub fn half_of(config: &ReceiverConfig) -> Room {
+        Room {
+            total: config.max_buffered_bytes / 2,
+            unauthenticated: config.unauthenticated_session_bytes() / 2,
+        }
     }
 }
 
