@@ -45,22 +45,15 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-git_() { git -c safe.directory="$ROOT" -C "$ROOT" "$@"; }
-COMMIT="$(git_ rev-parse --verify "$REV^{commit}")"
-SOURCE_DATE_EPOCH="$(git_ log -1 --format=%ct "$COMMIT")"
-export SOURCE_DATE_EPOCH
-# The archive has no .git: tell build.rs which commit this is, the same for every build.
-export SLUICE_GIT_COMMIT="$COMMIT"
+# shellcheck source=scripts/commit-build-env.sh
+. "$ROOT/scripts/commit-build-env.sh"
+pin_commit "$REV"
 VERSION="$(git_ show "$COMMIT:Cargo.toml" | sed -n 's/^version *= *"\(.*\)"/\1/p' | head -n1)"
 NAME="sluice-$VERSION"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/sluice-offline.XXXXXX")"
-cleanup() {
-    if [ "$KEEP" = 1 ]; then echo "offline-build: kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+temp_dir_until_exit offline
 
 SRC="$TMP/$NAME"
 mkdir -p "$SRC"

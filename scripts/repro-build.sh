@@ -52,25 +52,13 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-git_() { git -c safe.directory="$ROOT" -C "$ROOT" "$@"; }
-
-COMMIT="$(git_ rev-parse --verify "$REV^{commit}")"
-SOURCE_DATE_EPOCH="$(git_ log -1 --format=%ct "$COMMIT")"
-export SOURCE_DATE_EPOCH
-# The archive has no .git: tell build.rs which commit this is, the same for every build.
-export SLUICE_GIT_COMMIT="$COMMIT"
+# shellcheck source=scripts/commit-build-env.sh
+. "$ROOT/scripts/commit-build-env.sh"
+pin_commit "$REV"
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 BINS=(sluice-send sluice-recv)
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/sluice-repro.XXXXXX")"
-cleanup() {
-    if [ "$KEEP" = 1 ]; then
-        echo "repro-build: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
+temp_dir_until_exit repro
 
 echo "repro-build: commit $COMMIT, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH ($(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
 echo "repro-build: $(rustc -V), $(cargo -V)"
