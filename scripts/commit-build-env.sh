@@ -1,7 +1,10 @@
 # Sourced, not run: the steps scripts/offline-build.sh and scripts/repro-build.sh share to build
 # one commit from `git archive` in a temp dir, written once so the two builds cannot drift apart
-# (repro-build's vendored build must see exactly what offline-build proves). The caller sets ROOT
-# (the checkout) and KEEP (1: keep the temp dir), and runs under `set -euo pipefail`.
+# (repro-build's vendored build must see exactly what offline-build proves). The caller sets KEEP
+# (1: keep the temp dir) before its exit, and runs under `set -euo pipefail`.
+
+# The checkout this file belongs to.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # git on this checkout. Works as root on a clean clone (CI): git's safe.directory check is
 # bypassed for this repository only.

@@ -31,6 +31,8 @@ ARCHIVE=0
 OUT="."
 KEEP=0
 JOBS=()
+# shellcheck source=scripts/commit-build-env.sh
+. "$(dirname "$0")/commit-build-env.sh"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rev) REV="$2"; shift 2 ;;
@@ -44,9 +46,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# shellcheck source=scripts/commit-build-env.sh
-. "$ROOT/scripts/commit-build-env.sh"
 pin_commit "$REV"
 VERSION="$(git_ show "$COMMIT:Cargo.toml" | sed -n 's/^version *= *"\(.*\)"/\1/p' | head -n1)"
 NAME="sluice-$VERSION"

@@ -38,6 +38,8 @@ KEEP=0
 OFFLINE=()
 JOBS=()
 SECOND_VENDORED=0
+# shellcheck source=scripts/commit-build-env.sh
+. "$(dirname "$0")/commit-build-env.sh"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rev) REV="$2"; shift 2 ;;
@@ -51,9 +53,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# shellcheck source=scripts/commit-build-env.sh
-. "$ROOT/scripts/commit-build-env.sh"
 pin_commit "$REV"
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 BINS=(sluice-send sluice-recv)
