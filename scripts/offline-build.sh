@@ -31,6 +31,8 @@ ARCHIVE=0
 OUT="."
 KEEP=0
 JOBS=()
+# shellcheck source=scripts/commit-build-env.sh
+. "$(dirname "$0")/commit-build-env.sh"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rev) REV="$2"; shift 2 ;;
@@ -44,23 +46,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-git_() { git -c safe.directory="$ROOT" -C "$ROOT" "$@"; }
-COMMIT="$(git_ rev-parse --verify "$REV^{commit}")"
-SOURCE_DATE_EPOCH="$(git_ log -1 --format=%ct "$COMMIT")"
-export SOURCE_DATE_EPOCH
-# The archive has no .git: tell build.rs which commit this is, the same for every build.
-export SLUICE_GIT_COMMIT="$COMMIT"
+pin_commit "$REV"
 VERSION="$(git_ show "$COMMIT:Cargo.toml" | sed -n 's/^version *= *"\(.*\)"/\1/p' | head -n1)"
 NAME="sluice-$VERSION"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/sluice-offline.XXXXXX")"
-cleanup() {
-    if [ "$KEEP" = 1 ]; then echo "offline-build: kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
+temp_dir_until_exit offline
 
 SRC="$TMP/$NAME"
 mkdir -p "$SRC"

@@ -38,6 +38,8 @@ KEEP=0
 OFFLINE=()
 JOBS=()
 SECOND_VENDORED=0
+# shellcheck source=scripts/commit-build-env.sh
+. "$(dirname "$0")/commit-build-env.sh"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rev) REV="$2"; shift 2 ;;
@@ -51,26 +53,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-git_() { git -c safe.directory="$ROOT" -C "$ROOT" "$@"; }
-
-COMMIT="$(git_ rev-parse --verify "$REV^{commit}")"
-SOURCE_DATE_EPOCH="$(git_ log -1 --format=%ct "$COMMIT")"
-export SOURCE_DATE_EPOCH
-# The archive has no .git: tell build.rs which commit this is, the same for every build.
-export SLUICE_GIT_COMMIT="$COMMIT"
+pin_commit "$REV"
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 BINS=(sluice-send sluice-recv)
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/sluice-repro.XXXXXX")"
-cleanup() {
-    if [ "$KEEP" = 1 ]; then
-        echo "repro-build: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
+temp_dir_until_exit repro
 
 echo "repro-build: commit $COMMIT, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH ($(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
 echo "repro-build: $(rustc -V), $(cargo -V)"

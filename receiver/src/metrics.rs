@@ -122,6 +122,25 @@ mod tests {
         out
     }
 
+    /// GETs /metrics every `pause` until the server answers 200 or `within` has passed: the 200
+    /// answer, or empty. Both slow-client tests wait this way for a slot to free up.
+    fn metrics_once_served(addr: SocketAddr, pause: Duration, within: Duration) -> String {
+        let start = Instant::now();
+        let mut answered = String::new();
+        while start.elapsed() < within {
+            std::thread::sleep(pause);
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.read_to_string(&mut answered);
+            if answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            answered.clear();
+        }
+        answered
+    }
+
     #[test]
     fn serves_the_current_page_and_404s_the_rest() {
         let page = MetricsPage::default();
@@ -165,18 +184,8 @@ mod tests {
             .collect();
         // Each is cut off at the deadline, so the server answers again soon after.
         let start = Instant::now();
-        let mut answered = String::new();
-        while start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(200));
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-            let _ = s.read_to_string(&mut answered);
-            if answered.starts_with("HTTP/1.1 200") {
-                break;
-            }
-            answered.clear();
-        }
+        let answered =
+            metrics_once_served(addr, Duration::from_millis(200), Duration::from_secs(15));
         assert!(answered.contains("sluice_datagrams_total 1"), "{answered}");
         assert!(start.elapsed() < crate::http::CONNECTION_DEADLINE + Duration::from_secs(5));
         drop(idle);
@@ -251,18 +260,8 @@ mod tests {
             })
             .collect();
         // A normal client is answered while they trickle.
-        let mut answered = String::new();
-        for _ in 0..60 {
-            std::thread::sleep(Duration::from_millis(500));
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-            let _ = s.read_to_string(&mut answered);
-            if answered.starts_with("HTTP/1.1 200") {
-                break;
-            }
-            answered.clear();
-        }
+        let answered =
+            metrics_once_served(addr, Duration::from_millis(500), Duration::from_secs(30));
         assert!(answered.contains("sluice_datagrams_total 5"), "{answered}");
         // Every trickler was cut off long before its head was complete: the server's total
         // deadline per connection, not the client, decided when the connection ended.

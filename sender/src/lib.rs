@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod key_seed;
 pub mod link;
 pub mod media_manifest;
 pub mod media_out;

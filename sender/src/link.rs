@@ -8,7 +8,6 @@
 //! only holds a 64-frame burst. On the worker the solves run during the window's source rounds
 //! (≈ 90 % of its frames), so the wire only waits if a solve takes longer than all of them.
 
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -116,15 +115,7 @@ impl Link {
             self.read_buf
                 .reserve_exact(request.len.next_multiple_of(usize::from(self.symbol_size)));
             self.read_buf.resize(request.len, 0);
-            p.file
-                .read_exact_at(&mut self.read_buf, request.offset)
-                .map_err(|e| {
-                    CommandError::input(format!(
-                        "reading {} at {}: {e}",
-                        p.path.display(),
-                        request.offset
-                    ))
-                })?;
+            p.read_exact_at(&mut self.read_buf, request.offset)?;
             pumped.bytes_read += request.len as u64;
             let job = self
                 .sender

@@ -427,16 +427,7 @@ fn write_volumes(
     loop {
         while let Some(request) = sender.poll_read() {
             read_buf.resize(request.len, 0);
-            prepared
-                .file
-                .read_exact_at(&mut read_buf, request.offset)
-                .map_err(|e| {
-                    CommandError::input(format!(
-                        "reading {} at {}: {e}",
-                        prepared.path.display(),
-                        request.offset
-                    ))
-                })?;
+            prepared.read_exact_at(&mut read_buf, request.offset)?;
             bar.inc(request.len as u64);
             sender
                 .handle_read(request, std::mem::take(&mut read_buf))

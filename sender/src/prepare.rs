@@ -3,6 +3,7 @@
 //! crosses the diode (or reaches a medium).
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sluice_common::bundle::BundleId;
@@ -19,6 +20,16 @@ pub struct Prepared {
     pub id: BundleId,
     pub channel: String,
     pub sequence: u64,
+}
+
+impl Prepared {
+    /// Fills `buf` from `offset` of the verified file: what the sender asks for, over the diode
+    /// (`link`) or onto media (`media_out`), with the same error either way.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), CommandError> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            CommandError::input(format!("reading {} at {offset}: {e}", self.path.display()))
+        })
+    }
 }
 
 /// Why a bundle could not be prepared.

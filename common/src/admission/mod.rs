@@ -413,12 +413,12 @@ impl Admission {
     /// them with a new pass number: the `incomplete` record is written at most once per object
     /// per [`RECORD_WINDOW_MS`], from the shared bucket. Returns whether to write it.
     pub fn handle_incomplete(&mut self, now_ms: u64, object_id: [u8; 16]) -> bool {
-        let within_window = self
-            .incomplete_recorded
-            .get(&object_id)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < RECORD_WINDOW_MS);
-        if within_window {
-            self.counters.records_suppressed_window += 1;
+        if suppressed_in_window(
+            &mut self.counters,
+            &self.incomplete_recorded,
+            &object_id,
+            now_ms,
+        ) {
             return false;
         }
         if self.incomplete_recorded.len() >= MAX_REMEMBERED_BUNDLES {
@@ -519,12 +519,7 @@ impl Admission {
 
     /// Whether a non-accept record about `id` may be written now; if so, it is remembered.
     fn may_record(&mut self, now_ms: u64, id: BundleId) -> bool {
-        let within_window = self
-            .recorded
-            .get(&id)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < RECORD_WINDOW_MS);
-        if within_window {
-            self.counters.records_suppressed_window += 1;
+        if suppressed_in_window(&mut self.counters, &self.recorded, &id, now_ms) {
             return false;
         }
         if !self.bucket.take(now_ms) {
@@ -561,6 +556,23 @@ pub fn retry_delay_ms(attempt: u32) -> u64 {
     RETRY_FIRST_MS
         .saturating_mul(1u64 << shift)
         .min(RETRY_CAP_MS)
+}
+
+/// The one-record-per-window rule of bundle records and `incomplete` records alike: true (and
+/// counted as suppressed) if `key` was recorded less than [`RECORD_WINDOW_MS`] before `now_ms`.
+fn suppressed_in_window<K: std::hash::Hash + Eq>(
+    counters: &mut Counters,
+    recorded_at: &HashMap<K, u64>,
+    key: &K,
+    now_ms: u64,
+) -> bool {
+    let within = recorded_at
+        .get(key)
+        .is_some_and(|at| now_ms.saturating_sub(*at) < RECORD_WINDOW_MS);
+    if within {
+        counters.records_suppressed_window += 1;
+    }
+    within
 }
 
 #[cfg(test)]

@@ -190,6 +190,17 @@ struct Current {
     frames_this_pass: u64,
 }
 
+impl Current {
+    /// Where read `r`'s block sits in the window; a read of another object, pass or a block
+    /// before the window is unexpected (both the source and the repair step check this).
+    fn window_index(&self, r: &ReadRequest) -> Result<usize, SendError> {
+        if self.object_id != r.object_id || self.pass != r.pass || r.block < self.window_start {
+            return Err(SendError::UnexpectedRead);
+        }
+        usize::try_from(r.block - self.window_start).map_err(|_| SendError::UnexpectedRead)
+    }
+}
+
 /// One block of the window: its source symbols as soon as it is read, its repair encoder once
 /// the solve is done.
 #[derive(Debug)]
@@ -388,11 +399,7 @@ impl Sender {
     pub fn handle_encoded(&mut self, block: EncodedBlock) -> Result<(), SendError> {
         let r = &block.request;
         let cur = self.current.as_mut().ok_or(SendError::UnexpectedRead)?;
-        if cur.object_id != r.object_id || cur.pass != r.pass || r.block < cur.window_start {
-            return Err(SendError::UnexpectedRead);
-        }
-        let idx =
-            usize::try_from(r.block - cur.window_start).map_err(|_| SendError::UnexpectedRead)?;
+        let idx = cur.window_index(r)?;
         match cur.slots.get_mut(idx) {
             Some(Some(slot)) if slot.repair.is_none() => {
                 slot.repair = Some(block.encoder);
@@ -404,11 +411,7 @@ impl Sender {
 
     fn slot_index(&self, r: &ReadRequest) -> Result<usize, SendError> {
         let cur = self.current.as_ref().ok_or(SendError::UnexpectedRead)?;
-        if cur.object_id != r.object_id || cur.pass != r.pass || r.block < cur.window_start {
-            return Err(SendError::UnexpectedRead);
-        }
-        let idx =
-            usize::try_from(r.block - cur.window_start).map_err(|_| SendError::UnexpectedRead)?;
+        let idx = cur.window_index(r)?;
         match cur.slots.get(idx) {
             Some(None) if idx < cur.requested => Ok(idx),
             _ => Err(SendError::UnexpectedRead),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, RenameFlags};
 
-use super::{Entry, PubError, have_tool, tool};
+use super::{Entry, PubError, hash_copy, have_tool, tool};
 use crate::config::Target;
 
 /// Control fields of one package.
@@ -165,19 +165,6 @@ pub fn preflight(t: &Target, e: &Entry, _work: &Path) -> Result<(), PubError> {
 
 fn retry(what: impl std::fmt::Display) -> impl Fn(io::Error) -> PubError {
     move |e| PubError::Retry(format!("{what}: {e}"))
-}
-
-fn blake3_file(p: &Path) -> io::Result<String> {
-    let mut f = File::open(p)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize().to_hex().to_string());
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 fn sync_dir(d: &Path) -> io::Result<()> {
@@ -346,7 +333,7 @@ pub fn publish(t: &Target, e: &Entry, _work: &Path) -> Result<String, PubError> 
         let name = d.file_name();
         let dest = dir.join(&name);
         if dest.exists() {
-            if &blake3_file(&dest).map_err(retry(dest.display()))? != want {
+            if &hash_copy(&dest, None).map_err(retry(dest.display()))? != want {
                 return Err(PubError::Fatal(format!(
                     "{}: a different package with the same name, version and architecture is already in the repository",
                     dest.display()

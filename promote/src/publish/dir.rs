@@ -4,13 +4,13 @@
 //! receipt means "already published"; one that does not is a conflict.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{CWD, RenameFlags};
 
-use super::{Entry, PubError};
+use super::{Entry, PubError, hash_copy};
 
 pub fn preflight(base: &Path) -> Result<(), PubError> {
     fs::create_dir_all(base)
@@ -28,24 +28,6 @@ pub fn preflight(base: &Path) -> Result<(), PubError> {
 
 fn io_retry(what: &str) -> impl Fn(io::Error) -> PubError + '_ {
     move |e| PubError::Retry(format!("{what}: {e}"))
-}
-
-/// blake3 of a file's bytes, copying them to `to` when given.
-fn hash_copy(from: &Path, mut to: Option<&mut File>) -> io::Result<String> {
-    let mut f = File::open(from)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        if let Some(t) = to.as_deref_mut() {
-            t.write_all(&buf[..n])?;
-        }
-    }
-    Ok(h.finalize().to_hex().to_string())
 }
 
 /// Does `root` hold exactly the receipt's files (same bytes)? Extra files make it a mismatch.

@@ -7,6 +7,8 @@ pub mod dir;
 pub mod oci;
 pub mod registry;
 
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sluice_recv::store::audit::Receipt;
@@ -105,4 +107,23 @@ pub fn have_tool(prog: &str) -> bool {
     crate::scan::CLEAN_PATH
         .split(':')
         .any(|d| Path::new(d).join(prog).is_file())
+}
+
+/// blake3 (hex) of a file's bytes, copying them to `to` when given: how every publisher checks
+/// a file against its receipt, in 1 MiB reads.
+fn hash_copy(from: &Path, mut to: Option<&mut File>) -> io::Result<String> {
+    let mut f = File::open(from)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if let Some(t) = to.as_deref_mut() {
+            t.write_all(&buf[..n])?;
+        }
+    }
+    Ok(h.finalize().to_hex().to_string())
 }

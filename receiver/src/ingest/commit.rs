@@ -89,7 +89,7 @@ pub(super) fn verify_and_commit(
                 channel: a.channel().map(str::to_string),
                 sequence: a.sequence(),
             };
-            outcome.kind = perform_reject(&mut lock(), decision, &subject, a.detail(), &figures)?;
+            outcome.kind = perform(&mut lock(), decision, &subject, a.detail(), &figures)?;
             log_outcome(&outcome);
             return Some(outcome);
         }
@@ -273,7 +273,7 @@ pub(super) fn verify_and_commit(
             let decision =
                 gate.lock()
                     .handle_refused(ms, object_id, Refused::after_prefix(&prefix, e.reason));
-            outcome.kind = perform_reject(&mut lock(), decision, &subject, &e.detail, &figures)?;
+            outcome.kind = perform(&mut lock(), decision, &subject, &e.detail, &figures)?;
         }
     }
     log_outcome(&outcome);
@@ -313,9 +313,39 @@ fn storage_failure(
     Some(outcome)
 }
 
+/// A duplicate of an accepted bundle: recorded when admission allows it, the staged object
+/// removed either way.
+fn perform_duplicate(
+    store: &mut Store,
+    record: bool,
+    subject: &RejectSubject,
+    figures: &TransportFigures,
+) -> OutcomeKind {
+    let written = match (record, subject.bundle_id) {
+        (true, Some(id)) => {
+            let known = subject
+                .channel
+                .as_deref()
+                .zip(subject.sequence)
+                .map(|(c, s)| (c, s, ""));
+            store
+                .record_duplicate(&id, known, figures.clone())
+                .map(|_| ())
+        }
+        _ => Ok(()),
+    };
+    let _ = store.remove_object(subject.object_id.unwrap_or_default());
+    match written {
+        Ok(()) => OutcomeKind::Duplicate,
+        Err(e) => OutcomeKind::StorageError {
+            detail: e.to_string(),
+        },
+    }
+}
+
 /// Performs a non-accept [`Admit`] decision about a signed bundle: a record only when admission
 /// allows one, the staged object removed either way. `None` for an unauthenticated decision
-/// (an id mismatch): counted by admission, no record, no outcome.
+/// (an id mismatch) or one that is not a verdict: counted by admission, no record, no outcome.
 fn perform(
     store: &mut Store,
     decision: Admit,
@@ -324,51 +354,19 @@ fn perform(
     figures: &TransportFigures,
 ) -> Option<OutcomeKind> {
     let object_id = subject.object_id.unwrap_or_default();
-    match decision {
+    let (record, reason, class) = match decision {
         Admit::Duplicate { record } => {
-            let written = match (record, subject.bundle_id) {
-                (true, Some(id)) => {
-                    let known = subject
-                        .channel
-                        .as_deref()
-                        .zip(subject.sequence)
-                        .map(|(c, s)| (c, s, ""));
-                    store
-                        .record_duplicate(&id, known, figures.clone())
-                        .map(|_| ())
-                }
-                _ => Ok(()),
-            };
-            let _ = store.remove_object(object_id);
-            Some(match written {
-                Ok(()) => OutcomeKind::Duplicate,
-                Err(e) => OutcomeKind::StorageError {
-                    detail: e.to_string(),
-                },
-            })
+            return Some(perform_duplicate(store, record, subject, figures));
         }
-        other => perform_reject(store, other, subject, detail, figures),
-    }
-}
-
-/// Performs a rejection decision: an authenticated one is recorded when admission allows it;
-/// an unauthenticated one only removes the staged object.
-fn perform_reject(
-    store: &mut Store,
-    decision: Admit,
-    subject: &RejectSubject,
-    detail: &str,
-    figures: &TransportFigures,
-) -> Option<OutcomeKind> {
-    let object_id = subject.object_id.unwrap_or_default();
-    let Admit::Reject {
-        record,
-        reason,
-        class,
-    } = decision
-    else {
-        let _ = store.remove_object(object_id);
-        return None;
+        Admit::Reject {
+            record,
+            reason,
+            class,
+        } => (record, reason, class),
+        _ => {
+            let _ = store.remove_object(object_id);
+            return None;
+        }
     };
     if class == Class::Unauthenticated {
         let _ = store.remove_object(object_id);

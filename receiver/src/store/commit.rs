@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use rustix::fs::FileType;
-use sluice_common::bundle::{BundleId, Entry, EntryKind, KeyId, RejectReason, Verified};
+use sluice_common::bundle::{BundleId, EntryKind, Header, RejectReason, Verified};
 use sluice_host::time;
 
 use super::audit::AcceptedInfo;
@@ -41,32 +41,18 @@ pub enum Decision {
 #[derive(Clone, Debug)]
 pub(super) struct CommitInfo {
     pub(super) id: BundleId,
-    pub(super) format_version: u16,
-    pub(super) channel: String,
-    pub(super) sequence: u64,
-    pub(super) created: u64,
-    pub(super) expires: Option<u64>,
-    pub(super) note: Option<String>,
+    /// The signed header as verified, whole: the receipt and the audit record copy from it.
+    pub(super) header: Header,
     pub(super) signer_name: String,
-    pub(super) signer_key: KeyId,
-    pub(super) entries: Vec<Entry>,
     pub(super) bundle_bytes: u64,
 }
 
 impl CommitInfo {
     pub(super) fn from_verified(v: &Verified) -> CommitInfo {
-        let h = v.header();
         CommitInfo {
             id: v.id(),
-            format_version: h.format_version,
-            channel: h.channel.clone(),
-            sequence: h.sequence,
-            created: h.created,
-            expires: h.expires,
-            note: h.note.clone(),
+            header: v.header().clone(),
             signer_name: v.signer_name().to_owned(),
-            signer_key: h.signer,
-            entries: h.entries.clone(),
             bundle_bytes: v.bundle_bytes(),
         }
     }
@@ -192,7 +178,7 @@ impl Store {
             });
         }
         let qpath = self.dir.join("quarantine").join(&idhex);
-        if !ext.matches(&info.entries) {
+        if !ext.matches(&info.header.entries) {
             return Err(StoreError::Misuse {
                 what: format!(
                     "extraction {} does not hold exactly the verified manifest of {idhex}; not committing",
@@ -205,27 +191,27 @@ impl Store {
             return self.record_duplicate(
                 &info.id,
                 Some((
-                    info.channel.as_str(),
-                    info.sequence,
+                    info.header.channel.as_str(),
+                    info.header.sequence,
                     info.signer_name.as_str(),
                 )),
                 transport,
             );
         }
-        let mark = self.high_water_mark(&info.channel)?;
+        let mark = self.high_water_mark(&info.header.channel)?;
         if require_increasing_sequence {
             if let Some(m) = mark {
-                if info.sequence <= m {
+                if info.header.sequence <= m {
                     ext.discard();
                     let detail = format!(
                         "channel {:?} requires increasing sequences: {} is not above the last accepted {m}",
-                        info.channel, info.sequence
+                        info.header.channel, info.header.sequence
                     );
                     let subject = RejectSubject {
                         object_id: Some(object_id),
                         bundle_id: Some(info.id),
-                        channel: Some(info.channel.clone()),
-                        sequence: Some(info.sequence),
+                        channel: Some(info.header.channel.clone()),
+                        sequence: Some(info.header.sequence),
                     };
                     self.reject_inner(
                         &subject,
@@ -289,8 +275,8 @@ impl Store {
                         outcome: "accepted".into(),
                         bundle_id: Some(idhex.clone()),
                         object_id: Some(hex::encode(object_id)),
-                        channel: Some(info.channel.clone()),
-                        sequence: Some(info.sequence),
+                        channel: Some(info.header.channel.clone()),
+                        sequence: Some(info.header.sequence),
                         signer: Some(info.signer_name.clone()),
                         path: Some(format!("quarantine/{idhex}")),
                         receipt_blake3: Some(receipt_hash.clone()),
@@ -327,21 +313,21 @@ impl Store {
         self.accepted.insert(
             idhex.clone(),
             AcceptedInfo {
-                channel: Some(info.channel.clone()),
-                sequence: Some(info.sequence),
+                channel: Some(info.header.channel.clone()),
+                sequence: Some(info.header.sequence),
                 receipt_blake3: Some(receipt_hash),
                 signer: Some(info.signer_name.clone()),
             },
         );
         let e = self
             .channel_max
-            .entry(info.channel.clone())
-            .or_insert(info.sequence);
-        *e = (*e).max(info.sequence);
-        let new_mark = mark.map_or(info.sequence, |m| m.max(info.sequence));
+            .entry(info.header.channel.clone())
+            .or_insert(info.header.sequence);
+        *e = (*e).max(info.header.sequence);
+        let new_mark = mark.map_or(info.header.sequence, |m| m.max(info.header.sequence));
         let marked = self
             .checkpoint(Step::Audited, None)
-            .and_then(|()| self.write_mark(&info.channel, new_mark, &idhex));
+            .and_then(|()| self.write_mark(&info.header.channel, new_mark, &idhex));
         if self.simulated_crash() {
             return Err(StoreError::Misuse {
                 what: "simulated crash".into(),
@@ -350,7 +336,7 @@ impl Store {
         if let Err(err) = marked {
             // Accepted already (the audit record is the decision); the in-memory history keeps
             // rollback protection and reconciliation rewrites the mark on the next open.
-            tracing::error!(channel = %info.channel, error = %err, "high-water mark update failed; it will be rebuilt from audit.jsonl");
+            tracing::error!(channel = %info.header.channel, error = %err, "high-water mark update failed; it will be rebuilt from audit.jsonl");
         }
         self.cleanup_object(object_id);
         Ok(Decision::Accepted { path: qpath })
@@ -412,22 +398,23 @@ impl Store {
         Receipt {
             schema: super::records::RECEIPT_SCHEMA.into(),
             bundle_id: info.id.to_hex(),
-            format_version: info.format_version,
-            channel: info.channel.clone(),
-            sequence: info.sequence,
+            format_version: info.header.format_version,
+            channel: info.header.channel.clone(),
+            sequence: info.header.sequence,
             signer: SignerInfo {
                 name: info.signer_name.clone(),
-                key_id: info.signer_key.to_hex(),
+                key_id: info.header.signer.to_hex(),
             },
-            created: time::rfc3339_ms(ms(info.created)),
-            created_unix_ms: ms(info.created),
-            expires: info.expires.map(|e| time::rfc3339_ms(ms(e))),
-            expires_unix_ms: info.expires.map(ms),
-            note: info.note.clone(),
+            created: time::rfc3339_ms(ms(info.header.created)),
+            created_unix_ms: ms(info.header.created),
+            expires: info.header.expires.map(|e| time::rfc3339_ms(ms(e))),
+            expires_unix_ms: info.header.expires.map(ms),
+            note: info.header.note.clone(),
             received: time::rfc3339_ms(now),
             received_unix_ms: now,
             bundle_bytes: info.bundle_bytes,
             entries: info
+                .header
                 .entries
                 .iter()
                 .map(|e| ReceiptEntry {

@@ -220,13 +220,20 @@ impl Extraction {
         Ok(n + 1)
     }
 
-    fn do_create_dir(&mut self, entry: &Entry) -> io::Result<()> {
+    /// What both entry kinds do first: refuse while a file is open (`busy` says which call),
+    /// open the directories above `path`, and return its last component, to create in
+    /// [`base`](Self::base).
+    fn enter_parent<'p>(&mut self, path: &'p str, busy: &'static str) -> io::Result<&'p str> {
         if self.current.is_some() {
-            return Err(io::Error::other("create_dir while a file is open"));
+            return Err(io::Error::other(busy));
         }
-        let comps = fsutil::components(&entry.path)?;
+        let comps = fsutil::components(path)?;
         self.enter(&comps)?;
-        let last = comps.last().copied().unwrap_or("");
+        Ok(comps.last().copied().unwrap_or(""))
+    }
+
+    fn do_create_dir(&mut self, entry: &Entry) -> io::Result<()> {
+        let last = self.enter_parent(&entry.path, "create_dir while a file is open")?;
         // A directory may already exist as the implicit parent of an earlier file entry.
         fsutil::ensure_dir_at(self.base(), last, fsutil::DIR_MODE)?;
         self.completed.push((entry.path.clone(), EntryKind::Dir, 0));
@@ -234,12 +241,7 @@ impl Extraction {
     }
 
     fn do_begin_file(&mut self, entry: &Entry) -> io::Result<()> {
-        if self.current.is_some() {
-            return Err(io::Error::other("begin_file while another file is open"));
-        }
-        let comps = fsutil::components(&entry.path)?;
-        self.enter(&comps)?;
-        let last = comps.last().copied().unwrap_or("");
+        let last = self.enter_parent(&entry.path, "begin_file while another file is open")?;
         let file = fsutil::create_file_excl(self.base(), last, file_mode(entry.executable))?;
         self.current = Some(Current {
             file,

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
 
@@ -285,36 +285,38 @@ pub fn random_hex(bytes: usize) -> io::Result<String> {
 /// Writes `name` atomically: a temp file in the same directory, written and fsynced, renamed over
 /// `name`, then the directory fsynced. The temp file is removed on any error.
 pub fn atomic_write_at(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
-    check_component(name)?;
-    let dir = dir.as_fd();
-    let tmp = format!(".{name}.tmp-{}", random_hex(6)?);
-    let result = (|| {
-        let mut f = create_file_excl(dir, &tmp, mode)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        rfs::renameat(dir, &tmp, dir, name)?;
-        fsync(dir)
-    })();
-    if result.is_err() {
-        let _ = unlink_at(dir, &tmp);
-    }
-    result
+    write_via_temp(dir.as_fd(), name, bytes, mode, |dir, tmp| {
+        rfs::renameat(dir, tmp, dir, name).map_err(io::Error::from)
+    })
 }
 
 /// Writes a new file `name` that must not exist yet: `O_EXCL` create, write, fsync, then the
 /// directory fsynced after a no-replace rename from a temp name (so a reader never sees a
 /// partial file under `name`). Returns `AlreadyExists` if `name` exists.
 pub fn write_new_at(dir: impl AsFd, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(dir.as_fd(), name, bytes, mode, |dir, tmp| {
+        rename_noreplace(dir, tmp, dir, name)
+    })
+}
+
+/// The one temp-file protocol of [`atomic_write_at`] and [`write_new_at`], which differ only in
+/// how the finished temp file takes `name` (`rename_into`): write and fsync a fresh temp file
+/// in `dir`, rename it, fsync `dir`; remove the temp file on any error.
+fn write_via_temp(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    rename_into: impl FnOnce(BorrowedFd<'_>, &str) -> io::Result<()>,
+) -> io::Result<()> {
     check_component(name)?;
-    let dir = dir.as_fd();
     let tmp = format!(".{name}.tmp-{}", random_hex(6)?);
     let result = (|| {
         let mut f = create_file_excl(dir, &tmp, mode)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        rename_noreplace(dir, &tmp, dir, name)?;
+        rename_into(dir, &tmp)?;
         fsync(dir)
     })();
     if result.is_err() {

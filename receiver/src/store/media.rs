@@ -385,15 +385,20 @@ fn copy_checked(
     let store_err = |e: io::Error| StageError::Store(ioe(format!("write {shown}"))(e));
     let frame_len = v.frame_len.max(1);
     let mut w = BufWriter::with_capacity(COPY_BUFFER, dest);
-    let mut written = v.header.len() as u64;
-    if written > room {
-        return Err(StoreError::MediaQuota {
-            needed: written,
-            used: 0,
-            quota: 0,
+    // Only `needed` means anything here: the caller knows the quota and what it had used.
+    let within_room = |written: u64| -> Result<(), StageError> {
+        if written > room {
+            return Err(StoreError::MediaQuota {
+                needed: written,
+                used: 0,
+                quota: 0,
+            }
+            .into());
         }
-        .into());
-    }
+        Ok(())
+    };
+    let mut written = v.header.len() as u64;
+    within_room(written)?;
     w.write_all(v.header).map_err(store_err)?;
     let per_read = (COPY_BUFFER / frame_len).max(1) as u64;
     let mut buf = vec![0u8; per_read as usize * frame_len];
@@ -410,14 +415,7 @@ fn copy_checked(
                 continue;
             }
             written += frame_len as u64;
-            if written > room {
-                return Err(StoreError::MediaQuota {
-                    needed: written,
-                    used: 0,
-                    quota: 0,
-                }
-                .into());
-            }
+            within_room(written)?;
             w.write_all(record).map_err(store_err)?;
             kept += 1;
         }

@@ -196,27 +196,32 @@ impl Store {
                 ),
             });
         }
-        if let Err(e) = o.file.write_all_at(bytes, offset) {
-            let _ = self.remove_object(object_id);
-            return Err(ioe(format!(
-                "write staging/objects/{} (object removed)",
-                part_name(&object_id)
-            ))(e));
-        }
-        Ok(())
+        let written = o.file.write_all_at(bytes, offset);
+        self.removed_on_failure(object_id, "write", written)
     }
 
     /// fsyncs the object's `.part` file. On failure the object is removed (no retry-then-trust).
     pub fn sync_object(&mut self, object_id: [u8; 16]) -> Result<(), StoreError> {
         let o = self.object(&object_id)?;
-        if let Err(e) = o.file.sync_data() {
+        let synced = o.file.sync_data();
+        self.removed_on_failure(object_id, "fsync", synced)
+    }
+
+    /// After a failed `what` (write, fsync) the object's bytes are no longer trustworthy: it is
+    /// removed, and the error says so. Both writers of a `.part` file follow this one rule.
+    fn removed_on_failure(
+        &mut self,
+        object_id: [u8; 16],
+        what: &str,
+        result: io::Result<()>,
+    ) -> Result<(), StoreError> {
+        result.map_err(|e| {
             let _ = self.remove_object(object_id);
-            return Err(ioe(format!(
-                "fsync staging/objects/{} (object removed)",
+            ioe(format!(
+                "{what} staging/objects/{} (object removed)",
                 part_name(&object_id)
-            ))(e));
-        }
-        Ok(())
+            ))(e)
+        })
     }
 
     /// Saves the transport's progress blob for an object. The `.part` file is fsynced first, so

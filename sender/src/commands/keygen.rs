@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use sluice_common::bundle::SecretKey;
 use sluice_common::bundle::keys::check_key_name;
 use sluice_common::exit::{CommandError, Exit};
-use zeroize::Zeroizing;
 
 /// What each exit code means for `keygen` (rendered into `--help` by `sluice_common::exit`).
 pub const EXIT_CODES: &[(Exit, &str)] = &[
@@ -89,14 +88,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
             .help("choose another --out prefix, or move the old files away first"));
         }
     }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut seed[..]).map_err(|e| {
-        CommandError::new(
-            Exit::Failure,
-            format!("the OS random number generator failed: {e}"),
-        )
-        .help("run keygen on a host with a working /dev/urandom")
-    })?;
+    let seed = crate::key_seed::fresh_key_seed("keygen")?;
     let key = SecretKey::from_seed(&seed);
     let secret_text = key.to_sluice_text(&name);
     write_new(&key_path, secret_text.as_bytes(), 0o600).map_err(|e| {

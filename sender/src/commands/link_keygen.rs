@@ -59,14 +59,7 @@ pub fn run(args: Args) -> Result<Exit, CommandError> {
     if !args.force && out.symlink_metadata().is_ok() {
         return Err(exists(out));
     }
-    let mut raw = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut raw[..]).map_err(|e| {
-        CommandError::new(
-            Exit::Failure,
-            format!("the OS random number generator failed: {e}"),
-        )
-        .help("run link-keygen on a host with a working /dev/urandom")
-    })?;
+    let raw = crate::key_seed::fresh_key_seed("link-keygen")?;
     let text = Zeroizing::new(format_link_key(&raw));
     let key = LinkKey::from_bytes(*raw);
     write_atomically(out, text.as_bytes(), args.force).map_err(|e| match e {

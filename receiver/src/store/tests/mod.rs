@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use sluice_common::bundle::{BundleId, Entry, EntryKind, FileSink, KeyId};
+use sluice_common::bundle::{BundleId, Entry, EntryKind, FileSink, Header, KeyId};
 
 use super::error::ioe;
 use super::*;
@@ -83,15 +83,17 @@ fn entries(spec: &Spec) -> Vec<Entry> {
 fn info(id: u8, channel: &str, seq: u64, spec: &Spec) -> CommitInfo {
     CommitInfo {
         id: BundleId([id; 32]),
-        format_version: 1,
-        channel: channel.to_owned(),
-        sequence: seq,
-        created: 1_795_757_075,
-        expires: Some(1_795_757_075 + 86_400),
-        note: Some("nightly".into()),
+        header: Header {
+            format_version: 1,
+            channel: channel.to_owned(),
+            sequence: seq,
+            created: 1_795_757_075,
+            expires: Some(1_795_757_075 + 86_400),
+            note: Some("nightly".into()),
+            signer: KeyId([7; 8]),
+            entries: entries(spec),
+        },
         signer_name: "officer-a".into(),
-        signer_key: KeyId([7; 8]),
-        entries: entries(spec),
         bundle_bytes: 12_345,
     }
 }

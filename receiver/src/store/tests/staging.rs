@@ -266,7 +266,7 @@ fn extraction_must_match_the_verified_manifest() {
     assert!(matches!(err, StoreError::Misuse { .. }), "{err}");
     // Same paths but one size differs: refused too. Half-fed extraction: refused.
     other = info(98, "c", 1, &spec);
-    if let Some(e) = other.entries.iter_mut().find(|e| e.path == "zero") {
+    if let Some(e) = other.header.entries.iter_mut().find(|e| e.path == "zero") {
         e.size = 1;
     }
     let mut ext = store.stage_extract().expect("stage");
