@@ -61,7 +61,7 @@ if grep -rnE '^\s*#\[path\s*=' --include='*.rs' ./*/src; then
   echo "modules: #[path] include above; make the file a module of its own crate (or move it to a shared crate)" >&2
   fail=1
 fi
-if grep -rnE '^\s*#!\[allow\([^)]*dead_code' --include='*.rs' ./*/src; then
+if grep -rnE '^\s*#!\[allow\([^)]*dead_code' --include='*.rs' ./*/src ./*/tests; then
   echo "dead code: module-wide #![allow(dead_code)] above; delete what nothing uses, or allow it on the one item with a reason" >&2
   fail=1
 fi

@@ -10,8 +10,7 @@
 //! fails when they drift; regenerate with
 //! `SLUICE_REGEN_VECTORS=1 cargo test -p sluice-common --test bundle_vectors vectors_match_generator`.
 
-#[macro_use]
-mod vectors;
+use sluice_testkit::{vector_tests, vectors};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

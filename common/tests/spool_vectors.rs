@@ -8,8 +8,7 @@
 //! `record_offset(i)` for each of `whole_records_in(file length)` records, through
 //! `wire::decode`. Also pins the worked example in docs/media.md to what the encoders write.
 
-#[macro_use]
-mod vectors;
+use sluice_testkit::{vector_tests, vectors};
 
 use sluice_common::spool::{HEADER_LEN, MAX_FRAME_LEN, MAX_VOLUMES, VolumeError, VolumeHeader};
 use sluice_common::transport::params::ObjectParams;

@@ -7,8 +7,7 @@
 //! outcomes shows up as a failing test and a reviewable diff. Also pins the worked example in
 //! docs/protocol.md to what the encoder writes.
 
-#[macro_use]
-mod vectors;
+use sluice_testkit::{vector_tests, vectors};
 
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::{

@@ -12,7 +12,6 @@
 //!
 //! Regenerate every vector with `SLUICE_REGEN_VECTORS=1 cargo test -p sluice-common --test
 //! NAME committed_vectors_match_the_generator` and review the diff.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// `common/tests/vectors/<kind>`.
 pub fn dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/vectors")
+        .join("../common/tests/vectors")
         .join(kind)
 }
 
@@ -186,7 +185,8 @@ pub fn committed_names(dir: &Path) -> Vec<String> {
 
 /// One `#[test]` per named vector file (`vector::NAME`, calling `$run("NAME")`), `ALL_VECTORS`,
 /// and `every_vector_file_has_its_own_test`: every committed file under `$dir` has its own test
-/// and every test its file. (Import the module with `#[macro_use]`.)
+/// and every test its file.
+#[macro_export]
 macro_rules! vector_tests {
     ($run:ident, $dir:expr; $($name:ident),+ $(,)?) => {
         const ALL_VECTORS: &[&str] = &[$(stringify!($name)),+];
@@ -203,7 +203,7 @@ macro_rules! vector_tests {
         fn every_vector_file_has_its_own_test() {
             let mut listed: Vec<String> = ALL_VECTORS.iter().map(|s| s.to_string()).collect();
             listed.sort();
-            assert_eq!(listed, vectors::committed_names(&$dir));
+            assert_eq!(listed, $crate::vectors::committed_names(&$dir));
         }
     };
 }
