@@ -195,13 +195,11 @@ fn drip_fed_large_forged_sessions_do_not_hold_the_unauthenticated_slots() {
             sim.deliver(&raw_data(&k, g, giant_len, BLOCK, T, 1, esi));
         }
     }
-    let mut esi = 300;
-    for _ in 0..4 {
+    for esi in 300..304 {
         sim.now += std::time::Duration::from_secs(9);
         for g in giants {
             sim.deliver(&raw_data(&k, g, giant_len, BLOCK, T, 1, esi));
         }
-        esi += 1;
         sim.receiver.handle_timeout(sim.now);
         sim.drain();
     }
