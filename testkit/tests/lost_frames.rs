@@ -6,9 +6,8 @@
 use std::time::Instant;
 
 use sluice_common::transport::recv::{Effect, Handled, Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, Frame};
-use sluice_testkit::sim::{content, key, oid};
+use sluice_testkit::sim::{key, oid, one_pass_frames};
 
 const T: u16 = 512;
 const BLOCK: u32 = 512 * 16;
@@ -18,23 +17,7 @@ const SEED: u64 = 57;
 /// Every frame of one pass of the object (16 source + repair symbols per block, two blocks
 /// interleaved at a time).
 fn frames(now: Instant) -> Vec<Vec<u8>> {
-    let mut c = SenderConfig::new(key(), [9; 16], T, BLOCK);
-    c.window_blocks = 2;
-    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
-    s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
-        .expect("queue");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 2048];
-    while !s.is_finished() {
-        while let Some(r) = s.poll_read() {
-            let data = content(SEED, r.offset, r.len);
-            s.handle_read(r, data).expect("read");
-        }
-        while let Some(n) = s.poll_transmit(now, &mut buf) {
-            out.push(buf[..n].to_vec());
-        }
-    }
-    out
+    one_pass_frames(now, SEED, LEN, T, BLOCK)
 }
 
 /// (block, esi) of a data frame.

@@ -5,23 +5,17 @@
 use std::time::{Duration, Instant};
 
 use sluice_common::transport::recv::{Effect, Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
-use sluice_testkit::drive;
-use sluice_testkit::sim::{key, oid, reads};
+use sluice_testkit::sim::{key, oid, one_pass_frames};
 
 const T: u16 = 512;
 const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 5 * BLOCK as u64 + 100;
 const SEED: u64 = 31;
 
-/// Every frame of one pass of the object.
+/// Every frame of one pass of the object (16 source + repair symbols per block, two blocks
+/// interleaved at a time).
 fn frames(now: Instant) -> Vec<Vec<u8>> {
-    let mut c = SenderConfig::new(key(), [9; 16], T, BLOCK);
-    c.window_blocks = 2;
-    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
-    s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
-        .expect("queue");
-    drive::frames(&mut s, now, reads(SEED))
+    one_pass_frames(now, SEED, LEN, T, BLOCK)
 }
 
 /// Feeds every frame again at `at` and returns the effects, which must start with a fresh
