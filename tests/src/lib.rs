@@ -3,6 +3,8 @@
 //!
 //! - binaries: [`build_bin`]`(package, bin)`, [`bin_path`]`(name)`, [`try_bin_path`]
 //! - addresses and files: [`free_udp_port`], [`free_udp_addr`], [`TempStore`], [`blake3_tree`]
+//! - commands: [`run_with_deadline`] (a hang fails instead of stalling), [`output_text`] (exit
+//!   code, stdout and stderr for a failure message), [`tool_or_skip`]
 //! - the namespace diode: [`require_root_or_skip`] (skips with a reason; fails under `CI=true`),
 //!   [`Netns::up`] → `command(Side, prog)` (`ip netns exec`), `run_in(Side, closure)` (a thread
 //!   inside the namespace), `status()` counters, `down()`/drop
@@ -34,6 +36,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use netns::{DiodeOptions, DiodeStatus, Netns, Side, require_root_or_skip};
 pub use relay::{ImpairConfig, Impairer, Relay, RelayHandle, RelayStats};
@@ -101,7 +105,7 @@ pub fn build_bin(package: &str, bin: &str) -> PathBuf {
         .first()
         .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
+    let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
@@ -264,4 +268,42 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED {why}");
     }
     found
+}
+
+/// A finished command's exit code, stdout and stderr as one text, for assertion messages: every
+/// test that checks a command's exit code shows the same three things when it fails.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured) and returns its output, killing it and
+/// panicking with its stderr if it has not finished within `deadline`: a hang fails the test
+/// instead of stalling CI. Any exit code is returned; the caller asserts the one it expects.
+pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} did not finish within {deadline:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

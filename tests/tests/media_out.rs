@@ -11,17 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sluice_tests::TempStore;
 use sluice_tests::e2e::{self, BundleInfo, bins};
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use sluice_tests::{TempStore, output_text};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -42,11 +33,7 @@ impl Fixture {
         let (key, public) = e2e::keygen(&ts.path().join("keys"), "officer");
         let trust = e2e::trust_dir(&ts.path().join("trust"), &[&public]);
         let link_key = ts.path().join("link.key");
-        e2e::run_ok(
-            Command::new(&bins().send)
-                .args(["link-keygen", "--out"])
-                .arg(&link_key),
-        );
+        e2e::link_keygen(&link_key);
         Fixture {
             ts,
             key,
@@ -88,7 +75,7 @@ impl Fixture {
         let mut args = vec!["--json"];
         args.extend_from_slice(extra);
         let out = self.media(outs, &args, bundles);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
         serde_json::from_slice(&out.stdout).expect("media --json")
     }
 
@@ -182,12 +169,12 @@ fn three_media_any_one_removed_still_imports_byte_identical() {
             out.status.code(),
             Some(0),
             "medium {lost} removed: {}",
-            text(&out)
+            output_text(&out)
         );
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("complete: bundle"),
             "{}",
-            text(&out)
+            output_text(&out)
         );
         e2e::assert_delivered(&store, &bundle, &content, "payload");
     }
@@ -305,12 +292,12 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     }
     assert_eq!(fingerprint(&[&a, &b]), before, "a rerun changed a volume");
     let human = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(human.status.code(), Some(0), "{}", text(&human));
+    assert_eq!(human.status.code(), Some(0), "{}", output_text(&human));
     assert!(
         String::from_utf8_lossy(&human.stdout)
             .contains("already on the media (verified, nothing rewritten)"),
         "{}",
-        text(&human)
+        output_text(&human)
     );
     // The same bundle and a new one: the first is verified, the second written.
     let mixed = fx.media_json(&[&a, &b], &[], &[&bundle.path, &other.path]);
@@ -342,7 +329,7 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     bytes[mid] ^= 0x40;
     std::fs::write(&vol1, &bytes).unwrap();
     let out = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     let err = stderr(&out);
     assert!(
         err.contains(&vol1.display().to_string()) && err.contains("differs from it at record"),
@@ -356,11 +343,11 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     std::fs::copy(&other_vol, &vol1).unwrap();
     let planted = std::fs::read(&vol1).unwrap();
     let out = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     assert!(
         stderr(&out).contains("is not volume 1 of 2 of this bundle"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(
         std::fs::read(&vol1).unwrap(),
@@ -370,11 +357,11 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
 
     // The same bundle in another geometry next to the first set: refused (two sets of one bundle).
     let out = fx.media(&[&a], &["--volumes", "3"], &[&other.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     assert!(
         stderr(&out).contains("written with another --volumes"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(
         volumes_in(&a)
@@ -407,7 +394,7 @@ fn sizes_take_suffixes_on_every_size_flag() {
             out.status.code(),
             Some(0),
             "--volume-size {ok}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     for (bad, why) in [
@@ -420,12 +407,12 @@ fn sizes_take_suffixes_on_every_size_flag() {
             out.status.code(),
             Some(2),
             "--volume-size {bad}: {}",
-            text(&out)
+            output_text(&out)
         );
         assert!(
             stderr(&out).contains(why),
             "--volume-size {bad}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     // The receiver's size flags: a bare number stays in the flag's unit, suffixes convert.
@@ -442,17 +429,25 @@ fn sizes_take_suffixes_on_every_size_flag() {
             "1G",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     e2e::assert_delivered(&store, &bundle, &content, "payload");
     let out = fx.import(&store, &[&spool], &["--memory", "64Mb"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("reads as bits"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("reads as bits"),
+        "{}",
+        output_text(&out)
+    );
     let listen = Command::new(&bins().recv)
         .args(["listen", "--rcvbuf", "lots", "--bind", "127.0.0.1:9"])
         .output()
         .unwrap();
-    assert_eq!(listen.status.code(), Some(2), "{}", text(&listen));
-    assert!(stderr(&listen).contains("not a size"), "{}", text(&listen));
+    assert_eq!(listen.status.code(), Some(2), "{}", output_text(&listen));
+    assert!(
+        stderr(&listen).contains("not a size"),
+        "{}",
+        output_text(&listen)
+    );
     // --rate shares the parser: a byte rate is refused with the conversion.
     let udp = Command::new(&bins().send)
         .args([
@@ -471,8 +466,12 @@ fn sizes_take_suffixes_on_every_size_flag() {
         .arg(&bundle.path)
         .output()
         .unwrap();
-    assert_eq!(udp.status.code(), Some(2), "{}", text(&udp));
-    assert!(stderr(&udp).contains("100 MB/s is 800M"), "{}", text(&udp));
+    assert_eq!(udp.status.code(), Some(2), "{}", output_text(&udp));
+    assert!(
+        stderr(&udp).contains("100 MB/s is 800M"),
+        "{}",
+        output_text(&udp)
+    );
     let udp = Command::new(&bins().send)
         .args([
             "udp",
@@ -488,8 +487,8 @@ fn sizes_take_suffixes_on_every_size_flag() {
         .arg(&bundle.path)
         .output()
         .unwrap();
-    assert_eq!(udp.status.code(), Some(2), "{}", text(&udp));
-    assert!(stderr(&udp).contains("not a size"), "{}", text(&udp));
+    assert_eq!(udp.status.code(), Some(2), "{}", output_text(&udp));
+    assert!(stderr(&udp).contains("not a size"), "{}", output_text(&udp));
 }
 
 #[test]
@@ -498,11 +497,11 @@ fn the_same_medium_twice_is_refused() {
     let (bundle, _) = fx.bundle("twice", 1 << 20, 1);
     let a = fx.ts.subdir("a");
     let out = fx.media(&[&a, &a.join(".")], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
         stderr(&out).contains("are the same directory"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(volumes_in(&a).is_empty());
 }
@@ -555,7 +554,7 @@ fn no_space_check_writes_where_the_mount_reports_zero_free() {
     let dir = fx.ts.path().join("zero-free");
     let _m = Mount::new(&dir, &["-t", "tmpfs", "-o", "size=0", "tmpfs"]).expect("mount tmpfs");
     let out = fx.media(&[&dir], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     let err = stderr(&out);
     assert!(
         err.contains("reports 0 bytes free") && err.contains("--no-space-check"),
@@ -563,10 +562,10 @@ fn no_space_check_writes_where_the_mount_reports_zero_free() {
     );
     assert!(volumes_in(&dir).is_empty());
     let out = fx.media(&[&dir], &["--no-space-check"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let store = fx.ts.path().join("store");
     let out = fx.import(&store, &[&dir], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     e2e::assert_delivered(&store, &bundle, &content, "payload");
 }
 
@@ -580,7 +579,7 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
     let small = fx.ts.path().join("small");
     let _m = Mount::new(&small, &["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).expect("mount tmpfs");
     let out = fx.media(&[&small], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     let err = stderr(&out);
     assert!(
         err.contains(&format!("not enough space on {}", small.display())),
@@ -596,7 +595,7 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
     // Several media, one of them too small: the advice names that medium.
     let (a, c) = (fx.ts.subdir("a"), fx.ts.subdir("c"));
     let out = fx.media(&[&a, &small, &c], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     let err = stderr(&out);
     assert!(
         err.contains(&format!("medium 2 of 3 ({})", small.display())),
@@ -609,11 +608,11 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
     );
     // Past the check, the medium fills while writing: the partial set is removed.
     let out = fx.media(&[&small], &["--no-space-check"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", output_text(&out));
     assert!(
         stderr(&out).contains("filled up while writing"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(volumes_in(&small).is_empty(), "{:?}", volumes_in(&small));
 }
@@ -660,13 +659,13 @@ fn fat32_refuses_a_volume_size_of_4_gib_or_more() {
     };
     let (bundle, _) = fx.bundle("fat", 1 << 20, 1);
     let out = fx.media(&[&dir], &["--volume-size", "5G"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
         stderr(&out).contains("is a FAT filesystem"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(volumes_in(&dir).is_empty());
     let out = fx.media(&[&dir], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
