@@ -21,7 +21,6 @@
 //! 128 KiB bitmaps + verify/decode threads; the rest is the binary, allocator slack and the 64 MiB
 //! socket buffer (kernel memory, not RSS).
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,13 +28,13 @@ use rand::{Rng, RngCore, SeedableRng};
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Rig, Signer, bad_tag, bundle_id, data_frame, end_frame, sender_frames,
+    Blaster, Rig, SignedBundle, Signer, bad_tag, data_frame, end_frame, seeded_bytes, sender_frames,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
     audit_records, decisions, quarantine_ids, rejected_records, staging_files,
 };
-use sluice_tests::{ProcessStats, ProcessWatch, blake3_tree};
+use sluice_tests::{ProcessStats, ProcessWatch};
 
 /// One flood at a time: the CI machine has two cores and the measurements should be the
 /// listener's, not contention's.
@@ -47,60 +46,23 @@ const RSS_BUDGET_KIB: u64 = 160 * 1024;
 /// none).
 const FD_BASE: u64 = 32;
 
-/// A legitimate bundle: its files, bytes and the frames a real sender emits for it.
-struct Legit {
-    files: Vec<(String, Vec<u8>)>,
-    bytes: Vec<u8>,
-    frames: Vec<Vec<u8>>,
-}
-
-fn legit(signer: &Signer, seed: u64, sequence: u64, file_bytes: usize) -> Legit {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut a = vec![0u8; file_bytes];
-    rng.fill_bytes(&mut a);
+/// A legitimate bundle (a seeded file of `file_bytes` and a readme): its files, bytes and the
+/// frames a real sender emits for it.
+fn legit(signer: &Signer, seed: u64, sequence: u64, file_bytes: usize) -> SignedBundle {
     let files = vec![
-        ("docs/a.bin".to_string(), a),
+        ("docs/a.bin".to_string(), seeded_bytes(seed, file_bytes)),
         (
             "readme.txt".to_string(),
             format!("bundle {seed}\n").into_bytes(),
         ),
     ];
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
-    let bytes = signer.bundle("updates", sequence, &refs);
-    let id = bundle_id(&bytes);
-    let frames = sender_frames(
-        &LinkKey::public_default(),
-        &bytes,
-        id.object_id(),
-        1024,
-        64 * 1024,
-        10,
-        1,
-    );
-    Legit {
-        files,
-        bytes,
-        frames,
-    }
-}
-
-/// Asserts the bundle sits in quarantine with exactly its files, byte for byte.
-fn assert_identical(store: &std::path::Path, l: &Legit) {
-    let id = bundle_id(&l.bytes).to_hex();
-    let got = blake3_tree(&store.join("quarantine").join(&id).join("files"))
-        .expect("quarantined files readable");
-    let want: BTreeMap<String, blake3::Hash> = l
-        .files
-        .iter()
-        .map(|(p, b)| (p.clone(), blake3::hash(b)))
-        .collect();
-    assert_eq!(got, want, "quarantined files differ from what was signed");
+    SignedBundle::new(signer, "updates", sequence, files)
 }
 
 /// Sends the legitimate frames until the bundle is decided (each resend fills whatever the
 /// flood crowded out; duplicates are deduplicated by the receiver).
-fn deliver(listener: &Listener, blaster: &mut Blaster, l: &Legit) -> bool {
-    let id = bundle_id(&l.bytes).to_hex();
+fn deliver(listener: &Listener, blaster: &mut Blaster, l: &SignedBundle) -> bool {
+    let id = l.id();
     let decided = || {
         audit_records(&listener.store)
             .iter()
@@ -236,7 +198,7 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
         deliver(&listener, &mut blaster, &l),
         "legitimate bundle never decided"
     );
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     let drops = listener.metric("sluice_kernel_drops_total");
     let bad = metric_at_least(
@@ -460,13 +422,13 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     // Poisoning: forged repair-free "source" symbols for every ESI of the legitimate object's
     // first block, sent before the genuine frames.
     let l = legit(&rig.signer, 2, 1, 150 * 1024);
-    let oid = bundle_id(&l.bytes).object_id();
+    let oid = l.object_id();
     let lp = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     for esi in 0..64 {
         rng.fill_bytes(&mut payload);
         blaster.send(&data_frame(&key, lp, 0, esi, &payload));
     }
-    let id = bundle_id(&l.bytes).to_hex();
+    let id = l.id();
     let refused_before = listener.metric("sluice_objects_unauthenticated_refused_total");
     let late_before = listener.metric("sluice_frames_late_total");
     blaster.send_all(&l.frames);
@@ -519,7 +481,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     let listener = rig.listen(&[]);
     let mut blaster = Blaster::new(listener.addr);
     assert!(deliver(&listener, &mut blaster, &l), "resend after restart");
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     stop_clean(listener);
 }
 
@@ -587,7 +549,7 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     );
     let l = legit(&rig.signer, 3, 1, 50 * 1024);
     assert!(deliver(&listener, &mut blaster, &l));
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     stop_clean(listener);
 }
 
@@ -642,7 +604,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
         "legitimate bundle fits the quota while the hog is live; log:\n{}",
         listener.log_text()
     );
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     // Its staged part is removed by the stager thread after the commit (the outcome line can
     // come first): wait for it, bounded.
     wait_until(Duration::from_secs(20), || {
@@ -710,7 +672,7 @@ fn replayed_capture_is_a_duplicate_never_a_second_copy() {
     let l = legit(&rig.signer, 4, 1, 100 * 1024);
     let mut blaster = Blaster::new(listener.addr);
     assert!(deliver(&listener, &mut blaster, &l));
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     let late_before = listener.metric("sluice_frames_late_total");
     for _ in 0..3 {
         blaster.send_all(&l.frames);
@@ -737,7 +699,7 @@ fn replayed_capture_is_a_duplicate_never_a_second_copy() {
     assert_eq!(quarantine_ids(&listener.store).len(), 1, "no second copy");
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     assert!(metric_at_least(&listener, "sluice_bundles_duplicate_total", 1.0) >= 1.0);
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     eprintln!("[replay] late frames while running {late}; duplicate after restart recorded");
     stop_clean(listener);
 }
@@ -807,7 +769,7 @@ fn random_flood_alongside_a_legitimate_transfer() {
         ),
     );
     assert!(counted >= flood_sent as f64, "every junk datagram counted");
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     assert_budget("random_flood", &stats, 64);
     let _ = end_frame; // (object-end forgeries are covered by the session tests)
     stop_clean(listener);
@@ -881,7 +843,7 @@ fn forged_end_frames_never_finalise_early() {
     let listener = rig.listen(&[]);
     let key = LinkKey::public_default();
     let l = legit(&rig.signer, 7, 1, 120 * 1024);
-    let oid = bundle_id(&l.bytes).object_id();
+    let oid = l.object_id();
     let p = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     let mut blaster = Blaster::new(listener.addr);
     for _ in 0..5 {
@@ -905,7 +867,7 @@ fn forged_end_frames_never_finalise_early() {
     let mismatch = metric_at_least(&listener, "sluice_frames_param_mismatch_total", 1.0);
     assert!(mismatch >= 1.0, "the contradicting end frame is counted");
     assert!(deliver(&listener, &mut blaster, &l));
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     assert_eq!(non_accept_records(&listener), 0);
     eprintln!("[forged_end] end frames counted {ends}, param_mismatch {mismatch}; 0 records");
@@ -954,7 +916,7 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
         "log:\n{}",
         listener.log_text()
     );
-    assert_identical(&listener.store, &l);
+    l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     let stats = watch.stop();
     let records = non_accept_records(&listener);

@@ -11,8 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::attack::{Blaster, Signer, bundle_id, public_frames};
 use sluice_tests::listener::Listener;
 use sluice_tests::{TempStore, build_bin, workspace_root};
 
@@ -348,15 +347,7 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     let n = tampered.len();
     tampered[n - 100] ^= 0x01;
     let mut b = Blaster::new(l.addr);
-    b.send_all(&sender_frames(
-        &LinkKey::public_default(),
-        &tampered,
-        bundle_id(&tampered).object_id(),
-        1024,
-        64 * 1024,
-        10,
-        1,
-    ));
+    b.send_all(&public_frames(&tampered));
     outcomes.extend(l.wait_outcomes(2, Duration::from_secs(60)).iter().cloned());
     let words: Vec<&str> = outcomes
         .iter()

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::attack::{
+    Blaster, Signer, bundle_id, public_frames, resend_until, sender_frames,
+};
 use sluice_tests::listener::wait_until;
 use sluice_tests::store::{audit_records, decisions, receipt};
 use sluice_tests::{TempStore, build_bin, free_udp_addr};
@@ -87,15 +89,7 @@ impl QuietListener {
     /// Sends `bundle` (under the public default link key) until an outcome line names it.
     fn deliver(&self, bundle: &[u8]) -> Value {
         let id = bundle_id(bundle);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            bundle,
-            id.object_id(),
-            1024,
-            64 * 1024,
-            10,
-            1,
-        );
+        let frames = public_frames(bundle);
         let mut b = Blaster::new(self.addr);
         let want = hex::encode(id.object_id());
         for _ in 0..20 {
@@ -112,32 +106,19 @@ impl QuietListener {
     /// Sends `bundle` until the listener's status counts it as refused unauthenticated with
     /// `code` (such a bundle never produces an outcome line).
     fn send_until_counted(&self, bundle: &[u8], code: &str) {
-        let id = bundle_id(bundle);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            bundle,
-            id.object_id(),
-            1024,
-            64 * 1024,
-            10,
-            1,
-        );
-        let mut b = Blaster::new(self.addr);
-        let counted = || {
-            std::fs::read(self.store.join("state/status.json"))
+        let counted = resend_until(self.addr, &public_frames(bundle), 20, || {
+            let n = std::fs::read(self.store.join("state/status.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .and_then(|v| v["counters"]["unauthenticated_by_code"][code].as_u64())
-                .unwrap_or(0)
-                > 0
-        };
-        for _ in 0..20 {
-            b.send_all(&frames);
-            if wait_until(Duration::from_secs(3), counted) {
-                return;
-            }
-        }
-        panic!("{code} never counted; log:\n{}", self.log_text());
+                .unwrap_or(0);
+            (n > 0).then_some(())
+        });
+        assert!(
+            counted.is_some(),
+            "{code} never counted; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// SIGTERM and the exit code.
