@@ -287,6 +287,22 @@ pub fn resend_until<T>(
     found
 }
 
+/// The geometry of a hand-made object (id, length, block and symbol size), in the order the
+/// attack suites think of it; [`data_frame`] and [`end_frame`] validate it when encoding.
+pub fn object_params(
+    object_id: [u8; 16],
+    object_len: u64,
+    block_size: u32,
+    symbol_size: u16,
+) -> ObjectParams {
+    ObjectParams {
+        object_id,
+        object_len,
+        block_size,
+        symbol_size,
+    }
+}
+
 /// A data frame under `key` with arbitrary (validated by the encoder) geometry.
 pub fn data_frame(
     key: &LinkKey,
@@ -448,11 +464,10 @@ pub fn require_mount_or_skip(test_name: &str) -> bool {
     let Some(reason) = reason else {
         return true;
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test_name}: CI=true but storage-fault tests cannot run: {reason}");
-    }
-    eprintln!("SKIPPED {test_name}: {reason}");
-    false
+    crate::skip_unless_ci(
+        test_name,
+        &format!("storage-fault tests cannot run: {reason}"),
+    )
 }
 
 /// Free bytes and free inodes of the filesystem holding `path`.

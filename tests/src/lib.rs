@@ -4,7 +4,8 @@
 //! - binaries: [`build_bin`]`(package, bin)`, [`bin_path`]`(name)`, [`try_bin_path`]
 //! - addresses and files: [`free_udp_port`], [`free_udp_addr`], [`TempStore`], [`blake3_tree`]
 //! - commands: [`run_with_deadline`] (a hang fails instead of stalling), [`output_text`] (exit
-//!   code, stdout and stderr for a failure message), [`tool_or_skip`]
+//!   code, stdout and stderr for a failure message), [`tool_or_skip`]; every skip goes through
+//!   [`skip_unless_ci`] (a printed reason, a failure under `CI=true`)
 //! - the namespace diode: [`require_root_or_skip`] (skips with a reason; fails under `CI=true`),
 //!   [`Netns::up`] → `command(Side, prog)` (`ip netns exec`), `run_in(Side, closure)` (a thread
 //!   inside the namespace), `status()` counters, `down()`/drop
@@ -246,6 +247,18 @@ pub fn blake3_tree(dir: &Path) -> io::Result<BTreeMap<String, blake3::Hash>> {
     Ok(out)
 }
 
+/// The one way a test skips for a missing prerequisite: prints `SKIPPED {test}: {reason}` and
+/// returns false, except under `CI=true`, where it panics instead (CI runs as root with every
+/// tool installed, so a skip there would hide a broken setup). Every `*_or_skip` check ends here.
+pub fn skip_unless_ci(test: &str, reason: &str) -> bool {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI=true but {reason}"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
 /// The tool's path, or `None` (skip) with the reason; under `CI=true` a missing tool fails.
 pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -254,18 +267,14 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let why = format!(
-            "{test}: `{tool}` is not installed (Debian package: {})",
-            match tool {
-                "promtool" => "prometheus",
-                other => other,
-            }
+        let package = match tool {
+            "promtool" => "prometheus",
+            other => other,
+        };
+        skip_unless_ci(
+            test,
+            &format!("`{tool}` is not installed (Debian package: {package}; .ci/run installs it)"),
         );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; CI must have it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED {why}");
     }
     found
 }
