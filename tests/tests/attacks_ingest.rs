@@ -14,15 +14,16 @@ use std::time::Duration;
 use rand::{RngCore, SeedableRng};
 use sluice_common::bundle::FORMAT_VERSION;
 use sluice_common::bundle::format::{MAGIC, PREFIX_LEN};
-use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::ProcessWatch;
 use sluice_tests::attack::{
-    Blaster, Rig, SignedBundle, Signer, data_frame, end_frame, resend_until, seeded_bytes,
-    sender_frames,
+    Blaster, Rig, SignedBundle, Signer, data_frame, end_frame, object_params, resend_until,
+    seeded_bytes, sender_frames,
 };
 use sluice_tests::listener::{Listener, wait_until};
-use sluice_tests::store::{audit_records, quarantine_ids, rejected_records, staging_files};
+use sluice_tests::store::{
+    audit_records, non_accept_records, quarantine_ids, rejected_records, staging_files,
+};
 
 /// One attack at a time: two cores, and the RSS figures should be the listener's own.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -77,23 +78,6 @@ fn deliver_and_check(listener: &Listener, l: &SignedBundle) {
     l.assert_in_quarantine(&listener.store);
 }
 
-fn params(object_id: [u8; 16], object_len: u64, block_size: u32, symbol_size: u16) -> ObjectParams {
-    ObjectParams {
-        object_id,
-        object_len,
-        block_size,
-        symbol_size,
-    }
-}
-
-/// Records other than `accepted` (rejected, duplicate, incomplete) in the audit log.
-fn non_accept_records(listener: &Listener) -> usize {
-    audit_records(&listener.store)
-        .iter()
-        .filter(|r| r.outcome != "accepted")
-        .count()
-}
-
 /// Every attack's end: stops the watch, prints the figures (`[name] ...`, `extra` appended) with
 /// `staging` files left, and asserts the peak RSS stayed within `--memory` plus
 /// [`RSS_CONSTANT_MIB`]. Returns the number of non-accept records, which each test asserts
@@ -106,7 +90,7 @@ fn measure(
     extra: &str,
 ) -> usize {
     let s = watch.stop();
-    let records = non_accept_records(listener);
+    let records = non_accept_records(&listener.store);
     let bound_mib = MEMORY_MIB + RSS_CONSTANT_MIB;
     eprintln!(
         "[{name}] peak RSS {:.1} MiB (bound {bound_mib} MiB), non-accept records {records}, \
@@ -129,7 +113,7 @@ fn one_frame_object(key: &LinkKey, i: u32, prefix: &[u8]) -> Vec<u8> {
     id[15] = 0xA1;
     let mut payload = vec![0u8; 1024];
     payload[..prefix.len()].copy_from_slice(prefix);
-    data_frame(key, params(id, 1024, 1024, 1024), 0, 0, &payload)
+    data_frame(key, object_params(id, 1024, 1024, 1024), 0, 0, &payload)
 }
 
 /// Attack 1: headers parsed before the signature. Forged bundle prefixes claiming 16 MiB
@@ -189,7 +173,7 @@ fn attack2_resends_of_an_accepted_object_write_no_records() {
     let l = legit(&rig.signer, 2, 100 * 1024);
     deliver_and_check(&listener, &l);
     let oid = l.object_id();
-    let p = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
+    let p = object_params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     let mut blaster = Blaster::new(listener.addr);
     let payload = [0x42u8; 1024];
     for round in 0..50u32 {
@@ -240,7 +224,7 @@ fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
                 obj += 1;
                 let mut id = [0xB5u8; 16];
                 id[..4].copy_from_slice(&obj.to_be_bytes());
-                let p = params(id, 64 << 20, 1 << 20, 1024);
+                let p = object_params(id, 64 << 20, 1 << 20, 1024);
                 for block in 0..64 {
                     b.send(&data_frame(&key, p, block, 1100, &payload));
                     sent += 1;
@@ -278,7 +262,7 @@ fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
     let listener = rig.listen(&["--memory", &MEMORY_MIB.to_string()]);
     let key = LinkKey::public_default();
     let mut blaster = Blaster::new(listener.addr);
-    let p = params([0xC6; 16], 1 << 30, 1 << 20, 1024);
+    let p = object_params([0xC6; 16], 1 << 30, 1 << 20, 1024);
     blaster.send(&end_frame(&key, p, 1, 1));
     // Also data frames: an unauthenticated session is never persisted either.
     blaster.send(&data_frame(&key, p, 3, 0, &[0x66; 1024]));
@@ -358,7 +342,7 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
         id[..4].copy_from_slice(&i.to_be_bytes());
         blaster.send(&data_frame(
             &key,
-            params(id, 1 << 20, 1 << 20, 64),
+            object_params(id, 1 << 20, 1 << 20, 64),
             0,
             9000,
             &tiny,
@@ -370,7 +354,7 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
     assert!(over_limit, "T = 64 frames are refused by the limits");
     let mut payload = vec![0u8; 512];
     for obj in 0..4u8 {
-        let p = params(
+        let p = object_params(
             [0xE8, obj, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             1 << 20,
             1 << 20,

@@ -25,14 +25,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::{Rng, RngCore, SeedableRng};
-use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Rig, SignedBundle, Signer, bad_tag, data_frame, end_frame, seeded_bytes, sender_frames,
+    Blaster, Rig, SignedBundle, Signer, bad_tag, data_frame, end_frame, object_params,
+    seeded_bytes, sender_frames,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
-    audit_records, decisions, quarantine_ids, rejected_records, staging_files,
+    audit_records, decisions, non_accept_records, quarantine_ids, rejected_records, staging_files,
 };
 use sluice_tests::{ProcessStats, ProcessWatch};
 
@@ -77,15 +77,6 @@ fn deliver(listener: &Listener, blaster: &mut Blaster, l: &SignedBundle) -> bool
     false
 }
 
-/// Records other than `accepted` (rejected, duplicate, incomplete) in the audit log: the ones
-/// unauthenticated input must never cause (issue #12).
-fn non_accept_records(listener: &Listener) -> usize {
-    audit_records(&listener.store)
-        .iter()
-        .filter(|r| r.outcome != "accepted")
-        .count()
-}
-
 fn report(name: &str, s: &ProcessStats, extra: &str) {
     eprintln!(
         "[{name}] peak RSS {:.1} MiB, peak fds {}, CPU {:.2} s, samples {} {extra}",
@@ -123,15 +114,6 @@ fn stop_clean(mut l: Listener) {
         "listener exit status {status}; log:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
-}
-
-fn params(object_id: [u8; 16], object_len: u64, block_size: u32, symbol_size: u16) -> ObjectParams {
-    ObjectParams {
-        object_id,
-        object_len,
-        block_size,
-        symbol_size,
-    }
 }
 
 /// Waits until the metric reaches `at_least`, returning its final value.
@@ -179,7 +161,13 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
         rng.fill_bytes(&mut id);
         // A small object (4 blocks of 4 KiB, T = 512, K = 8): only its first symbol ever comes,
         // so its first block never completes and it never authenticates.
-        let f = data_frame(&key, params(id, 16 * 1024, 4096, 512), 0, 0, &payload);
+        let f = data_frame(
+            &key,
+            object_params(id, 16 * 1024, 4096, 512),
+            0,
+            0,
+            &payload,
+        );
         if i % 2 == 0 {
             blaster.send(&f);
             valid += 1;
@@ -217,7 +205,7 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
     max_sessions_seen = max_sessions_seen.max(listener.metric("sluice_sessions"));
     let datagrams = listener.metric("sluice_datagrams_total");
     let stats = watch.stop();
-    let records = non_accept_records(&listener);
+    let records = non_accept_records(&listener.store);
     let staged = staging_files(&listener.store);
     report(
         "session_flood",
@@ -292,7 +280,7 @@ fn absurd_geometry_is_refused_before_allocation() {
             id[..4].copy_from_slice(&round.to_be_bytes());
             id[4] = i as u8;
             // Blocks of 16 MiB (the largest admitted): the block index stays in u32 range.
-            let p = params(id, *len, 16 << 20, 1024);
+            let p = object_params(id, *len, 16 << 20, 1024);
             blaster.send(&data_frame(&key, p, round % 64, 0, &payload));
             sent += 1;
         }
@@ -302,7 +290,7 @@ fn absurd_geometry_is_refused_before_allocation() {
         id[4] = 0xB0;
         blaster.send(&data_frame(
             &key,
-            params(id, 1 << 30, u32::MAX, 1024),
+            object_params(id, 1 << 30, u32::MAX, 1024),
             0,
             0,
             &payload,
@@ -310,7 +298,7 @@ fn absurd_geometry_is_refused_before_allocation() {
         id[4] = 0xB1;
         blaster.send(&data_frame(
             &key,
-            params(id, 1 << 20, 8 << 20, 64),
+            object_params(id, 1 << 20, 8 << 20, 64),
             0,
             0,
             &payload[..64],
@@ -319,7 +307,7 @@ fn absurd_geometry_is_refused_before_allocation() {
         id[4] = 0xB2;
         blaster.send(&data_frame(
             &key,
-            params(id, 1 << 20, 1 << 20, 1024),
+            object_params(id, 1 << 20, 1 << 20, 1024),
             0,
             (1 << 24) - 1,
             &payload,
@@ -371,7 +359,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     let mut blaster = Blaster::new(listener.addr);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
     // Attacker object: one 1 MiB block, T = 1024, K = 1024.
-    let p = params([0xE5; 16], 1 << 20, 1 << 20, 1024);
+    let p = object_params([0xE5; 16], 1 << 20, 1 << 20, 1024);
     let mut payload = vec![0u8; 1024];
     for esi in 1024..(1024 + 100_000u32) {
         rng.fill_bytes(&mut payload);
@@ -383,7 +371,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
         }
     }
     // One symbol 10^5 times for a second attacker object.
-    let p2 = params([0xE6; 16], 1 << 20, 1 << 20, 1024);
+    let p2 = object_params([0xE6; 16], 1 << 20, 1 << 20, 1024);
     let one = data_frame(&key, p2, 0, 7, &payload);
     for _ in 0..100_000 {
         blaster.send(&one);
@@ -423,7 +411,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     // first block, sent before the genuine frames.
     let l = legit(&rig.signer, 2, 1, 150 * 1024);
     let oid = l.object_id();
-    let lp = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
+    let lp = object_params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     for esi in 0..64 {
         rng.fill_bytes(&mut payload);
         blaster.send(&data_frame(&key, lp, 0, esi, &payload));
@@ -457,7 +445,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
             .iter()
             .any(|r| r.bundle_id.as_deref() == Some(id.as_str()))
     );
-    let records = non_accept_records(&listener);
+    let records = non_accept_records(&listener.store);
     let staged = staging_files(&listener.store);
     let stats = watch.stop();
     report(
@@ -504,7 +492,7 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     let mut max_live = 0.0f64;
     for round in 0..4u32 {
         for s in 0..4u8 {
-            let p = params([0xD0 + s; 16], 64 * 1024, 64 * 1024, 512);
+            let p = object_params([0xD0 + s; 16], 64 * 1024, 64 * 1024, 512);
             blaster.send(&data_frame(&key, p, 0, round, &payload));
         }
         std::thread::sleep(Duration::from_millis(2500));
@@ -537,7 +525,11 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     // counted incomplete at --idle-timeout).
     assert_eq!(listener.metric("sluice_sessions_abandoned_total"), 0.0);
     assert_eq!(listener.metric("sluice_transfers_incomplete_total"), 0.0);
-    assert_eq!(non_accept_records(&listener), 0, "no record for a drip");
+    assert_eq!(
+        non_accept_records(&listener.store),
+        0,
+        "no record for a drip"
+    );
     assert!(
         staging_files(&listener.store).is_empty(),
         "drips leave no staging files: {:?}",
@@ -579,7 +571,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     let payload = [0x42u8; 1024];
     // The hog: (1 GiB - 4 KiB) declared, one symbol sent. Blocks of 2 MiB (K = 2048, the
     // largest the limits admit at T = 1024; 8 MiB blocks would be over-limit now).
-    let hog = params([0x99; 16], (1 << 30) - 4096, 2 << 20, 1024);
+    let hog = object_params([0x99; 16], (1 << 30) - 4096, 2 << 20, 1024);
     blaster.send(&data_frame(&key, hog, 0, 0, &payload));
     let wave = |blaster: &mut Blaster, wave: u32| {
         for s in 0..60u32 {
@@ -588,7 +580,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
             id[4..8].copy_from_slice(&s.to_be_bytes());
             blaster.send(&data_frame(
                 &key,
-                params(id, 8192, 8192, 1024),
+                object_params(id, 8192, 8192, 1024),
                 0,
                 0,
                 &payload,
@@ -631,7 +623,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     let expired = listener.metric("sluice_sessions_unauthenticated_expired_total");
     let stats = watch.stop();
     let left = staging_files(&listener.store);
-    let records = non_accept_records(&listener);
+    let records = non_accept_records(&listener.store);
     report(
         "abandoned_release",
         &stats,
@@ -795,7 +787,13 @@ fn junk_objects_do_not_grow_rejected_records_without_bound() {
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&i.to_be_bytes());
         id[15] = 0x17;
-        blaster.send(&data_frame(&key, params(id, 512, 512, 512), 0, 0, &payload));
+        blaster.send(&data_frame(
+            &key,
+            object_params(id, 512, 512, 512),
+            0,
+            0,
+            &payload,
+        ));
     }
     let refused = metric_at_least(
         &listener,
@@ -803,7 +801,7 @@ fn junk_objects_do_not_grow_rejected_records_without_bound() {
         f64::from(JUNK),
     );
     let drops = listener.metric("sluice_kernel_drops_total");
-    let records = non_accept_records(&listener);
+    let records = non_accept_records(&listener.store);
     let n = rejected_records(&listener.store).len();
     let bytes = sluice_tests::attack::disk_usage(&listener.store.join("rejected"))
         + sluice_tests::attack::disk_usage(&listener.store.join("audit.jsonl"));
@@ -844,7 +842,7 @@ fn forged_end_frames_never_finalise_early() {
     let key = LinkKey::public_default();
     let l = legit(&rig.signer, 7, 1, 120 * 1024);
     let oid = l.object_id();
-    let p = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
+    let p = object_params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     let mut blaster = Blaster::new(listener.addr);
     for _ in 0..5 {
         blaster.send(&end_frame(&key, p, 1, 1));
@@ -857,7 +855,11 @@ fn forged_end_frames_never_finalise_early() {
     // Past the 2 s end grace: had a session opened, it would have ended by now.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(listener.metric("sluice_sessions"), 0.0, "no session opened");
-    assert_eq!(non_accept_records(&listener), 0, "no incomplete record");
+    assert_eq!(
+        non_accept_records(&listener.store),
+        0,
+        "no incomplete record"
+    );
     assert!(staging_files(&listener.store).is_empty(), "nothing staged");
     assert!(quarantine_ids(&listener.store).is_empty());
     // The real transfer's session opens (unauthenticated until its first block completes); an
@@ -869,7 +871,7 @@ fn forged_end_frames_never_finalise_early() {
     assert!(deliver(&listener, &mut blaster, &l));
     l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
-    assert_eq!(non_accept_records(&listener), 0);
+    assert_eq!(non_accept_records(&listener.store), 0);
     eprintln!("[forged_end] end frames counted {ends}, param_mismatch {mismatch}; 0 records");
     stop_clean(listener);
 }
@@ -908,7 +910,7 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
         listener.log_text()
     );
     assert!(quarantine_ids(&listener.store).is_empty());
-    assert_eq!(non_accept_records(&listener), 0, "no record for it");
+    assert_eq!(non_accept_records(&listener.store), 0, "no record for it");
     assert!(staging_files(&listener.store).is_empty(), "nothing staged");
     // The same bundle under its own id is then accepted.
     assert!(
@@ -919,7 +921,7 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
     l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     let stats = watch.stop();
-    let records = non_accept_records(&listener);
+    let records = non_accept_records(&listener.store);
     report(
         "foreign_id",
         &stats,
