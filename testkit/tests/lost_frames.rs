@@ -14,12 +14,6 @@ const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 3 * BLOCK as u64 + 100;
 const SEED: u64 = 57;
 
-/// Every frame of one pass of the object (16 source + repair symbols per block, two blocks
-/// interleaved at a time).
-fn frames(now: Instant) -> Vec<Vec<u8>> {
-    one_pass_frames(now, SEED, LEN, T, BLOCK)
-}
-
 /// (block, esi) of a data frame.
 fn symbol(frame: &[u8]) -> Option<(u32, u32)> {
     match wire::decode(&key(), frame).ok()? {
@@ -61,7 +55,7 @@ fn feed(frames: &[Vec<u8>], now: Instant) -> (u64, u64, bool) {
 #[test]
 fn a_clean_link_loses_nothing() {
     let now = Instant::now();
-    let (stored, lost, complete) = feed(&frames(now), now);
+    let (stored, lost, complete) = feed(&one_pass_frames(now, SEED, LEN, T, BLOCK), now);
     assert!(complete);
     assert!(stored > 0);
     assert_eq!(lost, 0);
@@ -70,7 +64,7 @@ fn a_clean_link_loses_nothing() {
 #[test]
 fn each_missing_symbol_before_its_block_completes_counts_once() {
     let now = Instant::now();
-    let all = frames(now);
+    let all = one_pass_frames(now, SEED, LEN, T, BLOCK);
     // Drop the first two source symbols of block 0 and one of block 1.
     let drop = [(0, 0), (0, 1), (1, 5)];
     let kept: Vec<Vec<u8>> = all
@@ -87,7 +81,7 @@ fn each_missing_symbol_before_its_block_completes_counts_once() {
 #[test]
 fn a_reordered_straggler_is_not_lost() {
     let now = Instant::now();
-    let mut all = frames(now);
+    let mut all = one_pass_frames(now, SEED, LEN, T, BLOCK);
     let at = |all: &[Vec<u8>], s: (u32, u32)| {
         all.iter()
             .position(|f| symbol(f) == Some(s))

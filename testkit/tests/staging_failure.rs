@@ -12,12 +12,6 @@ const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 5 * BLOCK as u64 + 100;
 const SEED: u64 = 31;
 
-/// Every frame of one pass of the object (16 source + repair symbols per block, two blocks
-/// interleaved at a time).
-fn frames(now: Instant) -> Vec<Vec<u8>> {
-    one_pass_frames(now, SEED, LEN, T, BLOCK)
-}
-
 /// Feeds every frame again at `at` and returns the effects, which must start with a fresh
 /// session's `Open`.
 fn resend_opens_afresh(r: &mut Receiver, all: &[Vec<u8>], at: Instant) -> Vec<Effect> {
@@ -70,7 +64,7 @@ fn authenticate_offered(r: &mut Receiver, at: Instant) {
 #[test]
 fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
     let t0 = Instant::now();
-    let all = frames(t0);
+    let all = one_pass_frames(t0, SEED, LEN, T, BLOCK);
     let mut config = ReceiverConfig::new(key());
     config.staging_retry = Duration::from_secs(5);
     let mut r = Receiver::new(config);
@@ -120,7 +114,7 @@ fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
 #[test]
 fn a_failure_after_some_writes_drops_only_what_is_still_queued() {
     let t0 = Instant::now();
-    let all = frames(t0);
+    let all = one_pass_frames(t0, SEED, LEN, T, BLOCK);
     let mut r = Receiver::new(ReceiverConfig::new(key()));
     for f in &all {
         r.handle_datagram(t0, f);
