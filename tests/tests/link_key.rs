@@ -20,6 +20,20 @@ fn recv(args: &[&str], extra: &[&Path]) -> Output {
         .expect("run sluice-recv")
 }
 
+/// `sluice-recv listen --bind BIND --store STORE --trust TRUST [--link-key KEY]` for the checks
+/// that refuse before the listener starts: returns its output once it has exited.
+fn listen_once(bind: &str, store: &Path, trust: &Path, link_key: Option<&Path>) -> Output {
+    let mut cmd = Command::new(&bins().recv);
+    cmd.args(["listen", "--bind", bind, "--store"])
+        .arg(store)
+        .arg("--trust")
+        .arg(trust);
+    if let Some(key) = link_key {
+        cmd.arg("--link-key").arg(key);
+    }
+    cmd.output().expect("run sluice-recv listen")
+}
+
 /// The help line names the command that makes a key and where it goes.
 fn assert_keygen_help(out: &Output) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -49,10 +63,7 @@ fn world() -> World {
 fn listen_refuses_the_public_key_on_a_non_loopback_bind_before_creating_the_store() {
     let w = world();
     let store = w.ts.path().join("store");
-    let out = recv(
-        &["listen", "--bind", "0.0.0.0:0", "--store"],
-        &[&store, Path::new("--trust"), &w.trust],
-    );
+    let out = listen_once("0.0.0.0:0", &store, &w.trust, None);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -70,16 +81,7 @@ fn listen_refuses_the_public_key_on_a_non_loopback_bind_before_creating_the_stor
         sluice_common::transport::wire::LinkKey::public_default().as_bytes(),
     )
     .unwrap();
-    let out = recv(
-        &["listen", "--bind", "0.0.0.0:0", "--store"],
-        &[
-            &store,
-            Path::new("--trust"),
-            &w.trust,
-            Path::new("--link-key"),
-            &public,
-        ],
-    );
+    let out = listen_once("0.0.0.0:0", &store, &w.trust, Some(&public));
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(!store.exists());
 }
@@ -112,16 +114,7 @@ fn a_missing_link_key_file_is_exit_3_with_a_help_line_for_listen_and_status() {
     let w = world();
     let missing = w.ts.path().join("etc/sluice/link.key");
     let store = w.ts.path().join("store");
-    let out = recv(
-        &["listen", "--bind", "127.0.0.1:0", "--store"],
-        &[
-            &store,
-            Path::new("--trust"),
-            &w.trust,
-            Path::new("--link-key"),
-            &missing,
-        ],
-    );
+    let out = listen_once("127.0.0.1:0", &store, &w.trust, Some(&missing));
     assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot read link key"),
