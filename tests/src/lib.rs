@@ -269,6 +269,7 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
     if found.is_none() {
         let package = match tool {
             "promtool" => "prometheus",
+            "systemd-analyze" => "systemd",
             other => other,
         };
         skip_unless_ci(
@@ -277,6 +278,32 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// `systemd-analyze verify UNITS`: the report lines that mention `ours`, and the whole report
+/// for the failure message. Without a running systemd (containers) verify can still complain
+/// about the host's own unit tree, so only findings about our units count.
+pub fn systemd_verify_findings(
+    analyze: &Path,
+    units: &[PathBuf],
+    ours: &str,
+) -> (Vec<String>, String) {
+    let out = Command::new(analyze)
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("run systemd-analyze verify");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings = report
+        .lines()
+        .filter(|l| l.contains(ours))
+        .map(str::to_string)
+        .collect();
+    (findings, report)
 }
 
 /// A finished command's exit code, stdout and stderr as one text, for assertion messages: every

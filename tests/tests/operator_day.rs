@@ -25,7 +25,7 @@ use sluice_tests::attack::{
 };
 use sluice_tests::listener::wait_until;
 use sluice_tests::store::{audit_records, decisions, receipt};
-use sluice_tests::{TempStore, build_bin, free_udp_addr};
+use sluice_tests::{TempStore, build_bin, free_udp_addr, systemd_verify_findings, tool_or_skip};
 
 /// A `sluice-recv listen --json` at the DEFAULT verbosity (the shared fixture adds `-v`, which
 /// would hide whether the decision lines show without it); stderr goes to `log`.
@@ -484,16 +484,8 @@ fn promote_unit_runs_usr_bin_and_verifies() {
         "the unit must run /usr/bin/sluice-promote"
     );
     assert!(!unit.contains("/usr/local/bin"), "no /usr/local/bin path");
-    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    let Some(analyze) = tool_or_skip("promote_unit_runs_usr_bin_and_verifies", "systemd-analyze")
     else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "systemd-analyze is missing under CI=true"
-        );
-        eprintln!("skipped promote_unit_runs_usr_bin_and_verifies: no systemd-analyze");
         return;
     };
     let bin = build_bin("sluice-promote", "sluice-promote");
@@ -507,19 +499,6 @@ fn promote_unit_runs_usr_bin_and_verifies() {
         ),
     )
     .expect("unit copy");
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze verify");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("sluice-promote"))
-        .collect();
+    let (ours, report) = systemd_verify_findings(&analyze, &[copy], "sluice-promote");
     assert!(ours.is_empty(), "systemd-analyze verify:\n{report}");
 }
