@@ -404,25 +404,40 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// A tmpfs mounted for one test, unmounted (lazily, so a stuck process cannot keep it) on drop.
-pub struct TmpfsMount {
+/// A filesystem mounted for one test (a tmpfs, or a disk image on a loop device), unmounted
+/// (lazily, so a stuck process cannot keep it) on drop. The one mount fixture of the storage
+/// fault and media tests.
+pub struct TestMount {
     pub path: PathBuf,
 }
 
-impl TmpfsMount {
+impl TestMount {
     /// `mount -t tmpfs -o OPTIONS tmpfs PATH` (PATH is created).
-    pub fn new(path: &Path, options: &str) -> std::io::Result<Self> {
+    pub fn tmpfs(path: &Path, options: &str) -> std::io::Result<Self> {
+        Self::mount(path, &["-t", "tmpfs", "-o", options, "tmpfs"])
+    }
+
+    /// `mount -o loop IMAGE PATH` (PATH is created): a filesystem image such as FAT32.
+    pub fn loop_image(path: &Path, image: &Path) -> std::io::Result<Self> {
+        let image = image
+            .to_str()
+            .ok_or_else(|| std::io::Error::other(format!("{} is not UTF-8", image.display())))?;
+        Self::mount(path, &["-o", "loop", image])
+    }
+
+    /// `mount ARGS PATH`; the error carries mount's own message.
+    fn mount(path: &Path, args: &[&str]) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .status()?;
-        if !st.success() {
+        let out = Command::new("mount").args(args).arg(path).output()?;
+        if !out.status.success() {
             return Err(std::io::Error::other(format!(
-                "mount tmpfs -o {options}: {st}"
+                "mount {}: {} ({})",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
             )));
         }
-        Ok(TmpfsMount {
+        Ok(TestMount {
             path: path.to_path_buf(),
         })
     }
@@ -438,7 +453,7 @@ impl TmpfsMount {
     }
 }
 
-impl Drop for TmpfsMount {
+impl Drop for TestMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
@@ -452,7 +467,7 @@ pub fn require_mount_or_skip(test_name: &str) -> bool {
         Some("not running as root (mounting a tmpfs needs CAP_SYS_ADMIN)".to_string())
     } else {
         let probe = std::env::temp_dir().join(format!("sluice-mount-probe-{}", std::process::id()));
-        match TmpfsMount::new(&probe, "size=1m") {
+        match TestMount::tmpfs(&probe, "size=1m") {
             Ok(m) => {
                 drop(m);
                 let _ = std::fs::remove_dir(&probe);

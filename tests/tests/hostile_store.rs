@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore, SeedableRng};
 use sluice_tests::attack::{
-    Blaster, SignedBundle, Signer, TmpfsMount, fs_free, require_mount_or_skip, resend_until,
+    Blaster, SignedBundle, Signer, TestMount, fs_free, require_mount_or_skip, resend_until,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{audit_records, audit_verify, quarantine_ids, staging_files};
@@ -170,7 +170,7 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
 
 struct FaultRig {
     // Declared first so it is dropped (unmounted) before the temp dir is removed.
-    mnt: TmpfsMount,
+    mnt: TestMount,
     tmp: TempStore,
     signer: Signer,
     bin: PathBuf,
@@ -182,7 +182,7 @@ impl FaultRig {
         let tmp = TempStore::new();
         let signer = Signer::new(&tmp.path().join("trust"));
         let bin = build_bin("sluice-recv", "sluice-recv");
-        let mnt = TmpfsMount::new(&tmp.path().join("mnt"), options).expect("mount tmpfs");
+        let mnt = TestMount::tmpfs(&tmp.path().join("mnt"), options).expect("mount tmpfs");
         FaultRig {
             tmp,
             signer,

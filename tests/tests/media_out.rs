@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sluice_tests::attack::require_mount_or_skip;
+use sluice_tests::attack::{TestMount, require_mount_or_skip};
 use sluice_tests::e2e::{self, BundleInfo, bins};
 use sluice_tests::{TempStore, output_text, skip_unless_ci};
 
@@ -485,30 +485,6 @@ fn the_same_medium_twice_is_refused() {
     assert!(volumes_in(&a).is_empty());
 }
 
-/// A filesystem mounted for one test; unmounted (lazily, so a failed test cannot wedge it) on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, args: &[&str]) -> Result<Mount, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(args)
-            .arg(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Mount(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn no_space_check_writes_where_the_mount_reports_zero_free() {
     if !require_mount_or_skip("no_space_check_writes_where_the_mount_reports_zero_free") {
@@ -518,7 +494,7 @@ fn no_space_check_writes_where_the_mount_reports_zero_free() {
     let (bundle, content) = fx.bundle("fuse", 2 << 20, 1);
     // tmpfs without a size limit reports 0 blocks and 0 free, as many FUSE mounts do, yet writes.
     let dir = fx.ts.path().join("zero-free");
-    let _m = Mount::new(&dir, &["-t", "tmpfs", "-o", "size=0", "tmpfs"]).expect("mount tmpfs");
+    let _m = TestMount::tmpfs(&dir, "size=0").expect("mount tmpfs");
     let err = fx.media_refused(&[&dir], &[], &[&bundle.path], 8);
     assert!(
         err.contains("reports 0 bytes free") && err.contains("--no-space-check"),
@@ -541,7 +517,7 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
     let fx = Fixture::new();
     let (bundle, _) = fx.bundle("big", 4 << 20, 1);
     let small = fx.ts.path().join("small");
-    let _m = Mount::new(&small, &["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).expect("mount tmpfs");
+    let _m = TestMount::tmpfs(&small, "size=2m").expect("mount tmpfs");
     let err = fx.media_refused(&[&small], &[], &[&bundle.path], 8);
     assert!(
         err.contains(&format!("not enough space on {}", small.display())),
@@ -601,7 +577,7 @@ fn fat32_refuses_a_volume_size_of_4_gib_or_more() {
         }
     }
     let dir = fx.ts.path().join("fat");
-    let _m = match Mount::new(&dir, &["-o", "loop", img.to_str().unwrap()]) {
+    let _m = match TestMount::loop_image(&dir, &img) {
         Ok(m) => m,
         Err(e) => {
             // No install step brings a filesystem driver into a kernel without one, so this
