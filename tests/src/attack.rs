@@ -8,10 +8,12 @@
 //!   [`public_frames`] with the suites' shared geometry under the public default key.
 //! - [`SignedBundle`]: a real bundle (files, bytes, frames) and its byte-identical check;
 //!   [`resend_until`] resends frames until a probe of the store or listener sees the effect.
-//! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry.
+//! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry
+//!   ([`object_params`]).
 //! - [`Rig`]: a signer's trust directory, a store and the listener binary, as one fixture.
 //! - [`Blaster`]: paced UDP sending ([`crate::listener::wait_until`] polls for the effect).
-//! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space.
+//! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space;
+//!   [`TestMount`] mounts a tmpfs or an image for one test ([`require_mount_or_skip`] first).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@
 //! - addresses and files: [`free_udp_port`], [`free_udp_addr`], [`TempStore`], [`blake3_tree`]
 //! - commands: [`run_with_deadline`] (a hang fails instead of stalling), [`output_text`] (exit
 //!   code, stdout and stderr for a failure message), [`tool_or_skip`]; every skip goes through
-//!   [`skip_unless_ci`] (a printed reason, a failure under `CI=true`)
+//!   [`skip_unless_ci`] (a printed reason, a failure under `CI=true`);
+//!   [`systemd_verify_findings`] (what `systemd-analyze verify` says about our units)
 //! - the namespace diode: [`require_root_or_skip`] (skips with a reason; fails under `CI=true`),
 //!   [`Netns::up`] → `command(Side, prog)` (`ip netns exec`), `run_in(Side, closure)` (a thread
 //!   inside the namespace), `status()` counters, `down()`/drop

@@ -28,7 +28,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
     Blaster, Rig, SignedBundle, Signer, bad_tag, data_frame, end_frame, object_params,
-    seeded_bytes, sender_frames,
+    resend_until, seeded_bytes, sender_frames,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
@@ -61,20 +61,15 @@ fn legit(signer: &Signer, seed: u64, sequence: u64, file_bytes: usize) -> Signed
 
 /// Sends the legitimate frames until the bundle is decided (each resend fills whatever the
 /// flood crowded out; duplicates are deduplicated by the receiver).
-fn deliver(listener: &Listener, blaster: &mut Blaster, l: &SignedBundle) -> bool {
+fn deliver(listener: &Listener, l: &SignedBundle) -> bool {
     let id = l.id();
-    let decided = || {
+    resend_until(listener.addr, &l.frames, 40, || {
         audit_records(&listener.store)
             .iter()
             .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.outcome != "incomplete")
-    };
-    for _ in 0..40 {
-        blaster.send_all(&l.frames);
-        if wait_until(Duration::from_secs(3), decided) {
-            return true;
-        }
-    }
-    false
+            .then_some(())
+    })
+    .is_some()
 }
 
 fn report(name: &str, s: &ProcessStats, extra: &str) {
@@ -182,10 +177,7 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
             max_sessions_seen = max_sessions_seen.max(listener.metric("sluice_sessions"));
         }
     }
-    assert!(
-        deliver(&listener, &mut blaster, &l),
-        "legitimate bundle never decided"
-    );
+    assert!(deliver(&listener, &l), "legitimate bundle never decided");
     l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     let drops = listener.metric("sluice_kernel_drops_total");
@@ -467,8 +459,7 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     assert_budget("symbol_flood", &stats, 64);
     stop_clean(listener);
     let listener = rig.listen(&[]);
-    let mut blaster = Blaster::new(listener.addr);
-    assert!(deliver(&listener, &mut blaster, &l), "resend after restart");
+    assert!(deliver(&listener, &l), "resend after restart");
     l.assert_in_quarantine(&listener.store);
     stop_clean(listener);
 }
@@ -540,7 +531,7 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
          max live {max_live}; 0 records, 0 staging files"
     );
     let l = legit(&rig.signer, 3, 1, 50 * 1024);
-    assert!(deliver(&listener, &mut blaster, &l));
+    assert!(deliver(&listener, &l));
     l.assert_in_quarantine(&listener.store);
     stop_clean(listener);
 }
@@ -592,7 +583,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     // refused until the hog was abandoned).
     let l = legit(&rig.signer, 6, 1, 64 * 1024);
     assert!(
-        deliver(&listener, &mut blaster, &l),
+        deliver(&listener, &l),
         "legitimate bundle fits the quota while the hog is live; log:\n{}",
         listener.log_text()
     );
@@ -663,7 +654,7 @@ fn replayed_capture_is_a_duplicate_never_a_second_copy() {
     let listener = rig.listen(&[]);
     let l = legit(&rig.signer, 4, 1, 100 * 1024);
     let mut blaster = Blaster::new(listener.addr);
-    assert!(deliver(&listener, &mut blaster, &l));
+    assert!(deliver(&listener, &l));
     l.assert_in_quarantine(&listener.store);
     let late_before = listener.metric("sluice_frames_late_total");
     for _ in 0..3 {
@@ -733,9 +724,8 @@ fn random_flood_alongside_a_legitimate_transfer() {
         (b.sent, empty)
     });
     let l = legit(&rig.signer, 5, 1, 400 * 1024);
-    let mut blaster = Blaster::new(listener.addr);
     assert!(
-        deliver(&listener, &mut blaster, &l),
+        deliver(&listener, &l),
         "legitimate transfer during the flood"
     );
     let (sent, empty) = flood.join().expect("flood thread");
@@ -868,7 +858,7 @@ fn forged_end_frames_never_finalise_early() {
     blaster.send(&end_frame(&key, other, 1, 1));
     let mismatch = metric_at_least(&listener, "sluice_frames_param_mismatch_total", 1.0);
     assert!(mismatch >= 1.0, "the contradicting end frame is counted");
-    assert!(deliver(&listener, &mut blaster, &l));
+    assert!(deliver(&listener, &l));
     l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     assert_eq!(non_accept_records(&listener.store), 0);
@@ -913,11 +903,7 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
     assert_eq!(non_accept_records(&listener.store), 0, "no record for it");
     assert!(staging_files(&listener.store).is_empty(), "nothing staged");
     // The same bundle under its own id is then accepted.
-    assert!(
-        deliver(&listener, &mut blaster, &l),
-        "log:\n{}",
-        listener.log_text()
-    );
+    assert!(deliver(&listener, &l), "log:\n{}", listener.log_text());
     l.assert_in_quarantine(&listener.store);
     assert_eq!(decisions(&listener.store, "accepted").len(), 1);
     let stats = watch.stop();
