@@ -4,42 +4,16 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn send(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice-send"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("SLUICE_LOG")
-        .output()
-        .expect("run sluice-send")
-}
+mod common;
 
-fn ok(o: &Output) {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
+use common::{alice_signs, ok, send};
 
-/// A signed bundle and a trust directory for it in `d`.
+/// A signed bundle (`b.sluice`, 200 kB of content) and a trust directory for it in `d`.
 fn fixture(d: &Path) {
-    ok(&send(d, &["keygen", "--out", "alice"]));
-    std::fs::create_dir_all(d.join("trust")).unwrap();
-    std::fs::copy(d.join("alice.pub"), d.join("trust/alice.pub")).unwrap();
     std::fs::create_dir_all(d.join("payload")).unwrap();
     std::fs::write(d.join("payload/a.txt"), vec![7u8; 200_000]).unwrap();
-    ok(&send(
-        d,
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "alice.key",
-            "--channel",
-            "c",
-            "--out",
-            "b.sluice",
-            "payload",
-        ],
-    ));
+    alice_signs(d, "payload", "b.sluice");
 }
 
 #[test]

@@ -3,22 +3,12 @@
 //! tests/tests/watch_outbox.rs.)
 
 use std::net::UdpSocket;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn send(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice-send"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CI")
-        .output()
-        .expect("run sluice-send")
-}
+mod common;
 
-fn ok(o: &Output) {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
+use common::{alice_signs, ok, send};
 
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -151,9 +141,6 @@ fn usage_errors_name_what_is_missing() {
 fn sigterm_mid_send_leaves_the_bundle_in_the_outbox_and_exits_0() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    ok(&send(d, &["keygen", "--out", "alice"]));
-    std::fs::create_dir_all(d.join("trust")).unwrap();
-    std::fs::copy(d.join("alice.pub"), d.join("trust/alice.pub")).unwrap();
     std::fs::create_dir_all(d.join("src")).unwrap();
     // Big enough that the send lasts ~10 s at 1 Mbit/s.
     let data: Vec<u8> = (0..1_200_000u32)
@@ -161,20 +148,7 @@ fn sigterm_mid_send_leaves_the_bundle_in_the_outbox_and_exits_0() {
         .collect();
     std::fs::write(d.join("src/big.bin"), data).unwrap();
     std::fs::create_dir_all(d.join("outbox")).unwrap();
-    ok(&send(
-        d,
-        &[
-            "bundle",
-            "create",
-            "--key",
-            "alice.key",
-            "--channel",
-            "c",
-            "--out",
-            "outbox/big.sluice",
-            "src",
-        ],
-    ));
+    alice_signs(d, "src", "outbox/big.sluice");
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = sink.local_addr().unwrap().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-send"))

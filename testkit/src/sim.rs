@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::progress::Progress;
 use sluice_common::transport::recv::{AbandonReason, Effect, Handled, Receiver};
-use sluice_common::transport::send::{ReadRequest, Sender};
+use sluice_common::transport::send::{ReadRequest, Sender, SenderConfig};
 use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
 
 use crate::impair::{ImpairConfig, Impairer};
@@ -47,6 +47,25 @@ pub fn whole(seed: u64, len: u64, block_size: u32) -> Vec<u8> {
         off += n as u64;
     }
     out
+}
+
+/// Every frame of one pass of object [`oid`]`(seed)` (`len` bytes of [`content`]) as the
+/// genuine side sends it at the fixed instant `now`: symbols of `symbol_size`, blocks of
+/// `block_size`, two blocks interleaved at a time (so a block's symbols are not all adjacent).
+/// The capture the receiver-level tests feed, drop from and replay.
+pub fn one_pass_frames(
+    now: Instant,
+    seed: u64,
+    len: u64,
+    symbol_size: u16,
+    block_size: u32,
+) -> Vec<Vec<u8>> {
+    let mut c = SenderConfig::new(key(), [9; 16], symbol_size, block_size);
+    c.window_blocks = 2;
+    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
+    s.queue_object(now, oid(seed), len, 1_800_000_000_000)
+        .expect("queue");
+    crate::drive::frames(&mut s, now, reads(seed))
 }
 
 /// Fake staging file: either the bytes in memory, or a streaming blake3 of the object in

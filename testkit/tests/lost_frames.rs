@@ -6,36 +6,13 @@
 use std::time::Instant;
 
 use sluice_common::transport::recv::{Effect, Handled, Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_common::transport::wire::{self, Frame};
-use sluice_testkit::sim::{content, key, oid};
+use sluice_testkit::sim::{key, oid, one_pass_frames};
 
 const T: u16 = 512;
 const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 3 * BLOCK as u64 + 100;
 const SEED: u64 = 57;
-
-/// Every frame of one pass of the object (16 source + repair symbols per block, two blocks
-/// interleaved at a time).
-fn frames(now: Instant) -> Vec<Vec<u8>> {
-    let mut c = SenderConfig::new(key(), [9; 16], T, BLOCK);
-    c.window_blocks = 2;
-    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
-    s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
-        .expect("queue");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 2048];
-    while !s.is_finished() {
-        while let Some(r) = s.poll_read() {
-            let data = content(SEED, r.offset, r.len);
-            s.handle_read(r, data).expect("read");
-        }
-        while let Some(n) = s.poll_transmit(now, &mut buf) {
-            out.push(buf[..n].to_vec());
-        }
-    }
-    out
-}
 
 /// (block, esi) of a data frame.
 fn symbol(frame: &[u8]) -> Option<(u32, u32)> {
@@ -78,7 +55,7 @@ fn feed(frames: &[Vec<u8>], now: Instant) -> (u64, u64, bool) {
 #[test]
 fn a_clean_link_loses_nothing() {
     let now = Instant::now();
-    let (stored, lost, complete) = feed(&frames(now), now);
+    let (stored, lost, complete) = feed(&one_pass_frames(now, SEED, LEN, T, BLOCK), now);
     assert!(complete);
     assert!(stored > 0);
     assert_eq!(lost, 0);
@@ -87,7 +64,7 @@ fn a_clean_link_loses_nothing() {
 #[test]
 fn each_missing_symbol_before_its_block_completes_counts_once() {
     let now = Instant::now();
-    let all = frames(now);
+    let all = one_pass_frames(now, SEED, LEN, T, BLOCK);
     // Drop the first two source symbols of block 0 and one of block 1.
     let drop = [(0, 0), (0, 1), (1, 5)];
     let kept: Vec<Vec<u8>> = all
@@ -104,7 +81,7 @@ fn each_missing_symbol_before_its_block_completes_counts_once() {
 #[test]
 fn a_reordered_straggler_is_not_lost() {
     let now = Instant::now();
-    let mut all = frames(now);
+    let mut all = one_pass_frames(now, SEED, LEN, T, BLOCK);
     let at = |all: &[Vec<u8>], s: (u32, u32)| {
         all.iter()
             .position(|f| symbol(f) == Some(s))

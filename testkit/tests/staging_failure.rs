@@ -5,24 +5,12 @@
 use std::time::{Duration, Instant};
 
 use sluice_common::transport::recv::{Effect, Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
-use sluice_testkit::drive;
-use sluice_testkit::sim::{key, oid, reads};
+use sluice_testkit::sim::{key, oid, one_pass_frames};
 
 const T: u16 = 512;
 const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 5 * BLOCK as u64 + 100;
 const SEED: u64 = 31;
-
-/// Every frame of one pass of the object.
-fn frames(now: Instant) -> Vec<Vec<u8>> {
-    let mut c = SenderConfig::new(key(), [9; 16], T, BLOCK);
-    c.window_blocks = 2;
-    let mut s = Sender::new(c, now, 1_800_000_000_000).expect("sender");
-    s.queue_object(now, oid(SEED), LEN, 1_800_000_000_000)
-        .expect("queue");
-    drive::frames(&mut s, now, reads(SEED))
-}
 
 /// Feeds every frame again at `at` and returns the effects, which must start with a fresh
 /// session's `Open`.
@@ -76,7 +64,7 @@ fn authenticate_offered(r: &mut Receiver, at: Instant) {
 #[test]
 fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
     let t0 = Instant::now();
-    let all = frames(t0);
+    let all = one_pass_frames(t0, SEED, LEN, T, BLOCK);
     let mut config = ReceiverConfig::new(key());
     config.staging_retry = Duration::from_secs(5);
     let mut r = Receiver::new(config);
@@ -126,7 +114,7 @@ fn staging_failure_refuses_the_object_then_a_resend_starts_over() {
 #[test]
 fn a_failure_after_some_writes_drops_only_what_is_still_queued() {
     let t0 = Instant::now();
-    let all = frames(t0);
+    let all = one_pass_frames(t0, SEED, LEN, T, BLOCK);
     let mut r = Receiver::new(ReceiverConfig::new(key()));
     for f in &all {
         r.handle_datagram(t0, f);

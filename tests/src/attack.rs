@@ -4,11 +4,16 @@
 //!
 //! - [`Signer`]: a fixed-seed officer key with a trust directory; [`Signer::bundle`] builds with
 //!   the real builder, [`Signer::careless_bundle`] signs any header (`write_unchecked`).
-//! - [`sender_frames`]: every frame a real `Sender` emits for one object (a "capture").
-//! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry.
+//! - [`sender_frames`]: every frame a real `Sender` emits for one object (a "capture");
+//!   [`public_frames`] with the suites' shared geometry under the public default key.
+//! - [`SignedBundle`]: a real bundle (files, bytes, frames) and its byte-identical check;
+//!   [`resend_until`] resends frames until a probe of the store or listener sees the effect.
+//! - [`data_frame`] / [`end_frame`]: hand-made frames under any key and geometry
+//!   ([`object_params`]).
 //! - [`Rig`]: a signer's trust directory, a store and the listener binary, as one fixture.
 //! - [`Blaster`]: paced UDP sending ([`crate::listener::wait_until`] polls for the effect).
-//! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space.
+//! - store reads are typed, in [`crate::store`]; [`disk_usage`] and [`fs_free`] measure space;
+//!   [`TestMount`] mounts a tmpfs or an image for one test ([`require_mount_or_skip`] first).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -152,6 +157,154 @@ pub fn sender_frames(
     sluice_testkit::drive::object_frames(config, object_id, object, 1_790_000_000_000)
 }
 
+/// Every frame `sluice-send` emits for `bundle` under the public default link key with the
+/// geometry the attack suites share (T = 1024, 64 KiB blocks, 10 % overhead, one pass), under
+/// the bundle's own object id: the one capture an attacker or a test replays.
+pub fn public_frames(bundle: &[u8]) -> Vec<Vec<u8>> {
+    sender_frames(
+        &LinkKey::public_default(),
+        bundle,
+        bundle_id(bundle).object_id(),
+        1024,
+        64 * 1024,
+        10,
+        1,
+    )
+}
+
+/// `len` bytes of ChaCha8 output seeded with `seed`: file content that compresses to nothing and
+/// is the same on every run.
+pub fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut out);
+    out
+}
+
+/// A real bundle as the suites send it beside an attack: the files as signed, the bundle bytes,
+/// and the frames a real `Sender` emits for it under the public default link key. One type for
+/// "the legitimate transfer that must still land byte-identical".
+pub struct SignedBundle {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub bytes: Vec<u8>,
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl SignedBundle {
+    /// `files` signed by `signer` (real builder) as `channel`/`sequence`, captured with
+    /// [`public_frames`].
+    pub fn new(
+        signer: &Signer,
+        channel: &str,
+        sequence: u64,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Self {
+        let bytes = Self::sign(signer, channel, sequence, &files);
+        let frames = public_frames(&bytes);
+        SignedBundle {
+            files,
+            bytes,
+            frames,
+        }
+    }
+
+    /// Like [`SignedBundle::new`] with `overhead_percent` repair symbols instead of 10 %.
+    pub fn with_overhead(
+        signer: &Signer,
+        channel: &str,
+        sequence: u64,
+        files: Vec<(String, Vec<u8>)>,
+        overhead_percent: u32,
+    ) -> Self {
+        let bytes = Self::sign(signer, channel, sequence, &files);
+        let frames = sender_frames(
+            &LinkKey::public_default(),
+            &bytes,
+            bundle_id(&bytes).object_id(),
+            1024,
+            64 * 1024,
+            overhead_percent,
+            1,
+        );
+        SignedBundle {
+            files,
+            bytes,
+            frames,
+        }
+    }
+
+    fn sign(signer: &Signer, channel: &str, sequence: u64, files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let refs: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+        signer.bundle(channel, sequence, &refs)
+    }
+
+    /// The bundle id, hex (the quarantine directory's name).
+    pub fn id(&self) -> String {
+        bundle_id(&self.bytes).to_hex()
+    }
+
+    /// The transport object id it is sent under.
+    pub fn object_id(&self) -> [u8; 16] {
+        bundle_id(&self.bytes).object_id()
+    }
+
+    /// Asserts `STORE/quarantine/<id>/files` holds exactly the signed files, byte for byte.
+    pub fn assert_in_quarantine(&self, store: &Path) {
+        let id = self.id();
+        let got = crate::blake3_tree(&store.join("quarantine").join(&id).join("files"))
+            .unwrap_or_else(|e| panic!("bundle {id} not readable in quarantine: {e}"));
+        let want: std::collections::BTreeMap<String, blake3::Hash> = self
+            .files
+            .iter()
+            .map(|(p, b)| (p.clone(), blake3::hash(b)))
+            .collect();
+        assert_eq!(
+            got, want,
+            "quarantined files of bundle {id} differ from what was signed"
+        );
+    }
+}
+
+/// Sends `frames` to `to` (paced, [`Blaster`]) and waits up to 3 s for `probe` to find what it
+/// looks for, up to `rounds` times; returns what it found. Each resend fills in whatever loss or
+/// a flood crowded out (the receiver deduplicates), so delivery never depends on timing.
+pub fn resend_until<T>(
+    to: SocketAddr,
+    frames: &[Vec<u8>],
+    rounds: usize,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let mut blaster = Blaster::new(to);
+    let mut found = None;
+    for _ in 0..rounds {
+        blaster.send_all(frames);
+        if crate::listener::wait_until(Duration::from_secs(3), || {
+            found = probe();
+            found.is_some()
+        }) {
+            break;
+        }
+    }
+    found
+}
+
+/// The geometry of a hand-made object (id, length, block and symbol size), in the order the
+/// attack suites think of it; [`data_frame`] and [`end_frame`] validate it when encoding.
+pub fn object_params(
+    object_id: [u8; 16],
+    object_len: u64,
+    block_size: u32,
+    symbol_size: u16,
+) -> ObjectParams {
+    ObjectParams {
+        object_id,
+        object_len,
+        block_size,
+        symbol_size,
+    }
+}
+
 /// A data frame under `key` with arbitrary (validated by the encoder) geometry.
 pub fn data_frame(
     key: &LinkKey,
@@ -253,25 +406,40 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// A tmpfs mounted for one test, unmounted (lazily, so a stuck process cannot keep it) on drop.
-pub struct TmpfsMount {
+/// A filesystem mounted for one test (a tmpfs, or a disk image on a loop device), unmounted
+/// (lazily, so a stuck process cannot keep it) on drop. The one mount fixture of the storage
+/// fault and media tests.
+pub struct TestMount {
     pub path: PathBuf,
 }
 
-impl TmpfsMount {
+impl TestMount {
     /// `mount -t tmpfs -o OPTIONS tmpfs PATH` (PATH is created).
-    pub fn new(path: &Path, options: &str) -> std::io::Result<Self> {
+    pub fn tmpfs(path: &Path, options: &str) -> std::io::Result<Self> {
+        Self::mount(path, &["-t", "tmpfs", "-o", options, "tmpfs"])
+    }
+
+    /// `mount -o loop IMAGE PATH` (PATH is created): a filesystem image such as FAT32.
+    pub fn loop_image(path: &Path, image: &Path) -> std::io::Result<Self> {
+        let image = image
+            .to_str()
+            .ok_or_else(|| std::io::Error::other(format!("{} is not UTF-8", image.display())))?;
+        Self::mount(path, &["-o", "loop", image])
+    }
+
+    /// `mount ARGS PATH`; the error carries mount's own message.
+    fn mount(path: &Path, args: &[&str]) -> std::io::Result<Self> {
         std::fs::create_dir_all(path)?;
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .status()?;
-        if !st.success() {
+        let out = Command::new("mount").args(args).arg(path).output()?;
+        if !out.status.success() {
             return Err(std::io::Error::other(format!(
-                "mount tmpfs -o {options}: {st}"
+                "mount {}: {} ({})",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
             )));
         }
-        Ok(TmpfsMount {
+        Ok(TestMount {
             path: path.to_path_buf(),
         })
     }
@@ -287,7 +455,7 @@ impl TmpfsMount {
     }
 }
 
-impl Drop for TmpfsMount {
+impl Drop for TestMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
@@ -301,7 +469,7 @@ pub fn require_mount_or_skip(test_name: &str) -> bool {
         Some("not running as root (mounting a tmpfs needs CAP_SYS_ADMIN)".to_string())
     } else {
         let probe = std::env::temp_dir().join(format!("sluice-mount-probe-{}", std::process::id()));
-        match TmpfsMount::new(&probe, "size=1m") {
+        match TestMount::tmpfs(&probe, "size=1m") {
             Ok(m) => {
                 drop(m);
                 let _ = std::fs::remove_dir(&probe);
@@ -313,11 +481,10 @@ pub fn require_mount_or_skip(test_name: &str) -> bool {
     let Some(reason) = reason else {
         return true;
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test_name}: CI=true but storage-fault tests cannot run: {reason}");
-    }
-    eprintln!("SKIPPED {test_name}: {reason}");
-    false
+    crate::skip_unless_ci(
+        test_name,
+        &format!("storage-fault tests cannot run: {reason}"),
+    )
 }
 
 /// Free bytes and free inodes of the filesystem holding `path`.

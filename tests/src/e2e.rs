@@ -143,6 +143,16 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (prefix.with_extension("key"), prefix.with_extension("pub"))
 }
 
+/// `sluice-send link-keygen --out PATH`: the secret link key `media`, `import`, `udp` and
+/// `listen` share, made the way an operator makes it; panics unless it exits 0.
+pub fn link_keygen(path: &Path) {
+    run_ok(
+        Command::new(&bins().send)
+            .args(["link-keygen", "--out"])
+            .arg(path),
+    );
+}
+
 /// A trust directory holding copies of `pubs`.
 pub fn trust_dir(dir: &Path, pubs: &[&Path]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("mkdir trust");

@@ -3,6 +3,10 @@
 //!
 //! - binaries: [`build_bin`]`(package, bin)`, [`bin_path`]`(name)`, [`try_bin_path`]
 //! - addresses and files: [`free_udp_port`], [`free_udp_addr`], [`TempStore`], [`blake3_tree`]
+//! - commands: [`run_with_deadline`] (a hang fails instead of stalling), [`output_text`] (exit
+//!   code, stdout and stderr for a failure message), [`tool_or_skip`]; every skip goes through
+//!   [`skip_unless_ci`] (a printed reason, a failure under `CI=true`);
+//!   [`systemd_verify_findings`] (what `systemd-analyze verify` says about our units)
 //! - the namespace diode: [`require_root_or_skip`] (skips with a reason; fails under `CI=true`),
 //!   [`Netns::up`] → `command(Side, prog)` (`ip netns exec`), `run_in(Side, closure)` (a thread
 //!   inside the namespace), `status()` counters, `down()`/drop
@@ -34,6 +38,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use netns::{DiodeOptions, DiodeStatus, Netns, Side, require_root_or_skip};
 pub use relay::{ImpairConfig, Impairer, Relay, RelayHandle, RelayStats};
@@ -101,7 +107,7 @@ pub fn build_bin(package: &str, bin: &str) -> PathBuf {
         .first()
         .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
+    let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "-p", package, "--bin", bin]);
     if release {
@@ -242,6 +248,18 @@ pub fn blake3_tree(dir: &Path) -> io::Result<BTreeMap<String, blake3::Hash>> {
     Ok(out)
 }
 
+/// The one way a test skips for a missing prerequisite: prints `SKIPPED {test}: {reason}` and
+/// returns false, except under `CI=true`, where it panics instead (CI runs as root with every
+/// tool installed, so a skip there would hide a broken setup). Every `*_or_skip` check ends here.
+pub fn skip_unless_ci(test: &str, reason: &str) -> bool {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI=true but {reason}"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
 /// The tool's path, or `None` (skip) with the reason; under `CI=true` a missing tool fails.
 pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -250,18 +268,79 @@ pub fn tool_or_skip(test: &str, tool: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let why = format!(
-            "{test}: `{tool}` is not installed (Debian package: {})",
-            match tool {
-                "promtool" => "prometheus",
-                other => other,
-            }
+        let package = match tool {
+            "promtool" => "prometheus",
+            "systemd-analyze" => "systemd",
+            other => other,
+        };
+        skip_unless_ci(
+            test,
+            &format!("`{tool}` is not installed (Debian package: {package}; .ci/run installs it)"),
         );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; CI must have it (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED {why}");
     }
     found
+}
+
+/// `systemd-analyze verify UNITS`: the report lines that mention `ours`, and the whole report
+/// for the failure message. Without a running systemd (containers) verify can still complain
+/// about the host's own unit tree, so only findings about our units count.
+pub fn systemd_verify_findings(
+    analyze: &Path,
+    units: &[PathBuf],
+    ours: &str,
+) -> (Vec<String>, String) {
+    let out = Command::new(analyze)
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("run systemd-analyze verify");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings = report
+        .lines()
+        .filter(|l| l.contains(ours))
+        .map(str::to_string)
+        .collect();
+    (findings, report)
+}
+
+/// A finished command's exit code, stdout and stderr as one text, for assertion messages: every
+/// test that checks a command's exit code shows the same three things when it fails.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured) and returns its output, killing it and
+/// panicking with its stderr if it has not finished within `deadline`: a hang fails the test
+/// instead of stalling CI. Any exit code is returned; the caller asserts the one it expects.
+pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} did not finish within {deadline:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -38,6 +38,16 @@ pub fn decisions(store: &Path, d: &str) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// How many audit records are not `accepted` (rejected, duplicate, incomplete): the records
+/// unauthenticated input must never cause (issue #12), counted the same way by every attack
+/// suite.
+pub fn non_accept_records(store: &Path) -> usize {
+    audit_records(store)
+        .iter()
+        .filter(|r| r.outcome != "accepted")
+        .count()
+}
+
 /// Every `STORE/rejected/*.json` record (each is written whole under its final name).
 pub fn rejected_records(store: &Path) -> Vec<RejectedRecord> {
     let Ok(rd) = std::fs::read_dir(store.join("rejected")) else {

@@ -8,19 +8,22 @@
 //! `--memory` plus [`RSS_CONSTANT_MIB`], staging reserved after the attack, and the real
 //! bundle's acceptance. Each prints its measured figures (`[attackN] ...`).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use sluice_common::bundle::FORMAT_VERSION;
 use sluice_common::bundle::format::{MAGIC, PREFIX_LEN};
-use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, data_frame, end_frame, sender_frames};
+use sluice_tests::ProcessWatch;
+use sluice_tests::attack::{
+    Blaster, Rig, SignedBundle, Signer, data_frame, end_frame, object_params, resend_until,
+    seeded_bytes, sender_frames,
+};
 use sluice_tests::listener::{Listener, wait_until};
-use sluice_tests::store::{audit_records, quarantine_ids, rejected_records, staging_files};
-use sluice_tests::{ProcessStats, ProcessWatch, TempStore, blake3_tree, build_bin};
+use sluice_tests::store::{
+    audit_records, non_accept_records, quarantine_ids, rejected_records, staging_files,
+};
 
 /// One attack at a time: two cores, and the RSS figures should be the listener's own.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,130 +34,76 @@ const MEMORY_MIB: u64 = 48;
 /// 32 MiB queue cap (receiver/src/ingest/stager) and one 1 MiB authentication prefix copy.
 const RSS_CONSTANT_MIB: u64 = 72;
 
-struct Rig {
-    tmp: TempStore,
-    signer: Signer,
-    bin: std::path::PathBuf,
+/// Every attack's start: the serial lock, a fresh rig, and its listener (`--memory`
+/// [`MEMORY_MIB`]) watched from its first moment, so the peak RSS covers the whole attack.
+fn start() -> (MutexGuard<'static, ()>, Rig, Listener, ProcessWatch) {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rig = Rig::new();
+    let (listener, watch) = listen_watched(&rig);
+    (guard, rig, listener, watch)
 }
 
-impl Rig {
-    fn new() -> Self {
-        let tmp = TempStore::new();
-        let signer = Signer::new(&tmp.path().join("trust"));
-        Rig {
-            tmp,
-            signer,
-            bin: build_bin("sluice-recv", "sluice-recv"),
-        }
-    }
-
-    fn listen(&self) -> Listener {
-        Listener::spawn(
-            &self.bin,
-            &self.tmp.path().join("store"),
-            &self.signer.trust,
-            self.tmp.path(),
-            &["--memory", &MEMORY_MIB.to_string()],
-        )
-    }
+/// A listener on the rig's store with `--memory` [`MEMORY_MIB`], and the watch measuring it.
+fn listen_watched(rig: &Rig) -> (Listener, ProcessWatch) {
+    let listener = rig.listen(&["--memory", &MEMORY_MIB.to_string()]);
+    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    (listener, watch)
 }
 
-/// A real bundle and the frames `sluice-send` emits for it (T = 1024, 64 KiB blocks).
-struct Legit {
-    files: Vec<(String, Vec<u8>)>,
-    bytes: Vec<u8>,
-    frames: Vec<Vec<u8>>,
-}
-
-fn legit(signer: &Signer, seed: u64, file_bytes: usize) -> Legit {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut a = vec![0u8; file_bytes];
-    rng.fill_bytes(&mut a);
-    let files = vec![("data/a.bin".to_string(), a)];
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
-    let bytes = signer.bundle("updates", seed, &refs);
-    let frames = sender_frames(
-        &LinkKey::public_default(),
-        &bytes,
-        bundle_id(&bytes).object_id(),
-        1024,
-        64 * 1024,
-        10,
-        1,
-    );
-    Legit {
-        files,
-        bytes,
-        frames,
-    }
+/// A real bundle (one file of `file_bytes` seeded bytes, sequence `seed`) and the frames
+/// `sluice-send` emits for it (T = 1024, 64 KiB blocks).
+fn legit(signer: &Signer, seed: u64, file_bytes: usize) -> SignedBundle {
+    SignedBundle::new(
+        signer,
+        "updates",
+        seed,
+        vec![("data/a.bin".to_string(), seeded_bytes(seed, file_bytes))],
+    )
 }
 
 /// Sends the real frames until the bundle is accepted; asserts it is, byte-identical.
-fn deliver_and_check(listener: &Listener, l: &Legit) {
-    let id = bundle_id(&l.bytes).to_hex();
-    let mut blaster = Blaster::new(listener.addr);
-    let accepted = || {
+fn deliver_and_check(listener: &Listener, l: &SignedBundle) {
+    let id = l.id();
+    let accepted = resend_until(listener.addr, &l.frames, 20, || {
         audit_records(&listener.store)
             .iter()
             .any(|r| r.bundle_id.as_deref() == Some(id.as_str()) && r.outcome == "accepted")
-    };
-    let mut ok = false;
-    for _ in 0..20 {
-        blaster.send_all(&l.frames);
-        if wait_until(Duration::from_secs(3), accepted) {
-            ok = true;
-            break;
-        }
-    }
+            .then_some(())
+    });
     assert!(
-        ok,
+        accepted.is_some(),
         "real bundle not accepted; log:\n{}",
         listener.log_tail()
     );
-    let got = blake3_tree(&listener.store.join("quarantine").join(&id).join("files"))
-        .expect("quarantined files");
-    let want: BTreeMap<String, blake3::Hash> = l
-        .files
-        .iter()
-        .map(|(p, b)| (p.clone(), blake3::hash(b)))
-        .collect();
-    assert_eq!(got, want, "quarantined files differ from what was signed");
+    l.assert_in_quarantine(&listener.store);
 }
 
-fn params(object_id: [u8; 16], object_len: u64, block_size: u32, symbol_size: u16) -> ObjectParams {
-    ObjectParams {
-        object_id,
-        object_len,
-        block_size,
-        symbol_size,
-    }
-}
-
-/// Records other than `accepted` (rejected, duplicate, incomplete) in the audit log.
-fn non_accept_records(listener: &Listener) -> usize {
-    audit_records(&listener.store)
-        .iter()
-        .filter(|r| r.outcome != "accepted")
-        .count()
-}
-
-fn assert_rss(name: &str, s: &ProcessStats) {
-    let bound = (MEMORY_MIB + RSS_CONSTANT_MIB) * 1024;
+/// Every attack's end: stops the watch, prints the figures (`[name] ...`, `extra` appended) with
+/// `staging` files left, and asserts the peak RSS stayed within `--memory` plus
+/// [`RSS_CONSTANT_MIB`]. Returns the number of non-accept records, which each test asserts
+/// itself.
+fn measure(
+    name: &str,
+    listener: &Listener,
+    watch: ProcessWatch,
+    staging: usize,
+    extra: &str,
+) -> usize {
+    let s = watch.stop();
+    let records = non_accept_records(&listener.store);
+    let bound_mib = MEMORY_MIB + RSS_CONSTANT_MIB;
+    eprintln!(
+        "[{name}] peak RSS {:.1} MiB (bound {bound_mib} MiB), non-accept records {records}, \
+         staging files after {staging}, CPU {:.2} s {extra}",
+        s.peak_rss_kib as f64 / 1024.0,
+        s.cpu_secs
+    );
     assert!(
-        s.peak_rss_kib <= bound,
+        s.peak_rss_kib <= bound_mib * 1024,
         "[{name}] peak RSS {} KiB over --memory {MEMORY_MIB} MiB + {RSS_CONSTANT_MIB} MiB",
         s.peak_rss_kib
     );
-}
-
-fn report(name: &str, s: &ProcessStats, records: usize, staging: usize, extra: &str) {
-    eprintln!(
-        "[{name}] peak RSS {:.1} MiB (bound {} MiB), non-accept records {records}, staging files \
-         after {staging}, CPU {:.2} s {extra}",
-        s.peak_rss_kib as f64 / 1024.0,
-        MEMORY_MIB + RSS_CONSTANT_MIB,
-        s.cpu_secs
-    );
+    records
 }
 
 /// A one-frame object (T = 1024) whose only block starts with `prefix`.
@@ -164,7 +113,7 @@ fn one_frame_object(key: &LinkKey, i: u32, prefix: &[u8]) -> Vec<u8> {
     id[15] = 0xA1;
     let mut payload = vec![0u8; 1024];
     payload[..prefix.len()].copy_from_slice(prefix);
-    data_frame(key, params(id, 1024, 1024, 1024), 0, 0, &payload)
+    data_frame(key, object_params(id, 1024, 1024, 1024), 0, 0, &payload)
 }
 
 /// Attack 1: headers parsed before the signature. Forged bundle prefixes claiming 16 MiB
@@ -173,10 +122,7 @@ fn one_frame_object(key: &LinkKey, i: u32, prefix: &[u8]) -> Vec<u8> {
 /// real bundle is sent. Bound: 0 records, nothing staged, RSS within the budget.
 #[test]
 fn attack1_forged_headers_are_refused_before_parsing_and_never_recorded() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rig = Rig::new();
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (_g, rig, listener, watch) = start();
     let key = LinkKey::public_default();
     let mut blaster = Blaster::new(listener.addr);
     let kid = rig.signer.key.public().key_id();
@@ -205,20 +151,16 @@ fn attack1_forged_headers_are_refused_before_parsing_and_never_recorded() {
     deliver_and_check(&listener, &l);
     let refused = || listener.metric("sluice_objects_unauthenticated_refused_total");
     wait_until(Duration::from_secs(30), || refused() >= 1000.0);
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    let staging = staging_files(&listener.store).len();
-    report(
+    let records = measure(
         "attack1",
-        &stats,
-        records,
-        staging,
+        &listener,
+        watch,
+        staging_files(&listener.store).len(),
         &format!("| unauthenticated refused {}", refused()),
     );
     assert!(refused() >= 1000.0, "forged objects are counted");
     assert_eq!(records, 0, "no record for anything unauthenticated");
     assert!(rejected_records(&listener.store).is_empty());
-    assert_rss("attack1", &stats);
     listener.kill();
 }
 
@@ -226,15 +168,12 @@ fn attack1_forged_headers_are_refused_before_parsing_and_never_recorded() {
 /// accepted. Bound: no duplicate record (counted only), nothing staged.
 #[test]
 fn attack2_resends_of_an_accepted_object_write_no_records() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rig = Rig::new();
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (_g, rig, listener, watch) = start();
     let key = LinkKey::public_default();
     let l = legit(&rig.signer, 2, 100 * 1024);
     deliver_and_check(&listener, &l);
-    let oid = bundle_id(&l.bytes).object_id();
-    let p = params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
+    let oid = l.object_id();
+    let p = object_params(oid, l.bytes.len() as u64, 64 * 1024, 1024);
     let mut blaster = Blaster::new(listener.addr);
     let payload = [0x42u8; 1024];
     for round in 0..50u32 {
@@ -246,14 +185,11 @@ fn attack2_resends_of_an_accepted_object_write_no_records() {
         blaster.send_all(&l.frames);
     }
     std::thread::sleep(Duration::from_secs(3));
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    let staging = staging_files(&listener.store).len();
-    report(
+    let records = measure(
         "attack2",
-        &stats,
-        records,
-        staging,
+        &listener,
+        watch,
+        staging_files(&listener.store).len(),
         &format!(
             "| replays counted {}",
             listener.metric("sluice_replays_unverified_total")
@@ -264,7 +200,6 @@ fn attack2_resends_of_an_accepted_object_write_no_records() {
         "100 forged datagrams and 3 replays wrote no record"
     );
     assert_eq!(quarantine_ids(&listener.store).len(), 1);
-    assert_rss("attack2", &stats);
     // A second real bundle after the attack is accepted.
     deliver_and_check(&listener, &legit(&rig.signer, 22, 50 * 1024));
     listener.kill();
@@ -274,10 +209,7 @@ fn attack2_resends_of_an_accepted_object_write_no_records() {
 /// multi-block transfer runs. Bound: the real bundle is accepted; RSS within the budget.
 #[test]
 fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rig = Rig::new();
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (_g, rig, listener, watch) = start();
     let to = listener.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood = {
@@ -292,7 +224,7 @@ fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
                 obj += 1;
                 let mut id = [0xB5u8; 16];
                 id[..4].copy_from_slice(&obj.to_be_bytes());
-                let p = params(id, 64 << 20, 1 << 20, 1024);
+                let p = object_params(id, 64 << 20, 1 << 20, 1024);
                 for block in 0..64 {
                     b.send(&data_frame(&key, p, block, 1100, &payload));
                     sent += 1;
@@ -306,21 +238,17 @@ fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
     deliver_and_check(&listener, &l);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = flood.join().expect("flood");
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    let staging = staging_files(&listener.store).len();
-    report(
+    let records = measure(
         "attack5",
-        &stats,
-        records,
-        staging,
+        &listener,
+        watch,
+        staging_files(&listener.store).len(),
         &format!(
             "| forged first symbols {sent}, evicted blocks {}",
             listener.metric("sluice_blocks_evicted_total")
         ),
     );
     assert_eq!(records, 0);
-    assert_rss("attack5", &stats);
     listener.kill();
 }
 
@@ -331,10 +259,10 @@ fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
 fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let rig = Rig::new();
-    let listener = rig.listen();
+    let listener = rig.listen(&["--memory", &MEMORY_MIB.to_string()]);
     let key = LinkKey::public_default();
     let mut blaster = Blaster::new(listener.addr);
-    let p = params([0xC6; 16], 1 << 30, 1 << 20, 1024);
+    let p = object_params([0xC6; 16], 1 << 30, 1 << 20, 1024);
     blaster.send(&end_frame(&key, p, 1, 1));
     // Also data frames: an unauthenticated session is never persisted either.
     blaster.send(&data_frame(&key, p, 3, 0, &[0x66; 1024]));
@@ -344,16 +272,13 @@ fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
     std::thread::sleep(Duration::from_millis(500));
     let before = staging_files(&listener.store);
     assert_eq!(listener.terminate().code(), Some(0));
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (listener, watch) = listen_watched(&rig);
     let after = staging_files(&listener.store);
     deliver_and_check(&listener, &legit(&rig.signer, 6, 100 * 1024));
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    report(
+    let records = measure(
         "attack6",
-        &stats,
-        records,
+        &listener,
+        watch,
         after.len(),
         &format!("| staging files before restart {}", before.len()),
     );
@@ -363,7 +288,6 @@ fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
         records, 0,
         "no incomplete record for an unauthenticated object"
     );
-    assert_rss("attack6", &stats);
     listener.kill();
 }
 
@@ -372,10 +296,7 @@ fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
 /// the same bundle under its own id is accepted.
 #[test]
 fn attack7_a_bundle_under_a_foreign_object_id_is_refused_without_a_record() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rig = Rig::new();
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (_g, rig, listener, watch) = start();
     let l = legit(&rig.signer, 7, 100 * 1024);
     let frames = sender_frames(
         &LinkKey::public_default(),
@@ -394,12 +315,14 @@ fn attack7_a_bundle_under_a_foreign_object_id_is_refused_without_a_record() {
     assert!(refused, "log:\n{}", listener.log_tail());
     assert!(quarantine_ids(&listener.store).is_empty());
     deliver_and_check(&listener, &l);
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    let staging = staging_files(&listener.store).len();
-    report("attack7", &stats, records, staging, "");
+    let records = measure(
+        "attack7",
+        &listener,
+        watch,
+        staging_files(&listener.store).len(),
+        "",
+    );
     assert_eq!(records, 0);
-    assert_rss("attack7", &stats);
     listener.kill();
 }
 
@@ -408,10 +331,7 @@ fn attack7_a_bundle_under_a_foreign_object_id_is_refused_without_a_record() {
 /// admitted) decode on the workers while a real bundle is accepted.
 #[test]
 fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refused() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let rig = Rig::new();
-    let listener = rig.listen();
-    let watch = ProcessWatch::start(listener.pid(), Duration::from_millis(20));
+    let (_g, rig, listener, watch) = start();
     let key = LinkKey::public_default();
     let mut blaster = Blaster::new(listener.addr);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
@@ -422,7 +342,7 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
         id[..4].copy_from_slice(&i.to_be_bytes());
         blaster.send(&data_frame(
             &key,
-            params(id, 1 << 20, 1 << 20, 64),
+            object_params(id, 1 << 20, 1 << 20, 64),
             0,
             9000,
             &tiny,
@@ -434,7 +354,7 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
     assert!(over_limit, "T = 64 frames are refused by the limits");
     let mut payload = vec![0u8; 512];
     for obj in 0..4u8 {
-        let p = params(
+        let p = object_params(
             [0xE8, obj, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             1 << 20,
             1 << 20,
@@ -446,14 +366,11 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
         }
     }
     deliver_and_check(&listener, &legit(&rig.signer, 8, 200 * 1024));
-    let stats = watch.stop();
-    let records = non_accept_records(&listener);
-    let staging = staging_files(&listener.store).len();
-    report(
+    let records = measure(
         "attack8",
-        &stats,
-        records,
-        staging,
+        &listener,
+        watch,
+        staging_files(&listener.store).len(),
         &format!(
             "| over_limit {}, repaired blocks {}, decodes deferred {}",
             listener.metric("sluice_frames_over_limit_total"),
@@ -462,6 +379,5 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
         ),
     );
     assert_eq!(records, 0);
-    assert_rss("attack8", &stats);
     listener.kill();
 }

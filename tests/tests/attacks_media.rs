@@ -14,109 +14,65 @@
 //!    (run twice, as the issue did) accepts the real bundle byte-identical, then records one
 //!    duplicate.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use rand::{RngCore, SeedableRng};
 use sluice_common::spool::{HEADER_LEN, VolumeHeader};
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::wire::{self, LinkKey};
-use sluice_tests::attack::{Blaster, Signer, bundle_id, data_frame, disk_usage, sender_frames};
-use sluice_tests::listener::{Listener, wait_until};
+use sluice_tests::attack::{
+    Rig, SignedBundle, Signer, data_frame, disk_usage, resend_until, seeded_bytes,
+};
 use sluice_tests::store::{audit_records, quarantine_ids, rejected_records};
-use sluice_tests::{TempStore, blake3_tree, build_bin};
+use sluice_tests::{output_text, run_with_deadline};
 
 /// The media quota the attacks run against (`import --media-quota 8MiB`).
 const MEDIA_QUOTA: u64 = 8 << 20;
 const SYMBOL: u16 = 1024;
 const BLOCK: u32 = 64 * 1024;
 
-/// A real bundle: its files, bytes and its data frames as a real `Sender` makes them.
-struct Real {
-    files: Vec<(String, Vec<u8>)>,
-    bytes: Vec<u8>,
-    frames: Vec<Vec<u8>>,
+/// A real bundle (a 300 000-byte seeded file and a readme) with 40 % repair symbols: its files,
+/// bytes and data frames as a real `Sender` makes them.
+fn real_bundle(signer: &Signer, seed: u64, sequence: u64) -> SignedBundle {
+    let files = vec![
+        ("data/a.bin".to_string(), seeded_bytes(seed, 300_000)),
+        (
+            "readme.txt".to_string(),
+            format!("real {seed}\n").into_bytes(),
+        ),
+    ];
+    SignedBundle::with_overhead(signer, "updates", sequence, files, 40)
 }
 
-impl Real {
-    fn new(signer: &Signer, seed: u64, sequence: u64) -> Real {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut a = vec![0u8; 300_000];
-        rng.fill_bytes(&mut a);
-        let files = vec![
-            ("data/a.bin".to_string(), a),
-            (
-                "readme.txt".to_string(),
-                format!("real {seed}\n").into_bytes(),
-            ),
-        ];
-        let refs: Vec<(&str, Vec<u8>)> =
-            files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
-        let bytes = signer.bundle("updates", sequence, &refs);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            &bytes,
-            bundle_id(&bytes).object_id(),
-            SYMBOL,
-            BLOCK,
-            40,
-            1,
-        );
-        Real {
-            files,
-            bytes,
-            frames,
+/// The data frames of `real` spread over `count` volumes as `sluice-send media` does
+/// (`(block + esi) mod count`), each written to `dir/vol-<i>.sluicevol`.
+fn write_volumes(real: &SignedBundle, dir: &Path, count: u16) -> Vec<PathBuf> {
+    let key = LinkKey::public_default();
+    let mut per: Vec<Vec<Vec<u8>>> = vec![Vec::new(); usize::from(count)];
+    for f in &real.frames {
+        if let Ok(wire::Frame::Data(d)) = wire::decode(&key, f) {
+            let i = (u64::from(d.header.block) + u64::from(d.header.esi)) % u64::from(count);
+            per[i as usize].push(f.clone());
         }
     }
-
-    fn object_id(&self) -> [u8; 16] {
-        bundle_id(&self.bytes).object_id()
-    }
-
-    /// The data frames spread over `count` volumes as `sluice-send media` does
-    /// (`(block + esi) mod count`), each written to `dir/vol-<i>.sluicevol`.
-    fn write_volumes(&self, dir: &Path, count: u16) -> Vec<PathBuf> {
-        let key = LinkKey::public_default();
-        let mut per: Vec<Vec<Vec<u8>>> = vec![Vec::new(); usize::from(count)];
-        for f in &self.frames {
-            if let Ok(wire::Frame::Data(d)) = wire::decode(&key, f) {
-                let i = (u64::from(d.header.block) + u64::from(d.header.esi)) % u64::from(count);
-                per[i as usize].push(f.clone());
-            }
-        }
-        std::fs::create_dir_all(dir).unwrap();
-        per.iter()
-            .enumerate()
-            .map(|(i, records)| {
-                let path = dir.join(format!("vol-{}.sluicevol", i + 1));
-                let header = VolumeHeader {
-                    volume_index: i as u16,
-                    volume_count: count,
-                    object_id: self.object_id(),
-                    object_len: self.bytes.len() as u64,
-                    frame_len: records[0].len() as u32,
-                    frame_count: records.len() as u64,
-                };
-                write_volume(&path, &header, records, None);
-                path
-            })
-            .collect()
-    }
-
-    /// The quarantine holds exactly this bundle's files, byte for byte.
-    fn assert_identical(&self, store: &Path) {
-        let id = bundle_id(&self.bytes).to_hex();
-        let got = blake3_tree(&store.join("quarantine").join(&id).join("files"))
-            .expect("quarantined files readable");
-        let want: BTreeMap<String, blake3::Hash> = self
-            .files
-            .iter()
-            .map(|(p, b)| (p.clone(), blake3::hash(b)))
-            .collect();
-        assert_eq!(got, want, "quarantined files differ from what was signed");
-    }
+    std::fs::create_dir_all(dir).unwrap();
+    per.iter()
+        .enumerate()
+        .map(|(i, records)| {
+            let path = dir.join(format!("vol-{}.sluicevol", i + 1));
+            let header = VolumeHeader {
+                volume_index: i as u16,
+                volume_count: count,
+                object_id: real.object_id(),
+                object_len: real.bytes.len() as u64,
+                frame_len: records[0].len() as u32,
+                frame_count: records.len() as u64,
+            };
+            write_volume(&path, &header, records, None);
+            path
+        })
+        .collect()
 }
 
 /// A volume: its tagged header (public key), `records`, and with `sparse_len` the file extended
@@ -155,27 +111,14 @@ fn forged_frames(params: ObjectParams, blocks: u32, per_block: u32) -> Vec<Vec<u
     out
 }
 
-struct Rig {
-    tmp: TempStore,
-    signer: Signer,
-    bin: PathBuf,
+/// What these attacks do with the shared attack rig: import media into its store, and look at
+/// what import left staged.
+trait MediaRig {
+    fn import(&self, paths: &[&Path]) -> Output;
+    fn staged_media(&self) -> (u64, Vec<String>);
 }
 
-impl Rig {
-    fn new() -> Rig {
-        let tmp = TempStore::new();
-        let signer = Signer::new(&tmp.path().join("trust"));
-        Rig {
-            tmp,
-            signer,
-            bin: build_bin("sluice-recv", "sluice-recv"),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.tmp.path().join("store")
-    }
-
+impl MediaRig for Rig {
     fn import(&self, paths: &[&Path]) -> Output {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("import")
@@ -189,7 +132,7 @@ impl Rig {
             // site's secret would make them; import only reads it with this flag.
             .arg("--insecure-public-link-key")
             .args(paths);
-        run(&mut cmd, Duration::from_secs(600))
+        run_with_deadline(&mut cmd, Duration::from_secs(600))
     }
 
     /// Bytes allocated under staging/media (st_blocks), and the names staged there.
@@ -213,39 +156,6 @@ impl Rig {
         }
         (disk_usage(&media), names)
     }
-}
-
-fn run(cmd: &mut Command, deadline: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{cmd:?} did not finish within {deadline:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -301,12 +211,12 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
         &forged,
         None,
     );
-    let real = Real::new(&rig.signer, 3, 1);
-    let vols = real.write_volumes(&rig.tmp.subdir("real"), 2);
+    let real = real_bundle(&rig.signer, 3, 1);
+    let vols = write_volumes(&real, &rig.tmp.subdir("real"), 2);
 
     // One import run: the hostile medium and the real one together.
     let out = rig.import(&[&hostile, &vols[0], &vols[1]]);
-    let all = text(&out);
+    let all = output_text(&out);
     eprintln!("{all}");
     // 3: hostile inputs skipped; the real bundle complete.
     assert_eq!(out.status.code(), Some(3), "{all}");
@@ -317,7 +227,7 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
         "implausible claim: {all}"
     );
     assert!(all.contains("media staging quota exceeded"), "quota: {all}");
-    real.assert_identical(&rig.store());
+    real.assert_in_quarantine(&rig.store());
     // Staging reserved: within the media quota, and nothing of the attack is left.
     let (bytes, names) = rig.staged_media();
     assert!(bytes <= MEDIA_QUOTA, "{bytes} bytes staged");
@@ -330,33 +240,19 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
 
     // The same medium again: still nothing staged, nothing recorded.
     let out = rig.import(&[&hostile]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert!(rig.staged_media().1.is_empty());
     assert_eq!(audit_records(&rig.store()).len(), 1);
 
     // After a restart, `listen` on the same store accepts a real bundle sent over UDP.
-    let second = Real::new(&rig.signer, 4, 2);
-    let mut listener = Listener::spawn(
-        &rig.bin,
-        &rig.store(),
-        &rig.signer.trust,
-        rig.tmp.path(),
-        &[],
-    );
-    let mut blaster = Blaster::new(listener.addr);
-    let id = bundle_id(&second.bytes).to_hex();
-    let mut accepted = false;
-    for _ in 0..20 {
-        blaster.send_all(&second.frames);
-        if wait_until(Duration::from_secs(3), || {
-            quarantine_ids(&rig.store()).contains(&id)
-        }) {
-            accepted = true;
-            break;
-        }
-    }
-    assert!(accepted, "listener log: {}", listener.log_tail());
-    second.assert_identical(&rig.store());
+    let second = real_bundle(&rig.signer, 4, 2);
+    let mut listener = rig.listen(&[]);
+    let id = second.id();
+    let accepted = resend_until(listener.addr, &second.frames, 20, || {
+        quarantine_ids(&rig.store()).contains(&id).then_some(())
+    });
+    assert!(accepted.is_some(), "listener log: {}", listener.log_tail());
+    second.assert_in_quarantine(&rig.store());
     assert!(listener.alive());
     listener.kill();
 }
@@ -364,8 +260,8 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
 #[test]
 fn attack4_junk_volume_two_with_another_frame_length_does_not_block_the_real_bundle() {
     let rig = Rig::new();
-    let real = Real::new(&rig.signer, 5, 1);
-    let vols = real.write_volumes(&rig.tmp.subdir("real"), 2);
+    let real = real_bundle(&rig.signer, 5, 1);
+    let vols = write_volumes(&real, &rig.tmp.subdir("real"), 2);
     let real_records: u64 = vols
         .iter()
         .map(|p| (std::fs::metadata(p).unwrap().len() - HEADER_LEN as u64) / 1082)
@@ -403,7 +299,7 @@ fn attack4_junk_volume_two_with_another_frame_length_does_not_block_the_real_bun
 
     // The junk is staged first (the issue's order): only the three authentic records land.
     let out = rig.import(&[&junk_dir]);
-    let all = text(&out);
+    let all = output_text(&out);
     eprintln!("{all}");
     assert!(all.contains("not authenticated frames"), "{all}");
     assert!(all.contains("none of its"), "{all}");
@@ -420,17 +316,17 @@ fn attack4_junk_volume_two_with_another_frame_length_does_not_block_the_real_bun
 
     // Both genuine volumes, run twice: accepted, then a duplicate.
     let out = rig.import(&[&vols[0], &vols[1]]);
-    let all = text(&out);
+    let all = output_text(&out);
     eprintln!("{all}");
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("complete: bundle"), "{all}");
-    real.assert_identical(&rig.store());
+    real.assert_in_quarantine(&rig.store());
     assert!(
         rig.staged_media().1.is_empty(),
         "decided: nothing left staged"
     );
     let out = rig.import(&[&vols[0], &vols[1]]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("duplicate"));
     // Records written: one acceptance and one duplicate, nothing rejected.
     let decisions: Vec<String> = audit_records(&rig.store())

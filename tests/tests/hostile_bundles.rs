@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice_common::bundle::EntryKind;
-use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, bundle_id, sender_frames};
+use sluice_tests::attack::{Blaster, bundle_id, public_frames, resend_until};
 use sluice_tests::blake3_tree;
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{
@@ -74,36 +73,14 @@ impl Rig {
     }
 }
 
-fn frames(bundle: &[u8]) -> Vec<Vec<u8>> {
-    sender_frames(
-        &LinkKey::public_default(),
-        bundle,
-        bundle_id(bundle).object_id(),
-        1024,
-        64 * 1024,
-        10,
-        1,
-    )
-}
-
 /// Sends `bundle` until a decision naming it is in the audit log; returns that record.
 fn send_until_decided(l: &Listener, bundle: &[u8]) -> AuditRecord {
     let oid = hex::encode(bundle_id(bundle).object_id());
-    let frames = frames(bundle);
-    let mut b = Blaster::new(l.addr);
-    let mut found = None;
-    for _ in 0..20 {
-        b.send_all(&frames);
-        let got = wait_until(Duration::from_secs(3), || {
-            found = audit_records(&l.store).into_iter().find(|r| {
-                r.object_id.as_deref() == Some(oid.as_str()) && r.outcome != "incomplete"
-            });
-            found.is_some()
-        });
-        if got {
-            break;
-        }
-    }
+    let found = resend_until(l.addr, &public_frames(bundle), 20, || {
+        audit_records(&l.store)
+            .into_iter()
+            .find(|r| r.object_id.as_deref() == Some(oid.as_str()) && r.outcome != "incomplete")
+    });
     found.unwrap_or_else(|| panic!("no decision for object {oid}; log:\n{}", l.log_text()))
 }
 
@@ -216,7 +193,7 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
             .unwrap_or(0)
     };
     let mut b = Blaster::new(listener.addr);
-    let huge_frames = frames(&bundle);
+    let huge_frames = public_frames(&bundle);
     let refused = (0..10).any(|_| {
         b.send_all(&huge_frames);
         wait_until(Duration::from_secs(3), || header_length() >= 1)
@@ -281,7 +258,7 @@ fn planted_symlink_at_the_quarantine_entry_is_never_followed() {
     let id = bundle_id(&bundle).to_hex();
     let entry = listener.store.join("quarantine").join(&id);
     symlink(&rig.sentinel, &entry).expect("plant symlink");
-    let frames = frames(&bundle);
+    let frames = public_frames(&bundle);
     let mut b = Blaster::new(listener.addr);
     let refused = (0..10).any(|_| {
         b.send_all(&frames);
@@ -399,7 +376,7 @@ fn staging_swapped_or_part_file_planted_while_running() {
     symlink(&target, &part).expect("plant .part symlink");
     let mut b = Blaster::new(listener.addr);
     let refused = (0..10).any(|_| {
-        b.send_all(&frames(&next));
+        b.send_all(&public_frames(&next));
         wait_until(Duration::from_secs(2), || {
             listener.log_text().contains("not a regular file")
         })

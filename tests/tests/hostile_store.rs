@@ -7,71 +7,28 @@
 //! - storage faults (root: tmpfs mounts; skipped with a reason otherwise, FAIL under `CI=true`):
 //!   disk full while staging and while committing, exhausted inodes, a read-only store at start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::{Rng, RngCore, SeedableRng};
-use sluice_common::transport::wire::LinkKey;
 use sluice_tests::attack::{
-    Blaster, Signer, TmpfsMount, bundle_id, fs_free, require_mount_or_skip, sender_frames,
+    Blaster, SignedBundle, Signer, TestMount, fs_free, require_mount_or_skip, resend_until,
 };
 use sluice_tests::listener::{Listener, wait_until};
 use sluice_tests::store::{audit_records, audit_verify, quarantine_ids, staging_files};
-use sluice_tests::{TempStore, blake3_tree, build_bin};
+use sluice_tests::{TempStore, build_bin};
 
-struct Bundle {
-    files: Vec<(String, Vec<u8>)>,
-    bytes: Vec<u8>,
-    frames: Vec<Vec<u8>>,
-}
-
-impl Bundle {
-    fn new(signer: &Signer, rng: &mut impl RngCore, sequence: u64, size: usize) -> Self {
-        let mut a = vec![0u8; size];
-        rng.fill_bytes(&mut a);
-        let files = vec![
-            ("data.bin".to_string(), a),
-            ("seq.txt".to_string(), format!("{sequence}\n").into_bytes()),
-        ];
-        let refs: Vec<(&str, Vec<u8>)> =
-            files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
-        let bytes = signer.bundle("nightly", sequence, &refs);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            &bytes,
-            bundle_id(&bytes).object_id(),
-            1024,
-            64 * 1024,
-            10,
-            1,
-        );
-        Bundle {
-            files,
-            bytes,
-            frames,
-        }
-    }
-
-    fn id(&self) -> String {
-        bundle_id(&self.bytes).to_hex()
-    }
-
-    fn assert_in(&self, store: &Path) {
-        let got = blake3_tree(&store.join("quarantine").join(self.id()).join("files"))
-            .unwrap_or_else(|e| panic!("bundle {} not readable in quarantine: {e}", self.id()));
-        let want: BTreeMap<String, blake3::Hash> = self
-            .files
-            .iter()
-            .map(|(p, b)| (p.clone(), blake3::hash(b)))
-            .collect();
-        assert_eq!(
-            got,
-            want,
-            "bundle {} differs from what was signed",
-            self.id()
-        );
-    }
+/// A small bundle of the kill -9 loop and the fault tests: `size` bytes from the test's seeded
+/// `rng` and a file naming its sequence, on channel `nightly`.
+fn bundle(signer: &Signer, rng: &mut impl RngCore, sequence: u64, size: usize) -> SignedBundle {
+    let mut a = vec![0u8; size];
+    rng.fill_bytes(&mut a);
+    let files = vec![
+        ("data.bin".to_string(), a),
+        ("seq.txt".to_string(), format!("{sequence}\n").into_bytes()),
+    ];
+    SignedBundle::new(signer, "nightly", sequence, files)
 }
 
 fn decided(store: &Path, id: &str) -> Option<String> {
@@ -83,20 +40,10 @@ fn decided(store: &Path, id: &str) -> Option<String> {
 }
 
 /// Sends until the bundle has a decision; returns it.
-fn deliver(l: &Listener, b: &Bundle) -> String {
-    let mut blaster = Blaster::new(l.addr);
+fn deliver(l: &Listener, b: &SignedBundle) -> String {
     let id = b.id();
-    let mut out = None;
-    for _ in 0..20 {
-        blaster.send_all(&b.frames);
-        if wait_until(Duration::from_secs(3), || {
-            out = decided(&l.store, &id);
-            out.is_some()
-        }) {
-            break;
-        }
-    }
-    out.unwrap_or_else(|| panic!("bundle {id} never decided; log:\n{}", l.log_text()))
+    resend_until(l.addr, &b.frames, 20, || decided(&l.store, &id))
+        .unwrap_or_else(|| panic!("bundle {id} never decided; log:\n{}", l.log_text()))
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -132,10 +79,10 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
     let store = tmp.path().join("store");
     let addr = sluice_tests::free_udp_addr();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let bundles: Vec<Bundle> = (0..iterations)
+    let bundles: Vec<SignedBundle> = (0..iterations)
         .map(|i| {
             let size = rng.random_range(1_000..120_000);
-            Bundle::new(&signer, &mut rng, i + 1, size)
+            bundle(&signer, &mut rng, i + 1, size)
         })
         .collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -190,7 +137,7 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
         );
     }
     for b in &bundles {
-        b.assert_in(&store);
+        b.assert_in_quarantine(&store);
     }
     assert_eq!(
         quarantine_ids(&store).len(),
@@ -223,7 +170,7 @@ fn kill_9_loop_never_loses_or_half_releases_a_bundle() {
 
 struct FaultRig {
     // Declared first so it is dropped (unmounted) before the temp dir is removed.
-    mnt: TmpfsMount,
+    mnt: TestMount,
     tmp: TempStore,
     signer: Signer,
     bin: PathBuf,
@@ -235,7 +182,7 @@ impl FaultRig {
         let tmp = TempStore::new();
         let signer = Signer::new(&tmp.path().join("trust"));
         let bin = build_bin("sluice-recv", "sluice-recv");
-        let mnt = TmpfsMount::new(&tmp.path().join("mnt"), options).expect("mount tmpfs");
+        let mnt = TestMount::tmpfs(&tmp.path().join("mnt"), options).expect("mount tmpfs");
         FaultRig {
             tmp,
             signer,
@@ -259,8 +206,8 @@ impl FaultRig {
         )
     }
 
-    fn bundle(&mut self, seq: u64, size: usize) -> Bundle {
-        Bundle::new(&self.signer, &mut self.rng, seq, size)
+    fn bundle(&mut self, seq: u64, size: usize) -> SignedBundle {
+        bundle(&self.signer, &mut self.rng, seq, size)
     }
 }
 
@@ -269,7 +216,7 @@ impl FaultRig {
 fn next_accepted_then_audit_verifies(rig: &mut FaultRig, l: Listener, size: usize) {
     let next = rig.bundle(2, size);
     assert_eq!(deliver(&l, &next), "accepted");
-    next.assert_in(&l.store);
+    next.assert_in_quarantine(&l.store);
     assert!(l.terminate().success());
     let verify = audit_verify(&rig.bin, &rig.store());
     let (code, out) = (verify.code, verify.output);
@@ -277,7 +224,7 @@ fn next_accepted_then_audit_verifies(rig: &mut FaultRig, l: Listener, size: usiz
 }
 
 /// Sends `b` a few times and waits until the log shows `needle`.
-fn send_until_logged(l: &Listener, b: &Bundle, needle: &str) -> bool {
+fn send_until_logged(l: &Listener, b: &SignedBundle, needle: &str) -> bool {
     let mut blaster = Blaster::new(l.addr);
     (0..10).any(|_| {
         blaster.send_all(&b.frames);
@@ -324,7 +271,7 @@ fn disk_full_while_staging_then_space_freed() {
         "accepted",
         "a resend after space was freed is staged again, no restart"
     );
-    big.assert_in(&l.store);
+    big.assert_in_quarantine(&l.store);
     next_accepted_then_audit_verifies(&mut rig, l, 100_000);
 }
 
@@ -383,7 +330,7 @@ fn disk_full_while_committing_then_space_freed() {
         l.log_text()
     );
     assert_eq!(decided(&l.store, &b.id()).as_deref(), Some("accepted"));
-    b.assert_in(&l.store);
+    b.assert_in_quarantine(&l.store);
     next_accepted_then_audit_verifies(&mut rig, l, 200_000);
 }
 
@@ -414,7 +361,7 @@ fn inodes_exhausted_then_freed() {
     std::fs::remove_dir_all(&fill).expect("free inodes");
     let next = rig.bundle(2, 50_000);
     assert_eq!(deliver(&l, &next), "accepted");
-    next.assert_in(&l.store);
+    next.assert_in_quarantine(&l.store);
     assert!(l.terminate().success());
     eprintln!("[inodes] {n} filler inodes; listener survived ENOSPC on create");
 }

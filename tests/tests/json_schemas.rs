@@ -11,8 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::attack::{Blaster, Signer, bundle_id, public_frames};
 use sluice_tests::listener::Listener;
 use sluice_tests::{TempStore, build_bin, workspace_root};
 
@@ -123,6 +122,43 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
 }
 
+/// Where the two listener tests start: (temporary directory, a trusted signer, `sluice-send`,
+/// `sluice-recv`, the store path, and `good.sluice`: one signed file no listener has seen yet).
+fn site() -> (TempStore, Signer, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let tmp = TempStore::new();
+    let alice = Signer::new(&tmp.path().join("trust"));
+    let good = tmp.path().join("good.sluice");
+    std::fs::write(
+        &good,
+        alice.bundle("nightly", 1, &[("dir/a.txt", b"alpha\n".to_vec())]),
+    )
+    .expect("bundle");
+    let send = build_bin("sluice-send", "sluice-send");
+    let recv = build_bin("sluice-recv", "sluice-recv");
+    let store = tmp.path().join("store");
+    (tmp, alice, send, recv, store, good)
+}
+
+/// A JSON file the store or a command wrote, parsed; panics naming the file.
+fn read(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `sluice-send udp EXTRA --rate 200M --to <listener>` of `bundle`, trusting `signer`; asserts
+/// it exits 0 and returns its output.
+fn send_good(send: &Path, l: &Listener, signer: &Signer, bundle: &Path, extra: &[&str]) -> Output {
+    let sent = run(Command::new(send)
+        .arg("udp")
+        .args(extra)
+        .args(["--rate", "200M", "--to", &l.addr.to_string()])
+        .arg("--trust")
+        .arg(&signer.trust)
+        .arg(bundle));
+    assert!(sent.status.success(), "{sent:?}");
+    sent
+}
+
 /// stdout as one JSON value.
 fn json_of(out: &Output, what: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -132,6 +168,17 @@ fn json_of(out: &Output, what: &str) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// `sluice-recv verify --json --trust TRUST BUNDLE`: asserts it exits `code` and returns its
+/// one JSON value (`what` names the case in failure messages).
+fn verify_json(recv: &Path, trust: &Path, bundle: &Path, code: i32, what: &str) -> Value {
+    let out = run(Command::new(recv)
+        .args(["verify", "--json", "--trust"])
+        .arg(trust)
+        .arg(bundle));
+    assert_eq!(out.status.code(), Some(code), "{what}: {out:?}");
+    json_of(&out, what)
 }
 
 /// A trust directory with `officer.pub` and a permissive policy.
@@ -206,12 +253,7 @@ fn sender_and_verify_outputs_match_their_schemas() {
         .collect();
     assert!(!dirs.is_empty() && dirs.iter().all(|e| e["blake3"].is_null()));
 
-    let out = run(Command::new(&recv)
-        .args(["verify", "--json", "--trust"])
-        .arg(&trust)
-        .arg(&bundle));
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let valid = json_of(&out, "verify --json");
+    let valid = verify_json(&recv, &trust, &bundle, 0, "verify --json");
     check("verify", &valid, "verify --json (valid)");
     assert_eq!(valid["outcome"], "valid");
 
@@ -220,22 +262,18 @@ fn sender_and_verify_outputs_match_their_schemas() {
     tampered[last] ^= 1;
     let bad = tmp.path().join("tampered.sluice");
     std::fs::write(&bad, tampered).expect("tampered");
-    let out = run(Command::new(&recv)
-        .args(["verify", "--json", "--trust"])
-        .arg(&trust)
-        .arg(&bad));
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
-    let rejected = json_of(&out, "verify --json (tampered)");
+    let rejected = verify_json(&recv, &trust, &bad, 4, "verify --json (tampered)");
     check("verify", &rejected, "verify --json (rejected)");
     assert_eq!(rejected["outcome"], "rejected");
 
     // A broken trust directory: no verdict, but a JSON error object on stdout, not nothing.
-    let out = run(Command::new(&recv)
-        .args(["verify", "--json", "--trust"])
-        .arg(tmp.path().join("no-such-trust"))
-        .arg(&bundle));
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let error = json_of(&out, "verify --json (broken trust)");
+    let error = verify_json(
+        &recv,
+        &tmp.path().join("no-such-trust"),
+        &bundle,
+        2,
+        "verify --json (broken trust)",
+    );
     check(
         "error",
         &error,
@@ -298,32 +336,9 @@ fn fatal_errors_are_json_under_log_format_json() {
 /// verify --json` clean and with a problem, `sluice-promote status --json`.
 #[test]
 fn listener_outputs_and_store_records_match_their_schemas() {
-    let tmp = TempStore::new();
-    let alice = Signer::new(&tmp.path().join("trust"));
-    let send = build_bin("sluice-send", "sluice-send");
-    let recv = build_bin("sluice-recv", "sluice-recv");
-    let store = tmp.path().join("store");
+    let (tmp, alice, send, recv, store, good) = site();
     let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
-
-    let good = tmp.path().join("good.sluice");
-    std::fs::write(
-        &good,
-        alice.bundle("nightly", 1, &[("dir/a.txt", b"alpha\n".to_vec())]),
-    )
-    .expect("bundle");
-    let sent = run(Command::new(&send)
-        .args([
-            "udp",
-            "--json",
-            "--rate",
-            "200M",
-            "--to",
-            &l.addr.to_string(),
-        ])
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&good));
-    assert!(sent.status.success(), "{sent:?}");
+    let sent = send_good(&send, &l, &alice, &good, &["--json"]);
     check(
         "send",
         &json_of(&sent, "udp --json"),
@@ -335,12 +350,7 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     // #12 attack 2). So restart, as a site's nightly resend would meet a restarted listener.
     assert_eq!(l.stop().0, 0);
     let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
-    let again = run(Command::new(&send)
-        .args(["udp", "--rate", "200M", "--to", &l.addr.to_string()])
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&good));
-    assert!(again.status.success(), "{again:?}");
+    send_good(&send, &l, &alice, &good, &[]);
     l.wait_outcomes(1, Duration::from_secs(60));
     // Rejected after authenticating: a trusted signer's header over a body that does not match
     // it (a bundle no trusted signer made is refused unauthenticated and writes no record).
@@ -348,15 +358,7 @@ fn listener_outputs_and_store_records_match_their_schemas() {
     let n = tampered.len();
     tampered[n - 100] ^= 0x01;
     let mut b = Blaster::new(l.addr);
-    b.send_all(&sender_frames(
-        &LinkKey::public_default(),
-        &tampered,
-        bundle_id(&tampered).object_id(),
-        1024,
-        64 * 1024,
-        10,
-        1,
-    ));
+    b.send_all(&public_frames(&tampered));
     outcomes.extend(l.wait_outcomes(2, Duration::from_secs(60)).iter().cloned());
     let words: Vec<&str> = outcomes
         .iter()
@@ -377,10 +379,6 @@ fn listener_outputs_and_store_records_match_their_schemas() {
 
     // The records as written.
     let id = bundle_id(&std::fs::read(&good).unwrap()).to_hex();
-    let read = |p: &Path| -> Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    };
     check(
         "receipt",
         &read(&store.join("quarantine").join(&id).join("receipt.json")),
@@ -463,28 +461,9 @@ fn listener_outputs_and_store_records_match_their_schemas() {
 /// with one volume of three imported.
 #[test]
 fn media_staging_and_admin_outputs_match_their_schemas() {
-    let tmp = TempStore::new();
-    let alice = Signer::new(&tmp.path().join("trust"));
-    let send = build_bin("sluice-send", "sluice-send");
-    let recv = build_bin("sluice-recv", "sluice-recv");
-    let store = tmp.path().join("store");
-    let read = |p: &Path| -> Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    };
+    let (tmp, alice, send, recv, store, good) = site();
     let mut l = Listener::spawn(&recv, &store, &alice.trust, tmp.path(), &[]);
-    let good = tmp.path().join("good.sluice");
-    std::fs::write(
-        &good,
-        alice.bundle("nightly", 1, &[("dir/a.txt", b"alpha\n".to_vec())]),
-    )
-    .expect("bundle");
-    let sent = run(Command::new(&send)
-        .args(["udp", "--rate", "200M", "--to", &l.addr.to_string()])
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&good));
-    assert!(sent.status.success(), "{sent:?}");
+    send_good(&send, &l, &alice, &good, &[]);
     l.wait_outcomes(1, Duration::from_secs(60));
     // The admin page's JSON, from the running listener's --metrics endpoint.
     // The page's snapshot is cached for a moment, so it may predate the audit record at first.

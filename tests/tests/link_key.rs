@@ -10,16 +10,7 @@ use std::time::Duration;
 
 use sluice_tests::e2e::{self, bins};
 use sluice_tests::listener::{ListenOptions, Listener, wait_until};
-use sluice_tests::{TempStore, free_udp_addr};
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use sluice_tests::{TempStore, free_udp_addr, output_text};
 
 fn recv(args: &[&str], extra: &[&Path]) -> Output {
     Command::new(&bins().recv)
@@ -29,12 +20,18 @@ fn recv(args: &[&str], extra: &[&Path]) -> Output {
         .expect("run sluice-recv")
 }
 
-fn link_keygen(path: &Path) {
-    e2e::run_ok(
-        Command::new(&bins().send)
-            .args(["link-keygen", "--out"])
-            .arg(path),
-    );
+/// `sluice-recv listen --bind BIND --store STORE --trust TRUST [--link-key KEY]` for the checks
+/// that refuse before the listener starts: returns its output once it has exited.
+fn listen_once(bind: &str, store: &Path, trust: &Path, link_key: Option<&Path>) -> Output {
+    let mut cmd = Command::new(&bins().recv);
+    cmd.args(["listen", "--bind", bind, "--store"])
+        .arg(store)
+        .arg("--trust")
+        .arg(trust);
+    if let Some(key) = link_key {
+        cmd.arg("--link-key").arg(key);
+    }
+    cmd.output().expect("run sluice-recv listen")
 }
 
 /// The help line names the command that makes a key and where it goes.
@@ -45,7 +42,7 @@ fn assert_keygen_help(out: &Output) {
             && l.contains("sluice-send link-keygen --out")
             && l.contains("high side")),
         "{}",
-        text(out)
+        output_text(out)
     );
 }
 
@@ -66,11 +63,8 @@ fn world() -> World {
 fn listen_refuses_the_public_key_on_a_non_loopback_bind_before_creating_the_store() {
     let w = world();
     let store = w.ts.path().join("store");
-    let out = recv(
-        &["listen", "--bind", "0.0.0.0:0", "--store"],
-        &[&store, Path::new("--trust"), &w.trust],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = listen_once("0.0.0.0:0", &store, &w.trust, None);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("refusing to run on the public link key") && err.contains("0.0.0.0"),
@@ -87,17 +81,8 @@ fn listen_refuses_the_public_key_on_a_non_loopback_bind_before_creating_the_stor
         sluice_common::transport::wire::LinkKey::public_default().as_bytes(),
     )
     .unwrap();
-    let out = recv(
-        &["listen", "--bind", "0.0.0.0:0", "--store"],
-        &[
-            &store,
-            Path::new("--trust"),
-            &w.trust,
-            Path::new("--link-key"),
-            &public,
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = listen_once("0.0.0.0:0", &store, &w.trust, Some(&public));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(!store.exists());
 }
 
@@ -129,21 +114,12 @@ fn a_missing_link_key_file_is_exit_3_with_a_help_line_for_listen_and_status() {
     let w = world();
     let missing = w.ts.path().join("etc/sluice/link.key");
     let store = w.ts.path().join("store");
-    let out = recv(
-        &["listen", "--bind", "127.0.0.1:0", "--store"],
-        &[
-            &store,
-            Path::new("--trust"),
-            &w.trust,
-            Path::new("--link-key"),
-            &missing,
-        ],
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = listen_once("127.0.0.1:0", &store, &w.trust, Some(&missing));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot read link key"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_keygen_help(&out);
     assert!(!store.exists());
@@ -165,19 +141,19 @@ fn a_missing_link_key_file_is_exit_3_with_a_help_line_for_listen_and_status() {
     write_config(&format!("link_key = \"{}\"\n", missing.display()));
     let status = |config: &Path| recv(&["--config"], &[config, Path::new("status")]);
     let out = status(&config);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     assert_keygen_help(&out);
     // No key at all on a non-loopback bind: what `listen` would refuse.
     write_config("");
     let out = status(&config);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert_keygen_help(&out);
     // The key made by link-keygen: status passes.
     std::fs::create_dir_all(missing.parent().unwrap()).unwrap();
-    link_keygen(&missing);
+    e2e::link_keygen(&missing);
     write_config(&format!("link_key = \"{}\"\n", missing.display()));
     let out = status(&config);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 /// The sender and the receiver hold different secret keys: every frame is a counted `bad_tag`
@@ -187,8 +163,8 @@ fn mismatched_link_keys_accept_nothing() {
     let w = world();
     let recv_key = w.ts.path().join("recv.key");
     let send_key = w.ts.path().join("send.key");
-    link_keygen(&recv_key);
-    link_keygen(&send_key);
+    e2e::link_keygen(&recv_key);
+    e2e::link_keygen(&send_key);
     let src = w.ts.subdir("src/payload");
     e2e::mixed_tree(&src, 256 << 10, 3);
     let bundle = e2e::make_bundle(&w.key, "updates", 1, &src, &w.ts.path().join("b.sluice"));

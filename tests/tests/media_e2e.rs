@@ -7,47 +7,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
-use sluice_tests::e2e::{Bins, bins};
-use sluice_tests::{TempStore, blake3_tree};
-
-/// Runs a command with a deadline (a hang fails the test instead of stalling CI).
-fn run(cmd: &mut Command, deadline: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("CI", "1")
-        .spawn()
-        .expect("spawn");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{cmd:?} did not finish within {deadline:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use sluice_tests::e2e::{self, Bins, bins};
+use sluice_tests::{TempStore, blake3_tree, output_text, run_with_deadline};
 
 /// Files of `total` pseudo-random bytes (seeded ChaCha8), a few of them, plus a small one.
 fn random_input(dir: &Path, total: usize, seed: u64) {
@@ -80,30 +45,19 @@ struct Fixture {
     link_key: PathBuf,
 }
 
-/// `sluice-send link-keygen --out PATH`; panics unless it exits 0.
-fn link_keygen(bins: &Bins, path: &Path) {
-    let out = run(
-        Command::new(&bins.send)
-            .args(["link-keygen", "--out"])
-            .arg(path),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// `sluice-send keygen` of the officer key in `ts`, its public half the one trusted signer in
 /// `ts/trust`: (trust directory, key path without extension).
 fn officer(bins: &Bins, ts: &TempStore) -> (PathBuf, PathBuf) {
     let trust = ts.subdir("trust");
     let key = ts.path().join("officer");
-    let out = run(
+    let out = run_with_deadline(
         Command::new(&bins.send)
             .arg("keygen")
             .arg("--out")
             .arg(&key),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     std::fs::copy(key.with_extension("pub"), trust.join("officer.pub")).unwrap();
     (trust, key)
 }
@@ -116,7 +70,7 @@ impl Fixture {
         random_input(&input, mib << 20, seed);
         let (trust, key) = officer(bins, &ts);
         let bundle = ts.path().join("u.sluice");
-        let out = run(
+        let out = run_with_deadline(
             Command::new(&bins.send)
                 .args(["bundle", "create", "--channel", "updates", "--key"])
                 .arg(key.with_extension("key"))
@@ -125,9 +79,9 @@ impl Fixture {
                 .arg(&input),
             Duration::from_secs(600),
         );
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         let link_key = ts.path().join("link.key");
-        link_keygen(bins, &link_key);
+        e2e::link_keygen(&link_key);
         Fixture {
             ts,
             bins,
@@ -142,7 +96,7 @@ impl Fixture {
     fn write_media(&self, name: &str, extra: &[&str]) -> (Vec<PathBuf>, serde_json::Value, f64) {
         let out_dir = self.ts.subdir(name);
         let start = Instant::now();
-        let out = run(
+        let out = run_with_deadline(
             Command::new(&self.bins.send)
                 .arg("media")
                 .arg("--out")
@@ -157,7 +111,7 @@ impl Fixture {
             Duration::from_secs(900),
         );
         let secs = start.elapsed().as_secs_f64();
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let dir = out_dir.join(summary["bundles"][0]["directory"].as_str().unwrap());
         let mut vols: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -178,7 +132,7 @@ impl Fixture {
     /// `import` with `key_args` instead of the fixture's `--link-key`.
     fn import_with(&self, store: &Path, key_args: &[String], paths: &[PathBuf]) -> (Output, f64) {
         let start = Instant::now();
-        let out = run(
+        let out = run_with_deadline(
             Command::new(&self.bins.recv)
                 .arg("import")
                 .arg("--store")
@@ -270,7 +224,7 @@ fn losing_any_one_of_four_volumes_is_survivable() {
             lost + 1,
             (mib << 20) as f64 / secs / 1e6
         );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("complete: bundle"));
         fx.assert_quarantine(&store, true);
         // Decided: nothing left staged.
@@ -293,7 +247,7 @@ fn volumes_imported_one_at_a_time_complete_on_the_last() {
         eprintln!("import of volume {} alone: {secs:.2} s", i + 1);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if i < 3 {
-            assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+            assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
             assert!(
                 stdout.contains("waiting for more volumes") && stdout.contains("of 4"),
                 "{stdout}"
@@ -308,14 +262,14 @@ fn volumes_imported_one_at_a_time_complete_on_the_last() {
                 .path();
             assert_eq!(std::fs::read_dir(staged).unwrap().count(), i + 1);
         } else {
-            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
             assert!(stdout.contains("complete: bundle"), "{stdout}");
             fx.assert_quarantine(&store, true);
         }
     }
     // A volume of an accepted bundle again: a duplicate record, nothing else.
     let (out, _) = fx.import(&store, &[vols[0].clone()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("duplicate"));
     assert_eq!(
         std::fs::read_dir(store.join("staging/media"))
@@ -381,16 +335,16 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
     assert!(
         err.contains("integrity check") && err.contains(&disc[1].display().to_string()),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(err.contains("5000 bytes after the last record"), "{err}");
     // The damaged header is reported (exit 3 for that input) but the bundle completes.
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("complete: bundle"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     fx.assert_quarantine(&store_a, true);
 
     // Within: one volume truncated to half, the others intact.
@@ -399,7 +353,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
     truncate_half(&disc[2]);
     let store_b = fx.ts.path().join("store-b");
     let (out, _) = fx.import(&store_b, std::slice::from_ref(&b));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated copy"));
     fx.assert_quarantine(&store_b, true);
 
@@ -411,7 +365,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
     truncate_half(&disc[3]);
     let store_c = fx.ts.path().join("store-c");
     let (out, _) = fx.import(&store_c, std::slice::from_ref(&c));
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         stdout.contains("waiting for more volumes") && stdout.contains("have volumes {1,3,4} of 4"),
@@ -419,7 +373,7 @@ fn damaged_and_truncated_volumes_complete_within_the_overhead_or_wait() {
     );
     fx.assert_quarantine(&store_c, false);
     let (out, _) = fx.import(&store_c, &[vols[3].clone()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     fx.assert_quarantine(&store_c, true);
 }
 
@@ -446,7 +400,7 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
 
     let store = ts.path().join("store");
     let start = Instant::now();
-    let out = run(
+    let out = run_with_deadline(
         Command::new(&bins.recv)
             .arg("import")
             .arg("--store")
@@ -463,7 +417,7 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
         Duration::from_secs(60),
     );
     eprintln!("hostile import: {:.2} s", start.elapsed().as_secs_f64());
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     for (name, why) in [
         ("junk.sluicevol", "bad magic"),
@@ -495,7 +449,7 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
 #[test]
 fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() {
     let fx = Fixture::new(1, 41);
-    let out = run(
+    let out = run_with_deadline(
         Command::new(&fx.bins.send)
             .arg("media")
             .arg("--out")
@@ -505,7 +459,7 @@ fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() 
             .arg(&fx.bundle),
         Duration::from_secs(60),
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("public link key"), "{err}");
     assert!(
@@ -517,7 +471,7 @@ fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() 
     let (vols, _, _) = fx.write_media("medium", &[]);
     let store = fx.ts.path().join("store");
     let (out, _) = fx.import_with(&store, &[], &vols);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--insecure-public-link-key"), "{err}");
     assert!(
@@ -526,19 +480,24 @@ fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() 
     );
 
     let other = fx.ts.path().join("other.key");
-    link_keygen(fx.bins, &other);
+    e2e::link_keygen(&other);
     for key_args in [
         vec!["--link-key".to_string(), other.display().to_string()],
         vec!["--insecure-public-link-key".to_string()],
     ] {
         let (out, _) = fx.import_with(&store, &key_args, &vols);
-        assert_eq!(out.status.code(), Some(3), "{key_args:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{key_args:?}: {}",
+            output_text(&out)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("no usable spool volume"), "{err}");
         fx.assert_quarantine(&store, false);
     }
 
     let (out, _) = fx.import(&store, &vols);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     fx.assert_quarantine(&store, true);
 }

@@ -11,17 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sluice_tests::TempStore;
+use sluice_tests::attack::{TestMount, require_mount_or_skip};
 use sluice_tests::e2e::{self, BundleInfo, bins};
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use sluice_tests::{TempStore, output_text, skip_unless_ci};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -42,11 +34,7 @@ impl Fixture {
         let (key, public) = e2e::keygen(&ts.path().join("keys"), "officer");
         let trust = e2e::trust_dir(&ts.path().join("trust"), &[&public]);
         let link_key = ts.path().join("link.key");
-        e2e::run_ok(
-            Command::new(&bins().send)
-                .args(["link-keygen", "--out"])
-                .arg(&link_key),
-        );
+        e2e::link_keygen(&link_key);
         Fixture {
             ts,
             key,
@@ -84,12 +72,41 @@ impl Fixture {
         cmd.output().expect("run sluice-send media")
     }
 
+    /// Runs `media`, asserts it exits `code` (a refusal), and returns its stderr for the
+    /// test's own checks on the message: the shape of every refusal test here.
+    fn media_refused(
+        &self,
+        outs: &[&Path],
+        extra: &[&str],
+        bundles: &[&Path],
+        code: i32,
+    ) -> String {
+        let out = self.media(outs, extra, bundles);
+        assert_eq!(out.status.code(), Some(code), "{}", output_text(&out));
+        stderr(&out)
+    }
+
     fn media_json(&self, outs: &[&Path], extra: &[&str], bundles: &[&Path]) -> Value {
         let mut args = vec!["--json"];
         args.extend_from_slice(extra);
         let out = self.media(outs, &args, bundles);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
         serde_json::from_slice(&out.stdout).expect("media --json")
+    }
+
+    /// `sluice-send udp --to 127.0.0.1:9 ARGS` of `bundle` with the fixture's trust and link
+    /// key: for flag checks that refuse before anything is sent.
+    fn udp_nowhere(&self, args: &[&str], bundle: &Path) -> Output {
+        Command::new(&bins().send)
+            .args(["udp", "--to", "127.0.0.1:9"])
+            .args(args)
+            .arg("--trust")
+            .arg(&self.trust)
+            .arg("--link-key")
+            .arg(&self.link_key)
+            .arg(bundle)
+            .output()
+            .expect("run sluice-send udp")
     }
 
     fn import(&self, store: &Path, paths: &[&Path], extra: &[&str]) -> Output {
@@ -182,12 +199,12 @@ fn three_media_any_one_removed_still_imports_byte_identical() {
             out.status.code(),
             Some(0),
             "medium {lost} removed: {}",
-            text(&out)
+            output_text(&out)
         );
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("complete: bundle"),
             "{}",
-            text(&out)
+            output_text(&out)
         );
         e2e::assert_delivered(&store, &bundle, &content, "payload");
     }
@@ -305,12 +322,12 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     }
     assert_eq!(fingerprint(&[&a, &b]), before, "a rerun changed a volume");
     let human = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(human.status.code(), Some(0), "{}", text(&human));
+    assert_eq!(human.status.code(), Some(0), "{}", output_text(&human));
     assert!(
         String::from_utf8_lossy(&human.stdout)
             .contains("already on the media (verified, nothing rewritten)"),
         "{}",
-        text(&human)
+        output_text(&human)
     );
     // The same bundle and a new one: the first is verified, the second written.
     let mixed = fx.media_json(&[&a, &b], &[], &[&bundle.path, &other.path]);
@@ -341,9 +358,7 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&vol1, &bytes).unwrap();
-    let out = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    let err = stderr(&out);
+    let err = fx.media_refused(&[&a, &b], &[], &[&bundle.path], 8);
     assert!(
         err.contains(&vol1.display().to_string()) && err.contains("differs from it at record"),
         "{err}"
@@ -355,13 +370,8 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     let other_vol = b.join(&other.id[..16]).join("vol-002-of-002.sluicevol");
     std::fs::copy(&other_vol, &vol1).unwrap();
     let planted = std::fs::read(&vol1).unwrap();
-    let out = fx.media(&[&a, &b], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("is not volume 1 of 2 of this bundle"),
-        "{}",
-        text(&out)
-    );
+    let err = fx.media_refused(&[&a, &b], &[], &[&bundle.path], 8);
+    assert!(err.contains("is not volume 1 of 2 of this bundle"), "{err}");
     assert_eq!(
         std::fs::read(&vol1).unwrap(),
         planted,
@@ -369,13 +379,8 @@ fn writing_the_same_bundle_again_verifies_and_rewrites_nothing() {
     );
 
     // The same bundle in another geometry next to the first set: refused (two sets of one bundle).
-    let out = fx.media(&[&a], &["--volumes", "3"], &[&other.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("written with another --volumes"),
-        "{}",
-        text(&out)
-    );
+    let err = fx.media_refused(&[&a], &["--volumes", "3"], &[&other.path], 8);
+    assert!(err.contains("written with another --volumes"), "{err}");
     assert_eq!(
         volumes_in(&a)
             .iter()
@@ -407,7 +412,7 @@ fn sizes_take_suffixes_on_every_size_flag() {
             out.status.code(),
             Some(0),
             "--volume-size {ok}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     for (bad, why) in [
@@ -420,12 +425,12 @@ fn sizes_take_suffixes_on_every_size_flag() {
             out.status.code(),
             Some(2),
             "--volume-size {bad}: {}",
-            text(&out)
+            output_text(&out)
         );
         assert!(
             stderr(&out).contains(why),
             "--volume-size {bad}: {}",
-            text(&out)
+            output_text(&out)
         );
     }
     // The receiver's size flags: a bare number stays in the flag's unit, suffixes convert.
@@ -442,54 +447,32 @@ fn sizes_take_suffixes_on_every_size_flag() {
             "1G",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     e2e::assert_delivered(&store, &bundle, &content, "payload");
-    let out = fx.import(&store, &[&spool], &["--memory", "64Mb"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("reads as bits"), "{}", text(&out));
+    assert_usage_error(
+        &fx.import(&store, &[&spool], &["--memory", "64Mb"]),
+        "reads as bits",
+    );
     let listen = Command::new(&bins().recv)
         .args(["listen", "--rcvbuf", "lots", "--bind", "127.0.0.1:9"])
         .output()
         .unwrap();
-    assert_eq!(listen.status.code(), Some(2), "{}", text(&listen));
-    assert!(stderr(&listen).contains("not a size"), "{}", text(&listen));
+    assert_usage_error(&listen, "not a size");
     // --rate shares the parser: a byte rate is refused with the conversion.
-    let udp = Command::new(&bins().send)
-        .args([
-            "udp",
-            "--to",
-            "127.0.0.1:9",
-            "--rate",
-            "100MB",
-            "--sndbuf",
-            "4MiB",
-            "--trust",
-        ])
-        .arg(&fx.trust)
-        .arg("--link-key")
-        .arg(&fx.link_key)
-        .arg(&bundle.path)
-        .output()
-        .unwrap();
-    assert_eq!(udp.status.code(), Some(2), "{}", text(&udp));
-    assert!(stderr(&udp).contains("100 MB/s is 800M"), "{}", text(&udp));
-    let udp = Command::new(&bins().send)
-        .args([
-            "udp",
-            "--to",
-            "127.0.0.1:9",
-            "--sndbuf",
-            "4 parsecs",
-            "--trust",
-        ])
-        .arg(&fx.trust)
-        .arg("--link-key")
-        .arg(&fx.link_key)
-        .arg(&bundle.path)
-        .output()
-        .unwrap();
-    assert_eq!(udp.status.code(), Some(2), "{}", text(&udp));
-    assert!(stderr(&udp).contains("not a size"), "{}", text(&udp));
+    assert_usage_error(
+        &fx.udp_nowhere(&["--rate", "100MB", "--sndbuf", "4MiB"], &bundle.path),
+        "100 MB/s is 800M",
+    );
+    assert_usage_error(
+        &fx.udp_nowhere(&["--sndbuf", "4 parsecs"], &bundle.path),
+        "not a size",
+    );
+}
+
+/// Asserts `out` is a usage error (exit 2) whose stderr names the problem (`needle`).
+fn assert_usage_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(out));
+    assert!(stderr(out).contains(needle), "{}", output_text(out));
 }
 
 #[test]
@@ -497,91 +480,45 @@ fn the_same_medium_twice_is_refused() {
     let fx = Fixture::new();
     let (bundle, _) = fx.bundle("twice", 1 << 20, 1);
     let a = fx.ts.subdir("a");
-    let out = fx.media(&[&a, &a.join(".")], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("are the same directory"),
-        "{}",
-        text(&out)
-    );
+    let err = fx.media_refused(&[&a, &a.join(".")], &[], &[&bundle.path], 2);
+    assert!(err.contains("are the same directory"), "{err}");
     assert!(volumes_in(&a).is_empty());
-}
-
-/// Root, or a printed reason to skip (a failure under `CI=true`, where the tests run as root).
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = "not running as root (mounting a test filesystem needs CAP_SYS_ADMIN)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but {reason}");
-    }
-    eprintln!("SKIPPED {test}: {reason}");
-    false
-}
-
-/// A filesystem mounted for one test; unmounted (lazily, so a failed test cannot wedge it) on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, args: &[&str]) -> Result<Mount, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(args)
-            .arg(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(Mount(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]
 fn no_space_check_writes_where_the_mount_reports_zero_free() {
-    if !root_or_skip("no_space_check_writes_where_the_mount_reports_zero_free") {
+    if !require_mount_or_skip("no_space_check_writes_where_the_mount_reports_zero_free") {
         return;
     }
     let fx = Fixture::new();
     let (bundle, content) = fx.bundle("fuse", 2 << 20, 1);
     // tmpfs without a size limit reports 0 blocks and 0 free, as many FUSE mounts do, yet writes.
     let dir = fx.ts.path().join("zero-free");
-    let _m = Mount::new(&dir, &["-t", "tmpfs", "-o", "size=0", "tmpfs"]).expect("mount tmpfs");
-    let out = fx.media(&[&dir], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    let err = stderr(&out);
+    let _m = TestMount::tmpfs(&dir, "size=0").expect("mount tmpfs");
+    let err = fx.media_refused(&[&dir], &[], &[&bundle.path], 8);
     assert!(
         err.contains("reports 0 bytes free") && err.contains("--no-space-check"),
         "{err}"
     );
     assert!(volumes_in(&dir).is_empty());
     let out = fx.media(&[&dir], &["--no-space-check"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     let store = fx.ts.path().join("store");
     let out = fx.import(&store, &[&dir], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     e2e::assert_delivered(&store, &bundle, &content, "payload");
 }
 
 #[test]
 fn a_full_medium_gets_advice_for_one_medium_or_several() {
-    if !root_or_skip("a_full_medium_gets_advice_for_one_medium_or_several") {
+    if !require_mount_or_skip("a_full_medium_gets_advice_for_one_medium_or_several") {
         return;
     }
     let fx = Fixture::new();
     let (bundle, _) = fx.bundle("big", 4 << 20, 1);
     let small = fx.ts.path().join("small");
-    let _m = Mount::new(&small, &["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).expect("mount tmpfs");
-    let out = fx.media(&[&small], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    let err = stderr(&out);
+    let _m = TestMount::tmpfs(&small, "size=2m").expect("mount tmpfs");
+    let err = fx.media_refused(&[&small], &[], &[&bundle.path], 8);
     assert!(
         err.contains(&format!("not enough space on {}", small.display())),
         "{err}"
@@ -595,9 +532,7 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
     }
     // Several media, one of them too small: the advice names that medium.
     let (a, c) = (fx.ts.subdir("a"), fx.ts.subdir("c"));
-    let out = fx.media(&[&a, &small, &c], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    let err = stderr(&out);
+    let err = fx.media_refused(&[&a, &small, &c], &[], &[&bundle.path], 8);
     assert!(
         err.contains(&format!("medium 2 of 3 ({})", small.display())),
         "{err}"
@@ -608,20 +543,15 @@ fn a_full_medium_gets_advice_for_one_medium_or_several() {
         "nothing is written when one medium is short"
     );
     // Past the check, the medium fills while writing: the partial set is removed.
-    let out = fx.media(&[&small], &["--no-space-check"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("filled up while writing"),
-        "{}",
-        text(&out)
-    );
+    let err = fx.media_refused(&[&small], &["--no-space-check"], &[&bundle.path], 8);
+    assert!(err.contains("filled up while writing"), "{err}");
     assert!(volumes_in(&small).is_empty(), "{:?}", volumes_in(&small));
 }
 
 #[test]
 fn fat32_refuses_a_volume_size_of_4_gib_or_more() {
     let test = "fat32_refuses_a_volume_size_of_4_gib_or_more";
-    if !root_or_skip(test) {
+    if !require_mount_or_skip(test) {
         return;
     }
     // The decision itself (statfs magic 0x4d44) is unit-tested in sender/src/media_out.rs;
@@ -639,17 +569,15 @@ fn fat32_refuses_a_volume_size_of_4_gib_or_more() {
     {
         Ok(o) if o.status.success() => {}
         other => {
-            let reason =
-                format!("mkfs.vfat failed or is missing (apt-get install dosfstools): {other:?}");
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true but {reason}");
-            }
-            eprintln!("SKIPPED {test}: {reason}");
+            skip_unless_ci(
+                test,
+                &format!("mkfs.vfat failed or is missing (apt-get install dosfstools): {other:?}"),
+            );
             return;
         }
     }
     let dir = fx.ts.path().join("fat");
-    let _m = match Mount::new(&dir, &["-o", "loop", img.to_str().unwrap()]) {
+    let _m = match TestMount::loop_image(&dir, &img) {
         Ok(m) => m,
         Err(e) => {
             // No install step brings a filesystem driver into a kernel without one, so this
@@ -659,14 +587,9 @@ fn fat32_refuses_a_volume_size_of_4_gib_or_more() {
         }
     };
     let (bundle, _) = fx.bundle("fat", 1 << 20, 1);
-    let out = fx.media(&[&dir], &["--volume-size", "5G"], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("is a FAT filesystem"),
-        "{}",
-        text(&out)
-    );
+    let err = fx.media_refused(&[&dir], &["--volume-size", "5G"], &[&bundle.path], 2);
+    assert!(err.contains("is a FAT filesystem"), "{err}");
     assert!(volumes_in(&dir).is_empty());
     let out = fx.media(&[&dir], &[], &[&bundle.path]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }

@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_common::transport::wire::LinkKey;
-use sluice_tests::attack::{Blaster, Signer, bundle_id, sender_frames};
+use sluice_tests::attack::{
+    Blaster, Signer, bundle_id, public_frames, resend_until, sender_frames,
+};
 use sluice_tests::listener::wait_until;
 use sluice_tests::store::{audit_records, decisions, receipt};
-use sluice_tests::{TempStore, build_bin, free_udp_addr};
+use sluice_tests::{TempStore, build_bin, free_udp_addr, systemd_verify_findings, tool_or_skip};
 
 /// A `sluice-recv listen --json` at the DEFAULT verbosity (the shared fixture adds `-v`, which
 /// would hide whether the decision lines show without it); stderr goes to `log`.
@@ -87,15 +89,7 @@ impl QuietListener {
     /// Sends `bundle` (under the public default link key) until an outcome line names it.
     fn deliver(&self, bundle: &[u8]) -> Value {
         let id = bundle_id(bundle);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            bundle,
-            id.object_id(),
-            1024,
-            64 * 1024,
-            10,
-            1,
-        );
+        let frames = public_frames(bundle);
         let mut b = Blaster::new(self.addr);
         let want = hex::encode(id.object_id());
         for _ in 0..20 {
@@ -112,32 +106,19 @@ impl QuietListener {
     /// Sends `bundle` until the listener's status counts it as refused unauthenticated with
     /// `code` (such a bundle never produces an outcome line).
     fn send_until_counted(&self, bundle: &[u8], code: &str) {
-        let id = bundle_id(bundle);
-        let frames = sender_frames(
-            &LinkKey::public_default(),
-            bundle,
-            id.object_id(),
-            1024,
-            64 * 1024,
-            10,
-            1,
-        );
-        let mut b = Blaster::new(self.addr);
-        let counted = || {
-            std::fs::read(self.store.join("state/status.json"))
+        let counted = resend_until(self.addr, &public_frames(bundle), 20, || {
+            let n = std::fs::read(self.store.join("state/status.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
                 .and_then(|v| v["counters"]["unauthenticated_by_code"][code].as_u64())
-                .unwrap_or(0)
-                > 0
-        };
-        for _ in 0..20 {
-            b.send_all(&frames);
-            if wait_until(Duration::from_secs(3), counted) {
-                return;
-            }
-        }
-        panic!("{code} never counted; log:\n{}", self.log_text());
+                .unwrap_or(0);
+            (n > 0).then_some(())
+        });
+        assert!(
+            counted.is_some(),
+            "{code} never counted; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// SIGTERM and the exit code.
@@ -503,16 +484,8 @@ fn promote_unit_runs_usr_bin_and_verifies() {
         "the unit must run /usr/bin/sluice-promote"
     );
     assert!(!unit.contains("/usr/local/bin"), "no /usr/local/bin path");
-    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    let Some(analyze) = tool_or_skip("promote_unit_runs_usr_bin_and_verifies", "systemd-analyze")
     else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "systemd-analyze is missing under CI=true"
-        );
-        eprintln!("skipped promote_unit_runs_usr_bin_and_verifies: no systemd-analyze");
         return;
     };
     let bin = build_bin("sluice-promote", "sluice-promote");
@@ -526,19 +499,6 @@ fn promote_unit_runs_usr_bin_and_verifies() {
         ),
     )
     .expect("unit copy");
-    let out = Command::new(analyze)
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("systemd-analyze verify");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains("sluice-promote"))
-        .collect();
+    let (ours, report) = systemd_verify_findings(&analyze, &[copy], "sluice-promote");
     assert!(ours.is_empty(), "systemd-analyze verify:\n{report}");
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sluice_tests::e2e::bins;
-use sluice_tests::{build_bin, tool_or_skip, workspace_root};
+use sluice_tests::{build_bin, systemd_verify_findings, tool_or_skip, workspace_root};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -202,18 +202,6 @@ fn debs_hold_everything_once_and_their_units_verify() {
         std::fs::write(units.join(unit), local).expect("write unit copy");
         to_verify.push(units.join(unit));
     }
-    let out = Command::new(&analyze)
-        .arg("verify")
-        .args(&to_verify)
-        .output()
-        .expect("run systemd-analyze verify");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Without a running systemd (containers) verify can still fail on the host's own unit tree;
-    // only findings about our units count.
-    let ours: Vec<&str> = report.lines().filter(|l| l.contains("sluice-")).collect();
+    let (ours, report) = systemd_verify_findings(&analyze, &to_verify, "sluice-");
     assert!(ours.is_empty(), "systemd-analyze verify:\n{report}");
 }

@@ -29,8 +29,8 @@ use serde_json::Value;
 use sluice_tests::listener::{ListenOptions, Listener};
 use sluice_tests::store::Source;
 use sluice_tests::{
-    DiodeOptions, Netns, Side, TempStore, blake3_tree, build_bin, free_udp_addr,
-    require_root_or_skip,
+    DiodeOptions, Netns, Side, TempStore, blake3_tree, build_bin, free_udp_addr, output_text,
+    require_root_or_skip, skip_unless_ci,
 };
 
 const TOOLS: &[&str] = &[
@@ -61,14 +61,12 @@ fn tools_or_skip(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!(
-        "{test}: SKIPPED: missing {missing:?} (apt-get install clamav docker-registry skopeo reprepro apt-utils gnupg dpkg-dev)"
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg} — CI=true, so this is a failure");
-    }
-    eprintln!("{msg}");
-    false
+    skip_unless_ci(
+        test,
+        &format!(
+            "missing {missing:?} (apt-get install clamav docker-registry skopeo reprepro apt-utils gnupg dpkg-dev)"
+        ),
+    )
 }
 
 struct Bins {
@@ -85,15 +83,6 @@ fn bins() -> Bins {
     }
 }
 
-fn out_text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
@@ -102,7 +91,7 @@ fn run(cmd: &mut Command) -> Output {
 
 fn run_ok(cmd: &mut Command) -> Output {
     let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?}: {}", out_text(&o));
+    assert!(o.status.success(), "{cmd:?}: {}", output_text(&o));
     o
 }
 
@@ -794,7 +783,7 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
         .arg(&link_key)
         .output()
         .expect("run link-keygen");
-    assert!(made.status.success(), "{}", out_text(&made));
+    assert!(made.status.success(), "{}", output_text(&made));
     // High side: the receiver listens on the diode's far end, with the store promote reads.
     let bind = SocketAddr::from((diode.rx_addr, 7000));
     let mut opts = ListenOptions::new(bind, &site.store, &site.trust);
@@ -822,7 +811,7 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
 
     // Pass 1: scanned clean, then waits for approvals.
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "approve", "{st}");
     assert!(
@@ -835,7 +824,7 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     site.review("alice", &id, None);
     site.review("carol", &id, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "published", "{st}");
     assert_eq!(st["published"].as_array().unwrap().len(), 3, "{st}");
@@ -844,9 +833,9 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring)
         .in_netns(&diode.rx_ns);
     let o = apt.apt(&["update"]);
-    assert!(o.status.success(), "apt-get update: {}", out_text(&o));
+    assert!(o.status.success(), "apt-get update: {}", output_text(&o));
     let o = apt.apt(&["download", "sluice-test-app", "sluice-test-lib"]);
-    assert!(o.status.success(), "apt-get download: {}", out_text(&o));
+    assert!(o.status.success(), "apt-get download: {}", output_text(&o));
     for deb in &site.debs {
         let got = std::fs::read(apt.dir.join("download").join(deb.file_name().unwrap())).unwrap();
         assert_eq!(
@@ -878,13 +867,13 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     assert!(
         !o.status.success(),
         "apt-get update accepted a tampered Packages: {}",
-        out_text(&o)
+        output_text(&o)
     );
     let o = evil_apt.apt(&["download", "sluice-test-app"]);
     assert!(
         !o.status.success(),
         "apt-get download after a tampered Packages: {}",
-        out_text(&o)
+        output_text(&o)
     );
 
     // oci: the registry serves the image under the layout's digest.
@@ -950,7 +939,7 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     // Another pass changes nothing: never published twice.
     let before = std::fs::read(site.store.join("audit.jsonl")).unwrap();
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(
         std::fs::read(site.store.join("audit.jsonl")).unwrap(),
         before
@@ -986,7 +975,7 @@ fn promote_infected_file_stops_at_scan() {
     site.review("alice", &id, None);
     site.review("bob", &id, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(6), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(6), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "stopped", "{st}");
     let reason = st["reason"].as_str().unwrap();
@@ -995,7 +984,7 @@ fn promote_infected_file_stops_at_scan() {
     site.assert_nothing_published(&id);
     // Terminal: later passes leave it stopped.
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(site.status(&id)["stage"], "stopped");
     site.audit_verify();
     let recs = site.promote_records(&id);
@@ -1017,7 +1006,7 @@ fn promote_untrusted_and_missing_approvals_wait_then_reject_stops() {
     // One approval of two.
     site.review("alice", &id, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "approve", "{st}");
     assert!(
@@ -1031,7 +1020,7 @@ fn promote_untrusted_and_missing_approvals_wait_then_reject_stops() {
     // A second approval, by a key outside the reviewer trust directory, does not count.
     site.review("mallory", &id, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "approve", "{st}");
     let w = st["waiting_for"].as_str().unwrap();
@@ -1043,7 +1032,7 @@ fn promote_untrusted_and_missing_approvals_wait_then_reject_stops() {
     // A trusted reviewer rejects: stopped at approve, for good.
     site.review("bob", &id, Some("not ordered by the site"));
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(6), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(6), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "stopped", "{st}");
     let reason = st["reason"].as_str().unwrap();
@@ -1074,7 +1063,7 @@ fn promote_registry_down_retries_and_never_half_publishes() {
     // No registry yet.
     for _ in 0..2 {
         let o = site.run_once(&config);
-        assert_eq!(o.status.code(), Some(7), "{}", out_text(&o));
+        assert_eq!(o.status.code(), Some(7), "{}", output_text(&o));
         let st = site.status(&id);
         assert_eq!(st["stage"], "publish", "{st}");
         let w = st["waiting_for"].as_str().unwrap();
@@ -1094,7 +1083,7 @@ fn promote_registry_down_retries_and_never_half_publishes() {
     // failed; the distribution API check keeps every target untouched.
     let impostor = Impostor::start(site.registry_port);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(7), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(7), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "publish", "{st}");
     let w = st["waiting_for"].as_str().unwrap();
@@ -1108,7 +1097,7 @@ fn promote_registry_down_retries_and_never_half_publishes() {
     // The registry comes back: the next pass publishes everything.
     let _reg = site.registry();
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(site.status(&id)["stage"], "published");
     let done = site
         .promote_records(&id)
@@ -1169,7 +1158,7 @@ fn promote_sigkill_between_targets_completes_exactly_once() {
     );
     // Restart: completes the remaining targets, the first one is not published again.
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let st = site.status(&id);
     assert_eq!(st["stage"], "published", "{st}");
     let recs = site.promote_records(&id);
@@ -1223,7 +1212,7 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
     site.review("alice", &id1, None);
     site.review("bob", &id1, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(site.status(&id1)["stage"], "published");
     // The listener appends after promote did: its chain continues from promote's records.
     let (id2, b2) = site.make_bundle(2, &[("extra.txt", b"second")]);
@@ -1231,7 +1220,7 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
     let outcomes = l.wait_outcomes(2, Duration::from_secs(300)).to_vec();
     assert_eq!(outcomes[1]["outcome"], "accepted", "{outcomes:?}");
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(site.status(&id2)["stage"], "approve");
     let (code, _) = l.stop();
     assert_eq!(code, 0);
@@ -1277,7 +1266,7 @@ fn promote_apt_keeps_the_configured_number_of_versions() {
     site.review("alice", &id1, None);
     site.review("bob", &id1, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let newer = build_deb_version(
         &site.ts.subdir("build2"),
         "sluice-test-lib",
@@ -1290,7 +1279,7 @@ fn promote_apt_keeps_the_configured_number_of_versions() {
     site.review("alice", &id2, None);
     site.review("carol", &id2, None);
     let o = site.run_once(&config);
-    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     assert_eq!(site.status(&id2)["stage"], "published");
     let packages =
         std::fs::read_to_string(site.repo.join("dists/internal/main/binary-amd64/Packages"))
@@ -1313,9 +1302,9 @@ fn promote_apt_keeps_the_configured_number_of_versions() {
     );
     let apt = AptClient::new(&site.ts.subdir("apt-client"), &site.repo, &site.keyring);
     let o = apt.apt(&["update"]);
-    assert!(o.status.success(), "apt-get update: {}", out_text(&o));
+    assert!(o.status.success(), "apt-get update: {}", output_text(&o));
     let o = apt.apt(&["download", "sluice-test-lib"]);
-    assert!(o.status.success(), "apt-get download: {}", out_text(&o));
+    assert!(o.status.success(), "apt-get download: {}", output_text(&o));
     assert_eq!(
         std::fs::read(apt.dir.join("download/sluice-test-lib_2.0-1_all.deb")).unwrap(),
         newer_bytes
