@@ -109,7 +109,7 @@ impl Receiver {
             .add_cost(d.esi)
             .map(|c| c + SYMBOL_OVERHEAD + if new_block { BLOCK_OVERHEAD } else { 0 });
         if let Some(cost) = cost {
-            if !self.make_room(cost, (id, d.block), authenticated, held_symbols) {
+            if !self.make_room(cost, (id, d.block), authenticated, held_symbols, true) {
                 self.stats.budget_drops += 1;
                 if new_block {
                     self.take_block(&id, d.block);
@@ -208,6 +208,11 @@ impl Receiver {
     /// session's first (prefix) blocks may evict its own later ones; (b) for an
     /// unauthenticated requester, belong to unauthenticated sessions (and only to its own while
     /// it is over its share); and (c) are not an unauthenticated session's prefix blocks.
+    /// `for_session`: the cost counts toward the session's share (symbols, held blocks); a decode
+    /// job's copy of the symbols does not (it is bounded by the pool and the budget). While a
+    /// session's first block decodes, the session may use the whole pool: its authentication is
+    /// a decode away, and what arrives meanwhile is not sent again in this pass (a jumbo first
+    /// block takes tens of milliseconds to decode while the next blocks arrive at line rate).
     /// False if that cannot make room.
     pub(super) fn make_room(
         &mut self,
@@ -215,15 +220,21 @@ impl Receiver {
         protect: ([u8; 16], u64),
         authenticated: bool,
         held_symbols: u32,
+        for_session: bool,
     ) -> bool {
         let pool = self.config.unauthenticated_pool_bytes();
-        let share = self.config.unauthenticated_session_bytes();
+        let first_block_decoding = self.in_flight.contains_key(&(protect.0, 0));
+        let share = if first_block_decoding {
+            pool
+        } else {
+            self.config.unauthenticated_session_bytes()
+        };
         let requester_prefix = self.is_prefix_block(&protect.0, protect.1);
         loop {
             let session_bytes = self.sessions.get(&protect.0).map_or(0, |s| s.bytes);
             let over_budget = self.buffered + cost > self.config.max_buffered_bytes;
             let over_pool = !authenticated && self.unauth_buffered + cost > pool;
-            let over_share = !authenticated && session_bytes + cost > share;
+            let over_share = !authenticated && for_session && session_bytes + cost > share;
             if !over_budget && !over_pool && !over_share {
                 return true;
             }
@@ -318,7 +329,7 @@ impl Receiver {
                     .get(id)
                     .map_or(0, |s| u64::from(s.progress.params.symbol_size));
                 let cost = u64::from(job.symbols()) * (t + 4);
-                if !self.make_room(cost, (*id, block), authenticated, held_symbols) {
+                if !self.make_room(cost, (*id, block), authenticated, held_symbols, false) {
                     // The assembler offers another job after a few more symbols.
                     self.stats.budget_drops += 1;
                     return;
@@ -364,7 +375,13 @@ impl Receiver {
         match decoded.result {
             Ok(data) => {
                 self.take_block(&id, block);
-                if !self.make_room(data.len() as u64, (id, block), authenticated, u32::MAX) {
+                if !self.make_room(
+                    data.len() as u64,
+                    (id, block),
+                    authenticated,
+                    u32::MAX,
+                    true,
+                ) {
                     // Only when the unauthenticated pool is full of other sessions' held
                     // blocks: the symbols come again on a later pass.
                     self.stats.budget_drops += 1;

@@ -118,17 +118,20 @@ impl ReceiverConfig {
         }
     }
 
-    /// Bytes all unauthenticated sessions together may hold (symbols and completed blocks):
-    /// a quarter of `max_buffered_bytes` (12 MiB of the default 48). Authenticated sessions
-    /// always keep the other three quarters.
+    /// Bytes all unauthenticated sessions together may hold (symbols, decodes in flight and
+    /// completed blocks): half of `max_buffered_bytes` (24 MiB of the default 48). Authenticated
+    /// sessions always keep the other half.
     pub fn unauthenticated_pool_bytes(&self) -> u64 {
-        self.max_buffered_bytes / 4
+        self.max_buffered_bytes / 2
     }
 
     /// Bytes one unauthenticated session may hold: the pool split between
-    /// `max_unauthenticated_sessions` (6 MiB each with the defaults): room for its first block
-    /// (≈1 MiB at T ≤ 1414, 4.2 MB at jumbo T, which needs `max_buffered_bytes` ≥ 36 MiB) and
-    /// the blocks that follow it while it authenticates.
+    /// `max_unauthenticated_sessions` (12 MiB each with the defaults). A first block that needs
+    /// decoding is charged twice while it decodes (its symbols stay in the assembler, the decode
+    /// job works on a copy): 2 × 4.2 MB at jumbo T, which a quarter of the default budget (6 MiB)
+    /// could not hold, so a jumbo transfer with any loss in its first block never authenticated
+    /// (`sluice-bench --quick`, case `mtu9000-loss5`). The rest holds the blocks that follow
+    /// while it decodes and authenticates.
     pub fn unauthenticated_session_bytes(&self) -> u64 {
         self.unauthenticated_pool_bytes() / self.max_unauthenticated_sessions.max(1) as u64
     }
