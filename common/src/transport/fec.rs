@@ -494,14 +494,7 @@ impl BlockAssembler {
         if self.finished {
             return Ok(AddOutcome::Finished);
         }
-        let duplicate = if esi < self.k {
-            self.source_slot
-                .get(esi as usize)
-                .is_some_and(|slot| *slot != 0)
-        } else {
-            self.repair_seen.contains(&esi)
-        };
-        if duplicate {
+        if self.holds(esi) {
             return Ok(AddOutcome::Duplicate);
         }
         if self.is_full() {
@@ -545,6 +538,17 @@ impl BlockAssembler {
         self.esis.reserve_exact(grow);
     }
 
+    /// Whether symbol `esi` is already stored (a source slot filled, or a repair ESI seen).
+    fn holds(&self, esi: u32) -> bool {
+        if esi < self.k {
+            self.source_slot
+                .get(esi as usize)
+                .is_some_and(|slot| *slot != 0)
+        } else {
+            self.repair_seen.contains(&esi)
+        }
+    }
+
     /// Heap bytes that storing symbol `esi` would allocate (arena and ESI growth, the source
     /// slot table on the first source symbol), or `None` if [`Self::add`] would not store it
     /// (duplicate, full, finished, out of range). Lets a caller charge its budget per stored
@@ -553,14 +557,7 @@ impl BlockAssembler {
         if self.finished || esi >= ESI_LIMIT || self.is_full() {
             return None;
         }
-        let duplicate = if esi < self.k {
-            self.source_slot
-                .get(esi as usize)
-                .is_some_and(|slot| *slot != 0)
-        } else {
-            self.repair_seen.contains(&esi)
-        };
-        if duplicate {
+        if self.holds(esi) {
             return None;
         }
         let t = u64::from(self.symbol_size);
