@@ -73,11 +73,24 @@ impl Rig {
 
     /// A mixed tree of `bytes` under `src-<name>/<name>` and its bundle `<name>.sluice`.
     fn bundle(&self, name: &str, bytes: u64, seed: u64, seq: u64) -> (BundleInfo, PathBuf) {
+        self.bundle_on("updates", name, bytes, seed, seq)
+    }
+
+    /// [`Rig::bundle`] on `channel`: the default channel rule refuses a sequence at or below
+    /// the last accepted one on the same channel.
+    fn bundle_on(
+        &self,
+        channel: &str,
+        name: &str,
+        bytes: u64,
+        seed: u64,
+        seq: u64,
+    ) -> (BundleInfo, PathBuf) {
         let content = self.path().join(format!("src-{name}")).join(name);
         e2e::mixed_tree(&content, bytes, seed);
         let info = e2e::make_bundle(
             &self.key,
-            "updates",
+            channel,
             seq,
             &content,
             &self.path().join(format!("{name}.sluice")),
@@ -747,8 +760,10 @@ fn two_senders_at_once_both_land_intact() {
     let _g = serial();
     let rig = Rig::new();
     let size = env_mib("SLUICE_E2E_PAIR_MIB", 16) * MIB;
-    let (a, src_a) = rig.bundle("alpha", size, 9, 9);
-    let (b, src_b) = rig.bundle("beta", size + 12345, 10, 10);
+    // Two channels: the senders race, and on one channel whichever sequence lands second would
+    // rightly be refused as a rollback if it is the lower one.
+    let (a, src_a) = rig.bundle_on("alpha", "alpha", size, 9, 9);
+    let (b, src_b) = rig.bundle_on("beta", "beta", size + 12345, 10, 10);
     let (mut l, addr) = rig.listener();
     let threads: Vec<_> = [a.path.clone(), b.path.clone()]
         .into_iter()
@@ -765,7 +780,7 @@ fn two_senders_at_once_both_land_intact() {
     for bundle in [&a, &b] {
         let o = outcome_for(&outcomes, bundle);
         assert_eq!(o.len(), 1, "{outcomes:?}");
-        assert_eq!(o[0]["outcome"], "accepted");
+        assert_eq!(o[0]["outcome"], "accepted", "{}", o[0]);
     }
     assert_accepted(&rig.store, &a, &src_a, "alpha");
     assert_accepted(&rig.store, &b, &src_b, "beta");
