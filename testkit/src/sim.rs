@@ -4,14 +4,14 @@
 //!
 //! Everything is deterministic for a given seed. Nothing here sleeps or touches the network.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::progress::Progress;
-use sluice_common::transport::recv::{AbandonReason, Effect, Handled, Receiver};
+use sluice_common::transport::recv::{AbandonReason, DecodeTask, Effect, Handled, Receiver};
 use sluice_common::transport::send::{ReadRequest, Sender, SenderConfig};
 use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
 
@@ -168,6 +168,14 @@ pub struct Sim {
     /// unauthenticated until their start is offered (`Effect::Authenticate`), as a receiver
     /// that checks signatures sees them.
     pub trust_first_frame: bool,
+    /// Datagrams that arrive while one decode runs (0, the default: decodes finish inline).
+    /// Models a receiver whose decode workers are slow or starved of CPU: a jumbo block takes
+    /// tens of milliseconds to decode, and the link keeps delivering meanwhile.
+    pub decode_lag_frames: u64,
+    /// Decodes running under `decode_lag_frames`: (datagram count at which it finishes, task).
+    decoding: VecDeque<(u64, DecodeTask)>,
+    /// Datagrams delivered so far.
+    delivered: u64,
 }
 
 impl Sim {
@@ -185,6 +193,9 @@ impl Sim {
             max_sessions_seen: 0,
             inject_first: Vec::new(),
             trust_first_frame: true,
+            decode_lag_frames: 0,
+            decoding: VecDeque::new(),
+            delivered: 0,
         }
     }
 
@@ -207,6 +218,8 @@ impl Sim {
 
     /// Feed one datagram to the receiver and perform every effect.
     pub fn deliver(&mut self, datagram: &[u8]) {
+        self.delivered += 1;
+        self.finish_decodes(self.delivered);
         let handled = self.receiver.handle_datagram(self.now, datagram);
         if let (true, Handled::Stored { object_id, .. }) = (self.trust_first_frame, handled) {
             self.receiver.authenticate(self.now, object_id);
@@ -258,9 +271,15 @@ impl Sim {
                     );
                     log.staging.as_mut().expect("staging").write(offset, data);
                 }
-                Effect::Decode(task) => {
+                Effect::Decode(task) if self.decode_lag_frames == 0 => {
                     let done = task.run();
                     self.receiver.handle_decoded(self.now, done);
+                }
+                Effect::Decode(task) => {
+                    // One decode worker: a task starts when the one before it finished.
+                    let start = self.decoding.back().map_or(self.delivered, |(at, _)| *at);
+                    self.decoding
+                        .push_back((start.max(self.delivered) + self.decode_lag_frames, task));
                 }
                 Effect::Checkpoint { object_id } => {
                     self.objects.entry(object_id).or_default().checkpoints += 1;
@@ -289,6 +308,18 @@ impl Sim {
             self.observe();
         }
         while self.receiver.poll_event().is_some() {}
+    }
+
+    /// Hands the receiver every lagged decode that has finished by datagram `count`.
+    fn finish_decodes(&mut self, count: u64) {
+        while self.decoding.front().is_some_and(|(at, _)| *at <= count) {
+            let Some((_, task)) = self.decoding.pop_front() else {
+                break;
+            };
+            let done = task.run();
+            self.receiver.handle_decoded(self.now, done);
+            self.drain();
+        }
     }
 
     fn record(&mut self, object_id: [u8; 16], outcome: Outcome) {
@@ -359,6 +390,7 @@ impl Sim {
         for d in std::mem::take(&mut out) {
             self.deliver(&d);
         }
+        self.finish_decodes(u64::MAX);
         self.settle();
     }
 

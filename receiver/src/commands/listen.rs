@@ -324,6 +324,8 @@ pub fn run(args: Listen) -> Result<Exit, CommandError> {
 
     tracing::info!("stopping: saving progress of live transfers");
     pipeline.checkpoint_all(Instant::now());
+    // Every transport counter, for a transfer that did not complete (`SLUICE_LOG=debug`).
+    tracing::debug!(stats = ?pipeline.stats(), "transport counters at stop");
     let drops = socket.kernel_drops();
     let remaining = pipeline.finish();
     for outcome in &remaining {
