@@ -88,12 +88,13 @@ pub fn block_assemble(data: &[u8]) {
                 assert_eq!(bytes.len(), block_len as usize);
                 return;
             }
-            Assembled::Decode(job) => {
-                if let Ok(bytes) = job.run() {
+            Assembled::Decode(job) => match job.run() {
+                Ok(bytes) => {
                     assert_eq!(bytes.len(), block_len as usize);
                     return;
                 }
-            }
+                Err(failed) => asm.restore(failed),
+            },
         }
     }
 }

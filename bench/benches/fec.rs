@@ -61,11 +61,10 @@ fn assemble(params: &ObjectParams, symbols: &[(u32, Vec<u8>)]) -> Vec<u8> {
         match asm.poll() {
             Assembled::Pending => {}
             Assembled::Complete(bytes) => return bytes,
-            Assembled::Decode(job) => {
-                if let Ok(bytes) = job.run() {
-                    return bytes;
-                }
-            }
+            Assembled::Decode(job) => match job.run() {
+                Ok(bytes) => return bytes,
+                Err(failed) => asm.restore(failed),
+            },
         }
     }
     panic!("block did not decode");

@@ -48,11 +48,10 @@ fn assemble(enc: &BlockEncoder, p: &ObjectParams, block: u32, esis: &[u32]) -> O
         match asm.poll() {
             Assembled::Pending => {}
             Assembled::Complete(bytes) => return Some(bytes),
-            Assembled::Decode(job) => {
-                if let Ok(bytes) = job.run() {
-                    return Some(bytes);
-                }
-            }
+            Assembled::Decode(job) => match job.run() {
+                Ok(bytes) => return Some(bytes),
+                Err(failed) => asm.restore(failed),
+            },
         }
     }
     None
@@ -173,6 +172,7 @@ fn exact_k_decode_failures_are_need_more_and_retry_succeeds() {
             Err(need_more) => {
                 failures += 1;
                 assert_eq!(need_more.symbols, k);
+                asm.restore(need_more);
                 // One more symbol is not yet a new attempt; two more is.
                 enc.write_symbol(first + k, &mut buf).expect("valid");
                 asm.add(first + k, &buf).expect("valid");
@@ -183,11 +183,10 @@ fn exact_k_decode_failures_are_need_more_and_retry_succeeds() {
                     asm.add(esi, &buf).expect("valid");
                     esi += 1;
                     match asm.poll() {
-                        Assembled::Decode(job) => {
-                            if let Ok(bytes) = job.run() {
-                                break bytes;
-                            }
-                        }
+                        Assembled::Decode(job) => match job.run() {
+                            Ok(bytes) => break bytes,
+                            Err(failed) => asm.restore(failed),
+                        },
                         Assembled::Pending => {}
                         Assembled::Complete(_) => panic!("no source symbols were added"),
                     }
@@ -201,6 +200,59 @@ fn exact_k_decode_failures_are_need_more_and_retry_succeeds() {
         failures > 0,
         "expected at least one exact-K failure in 1500 tries"
     );
+}
+
+/// A decode job takes the assembler's symbols instead of copying them (the receiver never holds
+/// a block's symbols twice). While it runs, new symbols are stored and lent ones are still
+/// duplicates; a failed job's symbols come back with those, and the next attempt decodes.
+#[test]
+fn a_decode_job_takes_the_symbols_and_a_failed_one_gives_them_back() {
+    let p = params(64 * 20, 64 * 20, 64);
+    let data = object(p.object_len, 3);
+    let enc = BlockEncoder::new(&p, 0, &data).expect("valid");
+    let k = enc.source_symbol_count();
+    let mut buf = vec![0u8; 64];
+    let mut failures = 0;
+    for start in 0..1500u32 {
+        let mut asm = BlockAssembler::new(&p, 0, &test_limits()).expect("valid");
+        let first = k + start * k;
+        for esi in first..first + k {
+            enc.write_symbol(esi, &mut buf).expect("valid");
+            asm.add(esi, &buf).expect("valid");
+        }
+        let held = asm.bytes_held();
+        let Assembled::Decode(job) = asm.poll() else {
+            panic!("K repair symbols must offer a decode job");
+        };
+        assert!(
+            asm.bytes_held() + (k as usize) * 64 <= held,
+            "the payloads left with the job"
+        );
+        assert_eq!(asm.add(first, &buf), Ok(AddOutcome::Duplicate));
+        enc.write_symbol(first + k, &mut buf).expect("valid");
+        assert_eq!(asm.add(first + k, &buf), Ok(AddOutcome::Stored));
+        assert_eq!(asm.symbols_held(), k + 1);
+        assert!(matches!(asm.poll(), Assembled::Pending), "one job at a time");
+        let Err(failed) = job.run() else { continue };
+        failures += 1;
+        asm.restore(failed);
+        assert_eq!(asm.symbols_held(), k + 1);
+        enc.write_symbol(first + k + 1, &mut buf).expect("valid");
+        asm.add(first + k + 1, &buf).expect("valid");
+        let Assembled::Decode(job) = asm.poll() else {
+            panic!("K + 2 symbols after a failure must offer a new job");
+        };
+        assert_eq!(job.symbols(), k + 2);
+        match job.run() {
+            Ok(bytes) => assert_eq!(bytes, data),
+            // ≈ 1/256² per try; the restored symbols are then all there for the next one.
+            Err(failed) => {
+                asm.restore(failed);
+                assert_eq!(asm.symbols_held(), k + 2);
+            }
+        }
+    }
+    assert!(failures > 0, "expected an exact-K failure in 1500 tries");
 }
 
 #[test]
@@ -342,7 +394,9 @@ fn garbage_symbols_at_extreme_esis_never_panic_the_decoder() {
             };
             asm.add(esi, &payload).expect("valid shape");
             if let Assembled::Decode(job) = asm.poll() {
-                let _ = job.run();
+                if let Err(failed) = job.run() {
+                    asm.restore(failed);
+                }
             }
         }
     }

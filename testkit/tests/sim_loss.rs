@@ -214,5 +214,13 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
             "lag {lag}: {st:?}"
         );
         assert!(sim.staged(&oid(1)) == whole(1, len, block).as_slice());
+        // The window of 4 blocks being received, one decoding (its symbols lent to the job, not
+        // copied) and one decoded block waiting for its write: 6 blocks. Copying the symbols
+        // into the job took this to 37.8 MB (9 blocks) at lag 450.
+        assert!(
+            sim.max_buffered <= 6 * u64::from(block),
+            "lag {lag}: peak {} bytes buffered",
+            sim.max_buffered
+        );
     }
 }

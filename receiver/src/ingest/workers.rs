@@ -84,7 +84,7 @@ impl Room {
 /// The decode pool's input side. Decoding never runs on the receive thread: a forged all-repair
 /// block costs tens of ms of CPU, and that thread must keep draining the socket. When the
 /// workers' queue is full a task waits here; its memory is already charged to the transport
-/// receiver's budget (`DecodeTask` holds a copy of its symbols until `handle_decoded`), so this
+/// receiver's budget (`DecodeTask` holds its block's symbols until `handle_decoded`), so this
 /// queue is bounded by that budget.
 pub(super) struct DecodeQueue {
     tx: Option<SyncSender<DecodeTask>>,

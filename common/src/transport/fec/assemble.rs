@@ -29,9 +29,14 @@ pub enum Assembled {
     Pending,
     /// Every source symbol was present: the block's bytes, copied, no decoding needed.
     Complete(Vec<u8>),
-    /// ≥ K symbols with some source missing: run this (anywhere) to decode.
+    /// ≥ K symbols with some source missing: run this (anywhere) to decode. The job takes the
+    /// symbols with it (no copy); if it fails, hand its [`NeedMore`] to
+    /// [`BlockAssembler::restore`] before polling again.
     Decode(DecodeJob),
 }
+
+/// Marks a source slot whose symbol is lent to the outstanding [`DecodeJob`].
+const LENT: u32 = u32::MAX;
 
 /// Collects the symbols of one block, bounded at `K + repair_surplus` symbols, in one arena
 /// whose capacity never exceeds that many symbols.
@@ -46,13 +51,17 @@ pub struct BlockAssembler {
     arena: Vec<u8>,
     /// ESI of each arena slot.
     esis: Vec<u32>,
-    /// For each source ESI, its arena slot + 1 (0 = absent). Allocated on the first symbol.
+    /// For each source ESI, its arena slot + 1 (0 = absent, [`LENT`] = in the outstanding
+    /// job). Allocated on the first symbol.
     source_slot: Vec<u32>,
     source_count: u32,
     /// Repair ESIs held, for deduplication.
     repair_seen: HashSet<u32>,
     /// Symbols held when the last decode job was handed out.
     last_attempt: Option<u32>,
+    /// Symbols the outstanding decode job took (0: none out). They still count as held: the
+    /// cap, duplicates and the next attempt's threshold see them.
+    lent: u32,
     finished: bool,
 }
 
@@ -74,6 +83,7 @@ impl BlockAssembler {
             source_count: 0,
             repair_seen: HashSet::new(),
             last_attempt: None,
+            lent: 0,
             finished: false,
         })
     }
@@ -93,9 +103,11 @@ impl BlockAssembler {
         self.block_len
     }
 
-    /// Distinct symbols held.
+    /// Distinct symbols held, here or lent to the outstanding decode job.
     pub fn symbols_held(&self) -> u32 {
-        u32::try_from(self.esis.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.esis.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.lent)
     }
 
     /// Source symbols held.
@@ -108,7 +120,8 @@ impl BlockAssembler {
         self.symbols_held() >= self.max_symbols
     }
 
-    /// Heap bytes this assembler holds (capacities, for the receiver's memory budget).
+    /// Heap bytes this assembler holds (capacities, for the receiver's memory budget); not what
+    /// an outstanding decode job took.
     pub fn bytes_held(&self) -> usize {
         self.arena.capacity()
             + self.esis.capacity() * 4
@@ -139,7 +152,7 @@ impl BlockAssembler {
         self.reserve_one();
         self.arena.extend_from_slice(payload);
         self.esis.push(esi);
-        let slot_plus_one = self.symbols_held();
+        let slot_plus_one = u32::try_from(self.esis.len()).unwrap_or(LENT - 1);
         if esi < self.k {
             if self.source_slot.is_empty() {
                 self.source_slot = vec![0; self.k as usize];
@@ -158,9 +171,9 @@ impl BlockAssembler {
     /// past `max_symbols`. A quarter, not a doubling, so capacity stays within 25 % (plus 16
     /// symbols) of what is held: the receiver charges its budget per stored symbol by this growth.
     fn growth(&self) -> usize {
-        let held = self.esis.len();
-        let room = (self.max_symbols as usize).saturating_sub(held);
-        (held / 4).max(16).min(room).max(1)
+        let here = self.esis.len();
+        let room = self.max_symbols.saturating_sub(self.symbols_held()) as usize;
+        (here / 4).max(16).min(room).max(1)
     }
 
     /// Grow the arena by [`Self::growth`] symbols when it is full.
@@ -209,10 +222,12 @@ impl BlockAssembler {
 
     /// Produce the block if possible. After `Complete`, the assembler is spent (later symbols
     /// are `Finished`). A `Decode` job is offered at ≥ K symbols and then again only once
-    /// [`RETRY_STEP`] more symbols arrived; if the job fails with [`NeedMore`], keep adding and
-    /// polling. If the caller gets the block from a job, it should drop the assembler.
+    /// [`RETRY_STEP`] more symbols arrived. The job takes the symbols (a block's worth of
+    /// memory is never held twice); symbols that arrive meanwhile are kept here. If the job
+    /// fails, [`restore`](Self::restore) its [`NeedMore`], keep adding and polling; until then
+    /// this is `Pending`. If the caller gets the block from a job, it should drop the assembler.
     pub fn poll(&mut self) -> Assembled {
-        if self.finished {
+        if self.finished || self.lent > 0 {
             return Assembled::Pending;
         }
         if self.source_count == self.k {
@@ -233,20 +248,49 @@ impl BlockAssembler {
             return Assembled::Pending;
         }
         self.last_attempt = Some(held);
+        self.lent = held;
+        for slot in self.source_slot.iter_mut().filter(|s| **s != 0) {
+            *slot = LENT;
+        }
         Assembled::Decode(DecodeJob {
             block: self.block,
             block_len: self.block_len,
             k: self.k,
             symbol_size: self.symbol_size,
-            arena: self.arena.clone(),
-            esis: self.esis.clone(),
+            arena: std::mem::take(&mut self.arena),
+            esis: std::mem::take(&mut self.esis),
         })
+    }
+
+    /// Takes back the symbols of a failed decode job, followed by those that arrived while it
+    /// ran. The arena grows by at most what the symbols that arrived meanwhile occupied. A
+    /// `NeedMore` of another block, or with no job out, is dropped.
+    pub fn restore(&mut self, failed: NeedMore) {
+        let LentSymbols { arena, esis } = failed.lent;
+        if self.lent == 0 || failed.block != self.block || esis.len() != self.lent as usize {
+            return;
+        }
+        let t = usize::from(self.symbol_size);
+        let later_arena = std::mem::replace(&mut self.arena, arena);
+        let later_esis = std::mem::replace(&mut self.esis, esis);
+        self.lent = 0;
+        self.arena.reserve_exact(later_arena.len());
+        self.esis.reserve_exact(later_esis.len());
+        for (esi, payload) in later_esis.into_iter().zip(later_arena.chunks_exact(t)) {
+            self.arena.extend_from_slice(payload);
+            self.esis.push(esi);
+        }
+        for (slot, esi) in self.esis.iter().enumerate() {
+            if let Some(s) = self.source_slot.get_mut(*esi as usize) {
+                *s = u32::try_from(slot + 1).unwrap_or(LENT - 1);
+            }
+        }
     }
 
     /// Whether the block can no longer be produced from this session's symbols: full, and the
     /// decode at full already failed (odds ~256^-(surplus+1)).
     pub fn is_exhausted(&self) -> bool {
-        self.is_full() && self.last_attempt == Some(self.symbols_held())
+        self.lent == 0 && self.is_full() && self.last_attempt == Some(self.symbols_held())
     }
 
     fn copy_source(&mut self) -> Vec<u8> {
@@ -272,18 +316,34 @@ impl BlockAssembler {
     }
 }
 
-/// Decoding needs more symbols: RaptorQ fails at exactly K with probability ≈ 1/256.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+/// Decoding needs more symbols: RaptorQ fails at exactly K with probability ≈ 1/256. Carries
+/// the attempt's symbols back to [`BlockAssembler::restore`].
+#[derive(Debug, Error)]
 #[error("block {block} did not decode from {symbols} symbols; need more")]
 pub struct NeedMore {
     /// Our block number.
     pub block: u32,
+    /// The symbols, going back to their assembler.
+    lent: LentSymbols,
     /// Symbols the attempt had.
     pub symbols: u32,
 }
 
+/// A failed attempt's symbols on their way back (the payloads are not shown by `Debug`).
+struct LentSymbols {
+    arena: Vec<u8>,
+    esis: Vec<u32>,
+}
+
+impl std::fmt::Debug for LentSymbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} symbols", self.esis.len())
+    }
+}
+
 /// One decode attempt: owned, pure and `Send`, so the receiver may run it on a worker thread.
-#[derive(Debug, Clone)]
+/// It holds its assembler's symbols (moved, not copied) until it succeeds or hands them back.
+#[derive(Debug)]
 pub struct DecodeJob {
     block: u32,
     block_len: u32,
@@ -306,10 +366,6 @@ impl DecodeJob {
 
     /// Decode: the block's bytes (exactly its true length), or [`NeedMore`].
     pub fn run(self) -> Result<Vec<u8>, NeedMore> {
-        let need_more = NeedMore {
-            block: self.block,
-            symbols: self.symbols(),
-        };
         let t = usize::from(self.symbol_size);
         // Every ESI < 2^24 and every payload is T bytes (checked in `BlockAssembler::add`), and
         // K ≤ 56403 with T ≥ 1 (checked in `block_geometry`): no raptorq assertion can fire.
@@ -326,7 +382,14 @@ impl DecodeJob {
                 bytes.truncate(self.block_len as usize);
                 Ok(bytes)
             }
-            None => Err(need_more),
+            None => Err(NeedMore {
+                block: self.block,
+                symbols: self.symbols(),
+                lent: LentSymbols {
+                    arena: self.arena,
+                    esis: self.esis,
+                },
+            }),
         }
     }
 }

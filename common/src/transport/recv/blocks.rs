@@ -109,7 +109,7 @@ impl Receiver {
             .add_cost(d.esi)
             .map(|c| c + SYMBOL_OVERHEAD + if new_block { BLOCK_OVERHEAD } else { 0 });
         if let Some(cost) = cost {
-            if !self.make_room(cost, (id, d.block), authenticated, held_symbols, true) {
+            if !self.make_room(cost, (id, d.block), authenticated, held_symbols) {
                 self.stats.budget_drops += 1;
                 if new_block {
                     self.take_block(&id, d.block);
@@ -208,9 +208,9 @@ impl Receiver {
     /// session's first (prefix) blocks may evict its own later ones; (b) for an
     /// unauthenticated requester, belong to unauthenticated sessions (and only to its own while
     /// it is over its share); and (c) are not an unauthenticated session's prefix blocks.
-    /// `for_session`: the cost counts toward the session's share (symbols, held blocks); a decode
-    /// job's copy of the symbols does not (it is bounded by the pool and the budget). While a
-    /// session's first block decodes, the session may use the whole pool: its authentication is
+    /// The cost counts toward the session's share (symbols, held blocks); symbols lent to a
+    /// decode job do not (they are bounded by the pool and the budget). While a session's first
+    /// block decodes, the session may use the whole pool: its authentication is
     /// a decode away, and what arrives meanwhile is not sent again in this pass (a jumbo first
     /// block takes tens of milliseconds to decode while the next blocks arrive at line rate).
     /// False if that cannot make room.
@@ -220,7 +220,6 @@ impl Receiver {
         protect: ([u8; 16], u64),
         authenticated: bool,
         held_symbols: u32,
-        for_session: bool,
     ) -> bool {
         let pool = self.config.unauthenticated_pool_bytes();
         let first_block_decoding = self.in_flight.contains_key(&(protect.0, 0));
@@ -234,7 +233,7 @@ impl Receiver {
             let session_bytes = self.sessions.get(&protect.0).map_or(0, |s| s.bytes);
             let over_budget = self.buffered + cost > self.config.max_buffered_bytes;
             let over_pool = !authenticated && self.unauth_buffered + cost > pool;
-            let over_share = !authenticated && for_session && session_bytes + cost > share;
+            let over_share = !authenticated && session_bytes + cost > share;
             if !over_budget && !over_pool && !over_share {
                 return true;
             }
@@ -306,7 +305,7 @@ impl Receiver {
         if b.in_flight {
             return;
         }
-        let held_symbols = b.asm.symbols_held();
+        let held_before = b.asm.bytes_held() as u64;
         match b.asm.poll() {
             Assembled::Pending => {
                 if b.asm.is_exhausted() {
@@ -324,32 +323,16 @@ impl Receiver {
                 self.emit_write(id, block, data);
             }
             Assembled::Decode(job) => {
-                let t = self
-                    .sessions
-                    .get(id)
-                    .map_or(0, |s| u64::from(s.progress.params.symbol_size));
-                let cost = u64::from(job.symbols()) * (t + 4);
-                if !self.make_room(cost, (*id, block), authenticated, held_symbols, false) {
-                    // The assembler offers another job after a few more symbols.
-                    self.stats.budget_drops += 1;
-                    return;
-                }
-                let Some(b) = self
-                    .sessions
-                    .get_mut(id)
-                    .and_then(|s| s.blocks.get_mut(&block))
-                else {
-                    return;
-                };
+                // The job took the assembler's symbols: their charge moves from the block (and
+                // its session's share) to the decode in flight, until `handle_decoded`.
+                let lent = held_before.saturating_sub(b.asm.bytes_held() as u64);
+                b.reserved = b.reserved.saturating_sub(lent);
                 b.in_flight = true;
                 if let Some(t) = b.tick.take() {
                     self.lru.remove(&t);
                 }
-                self.buffered += cost;
-                if !authenticated {
-                    self.unauth_buffered += cost;
-                }
-                self.in_flight.insert((*id, block), (cost, !authenticated));
+                s.bytes = s.bytes.saturating_sub(lent);
+                self.in_flight.insert((*id, block), (lent, !authenticated));
                 self.effects.push_back(Effect::Decode(DecodeTask {
                     object_id: *id,
                     block,
@@ -364,45 +347,52 @@ impl Receiver {
         let _ = now;
         let id = decoded.object_id;
         let block = decoded.block;
+        let data = match decoded.result {
+            Ok(data) => data,
+            Err(failed) => return self.take_back(id, block, failed),
+        };
         self.release_in_flight(id, block);
-        let Some(s) = self.sessions.get_mut(&id) else {
+        let Some(s) = self.sessions.get(&id) else {
             return;
         };
         if s.progress.is_done(block) {
             return;
         }
         let authenticated = s.authenticated;
-        match decoded.result {
-            Ok(data) => {
-                self.take_block(&id, block);
-                if !self.make_room(
-                    data.len() as u64,
-                    (id, block),
-                    authenticated,
-                    u32::MAX,
-                    true,
-                ) {
-                    // Only when the unauthenticated pool is full of other sessions' held
-                    // blocks: the symbols come again on a later pass.
-                    self.stats.budget_drops += 1;
-                    return;
-                }
-                self.buffered += data.len() as u64;
-                self.stats.blocks_decoded += 1;
-                self.emit_write(&id, block, data);
-            }
-            Err(NeedMore { .. }) => {
-                self.stats.decode_retries += 1;
-                let Some(b) = s.blocks.get_mut(&block) else {
-                    return;
-                };
-                b.in_flight = false;
-                self.tick += 1;
-                b.tick = Some(self.tick);
-                self.lru.insert(self.tick, (id, block));
-                self.poll_block(&id, block);
-            }
+        self.take_block(&id, block);
+        if !self.make_room(data.len() as u64, (id, block), authenticated, u32::MAX) {
+            // Only when the unauthenticated pool is full of other sessions' held blocks: the
+            // symbols come again on a later pass.
+            self.stats.budget_drops += 1;
+            return;
         }
+        self.buffered += data.len() as u64;
+        self.stats.blocks_decoded += 1;
+        self.emit_write(&id, block, data);
+    }
+
+    /// A decode failed: its symbols go back to their block, and their charge with them (the
+    /// budget is unchanged: they were charged as in flight). Released if the block is gone.
+    fn take_back(&mut self, id: [u8; 16], block: u64, failed: NeedMore) {
+        self.stats.decode_retries += 1;
+        let Some((cost, _)) = self.in_flight.get(&(id, block)).copied() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return self.release_in_flight(id, block);
+        };
+        let Some(b) = s.blocks.get_mut(&block).filter(|b| b.in_flight) else {
+            return self.release_in_flight(id, block);
+        };
+        self.in_flight.remove(&(id, block));
+        b.asm.restore(failed);
+        b.reserved += cost;
+        b.in_flight = false;
+        s.bytes += cost;
+        self.tick += 1;
+        b.tick = Some(self.tick);
+        self.lru.insert(self.tick, (id, block));
+        self.poll_block(&id, block);
     }
 
     /// A block is complete (its bytes already charged to `buffered`). Authenticated: a `Write`

@@ -261,8 +261,9 @@ pub enum Event {
     },
 }
 
-/// A block decode to run off the receive path. Pure and `Send`; holds a copy of the block's
-/// symbols (charged to the budget until [`Receiver::handle_decoded`]).
+/// A block decode to run off the receive path. Pure and `Send`; holds the block's symbols, taken
+/// from its assembler, not copied (charged to the budget until [`Receiver::handle_decoded`],
+/// which gives them back if the decode needs more).
 #[derive(Debug)]
 pub struct DecodeTask {
     object_id: [u8; 16],
