@@ -232,7 +232,10 @@ fn a_decode_job_takes_the_symbols_and_a_failed_one_gives_them_back() {
         enc.write_symbol(first + k, &mut buf).expect("valid");
         assert_eq!(asm.add(first + k, &buf), Ok(AddOutcome::Stored));
         assert_eq!(asm.symbols_held(), k + 1);
-        assert!(matches!(asm.poll(), Assembled::Pending), "one job at a time");
+        assert!(
+            matches!(asm.poll(), Assembled::Pending),
+            "one job at a time"
+        );
         let Err(failed) = job.run() else { continue };
         failures += 1;
         asm.restore(failed);

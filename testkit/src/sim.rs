@@ -168,6 +168,12 @@ pub struct Sim {
     /// unauthenticated until their start is offered (`Effect::Authenticate`), as a receiver
     /// that checks signatures sees them.
     pub trust_first_frame: bool,
+    /// With `trust_first_frame` off: how many of an object's first bytes its "signed header"
+    /// takes, i.e. how long an offered start must be to authenticate. `None` (the default): a
+    /// whole first block (or the whole object), as if every header filled block 0, so only a
+    /// completed block authenticates. `Some(n)` models a bundle whose header is `n` bytes, which
+    /// the receiver can authenticate from block 0's leading source symbols.
+    pub header_bytes: Option<u64>,
     /// Datagrams that arrive while one decode runs (0, the default: decodes finish inline).
     /// Models a receiver whose decode workers are slow or starved of CPU: a jumbo block takes
     /// tens of milliseconds to decode, and the link keeps delivering meanwhile.
@@ -193,6 +199,7 @@ impl Sim {
             max_sessions_seen: 0,
             inject_first: Vec::new(),
             trust_first_frame: true,
+            header_bytes: None,
             decode_lag_frames: 0,
             decoding: VecDeque::new(),
             delivered: 0,
@@ -234,8 +241,20 @@ impl Sim {
             match e {
                 // The simulation carries arbitrary bytes, not bundles: it trusts every object
                 // (the receiver's real authentication is tested in receiver/ and tests/).
-                Effect::Authenticate { object_id, .. } => {
-                    self.receiver.authenticate(self.now, object_id);
+                Effect::Authenticate {
+                    object_id,
+                    prefix,
+                    complete,
+                } => {
+                    let first_block = self
+                        .receiver
+                        .session_params(&object_id)
+                        .and_then(|p| p.block_len(0))
+                        .map_or(0, u64::from);
+                    let header = self.header_bytes.unwrap_or(first_block);
+                    if complete || prefix.len() as u64 >= header {
+                        self.receiver.authenticate(self.now, object_id);
+                    }
                 }
                 Effect::Forgotten { .. } => {}
                 Effect::Open { params } => {

@@ -188,7 +188,12 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
     let block = sluice_common::transport::params::recommended_block_size(t);
     // Frames of one block arrive in about 490 datagrams: up to that lag the one decode worker
     // keeps up on average; beyond it no bounded receiver finishes in one pass.
-    for lag in [100, 300, 450] {
+    // A header that fills block 0 (authenticated when it decodes), and a 202-byte one
+    // (authenticated from block 0's first source symbol, testkit/tests/first_bytes.rs).
+    for (lag, header) in [100, 300, 450]
+        .into_iter()
+        .flat_map(|lag| [(lag, None), (lag, Some(202))])
+    {
         let mut sim = Sim::new(
             Receiver::new(ReceiverConfig::new(key())),
             ImpairConfig {
@@ -197,6 +202,7 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
             },
         );
         sim.trust_first_frame = false;
+        sim.header_bytes = header;
         sim.decode_lag_frames = lag;
         let mut config = SenderConfig::new(key(), [1; 16], t, block);
         config.overhead_percent = 10;
@@ -207,11 +213,14 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
         sim.queue(s, oid(1), len, 1);
         sim.run();
         let st = sim.receiver.stats();
-        assert_eq!(st.sessions_authenticated, 1, "lag {lag}: {st:?}");
+        assert_eq!(
+            st.sessions_authenticated, 1,
+            "lag {lag} header {header:?}: {st:?}"
+        );
         assert_eq!(
             sim.log(&oid(1)).outcomes,
             vec![Outcome::Complete { len }],
-            "lag {lag}: {st:?}"
+            "lag {lag} header {header:?}: {st:?}"
         );
         assert!(sim.staged(&oid(1)) == whole(1, len, block).as_slice());
         // The window of 4 blocks being received, one decoding (its symbols lent to the job, not
@@ -219,7 +228,7 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
         // into the job took this to 37.8 MB (9 blocks) at lag 450.
         assert!(
             sim.max_buffered <= 6 * u64::from(block),
-            "lag {lag}: peak {} bytes buffered",
+            "lag {lag} header {header:?}: peak {} bytes buffered",
             sim.max_buffered
         );
     }

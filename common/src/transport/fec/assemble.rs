@@ -55,6 +55,9 @@ pub struct BlockAssembler {
     /// job). Allocated on the first symbol.
     source_slot: Vec<u32>,
     source_count: u32,
+    /// Source symbols held here consecutively from ESI 0: the block's start, readable before
+    /// it decodes ([`BlockAssembler::source_prefix`]).
+    leading_sources: u32,
     /// Repair ESIs held, for deduplication.
     repair_seen: HashSet<u32>,
     /// Symbols held when the last decode job was handed out.
@@ -81,6 +84,7 @@ impl BlockAssembler {
             esis: Vec::new(),
             source_slot: Vec::new(),
             source_count: 0,
+            leading_sources: 0,
             repair_seen: HashSet::new(),
             last_attempt: None,
             lent: 0,
@@ -161,6 +165,7 @@ impl BlockAssembler {
                 *slot = slot_plus_one;
             }
             self.source_count += 1;
+            self.count_leading_sources();
         } else {
             self.repair_seen.insert(esi);
         }
@@ -174,6 +179,42 @@ impl BlockAssembler {
         let here = self.esis.len();
         let room = self.max_symbols.saturating_sub(self.symbols_held()) as usize;
         (here / 4).max(16).min(room).max(1)
+    }
+
+    /// Advances [`Self::leading_sources`] over the source symbols held here from its end on.
+    fn count_leading_sources(&mut self) {
+        while let Some(slot) = self.source_slot.get(self.leading_sources as usize) {
+            if *slot == 0 || *slot == LENT {
+                break;
+            }
+            self.leading_sources += 1;
+        }
+    }
+
+    /// Bytes of the block's start held as source symbols from ESI 0 on, consecutively (RaptorQ
+    /// is systematic: source symbol `i` is bytes `i·T..(i+1)·T`), at most the block's length:
+    /// what is known of the block before it decodes. 0 while they are lent to a decode job.
+    pub fn source_prefix_len(&self) -> usize {
+        (self.leading_sources as usize * usize::from(self.symbol_size)).min(self.block_len as usize)
+    }
+
+    /// The first `len` bytes of [`Self::source_prefix_len`] (fewer if it is shorter), copied.
+    pub fn source_prefix(&self, len: usize) -> Vec<u8> {
+        let t = usize::from(self.symbol_size);
+        let len = len.min(self.source_prefix_len());
+        let mut out = Vec::with_capacity(len);
+        for slot in self.source_slot.iter() {
+            if out.len() >= len {
+                break;
+            }
+            let from = (*slot as usize).saturating_sub(1) * t;
+            let n = t.min(len - out.len());
+            match self.arena.get(from..from + n) {
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => break,
+            }
+        }
+        out
     }
 
     /// Grow the arena by [`Self::growth`] symbols when it is full.
@@ -249,6 +290,7 @@ impl BlockAssembler {
         }
         self.last_attempt = Some(held);
         self.lent = held;
+        self.leading_sources = 0;
         for slot in self.source_slot.iter_mut().filter(|s| **s != 0) {
             *slot = LENT;
         }
@@ -285,6 +327,7 @@ impl BlockAssembler {
                 *s = u32::try_from(slot + 1).unwrap_or(LENT - 1);
             }
         }
+        self.count_leading_sources();
     }
 
     /// Whether the block can no longer be produced from this session's symbols: full, and the
@@ -311,6 +354,7 @@ impl BlockAssembler {
         self.arena = Vec::new();
         self.esis = Vec::new();
         self.source_slot = Vec::new();
+        self.leading_sources = 0;
         self.repair_seen = HashSet::new();
         out
     }

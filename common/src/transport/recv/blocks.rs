@@ -173,6 +173,7 @@ impl Receiver {
             s.lost_frames = s.lost_frames.saturating_sub(1);
         }
         let lost_frames = s.lost_frames;
+        let offers_start = !authenticated && d.block == 0 && d.esi < b.asm.source_symbol_count();
         if !b.in_flight {
             if let Some(old) = b.tick.replace(tick) {
                 self.lru.remove(&old);
@@ -180,6 +181,9 @@ impl Receiver {
             self.lru.insert(tick, (id, d.block));
         }
         self.poll_block(&id, d.block);
+        if offers_start {
+            self.offer_prefix(&id);
+        }
         Handled::Stored {
             object_id: id,
             lost_frames,

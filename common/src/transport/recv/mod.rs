@@ -537,6 +537,12 @@ impl Receiver {
             .map(|s| s.progress.clone())
     }
 
+    /// The parameters a live session pinned from its first frame, authenticated or not (so
+    /// unverified: for display and simulation, never for a decision).
+    pub fn session_params(&self, object_id: &[u8; 16]) -> Option<ObjectParams> {
+        self.sessions.get(object_id).map(|s| s.progress.params)
+    }
+
     /// The next effect to perform.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         let e = self.effects.pop_front()?;

@@ -286,7 +286,12 @@ impl Receiver {
     }
 
     /// Offers the contiguous start of an unauthenticated session for authentication when it grew
-    /// (at most `max_auth_prefix_bytes`; `complete` when nothing more will be offered).
+    /// (at most `max_auth_prefix_bytes`; `complete` when nothing more will be offered). Before
+    /// block 0 is complete, its leading source symbols are that start: a bundle whose signed
+    /// header fits in them authenticates from its first frames, before the rest of its first
+    /// window fills the unauthenticated pool (threat-model G14), and without waiting for a
+    /// decode. Those are offered each time they double, so a large header costs a handful of
+    /// offers, not one per symbol.
     pub(super) fn offer_prefix(&mut self, id: &[u8; 16]) {
         let cap = self.config.max_auth_prefix_bytes;
         let Some(s) = self.sessions.get_mut(id) else {
@@ -298,6 +303,20 @@ impl Receiver {
             let Some(d) = s.held.get(&block) else { break };
             len += d.len() as u64;
             block += 1;
+        }
+        if let (0, Some(first)) = (len, s.blocks.get(&0)) {
+            let early = (first.asm.source_prefix_len() as u64).min(cap);
+            if early == 0 || early < s.offered.saturating_mul(2).max(1) {
+                return;
+            }
+            s.offered = early;
+            let prefix = first.asm.source_prefix(early as usize);
+            self.effects.push_back(Effect::Authenticate {
+                object_id: *id,
+                prefix,
+                complete: early >= s.progress.params.object_len,
+            });
+            return;
         }
         if len <= s.offered {
             return;
