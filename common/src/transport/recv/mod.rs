@@ -443,8 +443,10 @@ pub struct ReceiverStats {
 /// Each time its contiguous start grows it is offered to the driver as
 /// [`Effect::Authenticate`]; the driver checks the bundle signature over those bytes and calls
 /// [`Receiver::authenticate`] (the session becomes a normal one: `Open`, its held blocks as
-/// `Write`s) or [`Receiver::refuse`]. A real sender sends each object's first block first
-/// (`transport/send.rs`), so a real object authenticates after about one block.
+/// `Write`s) or [`Receiver::refuse`]. The start is first block 0's leading source symbols (as
+/// they double), then its completed blocks. A real sender sends each object's first block
+/// first, source symbols in order (`transport/send.rs`), so a real bundle whose header fits
+/// in its first frames authenticates at its first frame, and otherwise after about one block.
 ///
 /// Block memory is charged per stored symbol (the arena growth it causes plus
 /// [`SYMBOL_OVERHEAD`]), not at a block's worst case up front. When the budget is full, a symbol
