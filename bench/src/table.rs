@@ -1,7 +1,7 @@
 //! The results table `sluice-bench` prints: its columns (key, heading, width), number rounding
-//! and one row per case from the case's JSON record.
+//! and one row per case from the case's JSON record, then each case's CPU per thread.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub fn r2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -24,6 +24,8 @@ pub const COLUMNS: &[(&str, &str, usize)] = &[
     ("cpu_s_per_gib", "cpu/GiB", 7),
     ("send_peak_rss_mib", "rssS", 6),
     ("recv_peak_rss_mib", "rssR", 6),
+    ("send_top_thread_pct", "topS%", 5),
+    ("recv_top_thread_pct", "topR%", 5),
     ("rate_ratio", "wire/set", 8),
     ("sent_frames", "sent", 8),
     ("nft_loss_drops", "nftdrop", 7),
@@ -61,6 +63,42 @@ pub fn print_row(v: &Value) {
         .map(|(k, _, w)| format!("{:>w$}", cell(v, k), w = *w))
         .collect();
     println!("{}", line.join(" "));
+}
+
+/// `[{"thread": name, "cpu_s": secs}, …]` from `(name, secs)` pairs.
+pub fn threads_json(threads: &[(String, f64)]) -> Value {
+    threads
+        .iter()
+        .map(|(name, secs)| json!({"thread": name, "cpu_s": r2(*secs)}))
+        .collect()
+}
+
+/// The busiest thread's share of all its threads' CPU, in percent (null without samples).
+pub fn top_share_pct(threads: &[(String, f64)]) -> Value {
+    let total: f64 = threads.iter().map(|(_, s)| s).sum();
+    match threads.first() {
+        Some((_, top)) if total > 0.0 => json!((100.0 * top / total).round() as u64),
+        _ => Value::Null,
+    }
+}
+
+/// One line per case and side: `# cpu per thread <case> recv: sluice-recv 0.31, decode-0 0.12`.
+pub fn print_threads(v: &Value) {
+    for side in ["send", "recv"] {
+        let Some(threads) = v[format!("{side}_threads")].as_array() else {
+            continue;
+        };
+        let list: Vec<String> = threads
+            .iter()
+            .map(|t| format!("{} {}", t["thread"].as_str().unwrap_or("?"), t["cpu_s"]))
+            .collect();
+        println!(
+            "# cpu s per thread {} run {} {side}: {}",
+            v["case"].as_str().unwrap_or("?"),
+            v["run"],
+            list.join(", ")
+        );
+    }
 }
 
 pub fn human(bytes: u64) -> String {

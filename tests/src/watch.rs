@@ -1,5 +1,7 @@
-//! Resource sampling of a child process from /proc: peak RSS (VmHWM), open fds, CPU seconds.
+//! Resource sampling of a child process from /proc: peak RSS (VmHWM), open fds, CPU seconds,
+//! and CPU seconds per thread.
 
+use std::collections::BTreeMap;
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,26 @@ pub struct ProcessStats {
     pub peak_fds: u64,
     /// user + system CPU seconds at the last sample.
     pub cpu_secs: f64,
+    /// Each thread's name and user + system CPU seconds at its last sample, by thread id. A
+    /// thread's last 50 ms before it exits are not seen.
+    pub thread_cpu: BTreeMap<u32, (String, f64)>,
     pub samples: u64,
+}
+
+impl ProcessStats {
+    /// CPU seconds per thread name (threads of the same name summed), busiest first.
+    pub fn cpu_by_thread(&self) -> Vec<(String, f64)> {
+        let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+        for (name, secs) in self.thread_cpu.values() {
+            *by_name.entry(name).or_default() += secs;
+        }
+        let mut out: Vec<(String, f64)> = by_name
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
 }
 
 /// One reading of `/proc/{pid}`; `None` once the process is gone.
@@ -35,6 +56,27 @@ pub fn sample(pid: u32) -> Option<(u64, u64, f64)> {
 /// utime + stime of `pid` in seconds, from `/proc/{pid}/stat` (still readable while a zombie).
 pub fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_secs(&stat)
+}
+
+/// Every live thread of `pid`: (thread id, name, utime + stime seconds).
+pub fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_string();
+            Some((tid, name, stat_cpu_secs(&stat)?))
+        })
+        .collect()
+}
+
+/// utime + stime in seconds from the text of a `/proc/.../stat` file.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
     // Fields after the parenthesised command name (which may contain spaces).
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -56,8 +98,11 @@ pub struct ProcessWatch {
     thread: Option<JoinHandle<()>>,
 }
 
-fn fold(stats: &Mutex<ProcessStats>, s: (u64, u64, f64)) {
+fn fold(stats: &Mutex<ProcessStats>, s: (u64, u64, f64), threads: Vec<(u32, String, f64)>) {
     let mut st = stats.lock().expect("watch lock");
+    for (tid, name, secs) in threads {
+        st.thread_cpu.insert(tid, (name, secs));
+    }
     st.peak_rss_kib = st.peak_rss_kib.max(s.0);
     st.peak_fds = st.peak_fds.max(s.1);
     if s.2 >= st.cpu_secs {
@@ -74,7 +119,7 @@ impl ProcessWatch {
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 match sample(pid) {
-                    Some(s) => fold(&st2, s),
+                    Some(s) => fold(&st2, s, thread_cpu(pid)),
                     None => break,
                 }
                 std::thread::sleep(interval);
@@ -101,7 +146,7 @@ impl ProcessWatch {
     /// Stop sampling (one last sample first) and return what was seen.
     pub fn stop(mut self) -> ProcessStats {
         if let Some(s) = sample(self.pid) {
-            fold(&self.stats, s);
+            fold(&self.stats, s, thread_cpu(self.pid));
         }
         self.finish()
     }

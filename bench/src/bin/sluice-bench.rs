@@ -18,7 +18,7 @@ use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
 use sluice_bench::blast::{self, Mode, RecvOpts, SendOpts};
 use sluice_bench::case::{Case, parse_case, parse_size, rate_args};
-use sluice_bench::table::{human, print_header, print_row, r2, r3};
+use sluice_bench::table::{self, human, print_header, print_row, r2, r3};
 use sluice_bench::verdict;
 use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_tests::{DiodeOptions, Netns, ProcessWatch, Side};
@@ -494,6 +494,11 @@ fn run_case(
         "cpu_s_per_gib": r2(cpu_total / gib),
         "send_peak_rss_mib": r2(send_stats.peak_rss_kib as f64 / 1024.0),
         "recv_peak_rss_mib": r2(recv_stats.peak_rss_kib as f64 / 1024.0),
+        // CPU seconds per thread name, busiest first, and the busiest one's share of its side.
+        "send_threads": table::threads_json(&send_stats.cpu_by_thread()),
+        "recv_threads": table::threads_json(&recv_stats.cpu_by_thread()),
+        "send_top_thread_pct": table::top_share_pct(&send_stats.cpu_by_thread()),
+        "recv_top_thread_pct": table::top_share_pct(&recv_stats.cpu_by_thread()),
         "sent_frames": send_json["frames"],
         "gso_segments_per_send": send_json["gso_segments_per_send"],
         "recv_frames": outcome["frames"],
@@ -655,6 +660,9 @@ fn main() -> anyhow::Result<()> {
             "all_intact": failures.is_empty(), "failures": failures}})
         );
     } else {
+        for row in &rows {
+            table::print_threads(row);
+        }
         println!("# load at end {}", load_avg());
     }
     if cli.keep {
