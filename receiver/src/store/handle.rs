@@ -142,7 +142,7 @@ impl Store {
             what: format!("open lock file {d}/.lock"),
             source: e.into(),
         })?;
-        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        match lock_within(&lock, LOCK_PATIENCE) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(StoreError::Locked {
@@ -207,5 +207,24 @@ impl Store {
         store.reconcile()?;
         store.media_bytes = store.scan_media()?;
         Ok(store)
+    }
+}
+
+/// How long [`Store::open`] retries a held `.lock` before reporting it locked. A lock is held by
+/// its open file description, and a process forking at that moment (any `Command::spawn`, in
+/// this process or the previous holder's) keeps a copy until its child execs: a store closed a
+/// moment ago can look locked for that long. Another listener holds it far longer.
+const LOCK_PATIENCE: Duration = Duration::from_millis(200);
+
+/// `flock(LOCK_EX | LOCK_NB)`, retried every 10 ms for up to `patience`.
+fn lock_within(lock: &OwnedFd, patience: Duration) -> rustix::io::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(lock, FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < patience => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
