@@ -154,13 +154,14 @@ fn session_flood_is_capped_and_a_concurrent_transfer_completes() {
     for i in 0..100_000u32 {
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
-        // A small object (4 blocks of 4 KiB, T = 512, K = 8): only its first symbol ever comes,
-        // so its first block never completes and it never authenticates.
+        // A small object (4 blocks of 4 KiB, T = 512, K = 8): only its second symbol ever
+        // comes, so its start is never offered and it never authenticates (a first symbol is
+        // refused at once: forged_first_symbols_are_refused_at_once).
         let f = data_frame(
             &key,
             object_params(id, 16 * 1024, 4096, 512),
             0,
-            0,
+            1,
             &payload,
         );
         if i % 2 == 0 {
@@ -464,6 +465,58 @@ fn symbol_floods_stay_bounded_and_poisoning_never_accepts_wrong_bytes() {
     stop_clean(listener);
 }
 
+/// Junk first symbols: an object's first source symbol is its first bytes, offered for
+/// authentication at once (`offer_prefix`, common/src/transport/recv/session.rs). 200 forged
+/// objects, one junk symbol 0 each under the public key: every one is refused at its first frame
+/// (not kept until it expires), nothing is staged or recorded, no session stays, and a real
+/// bundle sent meanwhile is accepted.
+#[test]
+fn forged_first_symbols_are_refused_at_once() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rig = Rig::new();
+    let listener = rig.listen(&[]);
+    let key = LinkKey::public_default();
+    let mut blaster = Blaster::new(listener.addr);
+    let payload = [0x5Au8; 1024];
+    let l = legit(&rig.signer, 7, 1, 64 * 1024);
+    for n in 0..200u32 {
+        let mut id = [0x3Cu8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        blaster.send(&data_frame(
+            &key,
+            object_params(id, 64 * 1024, 64 * 1024, 1024),
+            0,
+            0,
+            &payload,
+        ));
+        if n % 4 == 0 {
+            blaster.send_all(l.frames.iter().skip(n as usize / 4).take(1));
+        }
+    }
+    let drops = listener.metric("sluice_kernel_drops_total");
+    let refused = metric_at_least(
+        &listener,
+        "sluice_objects_unauthenticated_refused_total",
+        200.0 - drops,
+    );
+    assert!(
+        refused + drops >= 200.0,
+        "every junk first symbol refused at once ({refused} of 200, {drops} kernel drops)"
+    );
+    assert_eq!(
+        listener.metric("sluice_sessions_unauthenticated_expired_total"),
+        0.0,
+        "none was kept until it expired"
+    );
+    assert!(deliver(&listener, &l), "legitimate bundle never decided");
+    l.assert_in_quarantine(&listener.store);
+    assert_eq!(non_accept_records(&listener.store), 0, "no record for junk");
+    assert!(wait_until(Duration::from_secs(20), || {
+        staging_files(&listener.store).is_empty() && listener.metric("sluice_sessions") == 0.0
+    }));
+    stop_clean(listener);
+}
+
 /// Slow drip: sessions that get one valid frame now and then (every 2.5 s) never authenticate
 /// (their first block never completes), so they live as *unauthenticated* sessions (issue #12):
 /// at most 2 at once (a newcomer replaces the one with the fewest recent symbols), nothing staged,
@@ -484,7 +537,9 @@ fn slow_drip_sessions_expire_at_the_idle_timeout() {
     for round in 0..4u32 {
         for s in 0..4u8 {
             let p = object_params([0xD0 + s; 16], 64 * 1024, 64 * 1024, 512);
-            blaster.send(&data_frame(&key, p, 0, round, &payload));
+            // Never symbol 0: the object's start is never offered, so it is never refused, only
+            // forgotten.
+            blaster.send(&data_frame(&key, p, 0, round + 1, &payload));
         }
         std::thread::sleep(Duration::from_millis(2500));
         max_live = max_live.max(listener.metric("sluice_sessions"));
@@ -562,8 +617,10 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
     let payload = [0x42u8; 1024];
     // The hog: (1 GiB - 4 KiB) declared, one symbol sent. Blocks of 2 MiB (K = 2048, the
     // largest the limits admit at T = 1024; 8 MiB blocks would be over-limit now).
+    // Symbol 1, not 0, here and in the waves: a junk first symbol is refused at once
+    // (forged_first_symbols_are_refused_at_once); these must stay until they expire.
     let hog = object_params([0x99; 16], (1 << 30) - 4096, 2 << 20, 1024);
-    blaster.send(&data_frame(&key, hog, 0, 0, &payload));
+    blaster.send(&data_frame(&key, hog, 0, 1, &payload));
     let wave = |blaster: &mut Blaster, wave: u32| {
         for s in 0..60u32 {
             let mut id = [0u8; 16];
@@ -573,7 +630,7 @@ fn abandoned_sessions_release_fds_and_staging_quota() {
                 &key,
                 object_params(id, 8192, 8192, 1024),
                 0,
-                0,
+                1,
                 &payload,
             ));
         }
