@@ -88,9 +88,7 @@ fn commit_writes_exact_files_modes_receipt_and_audit() {
 
 #[test]
 fn duplicate_keeps_one_copy_and_is_audited() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 2, "c", 1, true).expect("first");
     assert!(store.is_accepted(&BundleId([2; 32])));
     let d = commit(&mut store, 2, "c", 1, true).expect("second");
@@ -115,9 +113,7 @@ fn duplicate_keeps_one_copy_and_is_audited() {
 
 #[test]
 fn rollback_rejected_only_when_required() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 3, "c", 5, true).expect("seq 5");
     let d = commit(&mut store, 4, "c", 5, true).expect("decide");
     assert!(
@@ -169,9 +165,7 @@ fn rollback_rejected_only_when_required() {
 
 #[test]
 fn corrupt_high_water_mark_fails_closed() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 8, "chan", 4, true).expect("seq 4");
     commit(&mut store, 9, "other", 1, true).expect("other channel");
     let mark = dir

@@ -10,9 +10,7 @@ use crate::store::staging::{part_name, progress_name};
 
 #[test]
 fn crash_after_files_synced_before_rename_leaves_nothing() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     let spec = sample();
     let mut ext = store.stage_extract().expect("stage");
     feed(&mut ext, &spec).expect("feed");
@@ -45,9 +43,7 @@ fn crash_after_files_synced_before_rename_leaves_nothing() {
 
 #[test]
 fn crash_after_rename_before_audit_is_recorded_on_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 30, "c", 1, true).expect("first");
     commit(&mut store, 31, "c", 2, true).expect("second");
     drop(store);
@@ -90,9 +86,7 @@ fn crash_after_rename_before_audit_is_recorded_on_restart() {
 
 #[test]
 fn crash_after_audit_before_mark_raises_mark_on_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 40, "c", 7, true).expect("commit");
     drop(store);
     let mark = dir
@@ -135,9 +129,7 @@ fn crash_after_audit_before_mark_raises_mark_on_restart() {
 
 #[test]
 fn interrupted_audit_append_and_invalid_unrecorded_entry_are_repaired() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 50, "c", 1, true).expect("commit");
     commit(&mut store, 51, "c", 2, true).expect("commit");
     drop(store);
@@ -182,9 +174,7 @@ const STEPS: [Step; 5] = [
 #[test]
 fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
     for step in STEPS {
-        let t = tempfile::tempdir().expect("tempdir");
-        let dir = t.path().join("s");
-        let mut store = Store::open(&dir, cfg()).expect("open");
+        let (_t, dir, mut store) = fresh_store();
         commit(&mut store, 90, "c", 1, true).expect("first");
         store
             .create_object(BundleId([91; 32]).object_id(), 100)
@@ -237,9 +227,7 @@ fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
 #[test]
 fn eio_at_every_commit_step_is_never_trusted() {
     for step in STEPS {
-        let t = tempfile::tempdir().expect("tempdir");
-        let dir = t.path().join("s");
-        let mut store = Store::open(&dir, cfg()).expect("open");
+        let (_t, dir, mut store) = fresh_store();
         store.fault = Some(Fault::Eio(step));
         let r = commit(&mut store, 92, "c", 5, true);
         store.fault = None;
@@ -281,9 +269,7 @@ fn eio_at_every_commit_step_is_never_trusted() {
 /// refuses further decisions (degraded, no retry-then-trust), and a restart reconciles.
 #[test]
 fn audit_fsync_failure_degrades_until_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     store.audit.fail_next_sync = true;
     let err = commit(&mut store, 93, "c", 1, true).expect_err("fsync failed");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");

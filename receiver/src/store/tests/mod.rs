@@ -10,7 +10,7 @@ mod staging;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sluice_common::bundle::{BundleId, Entry, EntryKind, FileSink, Header, KeyId};
 
@@ -21,6 +21,14 @@ fn cfg() -> StoreConfig {
     StoreConfig {
         staging_quota_bytes: 64 << 20,
     }
+}
+
+/// A new store at `s/` in a fresh temporary directory, which lives as long as the returned guard.
+fn fresh_store() -> (tempfile::TempDir, PathBuf, Store) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("s");
+    let store = Store::open(&dir, cfg()).expect("open");
+    (t, dir, store)
 }
 
 fn tf() -> TransportFigures {
