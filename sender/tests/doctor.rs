@@ -40,6 +40,17 @@ fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     run_json(doctor, root)
 }
 
+/// [`doctor`] with `--link-key` naming a file `link.key` in `root` that holds `key`.
+fn doctor_with_key(root: &Path, ip: &str, key: &[u8]) -> (i32, serde_json::Value) {
+    let path = root.join("link.key");
+    std::fs::write(&path, key).unwrap();
+    doctor(
+        root,
+        &root.join(ip),
+        &["--link-key", path.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,13 +92,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
     fake_tree(dir.path(), Some("PERMANENT"));
     write(&dir.path().join("sys/class/net/diode0/mtu"), "9000\n");
     write(&dir.path().join("proc/sys/net/core/wmem_max"), "16777216\n");
-    let key = dir.path().join("link.key");
-    std::fs::write(&key, [7u8; 32]).unwrap();
-    let (code, json) = doctor(
-        dir.path(),
-        &dir.path().join("fake-ip"),
-        &["--link-key", key.to_str().unwrap()],
-    );
+    let (code, json) = doctor_with_key(dir.path(), "fake-ip", &[7u8; 32]);
     assert_eq!(code, 0, "{json}");
     for check in [
         "profile",
@@ -105,13 +110,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
 fn missing_ip_and_short_link_key_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     fake_tree(dir.path(), None);
-    let key = dir.path().join("link.key");
-    std::fs::write(&key, [7u8; 16]).unwrap();
-    let (code, json) = doctor(
-        dir.path(),
-        &dir.path().join("no-such-ip"),
-        &["--link-key", key.to_str().unwrap()],
-    );
+    let (code, json) = doctor_with_key(dir.path(), "no-such-ip", &[7u8; 16]);
     assert_eq!(code, 1);
     let neigh = find(&json, "static-neighbour");
     assert_eq!(neigh["status"], "warn");
