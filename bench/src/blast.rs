@@ -113,18 +113,10 @@ pub struct RecvReport {
 
 impl RecvReport {
     pub fn mb_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.received_bytes as f64 / self.secs / 1e6
-        } else {
-            0.0
-        }
+        per_second(self.received_bytes, self.secs) / 1e6
     }
     pub fn datagrams_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.received_datagrams as f64 / self.secs
-        } else {
-            0.0
-        }
+        per_second(self.received_datagrams, self.secs)
     }
     pub fn loss_percent(&self) -> f64 {
         let total = self.received_datagrams + self.lost;
@@ -152,6 +144,11 @@ impl RecvReport {
             "cpu_secs": round3(self.cpu_secs),
         })
     }
+}
+
+/// `count` per second over `secs`; 0 for a run that took no time.
+fn per_second(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
 fn round3(x: f64) -> f64 {
@@ -361,18 +358,10 @@ pub struct SendReport {
 
 impl SendReport {
     pub fn mb_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.sent_bytes as f64 / self.secs / 1e6
-        } else {
-            0.0
-        }
+        per_second(self.sent_bytes, self.secs) / 1e6
     }
     pub fn datagrams_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.sent_datagrams as f64 / self.secs
-        } else {
-            0.0
-        }
+        per_second(self.sent_datagrams, self.secs)
     }
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
