@@ -11,17 +11,15 @@
 //! kernel's `fq` qdisc, through `SO_MAX_PACING_RATE` or per-batch `SO_TXTIME` departure times.
 //! The kernel mechanisms need `tc qdisc replace dev IF root fq` on the sending interface.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::errno::Errno;
 use nix::sys::resource::{UsageWho, getrusage};
-use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, setsockopt, sockopt};
+use sluice_tests::relay::recv_batch;
 
 const END_MARKER: u64 = u64::MAX;
 /// Largest UDP payload over IPv4; also the cap on one GSO send.
@@ -193,30 +191,8 @@ pub fn run_recv(sock: &UdpSocket, opts: &RecvOpts) -> anyhow::Result<RecvReport>
         if now >= deadline || last.is_some_and(|l| now.duration_since(l) >= idle) {
             break;
         }
-        let n = {
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
-            match recvmmsg(
-                fd,
-                &mut hdr,
-                iovs.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(res) => {
-                    let mut n = 0;
-                    for (slot, m) in lens.iter_mut().zip(res) {
-                        *slot = m.bytes;
-                        n += 1;
-                    }
-                    n
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => 0,
-                Err(e) => bail!("recvmmsg: {e}"),
-            }
-        };
+        let n = recv_batch(fd, &mut hdr, &mut bufs, &mut lens, |_| {})
+            .map_err(|e| anyhow::anyhow!("recvmmsg: {e}"))?;
         if n == 0 {
             continue;
         }
