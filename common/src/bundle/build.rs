@@ -39,6 +39,18 @@ pub struct SourceEntry {
     pub executable: bool,
 }
 
+impl SourceEntry {
+    /// A directory input: no bytes, never executable.
+    pub fn dir(path: String) -> SourceEntry {
+        SourceEntry {
+            kind: EntryKind::Dir,
+            path,
+            size: 0,
+            executable: false,
+        }
+    }
+}
+
 /// Opens file contents by manifest path. The binary maps paths to files (no-follow); tests map
 /// them to byte slices.
 pub trait FileSource {
@@ -130,12 +142,7 @@ pub fn plan(mut inputs: Vec<SourceEntry>) -> Result<Vec<Entry>, BuildError> {
     dirs.dedup();
     for d in dirs {
         if !inputs.iter().any(|e| e.path == d) {
-            inputs.push(SourceEntry {
-                kind: EntryKind::Dir,
-                path: d,
-                size: 0,
-                executable: false,
-            });
+            inputs.push(SourceEntry::dir(d));
         }
     }
     inputs.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));

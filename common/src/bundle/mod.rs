@@ -101,6 +101,19 @@ pub struct Entry {
     pub executable: bool,
 }
 
+impl Entry {
+    /// A directory entry: no body bytes, so size 0 and an all-zero blake3, never executable.
+    pub fn dir(path: impl Into<String>) -> Entry {
+        Entry {
+            kind: EntryKind::Dir,
+            path: path.into(),
+            size: 0,
+            blake3: [0; 32],
+            executable: false,
+        }
+    }
+}
+
 /// The signed header, as decoded after its signature verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {

@@ -243,12 +243,7 @@ fn collect(
                 executable: meta.permissions().mode() & 0o111 != 0,
             });
         } else if ft.is_dir() {
-            entries.push(SourceEntry {
-                kind: EntryKind::Dir,
-                path: bpath.clone(),
-                size: 0,
-                executable: false,
-            });
+            entries.push(SourceEntry::dir(bpath.clone()));
             let rd = std::fs::read_dir(&fs_path).map_err(|e| {
                 fail(
                     Exit::Input,

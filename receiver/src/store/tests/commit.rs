@@ -292,13 +292,7 @@ fn planted_symlink_inside_extraction_is_not_followed() {
     };
     let err = ext.begin_file(&y).expect_err("must refuse");
     assert!(err.to_string().contains("symlink"), "{err}");
-    let dd = Entry {
-        kind: EntryKind::Dir,
-        path: "d".into(),
-        size: 0,
-        blake3: [0; 32],
-        executable: false,
-    };
+    let dd = Entry::dir("d");
     assert!(ext.create_dir(&dd).is_err());
     assert_eq!(fs::read(outside.join("target")).expect("r"), b"untouched");
     assert_eq!(names(&outside), vec!["target".to_owned()]);

@@ -65,17 +65,7 @@ fn sample() -> Spec {
 }
 
 fn entries(spec: &Spec) -> Vec<Entry> {
-    let mut v: Vec<Entry> = spec
-        .dirs
-        .iter()
-        .map(|d| Entry {
-            kind: EntryKind::Dir,
-            path: (*d).to_owned(),
-            size: 0,
-            blake3: [0; 32],
-            executable: false,
-        })
-        .collect();
+    let mut v: Vec<Entry> = spec.dirs.iter().map(|d| Entry::dir(*d)).collect();
     for (p, c, x) in &spec.files {
         v.push(Entry {
             kind: EntryKind::File,
