@@ -125,10 +125,21 @@ fn commit(
     seq: u64,
     require: bool,
 ) -> Result<Decision, StoreError> {
-    let spec = sample();
+    commit_spec(store, id, channel, seq, require, &sample())
+}
+
+/// [`commit`] of `spec` instead of the [`sample`].
+fn commit_spec(
+    store: &mut Store,
+    id: u8,
+    channel: &str,
+    seq: u64,
+    require: bool,
+    spec: &Spec,
+) -> Result<Decision, StoreError> {
     let mut ext = store.stage_extract()?;
-    feed(&mut ext, &spec).map_err(ioe("feed"))?;
-    store.commit_core(ext, &info(id, channel, seq, &spec), require, tf())
+    feed(&mut ext, spec).map_err(ioe("feed"))?;
+    store.commit_core(ext, &info(id, channel, seq, spec), require, tf())
 }
 
 fn audit_lines(dir: &Path) -> Vec<serde_json::Value> {
