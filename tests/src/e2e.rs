@@ -262,6 +262,19 @@ fn write_random(path: &Path, size: u64, rng: &mut rand_chacha::ChaCha8Rng) {
     f.flush().expect("flush");
 }
 
+/// `udp`'s flags toward the receiver at `to`, checking bundles against `trust`, sending at `rate`
+/// (e.g. `100M`): the `args` of [`send_udp`], to which a test adds its own.
+pub fn udp_args(to: SocketAddr, trust: &Path, rate: &str) -> Vec<String> {
+    vec![
+        "--to".into(),
+        to.to_string(),
+        "--trust".into(),
+        trust.display().to_string(),
+        "--rate".into(),
+        rate.into(),
+    ]
+}
+
 /// Runs `sluice-send udp --json` (`cmd` is the binary or a namespace wrapper) with `args` and
 /// the bundles; returns its JSON report and the resources it used. Panics unless it exits 0.
 pub fn send_udp(mut cmd: Command, args: &[String], bundles: &[&Path]) -> (Value, ProcessStats) {
