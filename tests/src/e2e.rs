@@ -23,6 +23,30 @@ pub struct Bins {
     pub recv: PathBuf,
 }
 
+/// `SEND media --out DIR --trust TRUST` (`SEND`: a sluice-send binary); the caller adds the link
+/// key and the bundles.
+pub fn media_command(send: &Path, dir: &Path, trust: &Path) -> Command {
+    let mut cmd = Command::new(send);
+    cmd.arg("media")
+        .arg("--out")
+        .arg(dir)
+        .arg("--trust")
+        .arg(trust);
+    cmd
+}
+
+/// `RECV import --store STORE --trust TRUST` (`RECV`: a sluice-recv binary); the caller adds the
+/// link key and the paths.
+pub fn import_command(recv: &Path, store: &Path, trust: &Path) -> Command {
+    let mut cmd = Command::new(recv);
+    cmd.arg("import")
+        .arg("--store")
+        .arg(store)
+        .arg("--trust")
+        .arg(trust);
+    cmd
+}
+
 /// The two binaries, built once per test process.
 ///
 /// The dev profile optimises dependencies (opt-level 3) but keeps `debug-assertions` on, and

@@ -461,23 +461,13 @@ path = "{share}"
         let (id, bundle) = self.make_bundle(seq, extra);
         let vols = self.ts.subdir(format!("media-{seq}"));
         run_ok(
-            Command::new(&self.bins.send)
-                .arg("media")
-                .arg("--out")
-                .arg(&vols)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::media_command(&self.bins.send, &vols, &self.trust)
                 // Promotion is the point here, not the link key.
                 .arg("--insecure-public-link-key")
                 .arg(&bundle),
         );
         run_ok(
-            Command::new(&self.bins.recv)
-                .arg("import")
-                .arg("--store")
-                .arg(&self.store)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::import_command(&self.bins.recv, &self.store, &self.trust)
                 .arg("--insecure-public-link-key")
                 .arg(&vols),
         );
