@@ -67,7 +67,6 @@ pub enum BundleCommand {
 ///   SOURCE_DATE_EPOCH=1700000000 sluice-send bundle create --key k.key --channel c --out r.sluice d/
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(CREATE_EXIT_CODES)
 )]
@@ -109,7 +108,6 @@ pub struct CreateArgs {
 ///   sluice-send bundle inspect u.sluice --json | jq .entries
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(INSPECT_EXIT_CODES)
 )]
