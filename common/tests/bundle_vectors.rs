@@ -309,17 +309,7 @@ fn generate() -> Vec<Vector> {
             expires: None,
             note: None,
         };
-        let mut out = Vec::new();
-        build(
-            &spec,
-            src.entries(),
-            &alice,
-            &mut src,
-            &mut out,
-            &mut |_, _| {},
-        )
-        .expect("build");
-        out
+        src.bundle(&spec, &alice).expect("build")
     };
     let (oenv, _) = inspect(other.as_slice()).expect("inspect");
     let mut mix = valid[..body_at].to_vec();

@@ -25,16 +25,7 @@ fn make(dir: &Path, name: &str, key: &SecretKey, expires: Option<u64>) {
         expires,
         note: None,
     };
-    let mut out = Vec::new();
-    bundle::build(
-        &spec,
-        src.entries(),
-        key,
-        &mut src.clone(),
-        &mut out,
-        &mut |_, _| {},
-    )
-    .expect("build");
+    let out = src.bundle(&spec, key).expect("build");
     std::fs::write(dir.join(name), out).expect("write");
 }
 

@@ -323,4 +323,12 @@ impl MemSource {
             })
             .collect()
     }
+
+    /// Signs every file held into a bundle in memory: [`build`] of [`entries`](Self::entries),
+    /// without progress.
+    pub fn bundle(&mut self, spec: &BundleSpec, key: &SecretKey) -> Result<Vec<u8>, BuildError> {
+        let mut out = Vec::new();
+        build(spec, self.entries(), key, self, &mut out, &mut |_, _| {})?;
+        Ok(out)
+    }
 }
