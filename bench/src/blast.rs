@@ -11,17 +11,15 @@
 //! kernel's `fq` qdisc, through `SO_MAX_PACING_RATE` or per-batch `SO_TXTIME` departure times.
 //! The kernel mechanisms need `tc qdisc replace dev IF root fq` on the sending interface.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::errno::Errno;
 use nix::sys::resource::{UsageWho, getrusage};
-use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, setsockopt, sockopt};
+use sluice_tests::relay::recv_batch;
 
 const END_MARKER: u64 = u64::MAX;
 /// Largest UDP payload over IPv4; also the cap on one GSO send.
@@ -113,18 +111,10 @@ pub struct RecvReport {
 
 impl RecvReport {
     pub fn mb_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.received_bytes as f64 / self.secs / 1e6
-        } else {
-            0.0
-        }
+        per_second(self.received_bytes, self.secs) / 1e6
     }
     pub fn datagrams_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.received_datagrams as f64 / self.secs
-        } else {
-            0.0
-        }
+        per_second(self.received_datagrams, self.secs)
     }
     pub fn loss_percent(&self) -> f64 {
         let total = self.received_datagrams + self.lost;
@@ -152,6 +142,11 @@ impl RecvReport {
             "cpu_secs": round3(self.cpu_secs),
         })
     }
+}
+
+/// `count` per second over `secs`; 0 for a run that took no time.
+fn per_second(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
 fn round3(x: f64) -> f64 {
@@ -196,30 +191,8 @@ pub fn run_recv(sock: &UdpSocket, opts: &RecvOpts) -> anyhow::Result<RecvReport>
         if now >= deadline || last.is_some_and(|l| now.duration_since(l) >= idle) {
             break;
         }
-        let n = {
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
-            match recvmmsg(
-                fd,
-                &mut hdr,
-                iovs.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(res) => {
-                    let mut n = 0;
-                    for (slot, m) in lens.iter_mut().zip(res) {
-                        *slot = m.bytes;
-                        n += 1;
-                    }
-                    n
-                }
-                Err(Errno::EAGAIN | Errno::EINTR) => 0,
-                Err(e) => bail!("recvmmsg: {e}"),
-            }
-        };
+        let n = recv_batch(fd, &mut hdr, &mut bufs, &mut lens, |_| {})
+            .map_err(|e| anyhow::anyhow!("recvmmsg: {e}"))?;
         if n == 0 {
             continue;
         }
@@ -361,18 +334,10 @@ pub struct SendReport {
 
 impl SendReport {
     pub fn mb_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.sent_bytes as f64 / self.secs / 1e6
-        } else {
-            0.0
-        }
+        per_second(self.sent_bytes, self.secs) / 1e6
     }
     pub fn datagrams_per_s(&self) -> f64 {
-        if self.secs > 0.0 {
-            self.sent_datagrams as f64 / self.secs
-        } else {
-            0.0
-        }
+        per_second(self.sent_datagrams, self.secs)
     }
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

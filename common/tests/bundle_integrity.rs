@@ -380,22 +380,11 @@ proptest! {
 /// clock and high-water mark: exactly the two inputs of `verify` that can change meanwhile.
 #[test]
 fn recheck_freshness_applies_the_clock_and_sequence_of_the_later_moment() {
-    let src = source();
-    let mut out = Vec::new();
-    let mut s = src.clone();
     let spec = BundleSpec {
         expires: Some(1_800_000_100),
         ..spec()
     };
-    build(
-        &spec,
-        src.entries(),
-        &alice(),
-        &mut s,
-        &mut out,
-        &mut |_, _| {},
-    )
-    .expect("build");
+    let out = source().bundle(&spec, &alice()).expect("build");
     let at = |now, last_sequence| VerifyOptions { now, last_sequence };
     let verified = verify(
         out.as_slice(),

@@ -71,16 +71,6 @@ fn file(p: &str, body: &[u8], exec: bool) -> Entry {
     }
 }
 
-fn dir_entry(p: &str) -> Entry {
-    Entry {
-        kind: EntryKind::Dir,
-        path: p.into(),
-        size: 0,
-        blake3: [0; 32],
-        executable: false,
-    }
-}
-
 fn header(key: &SecretKey, channel: &str, entries: Vec<Entry>) -> Header {
     Header {
         format_version: 1,
@@ -319,17 +309,7 @@ fn generate() -> Vec<Vector> {
             expires: None,
             note: None,
         };
-        let mut out = Vec::new();
-        build(
-            &spec,
-            src.entries(),
-            &alice,
-            &mut src,
-            &mut out,
-            &mut |_, _| {},
-        )
-        .expect("build");
-        out
+        src.bundle(&spec, &alice).expect("build")
     };
     let (oenv, _) = inspect(other.as_slice()).expect("inspect");
     let mut mix = valid[..body_at].to_vec();
@@ -390,7 +370,7 @@ fn generate() -> Vec<Vector> {
         ));
         let mut bk = hb.clone();
         // The entry kind of an otherwise valid header set to an unknown variant 7.
-        let one = format::encode_header(&header(&alice, "updates", vec![dir_entry("d")]));
+        let one = format::encode_header(&header(&alice, "updates", vec![Entry::dir("d")]));
         bk.clear();
         bk.extend_from_slice(&one);
         let kind_at = one.len() - (1 + 1 + 1 + 1 + 32 + 1);
@@ -484,7 +464,7 @@ fn generate() -> Vec<Vector> {
         "case_collision_dirs",
         "duplicate_path",
         "directories D and d",
-        signed(vec![dir_entry("D"), dir_entry("d")], &[]),
+        signed(vec![Entry::dir("D"), Entry::dir("d")], &[]),
     ));
     vs.push(v(
         "fold_collision_sharp_s",
@@ -528,7 +508,7 @@ fn generate() -> Vec<Vector> {
             &[b"1", b"2"],
         ),
     ));
-    let mut d = dir_entry("d");
+    let mut d = Entry::dir("d");
     d.size = 1;
     vs.push(v(
         "dir_with_size",

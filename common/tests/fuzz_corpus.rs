@@ -308,7 +308,7 @@ fn handle_datagram_sequence_corpus_replays() {
 #[test]
 #[ignore = "writes the hostile seed corpora; run by hand after a format change"]
 fn write_hostile_seed_corpora() {
-    use sluice_common::bundle::build::{self, BundleSpec, MemSource};
+    use sluice_common::bundle::build::{BundleSpec, MemSource};
     use sluice_common::bundle::{Entry, EntryKind, FORMAT_VERSION, Header, format};
     use sluice_common::spool::VolumeHeader;
     use sluice_common::transport::send::{Sender, SenderConfig};
@@ -333,16 +333,7 @@ fn write_hostile_seed_corpora() {
         expires: None,
         note: Some("seed".into()),
     };
-    let mut valid = Vec::new();
-    build::build(
-        &spec,
-        src.entries(),
-        &key,
-        &mut src,
-        &mut valid,
-        &mut |_, _| {},
-    )
-    .expect("build seed bundle");
+    let valid = src.bundle(&spec, &key).expect("build seed bundle");
     let with_mode = |mode: u8, b: &[u8]| {
         let mut v = vec![mode];
         v.extend_from_slice(b);

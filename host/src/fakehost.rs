@@ -59,3 +59,11 @@ pub fn find<'a>(json: &'a serde_json::Value, check: &str) -> &'a serde_json::Val
         .find(|f| f["check"] == check)
         .unwrap_or_else(|| panic!("no {check} finding in {json}"))
 }
+
+/// Asserts that a finding's `field` (`detail` or `fix`) says `needle`, showing the finding if not.
+pub fn assert_says(finding: &serde_json::Value, field: &str, needle: &str) {
+    let text = finding[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {finding}"));
+    assert!(text.contains(needle), "{finding}");
+}

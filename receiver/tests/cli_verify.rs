@@ -25,16 +25,7 @@ fn make(dir: &Path, name: &str, key: &SecretKey, expires: Option<u64>) {
         expires,
         note: None,
     };
-    let mut out = Vec::new();
-    bundle::build(
-        &spec,
-        src.entries(),
-        key,
-        &mut src.clone(),
-        &mut out,
-        &mut |_, _| {},
-    )
-    .expect("build");
+    let out = src.bundle(&spec, key).expect("build");
     std::fs::write(dir.join(name), out).expect("write");
 }
 
@@ -62,16 +53,25 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `sluice-recv verify --trust trust ARGS…` in `dir` (made by [`setup`]).
+fn verify(dir: &Path, args: &[&str]) -> Output {
+    recv(&[&["verify", "--trust", "trust"], args].concat(), dir)
+}
+
+/// `verify` with `args` in `dir` must exit `code` and name `needle` on stderr.
+fn assert_refused(dir: &Path, args: &[&str], code: i32, needle: &str) {
+    let o = verify(dir, args);
+    assert_eq!(o.status.code(), Some(code));
+    assert!(err(&o).contains(needle), "{}", err(&o));
+}
+
 #[test]
 fn valid_bundle_exits_0() {
     let t = setup();
-    let o = recv(&["verify", "--trust", "trust", "ok.sluice"], t.path());
+    let o = verify(t.path(), &["ok.sluice"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("signed by \"alice\""));
-    let o = recv(
-        &["verify", "--trust", "trust", "--json", "ok.sluice"],
-        t.path(),
-    );
+    let o = verify(t.path(), &["--json", "ok.sluice"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(j["valid"], true);
     assert_eq!(j["signer"], "alice");
@@ -85,7 +85,7 @@ fn tampered_bundle_exits_4_with_reason() {
     let n = b.len();
     b[n - 10] ^= 0xff;
     std::fs::write(&p, &b).expect("write");
-    let o = recv(&["verify", "--trust", "trust", "ok.sluice"], t.path());
+    let o = verify(t.path(), &["ok.sluice"]);
     assert_eq!(o.status.code(), Some(4));
     let e = err(&o);
     assert!(
@@ -95,10 +95,7 @@ fn tampered_bundle_exits_4_with_reason() {
     b[n - 10] ^= 0xff;
     b.truncate(n - 1);
     std::fs::write(&p, &b).expect("write");
-    let o = recv(
-        &["verify", "--trust", "trust", "--json", "ok.sluice"],
-        t.path(),
-    );
+    let o = verify(t.path(), &["--json", "ok.sluice"]);
     assert_eq!(o.status.code(), Some(4));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(j["reason"], "truncated");
@@ -107,23 +104,14 @@ fn tampered_bundle_exits_4_with_reason() {
 #[test]
 fn unknown_signer_exits_5() {
     let t = setup();
-    let o = recv(&["verify", "--trust", "trust", "mallory.sluice"], t.path());
-    assert_eq!(o.status.code(), Some(5));
-    assert!(err(&o).contains("unknown_signer"), "{}", err(&o));
+    assert_refused(t.path(), &["mallory.sluice"], 5, "unknown_signer");
 }
 
 #[test]
 fn expired_and_rollback_exit_6() {
     let t = setup();
-    let o = recv(&["verify", "--trust", "trust", "old.sluice"], t.path());
-    assert_eq!(o.status.code(), Some(6));
-    assert!(err(&o).contains("expired"), "{}", err(&o));
-    let o = recv(
-        &["verify", "--trust", "trust", "--last-seq", "9", "ok.sluice"],
-        t.path(),
-    );
-    assert_eq!(o.status.code(), Some(6));
-    assert!(err(&o).contains("rollback"), "{}", err(&o));
+    assert_refused(t.path(), &["old.sluice"], 6, "expired");
+    assert_refused(t.path(), &["--last-seq", "9", "ok.sluice"], 6, "rollback");
 }
 
 #[test]
@@ -134,9 +122,7 @@ fn broken_trust_store_exits_2_naming_the_problem() {
         "[defaults]\nallow_any = true\n",
     )
     .expect("write");
-    let o = recv(&["verify", "--trust", "trust", "ok.sluice"], t.path());
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("allow_any"), "{}", err(&o));
+    assert_refused(t.path(), &["ok.sluice"], 2, "allow_any");
     std::fs::remove_file(t.path().join("trust/policy.toml")).expect("rm");
     let mut id = [0u8; 32];
     id[0] = 1;
@@ -145,16 +131,14 @@ fn broken_trust_store_exits_2_naming_the_problem() {
         bundle::PublicKey(id).to_sluice_text("weak"),
     )
     .expect("write");
-    let o = recv(&["verify", "--trust", "trust", "ok.sluice"], t.path());
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("weak"), "{}", err(&o));
-    let o = recv(&["verify", "--trust", "trust", "missing.sluice"], t.path());
+    assert_refused(t.path(), &["ok.sluice"], 2, "weak");
+    let o = verify(t.path(), &["missing.sluice"]);
     assert_eq!(o.status.code(), Some(2), "trust store is checked first");
 }
 
 #[test]
 fn missing_file_exits_3() {
     let t = setup();
-    let o = recv(&["verify", "--trust", "trust", "missing.sluice"], t.path());
+    let o = verify(t.path(), &["missing.sluice"]);
     assert_eq!(o.status.code(), Some(3));
 }

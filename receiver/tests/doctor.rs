@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
+use sluice_host::fakehost::{JUMBO_PROFILE, assert_says, find, run_json, write, write_routes};
 
 /// A fake host: 127.0.0.0/8 on `lo` (so the granted-buffer probe can really bind), MTU 1500.
 fn fake_tree(root: &Path, rmem_max: u64) {
@@ -54,10 +54,7 @@ fn tiny_rmem_and_mtu_mismatch_are_named_with_fixes() {
 
     let rmem = find(&json, "rmem_max");
     assert_eq!(rmem["status"], "fail", "{rmem}");
-    assert!(
-        rmem["detail"].as_str().unwrap().contains("212992"),
-        "{rmem}"
-    );
+    assert_says(rmem, "detail", "212992");
     let fix = rmem["fix"].as_str().unwrap();
     assert!(fix.contains("sysctl -w net.core.rmem_max="), "{fix}");
     assert!(fix.contains("hardware/sysctl/90-sluice.conf"), "{fix}");
@@ -69,13 +66,7 @@ fn tiny_rmem_and_mtu_mismatch_are_named_with_fixes() {
         detail.contains("lo") && detail.contains("1500") && detail.contains("9000"),
         "{detail}"
     );
-    assert!(
-        mtu["fix"]
-            .as_str()
-            .unwrap()
-            .contains("ip link set dev lo mtu 9000"),
-        "{mtu}"
-    );
+    assert_says(mtu, "fix", "ip link set dev lo mtu 9000");
 
     for ok in ["profile", "trust", "store-writable", "clock"] {
         assert_eq!(find(&json, ok)["status"], "ok", "{json}");
@@ -108,10 +99,7 @@ fn empty_trust_dir_fails() {
     assert_eq!(code, 1);
     let trust = find(&json, "trust");
     assert_eq!(trust["status"], "fail");
-    assert!(
-        trust["detail"].as_str().unwrap().contains("no .pub"),
-        "{trust}"
-    );
+    assert_says(trust, "detail", "no .pub");
 }
 
 /// `doctor` fails on the public default link key wherever `listen` would refuse it (a
@@ -141,13 +129,7 @@ fn the_public_link_key_fails_unless_the_bind_is_loopback() {
     let (code, f) = run("10.0.0.2:7000", None);
     assert_eq!(code, 1);
     assert_eq!(f["status"], "fail", "{f}");
-    assert!(
-        f["fix"]
-            .as_str()
-            .unwrap()
-            .contains("sluice-send link-keygen --out"),
-        "{f}"
-    );
+    assert_says(&f, "fix", "sluice-send link-keygen --out");
     let (_, f) = run("127.0.0.1:7000", None);
     assert_eq!(f["status"], "warn", "{f}");
 

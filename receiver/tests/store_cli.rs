@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -88,6 +88,15 @@ fn build_store(dir: &Path) -> String {
     id
 }
 
+/// [`build_store`] at `store/` in a fresh temporary directory, which lives as long as the
+/// returned guard; with the store's path and its quarantined bundle's id.
+fn built_store() -> (tempfile::TempDir, PathBuf, String) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let id = build_store(&dir);
+    (t, dir, id)
+}
+
 #[test]
 fn store_audit_verify_accepts_an_intact_store() {
     let t = tempfile::tempdir().expect("tempdir");
@@ -123,9 +132,7 @@ fn store_audit_verify_accepts_an_intact_store() {
 
 #[test]
 fn store_audit_verify_names_each_tampering() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("store");
-    let id = build_store(&dir);
+    let (_t, dir, id) = built_store();
     let d = dir.to_str().expect("utf8");
     let files = dir.join("quarantine").join(&id).join("files");
     // Edited file.
@@ -170,9 +177,7 @@ fn store_audit_verify_names_each_tampering() {
 
 #[test]
 fn store_status_reports_counts_marks_and_listener_state() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("store");
-    let id = build_store(&dir);
+    let (t, dir, id) = built_store();
     let d = dir.to_str().expect("utf8");
     let o = recv(&["status", "--store", d, "--json"]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));

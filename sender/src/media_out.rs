@@ -194,13 +194,8 @@ pub fn fat_refusal(fs_type: u64, volume_size: u64) -> Option<String> {
 /// The FAT32 guard for every `--out`, before anything is written.
 pub fn check_fat(outs: &[PathBuf], volume_size: u64) -> Result<(), CommandError> {
     for out in outs {
-        let fs = rustix::fs::statfs(out).map_err(|e| {
-            io_failure(
-                "cannot query the filesystem of",
-                out,
-                &std::io::Error::from(e),
-                outs.len(),
-            )
+        let fs = query_medium("cannot query the filesystem of", out, outs, |p| {
+            rustix::fs::statfs(p)
         })?;
         // f_type's integer type differs between architectures; the magic fits any of them.
         #[allow(clippy::unnecessary_cast)]
@@ -259,13 +254,8 @@ pub fn check_space(outs: &[PathBuf], jobs: &[Job]) -> Result<(), CommandError> {
     for (m, out) in outs.iter().enumerate() {
         let to_write: u64 = jobs.iter().map(|j| j.bytes_to_write(m)).sum();
         let needed = to_write + MANIFEST_SLACK_BYTES;
-        let vfs = rustix::fs::statvfs(out).map_err(|e| {
-            io_failure(
-                "cannot query free space on",
-                out,
-                &std::io::Error::from(e),
-                outs.len(),
-            )
+        let vfs = query_medium("cannot query free space on", out, outs, |p| {
+            rustix::fs::statvfs(p)
         })?;
         let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         if let Some(why) = space_refusal(outs, m, needed, free) {
@@ -273,6 +263,17 @@ pub fn check_space(outs: &[PathBuf], jobs: &[Job]) -> Result<(), CommandError> {
         }
     }
     Ok(())
+}
+
+/// One filesystem query (`statfs`, `statvfs`) on medium `out` of `outs`, failing as every
+/// other I/O error on a medium does ([`io_failure`]).
+fn query_medium<T>(
+    what: &str,
+    out: &Path,
+    outs: &[PathBuf],
+    query: impl FnOnce(&Path) -> rustix::io::Result<T>,
+) -> Result<T, CommandError> {
+    query(out).map_err(|e| io_failure(what, out, &std::io::Error::from(e), outs.len()))
 }
 
 /// An I/O failure with a sentence on what to do; `media` is how many --out were given, for the

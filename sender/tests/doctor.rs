@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use sluice_host::fakehost::{JUMBO_PROFILE, find, run_json, write, write_routes};
+use sluice_host::fakehost::{JUMBO_PROFILE, assert_says, find, run_json, write, write_routes};
 
 /// A fake low-side host; `neighbour`: the state `ip neigh` reports for the diode peer, if any.
 fn fake_tree(root: &Path, neighbour: Option<&str>) {
@@ -40,6 +40,17 @@ fn doctor(root: &Path, ip: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     run_json(doctor, root)
 }
 
+/// [`doctor`] with `--link-key` naming a file `link.key` in `root` that holds `key`.
+fn doctor_with_key(root: &Path, ip: &str, key: &[u8]) -> (i32, serde_json::Value) {
+    let path = root.join("link.key");
+    std::fs::write(&path, key).unwrap();
+    doctor(
+        root,
+        &root.join(ip),
+        &["--link-key", path.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,22 +68,13 @@ fn small_wmem_mtu_mismatch_and_dynamic_neighbour_are_named_with_fixes() {
 
     let mtu = find(&json, "mtu");
     assert_eq!(mtu["status"], "fail", "{mtu}");
-    assert!(mtu["detail"].as_str().unwrap().contains("diode0"), "{mtu}");
-    assert!(
-        mtu["fix"]
-            .as_str()
-            .unwrap()
-            .contains("ip link set dev diode0 mtu 9000"),
-        "{mtu}"
-    );
+    assert_says(mtu, "detail", "diode0");
+    assert_says(mtu, "fix", "ip link set dev diode0 mtu 9000");
 
     assert_eq!(find(&json, "route")["status"], "ok", "{json}");
     let neigh = find(&json, "static-neighbour");
     assert_eq!(neigh["status"], "warn", "{neigh}");
-    assert!(
-        neigh["fix"].as_str().unwrap().contains("nud permanent"),
-        "{neigh}"
-    );
+    assert_says(neigh, "fix", "nud permanent");
 }
 
 #[test]
@@ -81,13 +83,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
     fake_tree(dir.path(), Some("PERMANENT"));
     write(&dir.path().join("sys/class/net/diode0/mtu"), "9000\n");
     write(&dir.path().join("proc/sys/net/core/wmem_max"), "16777216\n");
-    let key = dir.path().join("link.key");
-    std::fs::write(&key, [7u8; 32]).unwrap();
-    let (code, json) = doctor(
-        dir.path(),
-        &dir.path().join("fake-ip"),
-        &["--link-key", key.to_str().unwrap()],
-    );
+    let (code, json) = doctor_with_key(dir.path(), "fake-ip", &[7u8; 32]);
     assert_eq!(code, 0, "{json}");
     for check in [
         "profile",
@@ -105,13 +101,7 @@ fn permanent_neighbour_matching_mtu_and_good_key_pass() {
 fn missing_ip_and_short_link_key_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     fake_tree(dir.path(), None);
-    let key = dir.path().join("link.key");
-    std::fs::write(&key, [7u8; 16]).unwrap();
-    let (code, json) = doctor(
-        dir.path(),
-        &dir.path().join("no-such-ip"),
-        &["--link-key", key.to_str().unwrap()],
-    );
+    let (code, json) = doctor_with_key(dir.path(), "no-such-ip", &[7u8; 16]);
     assert_eq!(code, 1);
     let neigh = find(&json, "static-neighbour");
     assert_eq!(neigh["status"], "warn");
@@ -124,7 +114,7 @@ fn missing_ip_and_short_link_key_are_reported() {
     );
     let k = find(&json, "link-key");
     assert_eq!(k["status"], "fail");
-    assert!(k["detail"].as_str().unwrap().contains("16 bytes"), "{k}");
+    assert_says(k, "detail", "16 bytes");
 }
 
 /// Without --link-key `udp` would use the public default key, which it refuses toward a
@@ -137,11 +127,5 @@ fn the_public_link_key_fails_toward_a_non_loopback_receiver() {
     assert_eq!(code, 1);
     let k = find(&json, "link-key");
     assert_eq!(k["status"], "fail", "{k}");
-    assert!(
-        k["fix"]
-            .as_str()
-            .unwrap()
-            .contains("sluice-send link-keygen --out"),
-        "{k}"
-    );
+    assert_says(k, "fix", "sluice-send link-keygen --out");
 }

@@ -24,6 +24,14 @@ fn profile_finding(profiles_dir: &Path, spec: &str) -> (i32, serde_json::Value) 
     (out.status.code().unwrap(), finding)
 }
 
+/// The profile finding for `spec`, which must fail (and `doctor` with it): its detail.
+fn failure_detail(profiles_dir: &Path, spec: &str) -> String {
+    let (code, finding) = profile_finding(profiles_dir, spec);
+    assert_ne!(code, 0);
+    assert_eq!(finding["status"], "fail");
+    finding["detail"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn every_shipped_profile_is_built_in_verbatim() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hardware/profiles");
@@ -77,10 +85,7 @@ fn a_site_file_overrides_the_built_in_profile() {
 #[test]
 fn an_unknown_name_fails_naming_where_it_looked() {
     let empty = tempfile::tempdir().unwrap();
-    let (code, finding) = profile_finding(empty.path(), "gbe-fibre-15OO");
-    assert_ne!(code, 0);
-    assert_eq!(finding["status"], "fail");
-    let detail = finding["detail"].as_str().unwrap();
+    let detail = failure_detail(empty.path(), "gbe-fibre-15OO");
     assert!(
         detail.contains("no diode profile named \"gbe-fibre-15OO\""),
         "{detail}"
@@ -98,10 +103,7 @@ fn an_unknown_name_fails_naming_where_it_looked() {
 #[test]
 fn an_endless_profile_file_is_refused_without_reading_it_all() {
     let empty = tempfile::tempdir().unwrap();
-    let (code, finding) = profile_finding(empty.path(), "/dev/zero");
-    assert_ne!(code, 0);
-    assert_eq!(finding["status"], "fail");
-    let detail = finding["detail"].as_str().unwrap();
+    let detail = failure_detail(empty.path(), "/dev/zero");
     assert!(detail.contains("the limit is 65536"), "{detail}");
 }
 

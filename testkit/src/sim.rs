@@ -11,7 +11,9 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_common::transport::params::ObjectParams;
 use sluice_common::transport::progress::Progress;
-use sluice_common::transport::recv::{AbandonReason, DecodeTask, Effect, Handled, Receiver};
+use sluice_common::transport::recv::{
+    AbandonReason, DecodeTask, Effect, Handled, Receiver, ReceiverConfig,
+};
 use sluice_common::transport::send::{ReadRequest, Sender, SenderConfig};
 use sluice_common::transport::wire::{LinkKey, MAX_FRAME_LEN};
 
@@ -66,6 +68,14 @@ pub fn one_pass_frames(
     s.queue_object(now, oid(seed), len, 1_800_000_000_000)
         .expect("queue");
     crate::drive::frames(&mut s, now, reads(seed))
+}
+
+/// A sender with id `[id; 16]` that sends each object `passes` times, in symbols of
+/// `symbol_size` and blocks of `block_size`.
+pub fn sender(id: u8, symbol_size: u16, block_size: u32, passes: u16) -> Sender {
+    let mut c = SenderConfig::new(key(), [id; 16], symbol_size, block_size);
+    c.passes = passes;
+    Sender::new(c, Instant::now(), 1_800_000_000_000).expect("sender")
 }
 
 /// Fake staging file: either the bytes in memory, or a streaming blake3 of the object in
@@ -204,6 +214,14 @@ impl Sim {
             decoding: VecDeque::new(),
             delivered: 0,
         }
+    }
+
+    /// A simulation of a default receiver (under [`key`]) behind `link` impaired with `seed`.
+    pub fn seeded(link: ImpairConfig, seed: u64) -> Self {
+        Sim::new(
+            Receiver::new(ReceiverConfig::new(key())),
+            ImpairConfig { seed, ..link },
+        )
     }
 
     pub fn add_sender(&mut self, sender: Sender) -> usize {

@@ -7,7 +7,6 @@ use std::ops::ControlFlow;
 
 use sluice_common::transport::progress::{Progress, ProgressError};
 use sluice_common::transport::recv::{Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_testkit::drive;
 use sluice_testkit::impair::ImpairConfig;
 use sluice_testkit::sim::{self, Outcome, Sim, key, oid, whole};
@@ -16,26 +15,19 @@ const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
 const LEN: u64 = 12 * (1 << 20) + 777;
 
-fn sender(id: u8, passes: u16) -> Sender {
-    let mut c = SenderConfig::new(key(), [id; 16], T, BLOCK);
-    c.passes = passes;
-    Sender::new(c, std::time::Instant::now(), 1_800_000_000_000).expect("sender")
-}
-
 /// 15 % loss against 10 % overhead: pass 1 alone leaves blocks missing, pass 2's fresh repair
 /// symbols (never a repeat) complete the object.
 #[test]
 fn second_pass_completes_above_the_overhead() {
     let seed = 11;
-    let mut sim = Sim::new(
-        Receiver::new(ReceiverConfig::new(key())),
+    let mut sim = Sim::seeded(
         ImpairConfig {
             loss_pct: 15.0,
-            seed,
             ..Default::default()
         },
+        seed,
     );
-    let s = sim.add_sender(sender(1, 2));
+    let s = sim.add_sender(sim::sender(1, T, BLOCK, 2));
     sim.queue(s, oid(seed), LEN, seed);
     sim.run();
     let id = oid(seed);
@@ -56,7 +48,7 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
     let id = oid(seed);
     let blocks = LEN.div_ceil(u64::from(BLOCK));
     // Pass 1 and pass 2 frames, recorded from one two-pass sender.
-    let mut s = sender(1, 2);
+    let mut s = sim::sender(1, T, BLOCK, 2);
     let now = std::time::Instant::now();
     s.queue_object(now, id, LEN, 0).expect("queue");
     let mut passes: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
@@ -71,13 +63,12 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
     });
 
     // Receiver 1 sees pass 1 at 15 % loss.
-    let mut sim1 = Sim::new(
-        Receiver::new(ReceiverConfig::new(key())),
+    let mut sim1 = Sim::seeded(
         ImpairConfig {
             loss_pct: 15.0,
-            seed,
             ..Default::default()
         },
+        seed,
     );
     let mut out = Vec::new();
     for f in &passes[0] {
@@ -142,17 +133,16 @@ fn progress_survives_a_restart_and_pass_two_fills_the_gaps() {
 /// Two senders, one object each, frames interleaved one by one at 2 % loss.
 #[test]
 fn two_senders_interleaved_both_complete() {
-    let mut sim = Sim::new(
-        Receiver::new(ReceiverConfig::new(key())),
+    let mut sim = Sim::seeded(
         ImpairConfig {
             loss_pct: 2.0,
             reorder_window: 64,
-            seed: 13,
             ..Default::default()
         },
+        13,
     );
-    let a = sim.add_sender(sender(1, 1));
-    let b = sim.add_sender(sender(2, 1));
+    let a = sim.add_sender(sim::sender(1, T, BLOCK, 1));
+    let b = sim.add_sender(sim::sender(2, T, BLOCK, 1));
     sim.queue(a, oid(21), LEN, 21);
     sim.queue(b, oid(22), LEN / 3, 22);
     sim.run();
@@ -168,7 +158,7 @@ fn two_senders_interleaved_both_complete() {
 #[test]
 fn sender_interleaves_and_never_repeats_an_esi() {
     use sluice_common::transport::wire::{self, Frame};
-    let mut s = sender(1, 2);
+    let mut s = sim::sender(1, T, BLOCK, 2);
     let now = std::time::Instant::now();
     let len = 3 * u64::from(BLOCK) + 10;
     s.queue_object(now, oid(1), len, 0).expect("queue");

@@ -2,32 +2,17 @@
 //! resend (`Effect::Replayed`, so the driver records a duplicate), while the late frames of the
 //! original send — the rest of its pass, its later passes, reordered stragglers — never are.
 
-use sluice_common::transport::recv::{Receiver, ReceiverConfig};
-use sluice_common::transport::send::{Sender, SenderConfig};
 use sluice_testkit::impair::ImpairConfig;
-use sluice_testkit::sim::{Outcome, Sim, key, oid};
+use sluice_testkit::sim::{self, Outcome, Sim, oid};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 1 << 20;
 const LEN: u64 = 3 * (1 << 20) + 123;
 
-fn sender(id: u8, passes: u16) -> Sender {
-    let mut c = SenderConfig::new(key(), [id; 16], T, BLOCK);
-    c.passes = passes;
-    Sender::new(c, std::time::Instant::now(), 1_800_000_000_000).expect("sender")
-}
-
-fn sim(imp: ImpairConfig, seed: u64) -> Sim {
-    Sim::new(
-        Receiver::new(ReceiverConfig::new(key())),
-        ImpairConfig { seed, ..imp },
-    )
-}
-
 #[test]
 fn late_frames_of_one_multi_pass_send_are_not_a_replay() {
     // Completes during pass 1; the rest of pass 1 and all of passes 2 and 3 arrive late, shuffled.
-    let mut sim = sim(
+    let mut sim = Sim::seeded(
         ImpairConfig {
             reorder_window: 256,
             duplicate_pct: 2.0,
@@ -35,7 +20,7 @@ fn late_frames_of_one_multi_pass_send_are_not_a_replay() {
         },
         31,
     );
-    let s = sim.add_sender(sender(1, 3));
+    let s = sim.add_sender(sim::sender(1, T, BLOCK, 3));
     sim.queue(s, oid(31), LEN, 31);
     sim.run();
     assert_eq!(
@@ -48,10 +33,10 @@ fn late_frames_of_one_multi_pass_send_are_not_a_replay() {
 
 #[test]
 fn each_resend_of_a_completed_object_is_reported_once() {
-    let mut sim = sim(ImpairConfig::default(), 32);
+    let mut sim = Sim::seeded(ImpairConfig::default(), 32);
     let id = oid(32);
     for (round, passes) in [(1u8, 1u16), (2, 2), (3, 1)] {
-        let s = sim.add_sender(sender(round, passes));
+        let s = sim.add_sender(sim::sender(round, T, BLOCK, passes));
         sim.queue(s, id, LEN, 32);
         sim.run();
         assert_eq!(

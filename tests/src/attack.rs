@@ -81,17 +81,7 @@ impl Signer {
             expires: None,
             note: None,
         };
-        let mut out = Vec::new();
-        build::build(
-            &spec,
-            src.entries(),
-            &self.key,
-            &mut src,
-            &mut out,
-            &mut |_, _| {},
-        )
-        .expect("build bundle");
-        out
+        src.bundle(&spec, &self.key).expect("build bundle")
     }
 
     /// A validly signed bundle whose manifest is exactly `entries` (kind, path, body) in the

@@ -23,6 +23,30 @@ pub struct Bins {
     pub recv: PathBuf,
 }
 
+/// `SEND media --out DIR --trust TRUST` (`SEND`: a sluice-send binary); the caller adds the link
+/// key and the bundles.
+pub fn media_command(send: &Path, dir: &Path, trust: &Path) -> Command {
+    let mut cmd = Command::new(send);
+    cmd.arg("media")
+        .arg("--out")
+        .arg(dir)
+        .arg("--trust")
+        .arg(trust);
+    cmd
+}
+
+/// `RECV import --store STORE --trust TRUST` (`RECV`: a sluice-recv binary); the caller adds the
+/// link key and the paths.
+pub fn import_command(recv: &Path, store: &Path, trust: &Path) -> Command {
+    let mut cmd = Command::new(recv);
+    cmd.arg("import")
+        .arg("--store")
+        .arg(store)
+        .arg("--trust")
+        .arg(trust);
+    cmd
+}
+
 /// The two binaries, built once per test process.
 ///
 /// The dev profile optimises dependencies (opt-level 3) but keeps `debug-assertions` on, and
@@ -260,6 +284,19 @@ fn write_random(path: &Path, size: u64, rng: &mut rand_chacha::ChaCha8Rng) {
         left -= n as u64;
     }
     f.flush().expect("flush");
+}
+
+/// `udp`'s flags toward the receiver at `to`, checking bundles against `trust`, sending at `rate`
+/// (e.g. `100M`): the `args` of [`send_udp`], to which a test adds its own.
+pub fn udp_args(to: SocketAddr, trust: &Path, rate: &str) -> Vec<String> {
+    vec![
+        "--to".into(),
+        to.to_string(),
+        "--trust".into(),
+        trust.display().to_string(),
+        "--rate".into(),
+        rate.into(),
+    ]
 }
 
 /// Runs `sluice-send udp --json` (`cmd` is the binary or a namespace wrapper) with `args` and

@@ -197,19 +197,8 @@ impl Netns {
 
     /// The raw `status --json` object.
     pub fn status_json(&self) -> anyhow::Result<serde_json::Value> {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["status", "--json"])
-            .env("SLUICE_NS_PREFIX", &self.prefix)
-            .output()
-            .context("running diode-sim.sh status")?;
-        if !out.status.success() {
-            bail!(
-                "diode-sim.sh status failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        serde_json::from_slice(&out.stdout).context("parsing status --json")
+        let stdout = self.run_script("status", &["--json"])?;
+        serde_json::from_slice(&stdout).context("parsing status --json")
     }
 
     /// Tear down now (also done on drop); idempotent.
@@ -217,20 +206,28 @@ impl Netns {
         if self.torn_down {
             return Ok(());
         }
+        self.run_script("down", &[])?;
+        self.torn_down = true;
+        Ok(())
+    }
+
+    /// Runs `diode-sim.sh ACTION ARGS…` on this diode's namespaces: its stdout, or an error
+    /// with its stderr when it fails.
+    fn run_script(&self, action: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
         let out = Command::new("bash")
             .arg(script())
-            .arg("down")
+            .arg(action)
+            .args(args)
             .env("SLUICE_NS_PREFIX", &self.prefix)
             .output()
-            .context("running diode-sim.sh down")?;
+            .with_context(|| format!("running diode-sim.sh {action}"))?;
         if !out.status.success() {
             bail!(
-                "diode-sim.sh down failed: {}",
+                "diode-sim.sh {action} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        self.torn_down = true;
-        Ok(())
+        Ok(out.stdout)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
-    sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, RecvMsg, SockaddrStorage, recvmmsg, sendmmsg,
+    setsockopt, sockopt,
 };
 pub use sluice_testkit::impair::{ImpairConfig, ImpairStats as RelayStats, Impairer};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -108,37 +108,16 @@ impl Relay {
                 // keep seeing the SO_RXQ_OVFL drop counter.
                 rhdr = new_rhdr();
             }
-            let n = {
-                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                    .iter_mut()
-                    .map(|b| [IoSliceMut::new(&mut b[..])])
-                    .collect();
-                match recvmmsg(
-                    fd,
-                    &mut rhdr,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_WAITFORONE,
-                    None,
-                ) {
-                    Ok(res) => {
-                        let mut n = 0;
-                        for (slot, m) in lens.iter_mut().zip(res) {
-                            *slot = m.bytes;
-                            n += 1;
-                            if let Ok(cmsgs) = m.cmsgs() {
-                                for c in cmsgs {
-                                    if let ControlMessageOwned::RxqOvfl(d) = c {
-                                        self.imp.stats.socket_drops = u64::from(d);
-                                    }
-                                }
-                            }
+            let stats = &mut self.imp.stats;
+            let n = recv_batch(fd, &mut rhdr, &mut bufs, &mut lens, |m| {
+                if let Ok(cmsgs) = m.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::RxqOvfl(d) = c {
+                            stats.socket_drops = u64::from(d);
                         }
-                        n
                     }
-                    Err(Errno::EAGAIN | Errno::EINTR) => 0,
-                    Err(e) => return Err(e.into()),
                 }
-            };
+            })?;
             let now = Instant::now();
             for (b, &len) in bufs.iter().zip(&lens[..n]) {
                 self.imp.push(b[..len].to_vec(), now, &mut out);
@@ -240,5 +219,34 @@ impl Drop for RelayHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// One `recvmmsg` batch into `bufs`, waiting for the first datagram only: each datagram's length
+/// goes into `lens` and its message to `each` (for control messages). Returns how many arrived, 0
+/// when the call timed out or was interrupted. The relay and `sluice-bench`'s counter share it.
+pub fn recv_batch(
+    fd: RawFd,
+    hdr: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [Vec<u8>],
+    lens: &mut [usize],
+    mut each: impl FnMut(&RecvMsg<'_, '_, SockaddrStorage>),
+) -> nix::Result<usize> {
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+        .iter_mut()
+        .map(|b| [IoSliceMut::new(&mut b[..])])
+        .collect();
+    match recvmmsg(fd, hdr, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+        Ok(res) => {
+            let mut n = 0;
+            for (slot, m) in lens.iter_mut().zip(res) {
+                *slot = m.bytes;
+                each(&m);
+                n += 1;
+            }
+            Ok(n)
+        }
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
     }
 }

@@ -79,18 +79,13 @@ fn deliver_and_check(listener: &Listener, l: &SignedBundle) {
 }
 
 /// Every attack's end: stops the watch, prints the figures (`[name] ...`, `extra` appended) with
-/// `staging` files left, and asserts the peak RSS stayed within `--memory` plus
-/// [`RSS_CONSTANT_MIB`]. Returns the number of non-accept records, which each test asserts
-/// itself.
-fn measure(
-    name: &str,
-    listener: &Listener,
-    watch: ProcessWatch,
-    staging: usize,
-    extra: &str,
-) -> usize {
+/// the staging files left in the listener's store, and asserts the peak RSS stayed within
+/// `--memory` plus [`RSS_CONSTANT_MIB`]. Returns the number of non-accept records, which each
+/// test asserts itself.
+fn measure(name: &str, listener: &Listener, watch: ProcessWatch, extra: &str) -> usize {
     let s = watch.stop();
     let records = non_accept_records(&listener.store);
+    let staging = staging_files(&listener.store).len();
     let bound_mib = MEMORY_MIB + RSS_CONSTANT_MIB;
     eprintln!(
         "[{name}] peak RSS {:.1} MiB (bound {bound_mib} MiB), non-accept records {records}, \
@@ -155,7 +150,6 @@ fn attack1_forged_headers_are_refused_before_parsing_and_never_recorded() {
         "attack1",
         &listener,
         watch,
-        staging_files(&listener.store).len(),
         &format!("| unauthenticated refused {}", refused()),
     );
     assert!(refused() >= 1000.0, "forged objects are counted");
@@ -189,7 +183,6 @@ fn attack2_resends_of_an_accepted_object_write_no_records() {
         "attack2",
         &listener,
         watch,
-        staging_files(&listener.store).len(),
         &format!(
             "| replays counted {}",
             listener.metric("sluice_replays_unverified_total")
@@ -242,7 +235,6 @@ fn attack5_forged_first_symbols_do_not_evict_a_real_transfer() {
         "attack5",
         &listener,
         watch,
-        staging_files(&listener.store).len(),
         &format!(
             "| forged first symbols {sent}, evicted blocks {}",
             listener.metric("sluice_blocks_evicted_total")
@@ -279,7 +271,6 @@ fn attack6_an_end_frame_alone_reserves_nothing_across_a_restart() {
         "attack6",
         &listener,
         watch,
-        after.len(),
         &format!("| staging files before restart {}", before.len()),
     );
     assert!(before.is_empty(), "nothing staged: {before:?}");
@@ -315,13 +306,7 @@ fn attack7_a_bundle_under_a_foreign_object_id_is_refused_without_a_record() {
     assert!(refused, "log:\n{}", listener.log_tail());
     assert!(quarantine_ids(&listener.store).is_empty());
     deliver_and_check(&listener, &l);
-    let records = measure(
-        "attack7",
-        &listener,
-        watch,
-        staging_files(&listener.store).len(),
-        "",
-    );
+    let records = measure("attack7", &listener, watch, "");
     assert_eq!(records, 0);
     listener.kill();
 }
@@ -370,7 +355,6 @@ fn attack8_costly_decodes_stay_off_the_receive_thread_and_tiny_symbols_are_refus
         "attack8",
         &listener,
         watch,
-        staging_files(&listener.store).len(),
         &format!(
             "| over_limit {}, repaired blocks {}, decodes deferred {}",
             listener.metric("sluice_frames_over_limit_total"),

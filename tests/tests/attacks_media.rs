@@ -173,24 +173,16 @@ fn attack3_sparse_volume_claiming_a_gigabyte_stages_nothing_and_real_bundles_lan
         frame_len,
         frame_count: gib_of_records,
     };
-    write_volume(
-        &hostile.join("sparse.sluicevol"),
-        &sparse,
-        &[],
-        Some(HEADER_LEN as u64 + gib_of_records * u64::from(frame_len)),
-    );
     // The same claim for a 4 KiB object: implausible, refused before a record is read.
     let tiny = VolumeHeader {
         object_id: [0xA4; 16],
         object_len: 4096,
         ..sparse
     };
-    write_volume(
-        &hostile.join("tiny.sluicevol"),
-        &tiny,
-        &[],
-        Some(HEADER_LEN as u64 + gib_of_records * u64::from(frame_len)),
-    );
+    let claimed_len = HEADER_LEN as u64 + gib_of_records * u64::from(frame_len);
+    for (name, header) in [("sparse.sluicevol", &sparse), ("tiny.sluicevol", &tiny)] {
+        write_volume(&hostile.join(name), header, &[], Some(claimed_len));
+    }
     // Validly tagged forged frames (the public key makes that possible), 12 MiB of them: over
     // the 8 MiB media quota.
     let forged_params = ObjectParams {

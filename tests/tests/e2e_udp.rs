@@ -110,14 +110,7 @@ impl Rig {
     }
 
     fn send_args(&self, to: SocketAddr, rate: &str) -> Vec<String> {
-        vec![
-            "--to".into(),
-            to.to_string(),
-            "--trust".into(),
-            self.sender_trust.display().to_string(),
-            "--rate".into(),
-            rate.into(),
-        ]
+        e2e::udp_args(to, &self.sender_trust, rate)
     }
 
     /// `sluice-send udp` over loopback.

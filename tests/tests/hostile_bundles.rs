@@ -192,12 +192,10 @@ fn signed_bundles_with_hostile_paths_are_rejected_with_their_reason() {
             .as_u64()
             .unwrap_or(0)
     };
-    let mut b = Blaster::new(listener.addr);
-    let huge_frames = public_frames(&bundle);
-    let refused = (0..10).any(|_| {
-        b.send_all(&huge_frames);
-        wait_until(Duration::from_secs(3), || header_length() >= 1)
-    });
+    let refused = resend_until(listener.addr, &public_frames(&bundle), 10, || {
+        (header_length() >= 1).then_some(())
+    })
+    .is_some();
     assert!(
         refused,
         "the oversized header is refused as unauthenticated: {:?}",
@@ -258,14 +256,13 @@ fn planted_symlink_at_the_quarantine_entry_is_never_followed() {
     let id = bundle_id(&bundle).to_hex();
     let entry = listener.store.join("quarantine").join(&id);
     symlink(&rig.sentinel, &entry).expect("plant symlink");
-    let frames = public_frames(&bundle);
-    let mut b = Blaster::new(listener.addr);
-    let refused = (0..10).any(|_| {
-        b.send_all(&frames);
-        wait_until(Duration::from_secs(3), || {
-            listener.log_text().contains("not replacing it")
-        })
-    });
+    let refused = resend_until(listener.addr, &public_frames(&bundle), 10, || {
+        listener
+            .log_text()
+            .contains("not replacing it")
+            .then_some(())
+    })
+    .is_some();
     assert!(
         refused,
         "commit refused with a clear error; log:\n{}",

@@ -945,12 +945,11 @@ fn bundle_under_a_foreign_object_id_is_rejected() {
         10,
         1,
     );
-    let mut blaster = Blaster::new(listener.addr);
     let refused = || listener.metric("sluice_objects_unauthenticated_refused_total");
-    let counted = (0..10).any(|_| {
-        blaster.send_all(&frames);
-        wait_until(Duration::from_secs(3), || refused() >= 1.0)
-    });
+    let counted = resend_until(listener.addr, &frames, 10, || {
+        (refused() >= 1.0).then_some(())
+    })
+    .is_some();
     assert!(
         counted,
         "the foreign-id object is counted as unauthenticated; log:\n{}",

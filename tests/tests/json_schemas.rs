@@ -564,16 +564,23 @@ fn media_staging_and_admin_outputs_match_their_schemas() {
     );
 
     // Media: the same bundle through spool volumes into a second store.
+    // `sluice-send media --json FLAGS --out DIR` of one bundle, checked against its schema.
+    let write_media = |what: &str, flags: &[&str], dir: &Path, bundle: &Path| -> Value {
+        let out = run(Command::new(&send)
+            .args(["media", "--json", "--insecure-public-link-key"])
+            .args(flags)
+            .arg("--out")
+            .arg(dir)
+            .arg("--trust")
+            .arg(&alice.trust)
+            .arg(bundle));
+        assert!(out.status.success(), "{out:?}");
+        let media = json_of(&out, what);
+        check("media", &media, &format!("sluice-send {what}"));
+        media
+    };
     let spool = tmp.subdir("spool");
-    let out = run(Command::new(&send)
-        .args(["media", "--json", "--insecure-public-link-key", "--out"])
-        .arg(&spool)
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&good));
-    assert!(out.status.success(), "{out:?}");
-    let media = json_of(&out, "media --json");
-    check("media", &media, "sluice-send media --json");
+    let media = write_media("media --json", &[], &spool, &good);
     assert_eq!(
         media["bundles"][0]["files"][0]["outcome"], "written",
         "{media}"
@@ -613,22 +620,12 @@ fn media_staging_and_admin_outputs_match_their_schemas() {
     )
     .expect("bundle");
     let spool2 = tmp.subdir("spool2");
-    let out = run(Command::new(&send)
-        .args([
-            "media",
-            "--json",
-            "--insecure-public-link-key",
-            "--volumes",
-            "3",
-            "--out",
-        ])
-        .arg(&spool2)
-        .arg("--trust")
-        .arg(&alice.trust)
-        .arg(&second));
-    assert!(out.status.success(), "{out:?}");
-    let media = json_of(&out, "media --json (3 volumes)");
-    check("media", &media, "sluice-send media --json (3 volumes)");
+    let media = write_media(
+        "media --json (3 volumes)",
+        &["--volumes", "3"],
+        &spool2,
+        &second,
+    );
     let first_volume = spool2.join(
         media["bundles"][0]["files"][0]["path"]
             .as_str()

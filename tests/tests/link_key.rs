@@ -175,16 +175,8 @@ fn mismatched_link_keys_accept_nothing() {
     opts.extra = vec!["--link-key".into(), recv_key.display().to_string()];
     let mut l = Listener::start(Command::new(&bins().recv), &opts);
     let send = |key: &Path| {
-        let args: Vec<String> = vec![
-            "--to".into(),
-            addr.to_string(),
-            "--trust".into(),
-            w.trust.display().to_string(),
-            "--rate".into(),
-            "100M".into(),
-            "--link-key".into(),
-            key.display().to_string(),
-        ];
+        let mut args = e2e::udp_args(addr, &w.trust, "100M");
+        args.extend(["--link-key".into(), key.display().to_string()]);
         e2e::send_udp(Command::new(&bins().send), &args, &[&bundle.path]).0
     };
     let report = send(&send_key);

@@ -97,12 +97,7 @@ impl Fixture {
         let out_dir = self.ts.subdir(name);
         let start = Instant::now();
         let out = run_with_deadline(
-            Command::new(&self.bins.send)
-                .arg("media")
-                .arg("--out")
-                .arg(&out_dir)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::media_command(&self.bins.send, &out_dir, &self.trust)
                 .arg("--link-key")
                 .arg(&self.link_key)
                 .arg("--json")
@@ -133,12 +128,7 @@ impl Fixture {
     fn import_with(&self, store: &Path, key_args: &[String], paths: &[PathBuf]) -> (Output, f64) {
         let start = Instant::now();
         let out = run_with_deadline(
-            Command::new(&self.bins.recv)
-                .arg("import")
-                .arg("--store")
-                .arg(store)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::import_command(&self.bins.recv, store, &self.trust)
                 .args(key_args)
                 .args(paths),
             Duration::from_secs(900),
@@ -401,12 +391,7 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
     let store = ts.path().join("store");
     let start = Instant::now();
     let out = run_with_deadline(
-        Command::new(&bins.recv)
-            .arg("import")
-            .arg("--store")
-            .arg(&store)
-            .arg("--trust")
-            .arg(&trust)
+        e2e::import_command(&bins.recv, &store, &trust)
             // What is on the medium is the point here, not the key.
             .arg("--insecure-public-link-key")
             .arg(&m)
@@ -450,13 +435,7 @@ fn hostile_media_entries_are_named_and_skipped_without_hanging() {
 fn media_without_a_secret_key_is_refused_and_a_mismatched_key_accepts_nothing() {
     let fx = Fixture::new(1, 41);
     let out = run_with_deadline(
-        Command::new(&fx.bins.send)
-            .arg("media")
-            .arg("--out")
-            .arg(fx.ts.subdir("public"))
-            .arg("--trust")
-            .arg(&fx.trust)
-            .arg(&fx.bundle),
+        e2e::media_command(&fx.bins.send, &fx.ts.subdir("public"), &fx.trust).arg(&fx.bundle),
         Duration::from_secs(60),
     );
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));

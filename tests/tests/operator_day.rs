@@ -133,6 +133,18 @@ impl QuietListener {
     }
 }
 
+/// The store of a [`QuietListener`] that was sent `bundles` (waiting for each one's outcome) and
+/// then stopped cleanly (exit 0).
+fn store_after(dir: &Path, trust: &Path, bundles: &[Vec<u8>]) -> PathBuf {
+    let l = QuietListener::start(dir, trust, &[]);
+    for b in bundles {
+        l.deliver(b);
+    }
+    let store = l.store.clone();
+    assert_eq!(l.terminate().0, 0);
+    store
+}
+
 /// The decision lines of a text log (target `sluice::decision`).
 fn decision_lines(log: &str) -> Vec<&str> {
     log.lines()
@@ -239,11 +251,11 @@ fn clean_stop_after_a_rejection_exits_0_and_logs_each_decision() {
 fn status_exits_4_when_the_audit_chain_is_broken() {
     let tmp = TempStore::new();
     let alice = Signer::new(&tmp.path().join("trust"));
-    let l = QuietListener::start(tmp.path(), &alice.trust, &[]);
-    l.deliver(&alice.bundle("nightly", 1, &[("a.txt", b"a\n".to_vec())]));
-    l.deliver(&alice.bundle("nightly", 2, &[("b.txt", b"b\n".to_vec())]));
-    let store = l.store.clone();
-    assert_eq!(l.terminate().0, 0);
+    let bundles = [
+        alice.bundle("nightly", 1, &[("a.txt", b"a\n".to_vec())]),
+        alice.bundle("nightly", 2, &[("b.txt", b"b\n".to_vec())]),
+    ];
+    let store = store_after(tmp.path(), &alice.trust, &bundles);
     let recv = build_bin("sluice-recv", "sluice-recv");
     let status = |store: &Path| {
         let out = Command::new(&recv)
@@ -449,10 +461,8 @@ fn interrupted_udp_says_not_fully_sent() {
 fn audit_verify_text_uses_proper_plurals() {
     let tmp = TempStore::new();
     let alice = Signer::new(&tmp.path().join("trust"));
-    let l = QuietListener::start(tmp.path(), &alice.trust, &[]);
-    l.deliver(&alice.bundle("nightly", 1, &[("a.txt", b"a\n".to_vec())]));
-    let store = l.store.clone();
-    assert_eq!(l.terminate().0, 0);
+    let bundle = alice.bundle("nightly", 1, &[("a.txt", b"a\n".to_vec())]);
+    let store = store_after(tmp.path(), &alice.trust, &[bundle]);
     assert_eq!(audit_records(&store).len(), 1);
     let out = Command::new(build_bin("sluice-recv", "sluice-recv"))
         .args(["audit", "verify", "--store"])

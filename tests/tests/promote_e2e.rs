@@ -26,6 +26,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_tests::e2e;
 use sluice_tests::listener::{ListenOptions, Listener};
 use sluice_tests::store::Source;
 use sluice_tests::{
@@ -460,23 +461,13 @@ path = "{share}"
         let (id, bundle) = self.make_bundle(seq, extra);
         let vols = self.ts.subdir(format!("media-{seq}"));
         run_ok(
-            Command::new(&self.bins.send)
-                .arg("media")
-                .arg("--out")
-                .arg(&vols)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::media_command(&self.bins.send, &vols, &self.trust)
                 // Promotion is the point here, not the link key.
                 .arg("--insecure-public-link-key")
                 .arg(&bundle),
         );
         run_ok(
-            Command::new(&self.bins.recv)
-                .arg("import")
-                .arg("--store")
-                .arg(&self.store)
-                .arg("--trust")
-                .arg(&self.trust)
+            e2e::import_command(&self.bins.recv, &self.store, &self.trust)
                 .arg("--insecure-public-link-key")
                 .arg(&vols),
         );
@@ -791,17 +782,9 @@ fn promote_full_flow_across_the_namespace_diode_two_of_three_apt_oci_dir() {
     let mut listener = Listener::start(site.high(&site.bins.recv), &opts);
     // Low side: bundle built and sent from the low namespace.
     let (id, bundle) = site.make_bundle(1, &[]);
-    let args: Vec<String> = vec![
-        "--to".into(),
-        bind.to_string(),
-        "--trust".into(),
-        site.trust.display().to_string(),
-        "--rate".into(),
-        "100M".into(),
-        "--link-key".into(),
-        link_key.display().to_string(),
-    ];
-    let (report, _) = sluice_tests::e2e::send_udp(site.low(&site.bins.send), &args, &[&bundle]);
+    let mut args = e2e::udp_args(bind, &site.trust, "100M");
+    args.extend(["--link-key".into(), link_key.display().to_string()]);
+    let (report, _) = e2e::send_udp(site.low(&site.bins.send), &args, &[&bundle]);
     let outcomes = listener.wait_outcomes(1, Duration::from_secs(300)).to_vec();
     assert_eq!(outcomes[0]["outcome"], "accepted", "{outcomes:?}");
     assert_eq!(outcomes[0]["bundle_id"], id.as_str(), "{outcomes:?}");
@@ -1195,15 +1178,8 @@ fn promote_alongside_a_running_listener_keeps_one_chain() {
         &ListenOptions::new(addr, &site.store, &site.trust),
     );
     let send = |path: &Path| {
-        let args: Vec<String> = vec![
-            "--to".into(),
-            addr.to_string(),
-            "--trust".into(),
-            site.trust.display().to_string(),
-            "--rate".into(),
-            "200M".into(),
-        ];
-        sluice_tests::e2e::send_udp(Command::new(&site.bins.send), &args, &[path]);
+        let args = e2e::udp_args(addr, &site.trust, "200M");
+        e2e::send_udp(Command::new(&site.bins.send), &args, &[path]);
     };
     let (id1, b1) = site.make_bundle(1, &[]);
     send(&b1);

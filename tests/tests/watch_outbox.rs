@@ -138,6 +138,22 @@ fn drop_into(outbox: &Path, bundle: &Path) {
     std::fs::rename(&tmp, outbox.join(name)).unwrap();
 }
 
+/// Waits until the watcher has moved `name` to sent/ beside its send record, and then until the
+/// receiver's audit log holds a decision on bundle `id`.
+fn assert_sent_and_decided(t: &TempStore, outbox: &Path, name: &str, id: &str) {
+    let record = outbox.join(format!("sent/{name}.sent.json"));
+    assert!(
+        wait_until(Duration::from_secs(60), || record.is_file()),
+        "{name} not sent"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || audit(t)
+            .get(id)
+            .is_some_and(|d| !d.is_empty())),
+        "{name} not decided"
+    );
+}
+
 fn heartbeat_seq(t: &TempStore) -> Option<u64> {
     let b = std::fs::read(t.path().join("store/state/status.json")).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
@@ -223,17 +239,7 @@ fn watch_sends_renamed_bundles_once_and_moves_tampered_ones_to_failed() {
     assert_eq!(terminate(&mut watcher).code(), Some(0));
     let mut watcher = watch(bins, &t, &trust, &addr, "watch2");
     drop_into(&outbox, &b[1]);
-    let record2 = outbox.join("sent/b2.sluice.sent.json");
-    assert!(
-        wait_until(Duration::from_secs(60), || record2.is_file()),
-        "b2 not sent"
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || audit(&t)
-            .get(&ids[1])
-            .is_some_and(|d| !d.is_empty())),
-        "b2 not decided"
-    );
+    assert_sent_and_decided(&t, &outbox, "b2.sluice", &ids[1]);
     // Let a few more scans pass: nothing else may go out.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(terminate(&mut watcher).code(), Some(0));
@@ -296,17 +302,7 @@ fn watch_does_not_take_a_file_still_being_written() {
     }
     drop(f);
     // Complete and left alone: now it goes.
-    let record = outbox.join("sent/slow.sluice.sent.json");
-    assert!(
-        wait_until(Duration::from_secs(60), || record.is_file()),
-        "never sent"
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || audit(&t)
-            .get(&id)
-            .is_some_and(|d| !d.is_empty())),
-        "not decided"
-    );
+    assert_sent_and_decided(&t, &outbox, "slow.sluice", &id);
     assert_eq!(terminate(&mut watcher).code(), Some(0));
     terminate(&mut listener);
     assert_eq!(audit(&t).get(&id), Some(&vec!["accepted".to_string()]));

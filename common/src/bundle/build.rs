@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::format::{self, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_NOTE_BYTES};
+use super::format::{self, BodyError, FORMAT_VERSION, MAX_HEADER_BYTES, MAX_NOTE_BYTES};
 use super::keys::SecretKey;
 use super::path::{self, Limits, PathError};
 use super::trust::check_channel;
@@ -37,6 +37,18 @@ pub struct SourceEntry {
     /// Bytes the file must have (the builder refuses a file that turns out longer or shorter).
     pub size: u64,
     pub executable: bool,
+}
+
+impl SourceEntry {
+    /// A directory input: no bytes, never executable.
+    pub fn dir(path: String) -> SourceEntry {
+        SourceEntry {
+            kind: EntryKind::Dir,
+            path,
+            size: 0,
+            executable: false,
+        }
+    }
 }
 
 /// Opens file contents by manifest path. The binary maps paths to files (no-follow); tests map
@@ -130,12 +142,7 @@ pub fn plan(mut inputs: Vec<SourceEntry>) -> Result<Vec<Entry>, BuildError> {
     dirs.dedup();
     for d in dirs {
         if !inputs.iter().any(|e| e.path == d) {
-            inputs.push(SourceEntry {
-                kind: EntryKind::Dir,
-                path: d,
-                size: 0,
-                executable: false,
-            });
+            inputs.push(SourceEntry::dir(d));
         }
     }
     inputs.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -168,45 +175,28 @@ fn stream_file<S: FileSource>(
         source,
     };
     let mut r = source.open(path).map_err(io_err)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut remaining = size;
-    while remaining > 0 {
-        let want = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = match r.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(BuildError::Changed {
-                    path: path.into(),
-                    detail: "it got shorter",
-                });
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(e)),
-        };
-        hasher.update(&buf[..n]);
+    let hash = format::stream_body(&mut r, size, buf, |chunk| {
         if let Some(w) = out.as_deref_mut() {
-            w.write_all(&buf[..n]).map_err(BuildError::Write)?;
+            w.write_all(chunk).map_err(BuildError::Write)?;
         }
-        remaining -= n as u64;
-        progress(phase, n as u64);
+        progress(phase, chunk.len() as u64);
+        Ok(())
+    })
+    .map_err(|e| match e {
+        BodyError::Short(_) => BuildError::Changed {
+            path: path.into(),
+            detail: "it got shorter",
+        },
+        BodyError::Read(e) => io_err(e),
+        BodyError::Sink(e) => e,
+    })?;
+    if !format::at_end(&mut r).map_err(io_err)? {
+        return Err(BuildError::Changed {
+            path: path.into(),
+            detail: "it got longer",
+        });
     }
-    let mut one = [0u8; 1];
-    loop {
-        match r.read(&mut one) {
-            Ok(0) => break,
-            Ok(_) => {
-                return Err(BuildError::Changed {
-                    path: path.into(),
-                    detail: "it got longer",
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(e)),
-        }
-    }
-    Ok(*hasher.finalize().as_bytes())
+    Ok(hash)
 }
 
 /// Build a signed bundle from `inputs` and write it to `out`. Deterministic: the same inputs,
@@ -332,5 +322,13 @@ impl MemSource {
                 executable: false,
             })
             .collect()
+    }
+
+    /// Signs every file held into a bundle in memory: [`build`] of [`entries`](Self::entries),
+    /// without progress.
+    pub fn bundle(&mut self, spec: &BundleSpec, key: &SecretKey) -> Result<Vec<u8>, BuildError> {
+        let mut out = Vec::new();
+        build(spec, self.entries(), key, self, &mut out, &mut |_, _| {})?;
+        Ok(out)
     }
 }

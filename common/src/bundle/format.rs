@@ -14,6 +14,8 @@
 //! DIGEST = BundleId = blake3(DOMAIN || bytes 0 .. 22+H)      DOMAIN = "sluice bundle v1\0"
 //! ```
 
+use std::io::{self, Read};
+
 use serde::{Deserialize, Serialize};
 
 use super::{BundleId, Entry, EntryKind, Header, KeyId};
@@ -180,4 +182,53 @@ pub fn digest(prefix: &[u8; PREFIX_LEN], header: &[u8]) -> BundleId {
     h.update(prefix);
     h.update(header);
     BundleId(*h.finalize().as_bytes())
+}
+
+/// How [`stream_body`] stopped before a file's last byte.
+pub(crate) enum BodyError<E> {
+    /// The reader ended with this many of the file's bytes still to come.
+    Short(u64),
+    Read(io::Error),
+    /// `sink` refused a chunk.
+    Sink(E),
+}
+
+/// Reads one file's body, exactly `size` bytes (the layout above), from `r` through `buf`,
+/// retrying interrupted reads; hands each chunk to `sink` and returns the blake3 of them all.
+/// `build` and `verify` both stream every file this way.
+pub(crate) fn stream_body<E>(
+    r: &mut impl Read,
+    size: u64,
+    buf: &mut [u8],
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<[u8; 32], BodyError<E>> {
+    let mut hasher = blake3::Hasher::new();
+    let mut remaining = size;
+    while remaining > 0 {
+        let want = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match r.read(&mut buf[..want]) {
+            Ok(0) => return Err(BodyError::Short(remaining)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BodyError::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+        sink(&buf[..n]).map_err(BodyError::Sink)?;
+        remaining -= n as u64;
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Whether `r` is at its end: one more byte read, retrying interrupted reads.
+pub(crate) fn at_end(r: &mut impl Read) -> io::Result<bool> {
+    let mut one = [0u8; 1];
+    loop {
+        match r.read(&mut one) {
+            Ok(n) => return Ok(n == 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

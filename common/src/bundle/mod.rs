@@ -31,17 +31,37 @@ pub use path::{Limits, PathError, PathRule, check_manifest, check_path};
 pub use trust::{ChannelRule, TrustError, TrustStore, TrustedKey, check_sequence, parse_duration};
 pub use verify::{DiscardSink, MemSink, VerifyError, VerifyOptions, inspect, verify};
 
+/// Both ids are shown as their lowercase hex: `to_hex` and `Display` the bare hex (store paths,
+/// receipts, logs), `Debug` the hex inside the type's name.
+macro_rules! hex_id {
+    ($id:ident) => {
+        impl $id {
+            /// Lowercase hex, two characters per byte.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+        }
+
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($id), "({})"), self.to_hex())
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+    };
+}
+
 /// A bundle's identity: blake3 of the domain-separated signed header bytes. Because the header
 /// binds every file hash, two bundles with the same id have the same content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BundleId(pub [u8; 32]);
 
 impl BundleId {
-    /// Lowercase hex, as used in store paths, receipts and logs.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
     /// The 16-byte transport object id a sender uses for this bundle, so that every pass and
     /// every later resend of the same bundle accumulates into the same partial object.
     pub fn object_id(&self) -> [u8; 16] {
@@ -51,41 +71,14 @@ impl BundleId {
     }
 }
 
-impl fmt::Debug for BundleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BundleId({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for BundleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+hex_id!(BundleId);
 
 /// A signer's key id: the first 8 bytes of blake3 over the 32-byte ed25519 public key. A label
 /// that selects which trusted key to try; it never decides trust by itself.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; 8]);
 
-impl KeyId {
-    /// Lowercase hex (16 characters).
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+hex_id!(KeyId);
 
 /// What an entry is. Only regular files and directories exist in a bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +99,19 @@ pub struct Entry {
     pub blake3: [u8; 32],
     /// The only mode information that travels. Owner, group and other bits never do.
     pub executable: bool,
+}
+
+impl Entry {
+    /// A directory entry: no body bytes, so size 0 and an all-zero blake3, never executable.
+    pub fn dir(path: impl Into<String>) -> Entry {
+        Entry {
+            kind: EntryKind::Dir,
+            path: path.into(),
+            size: 0,
+            blake3: [0; 32],
+            executable: false,
+        }
+    }
 }
 
 /// The signed header, as decoded after its signature verified.

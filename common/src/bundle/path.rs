@@ -462,13 +462,7 @@ mod tests {
         }
     }
     fn d(p: &str) -> Entry {
-        Entry {
-            kind: EntryKind::Dir,
-            path: p.into(),
-            size: 0,
-            blake3: [0; 32],
-            executable: false,
-        }
+        Entry::dir(p)
     }
 
     #[test]

@@ -20,7 +20,8 @@ use ed25519_dalek::Signature;
 
 use super::build::{CHUNK_BYTES, check_note};
 use super::format::{
-    self, DecodeError, FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, PREFIX_LEN, SIGNATURE_LEN,
+    self, BodyError, DecodeError, FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, PREFIX_LEN,
+    SIGNATURE_LEN,
 };
 use super::path::{self, Limits};
 use super::trust::{TrustStore, check_channel, check_sequence};
@@ -359,31 +360,19 @@ pub fn verify<R: Read, S: FileSink>(
             continue;
         }
         sink.begin_file(e).map_err(|x| storage(x, &e.path))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut remaining = e.size;
-        while remaining > 0 {
-            let want = usize::try_from(remaining)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let n = match reader.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(VerifyError::new(
-                        RejectReason::Truncated,
-                        format!(
-                            "the file ends {remaining} bytes short inside {}",
-                            path::escape(&e.path)
-                        ),
-                    ));
-                }
-                Ok(n) => n,
-                Err(x) if x.kind() == io::ErrorKind::Interrupted => continue,
-                Err(x) => return Err(io_error(x, &path::escape(&e.path))),
-            };
-            hasher.update(&buf[..n]);
-            sink.write(&buf[..n]).map_err(|x| storage(x, &e.path))?;
-            remaining -= n as u64;
-        }
-        if hasher.finalize().as_bytes() != &e.blake3 {
+        let hash = format::stream_body(&mut reader, e.size, &mut buf, |chunk| sink.write(chunk))
+            .map_err(|x| match x {
+                BodyError::Short(remaining) => VerifyError::new(
+                    RejectReason::Truncated,
+                    format!(
+                        "the file ends {remaining} bytes short inside {}",
+                        path::escape(&e.path)
+                    ),
+                ),
+                BodyError::Read(x) => io_error(x, &path::escape(&e.path)),
+                BodyError::Sink(x) => storage(x, &e.path),
+            })?;
+        if hash != e.blake3 {
             return Err(VerifyError::new(
                 RejectReason::HashMismatch,
                 format!("{} does not match its manifest hash", path::escape(&e.path)),
@@ -393,21 +382,11 @@ pub fn verify<R: Read, S: FileSink>(
     }
 
     // Step 7: exactly EOF.
-    let mut one = [0u8; 1];
-    loop {
-        match reader.read(&mut one) {
-            Ok(0) => break,
-            Ok(_) => {
-                return Err(VerifyError::new(
-                    RejectReason::TrailingBytes,
-                    format!(
-                        "bytes follow the last file (expected the file to end at {bundle_bytes})"
-                    ),
-                ));
-            }
-            Err(x) if x.kind() == io::ErrorKind::Interrupted => continue,
-            Err(x) => return Err(io_error(x, "the end of the bundle")),
-        }
+    if !format::at_end(&mut reader).map_err(|x| io_error(x, "the end of the bundle"))? {
+        return Err(VerifyError::new(
+            RejectReason::TrailingBytes,
+            format!("bytes follow the last file (expected the file to end at {bundle_bytes})"),
+        ));
     }
     Ok(Verified::new(
         header,

@@ -46,7 +46,6 @@ pub enum AuditCommand {
 ///   sluice-recv audit verify --store /var/lib/sluice --json | jq .problems
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

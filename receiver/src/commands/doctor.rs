@@ -32,7 +32,6 @@ pub use sluice_host::hostcheck::EXIT_CODES;
 ///   sluice-recv doctor --store /var/lib/sluice --trust /etc/sluice/trust --profile gbe-fibre-1500 --json
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

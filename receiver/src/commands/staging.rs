@@ -58,7 +58,6 @@ pub enum StagingCommand {
 ///   sluice-recv staging list --store /var/lib/sluice --json | jq '.objects[].object_id'
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]
@@ -87,7 +86,6 @@ pub struct ListArgs {
 ///   sluice-recv staging purge --store /var/lib/sluice --all --json
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

@@ -39,7 +39,6 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///   sluice-recv --config /etc/sluice/recv.toml status --json | jq .sent_not_received
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

@@ -42,7 +42,6 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///   sluice-recv verify --trust /etc/sluice/trust --json u.sluice | jq .reason
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

@@ -463,30 +463,24 @@ mod tests {
         let mut store = Store::open(dir.path(), StoreConfig::default()).unwrap();
         let (_d, src) = source(&[7u8; 3000]);
         let id = [5u8; 16];
-        assert_eq!(
+        // Volume 2 of object `id`, `records` records long.
+        let stage = |store: &mut Store, records: u64| {
             store
-                .stage_media_volume(&copy(id, 2, &src, 100), &mut all)
-                .unwrap(),
-            Staged::New { records: 100 }
-        );
+                .stage_media_volume(&copy(id, 2, &src, records), &mut all)
+                .unwrap()
+        };
+        assert_eq!(stage(&mut store, 100), Staged::New { records: 100 });
         assert_eq!(
             store.staged_len(id, &volume_name(2, 7)).unwrap(),
             Some(1006)
         );
         // Same or fewer records again: kept as is.
         assert_eq!(
-            store
-                .stage_media_volume(&copy(id, 2, &src, 50), &mut all)
-                .unwrap(),
+            stage(&mut store, 50),
             Staged::AlreadyStaged { records: 100 }
         );
         // More (an intact copy after a truncated one): replaces.
-        assert_eq!(
-            store
-                .stage_media_volume(&copy(id, 2, &src, 200), &mut all)
-                .unwrap(),
-            Staged::New { records: 200 }
-        );
+        assert_eq!(stage(&mut store, 200), Staged::New { records: 200 });
         let vols = store.staged_volumes(id).unwrap();
         assert_eq!(vols.len(), 1);
         assert_eq!((vols[0].index, vols[0].len), (2, 2006));

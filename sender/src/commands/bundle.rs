@@ -67,7 +67,6 @@ pub enum BundleCommand {
 ///   SOURCE_DATE_EPOCH=1700000000 sluice-send bundle create --key k.key --channel c --out r.sluice d/
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(CREATE_EXIT_CODES)
 )]
@@ -109,7 +108,6 @@ pub struct CreateArgs {
 ///   sluice-send bundle inspect u.sluice --json | jq .entries
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(INSPECT_EXIT_CODES)
 )]
@@ -133,23 +131,31 @@ fn fail(code: Exit, msg: impl Into<String>, help: impl Into<String>) -> CommandE
     CommandError::new(code, msg).help(help)
 }
 
+/// `path` could not be opened or read.
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> CommandError {
+    fail(
+        Exit::Input,
+        format!("cannot read {}: {e}", path.display()),
+        "check the path and permissions",
+    )
+}
+
+/// Directory `path` could not be listed.
+fn unlistable(path: &Path, e: impl std::fmt::Display) -> CommandError {
+    fail(
+        Exit::Input,
+        format!("cannot list {}: {e}", path.display()),
+        "check permissions",
+    )
+}
+
 /// Read a small file (a key), refusing anything over `max` bytes.
 fn read_small(p: &Path, max: u64) -> Result<Vec<u8>, CommandError> {
-    let f = File::open(p).map_err(|e| {
-        fail(
-            Exit::Input,
-            format!("cannot read {}: {e}", p.display()),
-            "check the path and permissions",
-        )
-    })?;
+    let f = File::open(p).map_err(|e| unreadable(p, e))?;
     let mut buf = Vec::new();
-    f.take(max + 1).read_to_end(&mut buf).map_err(|e| {
-        fail(
-            Exit::Input,
-            format!("cannot read {}: {e}", p.display()),
-            "check the path and permissions",
-        )
-    })?;
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| unreadable(p, e))?;
     if buf.len() as u64 > max {
         return Err(fail(
             Exit::Input,
@@ -227,13 +233,7 @@ fn collect(
                 "rename the file to a portable name, or leave it out",
             ));
         }
-        let meta = std::fs::symlink_metadata(&fs_path).map_err(|e| {
-            fail(
-                Exit::Input,
-                format!("cannot read {}: {e}", fs_path.display()),
-                "check the path and permissions",
-            )
-        })?;
+        let meta = std::fs::symlink_metadata(&fs_path).map_err(|e| unreadable(&fs_path, e))?;
         let ft = meta.file_type();
         if ft.is_file() {
             entries.push(SourceEntry {
@@ -243,27 +243,10 @@ fn collect(
                 executable: meta.permissions().mode() & 0o111 != 0,
             });
         } else if ft.is_dir() {
-            entries.push(SourceEntry {
-                kind: EntryKind::Dir,
-                path: bpath.clone(),
-                size: 0,
-                executable: false,
-            });
-            let rd = std::fs::read_dir(&fs_path).map_err(|e| {
-                fail(
-                    Exit::Input,
-                    format!("cannot list {}: {e}", fs_path.display()),
-                    "check permissions",
-                )
-            })?;
+            entries.push(SourceEntry::dir(bpath.clone()));
+            let rd = std::fs::read_dir(&fs_path).map_err(|e| unlistable(&fs_path, e))?;
             for child in rd {
-                let child = child.map_err(|e| {
-                    fail(
-                        Exit::Input,
-                        format!("cannot list {}: {e}", fs_path.display()),
-                        "check permissions",
-                    )
-                })?;
+                let child = child.map_err(|e| unlistable(&fs_path, e))?;
                 let cpath = child.path();
                 let cname = child.file_name().into_string().map_err(|_| {
                     fail(
@@ -496,13 +479,7 @@ fn write_bundle(
 }
 
 fn inspect(a: InspectArgs) -> Result<Exit, CommandError> {
-    let f = File::open(&a.file).map_err(|e| {
-        fail(
-            Exit::Input,
-            format!("cannot read {}: {e}", a.file.display()),
-            "check the path and permissions",
-        )
-    })?;
+    let f = File::open(&a.file).map_err(|e| unreadable(&a.file, e))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let (env, h) = bundle::inspect(std::io::BufReader::new(f)).map_err(|e| {
         fail(

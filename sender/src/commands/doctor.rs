@@ -29,7 +29,6 @@ pub use sluice_host::hostcheck::EXIT_CODES;
 ///   sluice-send doctor --to 10.0.0.2:7000 --link-key /etc/sluice/link.key --json | jq '.findings[] | select(.status != "ok")'
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = exit::help_table(EXIT_CODES)
 )]

@@ -31,7 +31,6 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///   sluice-send keygen --out k/officer --name ops-2026 --json
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = sluice_common::exit::help_table(EXIT_CODES)
 )]

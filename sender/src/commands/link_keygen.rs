@@ -37,7 +37,6 @@ pub const EXIT_CODES: &[(Exit, &str)] = &[
 ///   sluice-send link-keygen --out /etc/sluice/link.key --force    # rotate (both sides at once)
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about,
     verbatim_doc_comment,
     after_help = sluice_common::exit::help_table(EXIT_CODES)
 )]

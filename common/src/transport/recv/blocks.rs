@@ -135,28 +135,16 @@ impl Receiver {
                 self.unauth_buffered += cost;
             }
         }
-        let dropped = match outcome {
-            Ok(AddOutcome::Stored) => {
-                self.stats.symbols_accepted += 1;
-                false
-            }
-            Ok(AddOutcome::Duplicate) => {
-                self.stats.duplicate_symbols += 1;
-                true
-            }
-            Ok(AddOutcome::Full) => {
-                self.stats.over_cap_symbols += 1;
-                true
-            }
-            Ok(AddOutcome::Finished) => {
-                self.stats.late_symbols += 1;
-                true
-            }
-            Err(_) => {
-                self.stats.over_limit += 1;
-                true
-            }
+        // Every outcome is counted once; only a stored symbol is kept.
+        let counter = match outcome {
+            Ok(AddOutcome::Stored) => &mut self.stats.symbols_accepted,
+            Ok(AddOutcome::Duplicate) => &mut self.stats.duplicate_symbols,
+            Ok(AddOutcome::Full) => &mut self.stats.over_cap_symbols,
+            Ok(AddOutcome::Finished) => &mut self.stats.late_symbols,
+            Err(_) => &mut self.stats.over_limit,
         };
+        *counter += 1;
+        let dropped = !matches!(outcome, Ok(AddOutcome::Stored));
         if dropped {
             if new_block {
                 self.take_block(&id, d.block);

@@ -88,9 +88,7 @@ fn commit_writes_exact_files_modes_receipt_and_audit() {
 
 #[test]
 fn duplicate_keeps_one_copy_and_is_audited() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 2, "c", 1, true).expect("first");
     assert!(store.is_accepted(&BundleId([2; 32])));
     let d = commit(&mut store, 2, "c", 1, true).expect("second");
@@ -115,9 +113,7 @@ fn duplicate_keeps_one_copy_and_is_audited() {
 
 #[test]
 fn rollback_rejected_only_when_required() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 3, "c", 5, true).expect("seq 5");
     let d = commit(&mut store, 4, "c", 5, true).expect("decide");
     assert!(
@@ -169,9 +165,7 @@ fn rollback_rejected_only_when_required() {
 
 #[test]
 fn corrupt_high_water_mark_fails_closed() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 8, "chan", 4, true).expect("seq 4");
     commit(&mut store, 9, "other", 1, true).expect("other channel");
     let mark = dir
@@ -298,13 +292,7 @@ fn planted_symlink_inside_extraction_is_not_followed() {
     };
     let err = ext.begin_file(&y).expect_err("must refuse");
     assert!(err.to_string().contains("symlink"), "{err}");
-    let dd = Entry {
-        kind: EntryKind::Dir,
-        path: "d".into(),
-        size: 0,
-        blake3: [0; 32],
-        executable: false,
-    };
+    let dd = Entry::dir("d");
     assert!(ext.create_dir(&dd).is_err());
     assert_eq!(fs::read(outside.join("target")).expect("r"), b"untouched");
     assert_eq!(names(&outside), vec!["target".to_owned()]);

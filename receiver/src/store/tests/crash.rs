@@ -10,9 +10,7 @@ use crate::store::staging::{part_name, progress_name};
 
 #[test]
 fn crash_after_files_synced_before_rename_leaves_nothing() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     let spec = sample();
     let mut ext = store.stage_extract().expect("stage");
     feed(&mut ext, &spec).expect("feed");
@@ -43,30 +41,42 @@ fn crash_after_files_synced_before_rename_leaves_nothing() {
     verify_ok(&dir);
 }
 
-#[test]
-fn crash_after_rename_before_audit_is_recorded_on_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
-    commit(&mut store, 30, "c", 1, true).expect("first");
-    commit(&mut store, 31, "c", 2, true).expect("second");
+/// A closed store holding bundles `first` and `second` (sequences 1 and 2 of channel `c`), and
+/// its first audit line: what the restart tests below then damage.
+fn two_committed(first: u8, second: u8) -> (tempfile::TempDir, PathBuf, String) {
+    let (t, dir, mut store) = fresh_store();
+    commit(&mut store, first, "c", 1, true).expect("first");
+    commit(&mut store, second, "c", 2, true).expect("second");
     drop(store);
-    // Undo the last two steps of the second commit: its audit line and its mark.
     let audit = fs::read_to_string(dir.join("audit.jsonl")).expect("r");
-    let first_line = audit.lines().next().expect("line");
-    fs::write(dir.join("audit.jsonl"), format!("{first_line}\n")).expect("w");
+    let first_line = audit.lines().next().expect("line").to_owned();
+    (t, dir, first_line)
+}
+
+/// Overwrites channel `c`'s high-water mark with an older one (`sequence`, bundle `bundle_id`);
+/// returns the mark's file.
+fn write_old_mark(dir: &Path, sequence: u64, bundle_id: String) -> PathBuf {
     let mark = dir
         .join("state/channels")
         .join(records::channel_file_name("c"));
     let m = ChannelMark {
         channel: "c".into(),
-        sequence: 1,
-        bundle_id: hexid(30),
+        sequence,
+        bundle_id,
         schema: "sluice.channel-mark/1".into(),
         updated: "1970-01-01T00:00:00.001Z".into(),
         updated_unix_ms: 1,
     };
     fs::write(&mark, serde_json::to_vec(&m).expect("json")).expect("w");
+    mark
+}
+
+#[test]
+fn crash_after_rename_before_audit_is_recorded_on_restart() {
+    let (_t, dir, first_line) = two_committed(30, 31);
+    // Undo the last two steps of the second commit: its audit line and its mark.
+    fs::write(dir.join("audit.jsonl"), format!("{first_line}\n")).expect("w");
+    write_old_mark(&dir, 1, hexid(30));
     assert!(!inspect::verify_store(&dir).expect("v").problems.is_empty());
     let store = Store::open(&dir, cfg()).expect("reopen");
     let r = store.reconcile_report().clone();
@@ -90,23 +100,10 @@ fn crash_after_rename_before_audit_is_recorded_on_restart() {
 
 #[test]
 fn crash_after_audit_before_mark_raises_mark_on_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 40, "c", 7, true).expect("commit");
     drop(store);
-    let mark = dir
-        .join("state/channels")
-        .join(records::channel_file_name("c"));
-    let m = ChannelMark {
-        channel: "c".into(),
-        sequence: 3,
-        bundle_id: String::new(),
-        schema: "sluice.channel-mark/1".into(),
-        updated: "1970-01-01T00:00:00.001Z".into(),
-        updated_unix_ms: 1,
-    };
-    fs::write(&mark, serde_json::to_vec(&m).expect("json")).expect("w");
+    let mark = write_old_mark(&dir, 3, String::new());
     let mut store = Store::open(&dir, cfg()).expect("reopen");
     assert_eq!(
         store.reconcile_report().raised_marks,
@@ -135,15 +132,8 @@ fn crash_after_audit_before_mark_raises_mark_on_restart() {
 
 #[test]
 fn interrupted_audit_append_and_invalid_unrecorded_entry_are_repaired() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
-    commit(&mut store, 50, "c", 1, true).expect("commit");
-    commit(&mut store, 51, "c", 2, true).expect("commit");
-    drop(store);
+    let (_t, dir, first) = two_committed(50, 51);
     // Drop 51's audit line, damage one of its files, and leave a partial line at the end.
-    let audit = fs::read_to_string(dir.join("audit.jsonl")).expect("r");
-    let first = audit.lines().next().expect("line");
     fs::write(
         dir.join("audit.jsonl"),
         format!("{first}\n{{\"seq\":2,\"pre"),
@@ -182,9 +172,7 @@ const STEPS: [Step; 5] = [
 #[test]
 fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
     for step in STEPS {
-        let t = tempfile::tempdir().expect("tempdir");
-        let dir = t.path().join("s");
-        let mut store = Store::open(&dir, cfg()).expect("open");
+        let (_t, dir, mut store) = fresh_store();
         commit(&mut store, 90, "c", 1, true).expect("first");
         store
             .create_object(BundleId([91; 32]).object_id(), 100)
@@ -237,9 +225,7 @@ fn crash_at_every_commit_step_reconciles_to_a_consistent_state() {
 #[test]
 fn eio_at_every_commit_step_is_never_trusted() {
     for step in STEPS {
-        let t = tempfile::tempdir().expect("tempdir");
-        let dir = t.path().join("s");
-        let mut store = Store::open(&dir, cfg()).expect("open");
+        let (_t, dir, mut store) = fresh_store();
         store.fault = Some(Fault::Eio(step));
         let r = commit(&mut store, 92, "c", 5, true);
         store.fault = None;
@@ -281,9 +267,7 @@ fn eio_at_every_commit_step_is_never_trusted() {
 /// refuses further decisions (degraded, no retry-then-trust), and a restart reconciles.
 #[test]
 fn audit_fsync_failure_degrades_until_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     store.audit.fail_next_sync = true;
     let err = commit(&mut store, 93, "c", 1, true).expect_err("fsync failed");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");

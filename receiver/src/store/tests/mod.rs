@@ -10,7 +10,7 @@ mod staging;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sluice_common::bundle::{BundleId, Entry, EntryKind, FileSink, Header, KeyId};
 
@@ -21,6 +21,14 @@ fn cfg() -> StoreConfig {
     StoreConfig {
         staging_quota_bytes: 64 << 20,
     }
+}
+
+/// A new store at `s/` in a fresh temporary directory, which lives as long as the returned guard.
+fn fresh_store() -> (tempfile::TempDir, PathBuf, Store) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("s");
+    let store = Store::open(&dir, cfg()).expect("open");
+    (t, dir, store)
 }
 
 fn tf() -> TransportFigures {
@@ -57,17 +65,7 @@ fn sample() -> Spec {
 }
 
 fn entries(spec: &Spec) -> Vec<Entry> {
-    let mut v: Vec<Entry> = spec
-        .dirs
-        .iter()
-        .map(|d| Entry {
-            kind: EntryKind::Dir,
-            path: (*d).to_owned(),
-            size: 0,
-            blake3: [0; 32],
-            executable: false,
-        })
-        .collect();
+    let mut v: Vec<Entry> = spec.dirs.iter().map(|d| Entry::dir(*d)).collect();
     for (p, c, x) in &spec.files {
         v.push(Entry {
             kind: EntryKind::File,
@@ -127,10 +125,21 @@ fn commit(
     seq: u64,
     require: bool,
 ) -> Result<Decision, StoreError> {
-    let spec = sample();
+    commit_spec(store, id, channel, seq, require, &sample())
+}
+
+/// [`commit`] of `spec` instead of the [`sample`].
+fn commit_spec(
+    store: &mut Store,
+    id: u8,
+    channel: &str,
+    seq: u64,
+    require: bool,
+    spec: &Spec,
+) -> Result<Decision, StoreError> {
     let mut ext = store.stage_extract()?;
-    feed(&mut ext, &spec).map_err(ioe("feed"))?;
-    store.commit_core(ext, &info(id, channel, seq, &spec), require, tf())
+    feed(&mut ext, spec).map_err(ioe("feed"))?;
+    store.commit_core(ext, &info(id, channel, seq, spec), require, tf())
 }
 
 fn audit_lines(dir: &Path) -> Vec<serde_json::Value> {

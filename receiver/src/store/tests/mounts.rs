@@ -8,18 +8,38 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::store::staging::part_name;
 
-struct Tmpfs(PathBuf);
+/// A mounted tmpfs, unmounted (before its temporary parent goes) on drop.
+struct Tmpfs {
+    mnt: PathBuf,
+    _parent: tempfile::TempDir,
+}
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
-            .arg(&self.0)
+            .arg(&self.mnt)
             .status();
     }
 }
 
-fn mount_tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
+/// A tmpfs of `size` mounted on `mnt/` in a fresh temporary directory, and a store opened at
+/// `mnt/store`: `None`, the test skipped, without root.
+fn tmpfs_store(size: &str) -> Option<(Tmpfs, PathBuf, Store)> {
+    let t = tempfile::tempdir().expect("tempdir");
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir");
+    if !mount_tmpfs(&mnt, size) {
+        return None;
+    }
+    let tmpfs = Tmpfs { mnt, _parent: t };
+    let dir = tmpfs.mnt.join("store");
+    let store = Store::open(&dir, cfg()).expect("open");
+    Some((tmpfs, dir, store))
+}
+
+/// Mounts a tmpfs of `size` on `path`; false (the test is skipped) when that is impossible.
+fn mount_tmpfs(path: &Path, size: &str) -> bool {
     if !rustix::process::geteuid().is_root() {
         let why = "storage-fault test needs root to mount a tmpfs";
         assert!(
@@ -27,7 +47,7 @@ fn mount_tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
             "{why} (CI=true: not skipping)"
         );
         eprintln!("SKIPPED: {why}");
-        return None;
+        return false;
     }
     let ok = std::process::Command::new("mount")
         .args([
@@ -47,21 +67,30 @@ fn mount_tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
             "mount -t tmpfs failed under CI=true"
         );
         eprintln!("SKIPPED: mount -t tmpfs failed");
-        return None;
     }
-    Some(Tmpfs(path.to_path_buf()))
+    ok
+}
+
+/// Extracting `spec` (bundle `id`) fails for want of space (ENOSPC, of bytes or inodes) and its
+/// commit fails cleanly: no extraction left behind, nothing in quarantine. The commit's error.
+fn commit_runs_out_of_space(store: &mut Store, dir: &Path, id: u8, spec: &Spec) -> StoreError {
+    let mut ext = store.stage_extract().expect("stage");
+    assert!(feed(&mut ext, spec).is_err());
+    assert!(ext.storage_failure().is_some());
+    let err = store
+        .commit_core(ext, &info(id, "c", 1, spec), true, tf())
+        .expect_err("no space");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(names(&dir.join("staging/extract")).is_empty());
+    assert!(names(&dir.join("quarantine")).is_empty());
+    err
 }
 
 #[test]
 fn disk_full_fails_cleanly_and_recovers() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).expect("mkdir");
-    let Some(_guard) = mount_tmpfs(&mnt, "2m") else {
+    let Some((_tmpfs, dir, mut store)) = tmpfs_store("2m") else {
         return;
     };
-    let dir = mnt.join("store");
-    let mut store = Store::open(&dir, cfg()).expect("open");
     // Staging: reserving more than the filesystem holds fails with ENOSPC, nothing left.
     let err = store.create_object([1; 16], 3 << 20).expect_err("too big");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
@@ -77,15 +106,7 @@ fn disk_full_fails_cleanly_and_recovers() {
     );
     // Commit: the extraction hits ENOSPC mid-file; the commit reports it and cleans up.
     let spec = big_spec(1 << 20);
-    let mut ext = store.stage_extract().expect("stage");
-    assert!(feed(&mut ext, &spec).is_err());
-    assert!(ext.storage_failure().is_some());
-    let err = store
-        .commit_core(ext, &info(70, "c", 1, &spec), true, tf())
-        .expect_err("full");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-    assert!(names(&dir.join("staging/extract")).is_empty());
-    assert!(names(&dir.join("quarantine")).is_empty());
+    let err = commit_runs_out_of_space(&mut store, &dir, 70, &spec);
     // The failure can be recorded (small records still fit) and the store keeps working.
     store
         .reject(
@@ -100,11 +121,7 @@ fn disk_full_fails_cleanly_and_recovers() {
         .expect("record");
     // Free space; the resend commits.
     store.remove_object([2; 16]).expect("free");
-    let mut ext = store.stage_extract().expect("stage");
-    feed(&mut ext, &spec).expect("fits now");
-    let d = store
-        .commit_core(ext, &info(70, "c", 1, &spec), true, tf())
-        .expect("commit");
+    let d = commit_spec(&mut store, 70, "c", 1, true, &spec).expect("commit");
     assert!(matches!(d, Decision::Accepted { .. }));
     assert_eq!(
         fs::read(dir.join("quarantine").join(hexid(70)).join("files/big.bin"))
@@ -118,19 +135,14 @@ fn disk_full_fails_cleanly_and_recovers() {
 
 #[test]
 fn read_only_store_gives_a_clear_error() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).expect("mkdir");
-    let Some(_guard) = mount_tmpfs(&mnt, "4m") else {
+    let Some((tmpfs, dir, mut store)) = tmpfs_store("4m") else {
         return;
     };
-    let dir = mnt.join("store");
-    let mut store = Store::open(&dir, cfg()).expect("open");
     commit(&mut store, 80, "c", 1, true).expect("commit while writable");
     drop(store);
     let ro = std::process::Command::new("mount")
         .args(["-o", "remount,ro"])
-        .arg(&mnt)
+        .arg(&tmpfs.mnt)
         .status()
         .expect("mount");
     assert!(ro.success());
@@ -142,20 +154,15 @@ fn read_only_store_gives_a_clear_error() {
     verify_ok(&dir);
     let _ = std::process::Command::new("mount")
         .args(["-o", "remount,rw"])
-        .arg(&mnt)
+        .arg(&tmpfs.mnt)
         .status();
 }
 
 #[test]
 fn inode_exhaustion_fails_cleanly_and_recovers() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let mnt = t.path().join("mnt");
-    fs::create_dir(&mnt).expect("mkdir");
-    let Some(_guard) = mount_tmpfs(&mnt, "8m,nr_inodes=40") else {
+    let Some((_tmpfs, dir, mut store)) = tmpfs_store("8m,nr_inodes=40") else {
         return;
     };
-    let dir = mnt.join("store");
-    let mut store = Store::open(&dir, cfg()).expect("open");
     let many = Spec {
         dirs: vec![],
         files: (0..60)
@@ -168,20 +175,9 @@ fn inode_exhaustion_fails_cleanly_and_recovers() {
             })
             .collect(),
     };
-    let mut ext = store.stage_extract().expect("stage");
-    assert!(feed(&mut ext, &many).is_err());
-    let err = store
-        .commit_core(ext, &info(96, "c", 1, &many), true, tf())
-        .expect_err("no inodes");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-    assert!(names(&dir.join("staging/extract")).is_empty());
-    assert!(names(&dir.join("quarantine")).is_empty());
+    commit_runs_out_of_space(&mut store, &dir, 96, &many);
     let small = big_spec(10);
-    let mut ext = store.stage_extract().expect("stage");
-    feed(&mut ext, &small).expect("fits");
-    let d = store
-        .commit_core(ext, &info(97, "c", 1, &small), true, tf())
-        .expect("commit");
+    let d = commit_spec(&mut store, 97, "c", 1, true, &small).expect("commit");
     assert!(matches!(d, Decision::Accepted { .. }));
     verify_ok(&dir);
 }

@@ -70,9 +70,7 @@ fn object_staging_quota_progress_and_removal() {
 
 #[test]
 fn reject_and_incomplete_are_recorded() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     store.create_object([3; 16], 100).expect("create");
     store.save_progress([3; 16], b"p").expect("p");
     store
@@ -141,9 +139,7 @@ fn reject_and_incomplete_are_recorded() {
 
 #[test]
 fn audit_verify_detects_tampering() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     for (i, id) in [60u8, 61, 62].iter().enumerate() {
         commit(&mut store, *id, "c", i as u64 + 1, true).expect("commit");
     }
@@ -230,9 +226,7 @@ fn audit_verify_detects_tampering() {
 
 #[test]
 fn record_duplicate_without_extracting() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     commit(&mut store, 95, "c", 1, true).expect("commit");
     let id = BundleId([95; 32]);
     store.create_object(id.object_id(), 10).expect("obj");
@@ -253,9 +247,7 @@ fn record_duplicate_without_extracting() {
 
 #[test]
 fn extraction_must_match_the_verified_manifest() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path().join("s");
-    let mut store = Store::open(&dir, cfg()).expect("open");
+    let (_t, dir, mut store) = fresh_store();
     let spec = sample();
     let mut other = info(98, "c", 1, &big_spec(5));
     let mut ext = store.stage_extract().expect("stage");
