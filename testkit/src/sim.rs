@@ -78,6 +78,14 @@ pub fn sender(id: u8, symbol_size: u16, block_size: u32, passes: u16) -> Sender 
     Sender::new(c, Instant::now(), 1_800_000_000_000).expect("sender")
 }
 
+/// (block, esi) of a data frame under [`key`]; `None` for any other frame (heartbeat, end).
+pub fn symbol_of(frame: &[u8]) -> Option<(u32, u32)> {
+    match sluice_common::transport::wire::decode(&key(), frame).ok()? {
+        sluice_common::transport::wire::Frame::Data(d) => Some((d.header.block, d.header.esi)),
+        _ => None,
+    }
+}
+
 /// Fake staging file: either the bytes in memory, or a streaming blake3 of the object in
 /// offset order (blocks arriving out of order wait in a small map) for objects too big to hold.
 pub enum Staging {

@@ -6,21 +6,12 @@
 use std::time::Instant;
 
 use sluice_common::transport::recv::{Effect, Receiver, ReceiverConfig};
-use sluice_common::transport::wire::{self, Frame};
-use sluice_testkit::sim::{content, key, oid, one_pass_frames};
+use sluice_testkit::sim::{content, key, oid, one_pass_frames, symbol_of};
 
 const T: u16 = 1024;
 const BLOCK: u32 = 64 * 1024;
 const LEN: u64 = 4 * BLOCK as u64 + 100;
 const SEED: u64 = 41;
-
-/// (block, esi) of a data frame.
-fn symbol(frame: &[u8]) -> Option<(u32, u32)> {
-    match wire::decode(&key(), frame).ok()? {
-        Frame::Data(d) => Some((d.header.block, d.header.esi)),
-        _ => None,
-    }
-}
 
 /// The prefixes offered for authentication while `frames` are fed (nothing is authenticated).
 fn offers(frames: &[Vec<u8>], now: Instant) -> Vec<(Vec<u8>, bool)> {
@@ -49,7 +40,7 @@ fn the_first_source_symbol_is_offered_before_its_block_completes() {
     let frames = one_pass_frames(now, SEED, LEN, T, BLOCK);
     let first = frames
         .iter()
-        .position(|f| symbol(f) == Some((0, 0)))
+        .position(|f| symbol_of(f) == Some((0, 0)))
         .expect("block 0, esi 0 is sent");
     let got = offers(&frames[..=first], now);
     assert_eq!(got.len(), 1, "one offer, at the first symbol");
@@ -70,7 +61,7 @@ fn the_leading_source_symbols_are_offered_each_time_they_double() {
     let k = BLOCK / u32::from(T);
     let upto: Vec<Vec<u8>> = frames
         .iter()
-        .filter(|f| symbol(f).is_some_and(|(b, e)| b == 0 && e < k - 1))
+        .filter(|f| symbol_of(f).is_some_and(|(b, e)| b == 0 && e < k - 1))
         .cloned()
         .collect();
     let lens: Vec<usize> = offers(&upto, now).iter().map(|(p, _)| p.len()).collect();
@@ -89,7 +80,7 @@ fn a_lost_first_symbol_waits_for_the_block() {
     // hands out the decode; run here, as the driver would, it offers the whole block).
     let block0: Vec<Vec<u8>> = frames
         .iter()
-        .filter(|f| symbol(f).is_some_and(|(b, e)| b == 0 && e != 0))
+        .filter(|f| symbol_of(f).is_some_and(|(b, e)| b == 0 && e != 0))
         .cloned()
         .collect();
     let mut r = Receiver::new(ReceiverConfig::new(key()));

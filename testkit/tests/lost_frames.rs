@@ -6,21 +6,12 @@
 use std::time::Instant;
 
 use sluice_common::transport::recv::{Effect, Handled, Receiver, ReceiverConfig};
-use sluice_common::transport::wire::{self, Frame};
-use sluice_testkit::sim::{key, oid, one_pass_frames};
+use sluice_testkit::sim::{key, oid, one_pass_frames, symbol_of};
 
 const T: u16 = 512;
 const BLOCK: u32 = 512 * 16;
 const LEN: u64 = 3 * BLOCK as u64 + 100;
 const SEED: u64 = 57;
-
-/// (block, esi) of a data frame.
-fn symbol(frame: &[u8]) -> Option<(u32, u32)> {
-    match wire::decode(&key(), frame).ok()? {
-        Frame::Data(d) => Some((d.header.block, d.header.esi)),
-        _ => None,
-    }
-}
 
 /// Feeds `frames`; returns (symbols stored, the last lost-frame count reported, completed).
 fn feed(frames: &[Vec<u8>], now: Instant) -> (u64, u64, bool) {
@@ -69,7 +60,7 @@ fn each_missing_symbol_before_its_block_completes_counts_once() {
     let drop = [(0, 0), (0, 1), (1, 5)];
     let kept: Vec<Vec<u8>> = all
         .iter()
-        .filter(|f| symbol(f).is_none_or(|s| !drop.contains(&s)))
+        .filter(|f| symbol_of(f).is_none_or(|s| !drop.contains(&s)))
         .cloned()
         .collect();
     assert_eq!(kept.len(), all.len() - drop.len());
@@ -84,7 +75,7 @@ fn a_reordered_straggler_is_not_lost() {
     let mut all = one_pass_frames(now, SEED, LEN, T, BLOCK);
     let at = |all: &[Vec<u8>], s: (u32, u32)| {
         all.iter()
-            .position(|f| symbol(f) == Some(s))
+            .position(|f| symbol_of(f) == Some(s))
             .expect("frame sent")
     };
     let (a, b) = (at(&all, (0, 2)), at(&all, (0, 4)));

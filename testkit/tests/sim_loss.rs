@@ -140,14 +140,12 @@ fn ten_percent_loss_fails_cleanly_across_seeds() {
     );
 }
 
-/// Threat-model G14: a jumbo first block (K = 471 symbols of 8 900 B, 4.2 MB) that lost source
-/// symbols must be decoded before the object authenticates, and the decode holds its symbols
-/// twice. With a quarter of the default budget for unauthenticated sessions that never fit, so a
-/// jumbo transfer with any loss in its first block never authenticated; now it completes
-/// byte-identical under the default `ReceiverConfig` (48 MiB), authenticating from its first
-/// block as a real receiver does.
-#[test]
-fn a_jumbo_first_block_that_needs_decoding_authenticates_and_completes() {
+/// A jumbo transfer as sluice-send makes it at MTU 9000 (T = 8 900, the recommended block of
+/// K = 471 symbols, 4.2 MB; 4 blocks a window, sender/src/settings.rs `DEFAULT_WINDOW_BYTES`)
+/// of `blocks` blocks and 17 bytes, one pass with 10 % repair through 5 % loss, authenticated
+/// only from its offered start as a real receiver does; `tune` adjusts the sim first. Asserts it
+/// authenticated and completed byte-identical; returns the sim and the block size.
+fn jumbo_through_5pct_loss(blocks: u64, what: &str, tune: impl FnOnce(&mut Sim)) -> (Sim, u32) {
     let t: u16 = 8900;
     let block = sluice_common::transport::params::recommended_block_size(t);
     let mut sim = Sim::new(
@@ -158,23 +156,39 @@ fn a_jumbo_first_block_that_needs_decoding_authenticates_and_completes() {
         },
     );
     sim.trust_first_frame = false;
+    tune(&mut sim);
     let mut config = SenderConfig::new(key(), [1; 16], t, block);
     config.overhead_percent = 10;
     config.passes = 1;
-    // What sluice-send picks at MTU 9000 (sender/src/settings.rs, DEFAULT_WINDOW_BYTES).
     config.window_blocks = 4;
     let s = sim.add_sender(Sender::new(config, sim.now, 0).expect("sender"));
-    let len = 6 * u64::from(block) + 17;
+    let len = blocks * u64::from(block) + 17;
     sim.queue(s, oid(1), len, 1);
     sim.run();
+    let st = sim.receiver.stats();
+    assert_eq!(st.sessions_authenticated, 1, "{what}: {st:?}");
+    assert_eq!(
+        sim.log(&oid(1)).outcomes,
+        vec![Outcome::Complete { len }],
+        "{what}: {st:?}"
+    );
+    assert!(sim.staged(&oid(1)) == whole(1, len, block).as_slice());
+    (sim, block)
+}
+
+/// Threat-model G14: a jumbo first block that lost source symbols must be decoded before the
+/// object authenticates (when its header fills the block, the sim's default). With a quarter of
+/// the default budget for unauthenticated sessions, its symbols and the decode job's copy of
+/// them never fitted, so such a transfer never authenticated; now it completes under the default
+/// `ReceiverConfig` (48 MiB).
+#[test]
+fn a_jumbo_first_block_that_needs_decoding_authenticates_and_completes() {
+    let (sim, _) = jumbo_through_5pct_loss(6, "jumbo", |_| {});
     let st = sim.receiver.stats();
     assert!(
         st.blocks_decoded >= 1,
         "the first block needed decoding: {st:?}"
     );
-    assert_eq!(st.sessions_authenticated, 1, "{st:?}");
-    assert_eq!(sim.log(&oid(1)).outcomes, vec![Outcome::Complete { len }]);
-    assert!(sim.staged(&oid(1)) == whole(1, len, block).as_slice());
 }
 
 /// The same jumbo transfer with decodes that lag: each takes as long as up to 450 datagrams take
@@ -184,8 +198,6 @@ fn a_jumbo_first_block_that_needs_decoding_authenticates_and_completes() {
 /// and the whole object complete in one pass.
 #[test]
 fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
-    let t: u16 = 8900;
-    let block = sluice_common::transport::params::recommended_block_size(t);
     // Frames of one block arrive in about 490 datagrams: up to that lag the one decode worker
     // keeps up on average; beyond it no bounded receiver finishes in one pass.
     // A header that fills block 0 (authenticated when it decodes), and a 202-byte one
@@ -194,41 +206,17 @@ fn a_jumbo_transfer_completes_when_decodes_lag_behind_the_link() {
         .into_iter()
         .flat_map(|lag| [(lag, None), (lag, Some(202))])
     {
-        let mut sim = Sim::new(
-            Receiver::new(ReceiverConfig::new(key())),
-            ImpairConfig {
-                loss_pct: 5.0,
-                ..Default::default()
-            },
-        );
-        sim.trust_first_frame = false;
-        sim.header_bytes = header;
-        sim.decode_lag_frames = lag;
-        let mut config = SenderConfig::new(key(), [1; 16], t, block);
-        config.overhead_percent = 10;
-        config.passes = 1;
-        config.window_blocks = 4;
-        let s = sim.add_sender(Sender::new(config, sim.now, 0).expect("sender"));
-        let len = 12 * u64::from(block) + 17;
-        sim.queue(s, oid(1), len, 1);
-        sim.run();
-        let st = sim.receiver.stats();
-        assert_eq!(
-            st.sessions_authenticated, 1,
-            "lag {lag} header {header:?}: {st:?}"
-        );
-        assert_eq!(
-            sim.log(&oid(1)).outcomes,
-            vec![Outcome::Complete { len }],
-            "lag {lag} header {header:?}: {st:?}"
-        );
-        assert!(sim.staged(&oid(1)) == whole(1, len, block).as_slice());
+        let what = format!("lag {lag} header {header:?}");
+        let (sim, block) = jumbo_through_5pct_loss(12, &what, |sim| {
+            sim.header_bytes = header;
+            sim.decode_lag_frames = lag;
+        });
         // The window of 4 blocks being received, one decoding (its symbols lent to the job, not
         // copied) and one decoded block waiting for its write: 6 blocks. Copying the symbols
         // into the job took this to 37.8 MB (9 blocks) at lag 450.
         assert!(
             sim.max_buffered <= 6 * u64::from(block),
-            "lag {lag} header {header:?}: peak {} bytes buffered",
+            "{what}: peak {} bytes buffered",
             sim.max_buffered
         );
     }
