@@ -462,6 +462,7 @@ fn run_case(
     }
     let gib = fx.bundle_bytes as f64 / (1u64 << 30) as f64;
     let cpu_total = send_stats.cpu_secs + recv_stats.cpu_secs;
+    let (send_threads, recv_threads) = (send_stats.cpu_by_thread(), recv_stats.cpu_by_thread());
     let ratio = |c: f64| if c > 0.0 { goodput / c } else { 0.0 };
     Ok(json!({
         "case": case.name,
@@ -495,10 +496,10 @@ fn run_case(
         "send_peak_rss_mib": r2(send_stats.peak_rss_kib as f64 / 1024.0),
         "recv_peak_rss_mib": r2(recv_stats.peak_rss_kib as f64 / 1024.0),
         // CPU seconds per thread name, busiest first, and the busiest one's share of its side.
-        "send_threads": table::threads_json(&send_stats.cpu_by_thread()),
-        "recv_threads": table::threads_json(&recv_stats.cpu_by_thread()),
-        "send_top_thread_pct": table::top_share_pct(&send_stats.cpu_by_thread()),
-        "recv_top_thread_pct": table::top_share_pct(&recv_stats.cpu_by_thread()),
+        "send_threads": table::threads_json(&send_threads),
+        "recv_threads": table::threads_json(&recv_threads),
+        "send_top_thread_pct": table::top_share_pct(&send_threads),
+        "recv_top_thread_pct": table::top_share_pct(&recv_threads),
         "sent_frames": send_json["frames"],
         "gso_segments_per_send": send_json["gso_segments_per_send"],
         "recv_frames": outcome["frames"],

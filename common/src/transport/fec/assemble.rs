@@ -336,21 +336,9 @@ impl BlockAssembler {
         self.lent == 0 && self.is_full() && self.last_attempt == Some(self.symbols_held())
     }
 
+    /// Every source symbol is here (so all lead from ESI 0): the block is their prefix.
     fn copy_source(&mut self) -> Vec<u8> {
-        let t = usize::from(self.symbol_size);
-        let len = self.block_len as usize;
-        let mut out = vec![0u8; len];
-        for (esi, slot) in self.source_slot.iter().enumerate() {
-            let start = esi * t;
-            let n = t.min(len.saturating_sub(start));
-            let from = (*slot as usize).saturating_sub(1) * t;
-            if let (Some(dst), Some(src)) = (
-                out.get_mut(start..start + n),
-                self.arena.get(from..from + n),
-            ) {
-                dst.copy_from_slice(src);
-            }
-        }
+        let out = self.source_prefix(self.block_len as usize);
         self.arena = Vec::new();
         self.esis = Vec::new();
         self.source_slot = Vec::new();
