@@ -107,6 +107,24 @@ impl Link {
             pumped.did_work = true;
             self.accept(done)?;
         }
+        // The transmit that ends a window opens the next one and returns `None`: read its
+        // blocks and transmit again at once instead of sleeping with nothing to send
+        // (`Sender::wants_read`).
+        loop {
+            self.answer_reads(&object, &mut pumped)?;
+            pumped.did_work |= self.transmit()?;
+            if !self.sender.wants_read() {
+                return Ok(pumped);
+            }
+        }
+    }
+
+    /// Reads every block the sender asks for and hands its repair solve to the worker.
+    fn answer_reads<'a>(
+        &mut self,
+        object: &impl Fn(&[u8; 16]) -> Option<&'a Prepared>,
+        pumped: &mut Pumped,
+    ) -> Result<(), CommandError> {
         while let Some(request) = self.sender.poll_read() {
             pumped.did_work = true;
             let p = object(&request.object_id)
@@ -126,8 +144,7 @@ impl Link {
                 self.accept(job.run())?;
             }
         }
-        pumped.did_work |= self.transmit()?;
-        Ok(pumped)
+        Ok(())
     }
 
     fn accept(&mut self, done: EncodedBlock) -> Result<(), CommandError> {
