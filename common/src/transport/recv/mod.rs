@@ -445,7 +445,7 @@ pub struct ReceiverStats {
 /// [`Receiver::authenticate`] (the session becomes a normal one: `Open`, its held blocks as
 /// `Write`s) or [`Receiver::refuse`]. The start is first block 0's leading source symbols (as
 /// they double), then its completed blocks. A real sender sends each object's first block
-/// first, source symbols in order (`transport/send.rs`), so a real bundle whose header fits
+/// first, source symbols in order (`transport/send/`), so a real bundle whose header fits
 /// in its first frames authenticates at its first frame, and otherwise after about one block.
 ///
 /// Block memory is charged per stored symbol (the arena growth it causes plus
