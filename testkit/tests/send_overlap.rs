@@ -106,7 +106,7 @@ fn pass_one_sends_every_source_symbol_of_a_window_before_any_solve() {
     drain(&mut s, now, &mut out);
     let sources = out.iter().filter_map(|f| esi_and_k(f)).count();
     // The first window is block 0 alone (it carries the bundle's signed header, see
-    // transport/send.rs): K = 40 source symbols.
+    // transport/send/): K = 40 source symbols.
     assert_eq!(sources, 40);
     assert_eq!(jobs.len(), 1);
     // The next window is 4 blocks × K = 40 source symbols each.
