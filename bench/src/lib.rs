@@ -2,5 +2,6 @@
 
 pub mod blast;
 pub mod case;
+pub mod peer;
 pub mod table;
 pub mod verdict;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sluice_bench::blast::{self, Mode, RecvOpts, SendOpts};
 use sluice_bench::case::{Case, parse_case, parse_size, rate_args};
 use sluice_bench::table::{self, human, print_header, print_row, r2, r3};
-use sluice_bench::verdict;
+use sluice_bench::{peer, verdict};
 use sluice_common::transport::pacer::IP_UDP_OVERHEAD;
 use sluice_tests::{DiodeOptions, Netns, ProcessWatch, Side};
 
@@ -72,6 +72,11 @@ struct Cli {
     /// Use these binaries instead of building them (directory holding sluice-send, sluice-recv).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Also run this peer tool after every Sluice row, on a fresh diode with the same MTU, loss
+    /// and rate cap, and print it beside the row (bench/src/peer.rs). Only `udpcast`
+    /// (apt-get install -y udpcast).
+    #[arg(long, value_parser = ["udpcast"])]
+    peer: Option<String>,
 }
 
 /// UDP RcvbufErrors in the receiver's namespace.
@@ -203,20 +208,6 @@ fn load_avg() -> String {
         .unwrap_or_default()
 }
 
-/// Whether `pid` (in its own namespace) has a UDP socket bound to `port`.
-fn udp_bound(pid: u32, port: u16) -> bool {
-    let want = format!(":{port:04X} ");
-    std::fs::read_to_string(format!("/proc/{pid}/net/udp"))
-        .map(|t| {
-            t.lines().skip(1).any(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .is_some_and(|a| format!("{a} ").contains(&want))
-            })
-        })
-        .unwrap_or(false)
-}
-
 fn terminate_after(pid: u32, deadline: Instant, done: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         while !done.load(Ordering::Relaxed) {
@@ -327,7 +318,7 @@ fn run_case(
         }
     });
     let bound_by = Instant::now() + Duration::from_secs(10);
-    while !udp_bound(recv_pid, port) {
+    while !peer::udp_bound(recv_pid, port) {
         if Instant::now() > bound_by {
             let _ = recv.kill();
             bail!("sluice-recv did not bind {bind} within 10 s");
@@ -549,6 +540,9 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|c| parse_case(c, cli.overhead, &cli.rate))
         .collect::<anyhow::Result<_>>()?;
+    if cli.peer.is_some() && !peer::udpcast_available() {
+        bail!("--peer udpcast: udp-sender/udp-receiver not found; apt-get install -y udpcast");
+    }
     let ceiling_secs = cli
         .ceiling_secs
         .unwrap_or(if cli.quick { 1.5 } else { 3.0 });
@@ -637,8 +631,13 @@ fn main() -> anyhow::Result<()> {
         let fx = make_fixture(&work, &bins, size, started + i as u64)?;
         for case in &cases {
             for run in 1..=cli.repeat {
-                let row = run_case(&cli, &bins, &work, &fx, case, run, ceiling_secs)
+                let mut row = run_case(&cli, &bins, &work, &fx, case, run, ceiling_secs)
                     .with_context(|| format!("case {} size {}", case.name, human(size)))?;
+                if cli.peer.is_some() {
+                    let timeout = Duration::from_secs_f64(cli.timeout);
+                    row["peer"] = peer::udpcast_beside(&row, case, &fx.bundle, &work, timeout)
+                        .with_context(|| format!("udpcast beside {}", case.name))?;
+                }
                 if cli.json {
                     println!("{row}");
                 } else {
@@ -663,6 +662,9 @@ fn main() -> anyhow::Result<()> {
     } else {
         for row in &rows {
             table::print_threads(row);
+        }
+        for line in rows.iter().filter_map(peer::summary_line) {
+            println!("{line}");
         }
         println!("# load at end {}", load_avg());
     }
